@@ -1,0 +1,237 @@
+//! Domain events and their versioned envelope.
+//!
+//! On the wire an event is `postcard(Envelope)`. [`Envelope`] is an enum whose variant index is
+//! the format version, so a reader of any later release still decodes version 1 bytes. Inside
+//! a version, [`EventBody`] only grows at its end. Field changes go into a new body variant
+//! (say `ExecRequestedV2`) or, for the shared metadata, a new envelope version with an
+//! upcasting conversion into the in-memory [`Event`].
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::ids::{DeviceId, JobId, KeyId, TenantId};
+
+/// Microseconds since the Unix epoch, UTC. Fixed-width integer on the wire (chrono's own serde
+/// form is a string, which would bloat every event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Self::from(Utc::now())
+    }
+    pub fn to_datetime(self) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(self.0).unwrap_or_default()
+    }
+}
+
+impl From<DateTime<Utc>> for Timestamp {
+    fn from(t: DateTime<Utc>) -> Self {
+        Self(t.timestamp_micros())
+    }
+}
+
+/// One fact in the log, with who and when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique per event; also the `Nats-Msg-Id`, so a retried publish is stored once.
+    pub id: Uuid,
+    pub at: Timestamp,
+    pub tenant: TenantId,
+    /// The API key that caused the event, if a caller did (workers' events carry none).
+    pub actor: Option<KeyId>,
+    pub body: EventBody,
+}
+
+/// Version 1 of the events. Append new variants at the end only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum EventBody {
+    DeviceRegistered(DeviceRegistered),
+    DeviceOnline(DeviceOnline),
+    ExecRequested(ExecRequested),
+    ExecStarted(ExecStarted),
+    ExecFinished(ExecFinished),
+    ExecFailed(ExecFailed),
+}
+
+/// Where and as whom to connect. Carried by value in [`ExecRequested`] so a worker needs no
+/// lookup, and the job runs against the device as it was when the request was accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshTarget {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    /// The pinned host public key in OpenSSH form (`ssh-ed25519 AAAA…`). A server presenting
+    /// any other key is never connected to.
+    pub host_key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRegistered {
+    pub device_id: DeviceId,
+    pub name: String,
+    pub target: SshTarget,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceOnline {
+    pub device_id: DeviceId,
+}
+
+/// An operator asked for `argv` to run on a device. The worker quotes every element, so no
+/// caller text is ever interpreted by the remote shell.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequested {
+    pub job_id: JobId,
+    pub device_id: DeviceId,
+    pub target: SshTarget,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub stdin: Vec<u8>,
+    pub timeout_ms: u32,
+}
+
+/// A worker is about to send the command to the device. From here on the command may have
+/// run, so a redelivered request for this job is never executed again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecStarted {
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub worker: String,
+}
+
+/// The command ran to completion on the device (whatever its exit status).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecFinished {
+    pub job_id: JobId,
+    pub exit_status: Option<u32>,
+    pub exit_signal: Option<String>,
+    pub exit_signal_message: Option<String>,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub duration_ms: u64,
+}
+
+/// The job ended without a normal exit. Append-only enum, like every wire enum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FailureCode {
+    /// The command outlived its timeout and was stopped on the device.
+    TimedOut,
+    /// The device could not be reached (refused, unreachable, handshake failed).
+    ConnectFailed,
+    /// The device refused our credentials.
+    AuthFailed,
+    /// The device presented a host key other than the pinned one.
+    HostKeyMismatch,
+    /// The worker running the command disappeared; the command may or may not have run.
+    WorkerLost,
+    /// Anything else: the message says what.
+    Internal,
+}
+
+impl FailureCode {
+    /// The job status this failure ends in, as the API and read models spell it.
+    pub fn status(self) -> &'static str {
+        match self {
+            FailureCode::TimedOut => "timed_out",
+            FailureCode::WorkerLost => "worker_lost",
+            _ => "failed",
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCode::TimedOut => "timed_out",
+            FailureCode::ConnectFailed => "connect_failed",
+            FailureCode::AuthFailed => "auth_failed",
+            FailureCode::HostKeyMismatch => "host_key_mismatch",
+            FailureCode::WorkerLost => "worker_lost",
+            FailureCode::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecFailed {
+    pub job_id: JobId,
+    pub code: FailureCode,
+    pub message: String,
+    pub attempt: u32,
+}
+
+/// The versioned wire form. Variant index = format version. Never reorder.
+#[derive(Serialize, Deserialize)]
+enum Envelope {
+    V1(Event),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable event: {0}")]
+pub struct DecodeError(#[from] postcard::Error);
+
+impl Event {
+    pub fn new(tenant: TenantId, actor: Option<KeyId>, body: EventBody) -> Self {
+        Self { id: Uuid::now_v7(), at: Timestamp::now(), tenant, actor, body }
+    }
+
+    /// Encodes as the current envelope version.
+    pub fn encode(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        enum EnvelopeRef<'a> {
+            V1(&'a Event),
+        }
+        postcard::to_stdvec(&EnvelopeRef::V1(self)).expect("events always serialize")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        match postcard::from_bytes::<Envelope>(bytes)? {
+            Envelope::V1(event) => Ok(event),
+        }
+    }
+
+    /// The job this event is about, if any.
+    pub fn job_id(&self) -> Option<JobId> {
+        match &self.body {
+            EventBody::ExecRequested(e) => Some(e.job_id),
+            EventBody::ExecStarted(e) => Some(e.job_id),
+            EventBody::ExecFinished(e) => Some(e.job_id),
+            EventBody::ExecFailed(e) => Some(e.job_id),
+            EventBody::DeviceRegistered(_) | EventBody::DeviceOnline(_) => None,
+        }
+    }
+
+    /// A short stable name of the body's type, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match &self.body {
+            EventBody::DeviceRegistered(_) => "device_registered",
+            EventBody::DeviceOnline(_) => "device_online",
+            EventBody::ExecRequested(_) => "exec_requested",
+            EventBody::ExecStarted(_) => "exec_started",
+            EventBody::ExecFinished(_) => "exec_finished",
+            EventBody::ExecFailed(_) => "exec_failed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_round_trips_and_starts_with_its_version() {
+        let event = Event::new(
+            TenantId::parse("t").unwrap(),
+            None,
+            EventBody::DeviceOnline(DeviceOnline { device_id: DeviceId::new() }),
+        );
+        let bytes = event.encode();
+        assert_eq!(bytes[0], 0, "variant 0 of the envelope is version 1");
+        assert_eq!(Event::decode(&bytes).unwrap(), event);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(Event::decode(&[]).is_err());
+        assert!(Event::decode(&[7, 1, 2, 3]).is_err());
+    }
+}

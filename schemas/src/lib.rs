@@ -1,0 +1,25 @@
+//! The one definition of sshq's wire format.
+//!
+//! Everything that crosses NATS is defined here and nowhere else: the event types and their
+//! versioned envelope ([`event`]), the raw live-output messages that any plain NATS client can
+//! read ([`output`]), the typed identifiers that appear in subjects ([`ids`]), and the subject
+//! names plus stream and consumer settings ([`topology`]). Other crates never build a subject
+//! with `format!` and never touch postcard bytes; they call into this crate.
+//!
+//! Compatibility rule: postcard is positional, so an enum only ever gains variants at its end
+//! and a struct's fields are never reordered or retyped. A changed shape is a new envelope
+//! version (or a new event variant) with its own committed golden fixture under `fixtures/`;
+//! `tests/fixtures.rs` proves every committed fixture still decodes.
+
+pub mod event;
+pub mod ids;
+pub mod output;
+pub mod topology;
+
+pub use event::{
+    DecodeError, DeviceRegistered, DeviceOnline, Event, EventBody, ExecFailed, ExecFinished,
+    ExecRequested, ExecStarted, FailureCode, SshTarget, Timestamp,
+};
+pub use ids::{DeviceId, IdError, JobId, KeyId, TenantId};
+pub use output::{OutputChunk, OutputEnd, OutputError, OutputMessage, OutputStream};
+pub use topology::{JobFacet, StreamSettings, SubjectKind, Topology, TopologyError};

@@ -1,0 +1,284 @@
+//! Subject names, the stream and the consumers: the shape of sshq inside NATS.
+//!
+//! Every subject starts with a deployment prefix (default `sshq`), which lets several
+//! deployments, or every test, share one nats-server without seeing each other:
+//!
+//! ```text
+//! <p>.evt.<tenant>.job.<job>.requested    ExecRequested        (the work queue's filter)
+//! <p>.evt.<tenant>.job.<job>.started      ExecStarted
+//! <p>.evt.<tenant>.job.<job>.outcome      ExecFinished | ExecFailed
+//! <p>.evt.<tenant>.device.<id>.config     DeviceRegistered     (last message = current config)
+//! <p>.evt.<tenant>.device.<id>.presence   DeviceOnline
+//! <p>.out.<tenant>.<job>.stdout|stderr|end  live output, raw bytes (see `output`)
+//! ```
+//!
+//! All of it is stored in one stream, `<P>_LOG`, which is the source of truth: the projector
+//! folds it in stream-sequence order, and per-subject "last message" lookups (direct get) answer
+//! "was this job started?" or "what is this device?" without any read model.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream, Context};
+use async_nats::HeaderMap;
+
+use crate::event::{Event, EventBody};
+use crate::ids::{DeviceId, JobId, TenantId};
+use crate::output::OutputMessage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("prefix must be 1-32 characters of a-z, 0-9 or '_'")]
+    BadPrefix,
+    #[error("creating or updating the stream failed: {0}")]
+    Stream(#[from] jetstream::context::CreateStreamError),
+    #[error("opening the stream failed: {0}")]
+    GetStream(#[from] jetstream::context::GetStreamError),
+    #[error("creating the consumer failed: {0}")]
+    Consumer(#[from] jetstream::stream::ConsumerError),
+    #[error("publishing failed: {0}")]
+    Publish(#[from] jetstream::context::PublishError),
+    #[error("reading the stream failed: {0}")]
+    Get(#[from] jetstream::stream::DirectGetError),
+    #[error("stored message is not a valid event: {0}")]
+    Decode(#[from] crate::event::DecodeError),
+}
+
+/// The facets of a job's subjects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobFacet {
+    Requested,
+    Started,
+    Outcome,
+}
+
+impl JobFacet {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobFacet::Requested => "requested",
+            JobFacet::Started => "started",
+            JobFacet::Outcome => "outcome",
+        }
+    }
+}
+
+/// What a stored subject is, parsed back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubjectKind<'a> {
+    Event,
+    Output { tenant: &'a str, job: &'a str, part: &'a str },
+}
+
+/// Settings a deployment may change about the stream.
+#[derive(Clone, Debug)]
+pub struct StreamSettings {
+    /// 1 on one machine, 3 on a JetStream cluster.
+    pub replicas: usize,
+    /// How long the log keeps events; zero keeps them forever (read models are rebuilt from it).
+    pub max_age: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self { replicas: 1, max_age: Duration::ZERO }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Topology {
+    prefix: String,
+}
+
+impl Topology {
+    pub const DEFAULT_PREFIX: &'static str = "sshq";
+    /// The durable pull consumer shared by every worker process.
+    pub const WORKERS: &'static str = "workers";
+    /// How long a worker may hold a job message without acking or signalling progress.
+    pub const WORKER_ACK_WAIT: Duration = Duration::from_secs(30);
+
+    pub fn new(prefix: &str) -> Result<Self, TopologyError> {
+        let ok = (1..=32).contains(&prefix.len())
+            && prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if ok { Ok(Self { prefix: prefix.to_owned() }) } else { Err(TopologyError::BadPrefix) }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn stream_name(&self) -> String {
+        format!("{}_LOG", self.prefix.to_ascii_uppercase())
+    }
+
+    pub fn stream_config(&self, settings: &StreamSettings) -> stream::Config {
+        stream::Config {
+            name: self.stream_name(),
+            description: Some("sshq event log: the source of truth".into()),
+            subjects: vec![format!("{}.evt.>", self.prefix), format!("{}.out.>", self.prefix)],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            num_replicas: settings.replicas,
+            max_age: settings.max_age,
+            duplicate_window: Duration::from_secs(120),
+            allow_direct: true,
+            ..Default::default()
+        }
+    }
+
+    pub fn worker_consumer_config(&self) -> consumer::pull::Config {
+        consumer::pull::Config {
+            durable_name: Some(Self::WORKERS.into()),
+            description: Some("exec requests, shared by all worker processes".into()),
+            filter_subject: format!("{}.evt.*.job.*.requested", self.prefix),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Self::WORKER_ACK_WAIT,
+            max_ack_pending: 10_000,
+            ..Default::default()
+        }
+    }
+
+    /// Creates the stream (or brings its settings up to date) and the workers' consumer.
+    /// Idempotent; every service calls it at start, so start order does not matter.
+    pub async fn ensure(&self, js: &Context, settings: &StreamSettings) -> Result<stream::Stream, TopologyError> {
+        js.create_or_update_stream(self.stream_config(settings)).await?;
+        let stream = js.get_stream(self.stream_name()).await?;
+        stream
+            .get_or_create_consumer::<consumer::pull::Config>(Self::WORKERS, self.worker_consumer_config())
+            .await?;
+        Ok(stream)
+    }
+
+    pub fn job_subject(&self, tenant: &TenantId, job: JobId, facet: JobFacet) -> String {
+        format!("{}.evt.{tenant}.job.{job}.{}", self.prefix, facet.as_str())
+    }
+
+    pub fn device_config_subject(&self, tenant: &TenantId, device: DeviceId) -> String {
+        format!("{}.evt.{tenant}.device.{device}.config", self.prefix)
+    }
+
+    pub fn device_presence_subject(&self, tenant: &TenantId, device: DeviceId) -> String {
+        format!("{}.evt.{tenant}.device.{device}.presence", self.prefix)
+    }
+
+    /// Outcome events of every job of every tenant: what a bounded-wait submit listens to.
+    pub fn all_outcomes_subject(&self) -> String {
+        format!("{}.evt.*.job.*.outcome", self.prefix)
+    }
+
+    /// The subject an event is stored under.
+    pub fn event_subject(&self, event: &Event) -> String {
+        let t = &event.tenant;
+        match &event.body {
+            EventBody::DeviceRegistered(e) => self.device_config_subject(t, e.device_id),
+            EventBody::DeviceOnline(e) => self.device_presence_subject(t, e.device_id),
+            EventBody::ExecRequested(e) => self.job_subject(t, e.job_id, JobFacet::Requested),
+            EventBody::ExecStarted(e) => self.job_subject(t, e.job_id, JobFacet::Started),
+            EventBody::ExecFinished(e) => self.job_subject(t, e.job_id, JobFacet::Outcome),
+            EventBody::ExecFailed(e) => self.job_subject(t, e.job_id, JobFacet::Outcome),
+        }
+    }
+
+    pub fn output_subject(&self, tenant: &TenantId, job: JobId, message: &OutputMessage) -> String {
+        format!("{}.out.{tenant}.{job}.{}", self.prefix, message.part())
+    }
+
+    /// What a plain NATS client subscribes to for one job's live output.
+    pub fn output_filter(&self, tenant: &TenantId, job: JobId) -> String {
+        format!("{}.out.{tenant}.{job}.>", self.prefix)
+    }
+
+    pub fn classify<'a>(&self, subject: &'a str) -> Option<SubjectKind<'a>> {
+        let rest = subject.strip_prefix(self.prefix.as_str())?.strip_prefix('.')?;
+        if rest.starts_with("evt.") {
+            return Some(SubjectKind::Event);
+        }
+        let mut parts = rest.strip_prefix("out.")?.split('.');
+        let (tenant, job, part) = (parts.next()?, parts.next()?, parts.next()?);
+        parts.next().is_none().then_some(SubjectKind::Output { tenant, job, part })
+    }
+
+    /// Publishes an event, deduplicated by its id, and returns the ack future: await it to know
+    /// the event is durably stored.
+    pub async fn publish_event(
+        &self,
+        js: &Context,
+        event: &Event,
+    ) -> Result<jetstream::context::PublishAckFuture, TopologyError> {
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(event.encode().into())
+            .message_id(event.id.to_string());
+        Ok(js.send_publish(self.event_subject(event), msg).await?)
+    }
+
+    /// Publishes one live-output message of a job, deduplicated by job and sequence.
+    pub async fn publish_output(
+        &self,
+        js: &Context,
+        tenant: &TenantId,
+        job: JobId,
+        message: &OutputMessage,
+    ) -> Result<jetstream::context::PublishAckFuture, TopologyError> {
+        let mut headers: HeaderMap = message.headers();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{job}:{}", message.seq()).as_str());
+        let msg = jetstream::message::PublishMessage::build().payload(message.payload()).headers(headers);
+        Ok(js.send_publish(self.output_subject(tenant, job, message), msg).await?)
+    }
+
+    /// The last event stored under `subject`, with its stream sequence, or `None`.
+    pub async fn last_event(
+        &self,
+        stream: &stream::Stream,
+        subject: String,
+    ) -> Result<Option<(u64, Event)>, TopologyError> {
+        match stream.direct_get_last_for_subject(subject).await {
+            Ok(msg) => Ok(Some((msg.sequence, Event::decode(&msg.payload)?))),
+            Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{DeviceOnline, ExecStarted};
+
+    #[test]
+    fn subjects_carry_prefix_tenant_and_id() {
+        let topo = Topology::new("sshq").unwrap();
+        let tenant = TenantId::parse("acme").unwrap();
+        let job = JobId::new();
+        let started = Event::new(
+            tenant.clone(),
+            None,
+            EventBody::ExecStarted(ExecStarted { job_id: job, attempt: 1, worker: "w".into() }),
+        );
+        assert_eq!(topo.event_subject(&started), format!("sshq.evt.acme.job.{job}.started"));
+        assert_eq!(topo.output_filter(&tenant, job), format!("sshq.out.acme.{job}.>"));
+        let dev = DeviceId::new();
+        let online = Event::new(tenant.clone(), None, EventBody::DeviceOnline(DeviceOnline { device_id: dev }));
+        assert_eq!(topo.event_subject(&online), format!("sshq.evt.acme.device.{dev}.presence"));
+        assert_eq!(topo.stream_name(), "SSHQ_LOG");
+    }
+
+    #[test]
+    fn subjects_classify_back() {
+        let topo = Topology::new("t1").unwrap();
+        assert_eq!(topo.classify("t1.evt.a.job.x.started"), Some(SubjectKind::Event));
+        assert_eq!(
+            topo.classify("t1.out.a.j.stdout"),
+            Some(SubjectKind::Output { tenant: "a", job: "j", part: "stdout" })
+        );
+        assert_eq!(topo.classify("t2.evt.a"), None);
+        assert_eq!(topo.classify("t1x.evt.a"), None);
+        assert_eq!(topo.classify("t1.out.a.j.stdout.more"), None);
+    }
+
+    #[test]
+    fn prefixes_are_validated() {
+        assert!(Topology::new("sshq").is_ok());
+        for bad in ["", "a.b", "A", "a>", "a-b"] {
+            assert!(Topology::new(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Golden fixtures: the committed bytes of every event variant, per envelope version.
+//!
+//! Every file under `fixtures/` must decode forever. A sample without a fixture fails the
+//! test; run with `SSHQ_BLESS=1` once to write the fixture of a *new* variant. Existing
+//! fixtures are never rewritten: if one stops matching, the change broke the wire format.
+
+use std::path::PathBuf;
+
+use schemas::{
+    DeviceId, DeviceOnline, DeviceRegistered, Event, EventBody, ExecFailed, ExecFinished,
+    ExecRequested, ExecStarted, FailureCode, JobId, KeyId, SshTarget, TenantId, Timestamp,
+};
+use uuid::Uuid;
+
+fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+fn target() -> SshTarget {
+    SshTarget {
+        host: "10.0.0.7".into(),
+        port: 2222,
+        username: "ops".into(),
+        host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl".into(),
+    }
+}
+
+/// One deterministic sample per variant of the current version, named `v1/<kind>`.
+fn samples() -> Vec<(String, Event)> {
+    let job = JobId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001));
+    let device = DeviceId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002));
+    let bodies = vec![
+        EventBody::DeviceRegistered(DeviceRegistered { device_id: device, name: "edge-1".into(), target: target() }),
+        EventBody::DeviceOnline(DeviceOnline { device_id: device }),
+        EventBody::ExecRequested(ExecRequested {
+            job_id: job,
+            device_id: device,
+            target: target(),
+            argv: vec!["uptime".into()],
+            env: vec![("LC_ALL".into(), "C".into())],
+            stdin: b"in\0put".to_vec(),
+            timeout_ms: 30_000,
+        }),
+        EventBody::ExecStarted(ExecStarted { job_id: job, attempt: 1, worker: "worker-a".into() }),
+        EventBody::ExecFinished(ExecFinished {
+            job_id: job,
+            exit_status: Some(0),
+            exit_signal: None,
+            exit_signal_message: None,
+            stdout_bytes: 42,
+            stderr_bytes: 0,
+            duration_ms: 4,
+        }),
+        EventBody::ExecFailed(ExecFailed {
+            job_id: job,
+            code: FailureCode::TimedOut,
+            message: "timed out after 1s".into(),
+            attempt: 1,
+        }),
+    ];
+    bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let event = Event {
+                id: Uuid::from_u128(0x0190_0000_0000_7000_9000_0000_0000_0000 + i as u128),
+                at: Timestamp(1_790_000_000_000_000 + i as i64),
+                tenant: TenantId::parse("acme").unwrap(),
+                actor: Some(KeyId("key-1".into())),
+                body,
+            };
+            (format!("v1/{}", event.kind()), event)
+        })
+        .collect()
+}
+
+#[test]
+fn every_current_event_variant_has_a_golden_fixture_that_matches() {
+    let bless = std::env::var_os("SSHQ_BLESS").is_some();
+    let mut missing = Vec::new();
+    for (name, event) in samples() {
+        let path = fixtures_dir().join(format!("{name}.bin"));
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                assert_eq!(Event::decode(&bytes).unwrap(), event, "{name} decodes to the sample");
+                assert_eq!(event.encode(), bytes, "{name} encodes to the committed bytes");
+            }
+            Err(_) if bless => std::fs::write(&path, event.encode()).unwrap(),
+            Err(_) => missing.push(name),
+        }
+    }
+    assert!(missing.is_empty(), "no fixture for {missing:?}: run once with SSHQ_BLESS=1 and commit it");
+}
+
+#[test]
+fn every_committed_fixture_still_decodes() {
+    let mut seen = 0;
+    for version in std::fs::read_dir(fixtures_dir()).unwrap() {
+        for file in std::fs::read_dir(version.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            Event::decode(&bytes).unwrap_or_else(|e| panic!("{} no longer decodes: {e}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen >= samples().len(), "found only {seen} fixtures");
+}
