@@ -1,1 +1,150 @@
-pub fn x(){}
+//! The sshq REST API: authenticates callers, validates requests, appends commands and events
+//! to the log, and answers reads from the Postgres read models.
+//!
+//! Architecture invariants kept here: the API never opens an SSH connection and never writes
+//! a read-model table. A submit is acknowledged (`202`) only after JetStream confirmed the
+//! request is stored. Device and job lookups that must be current (does this device exist?
+//! was this job just submitted?) go to the log itself by subject, so they never lag behind.
+
+pub mod auth;
+pub mod command;
+pub mod domain;
+pub mod error;
+pub mod json;
+pub mod routes;
+pub mod waiters;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use schemas::{StreamSettings, TenantId, Topology};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::KeyEntry;
+use crate::domain::ExecLimits;
+use crate::waiters::Waiters;
+
+/// The API's settings, from `SSHQ_*` variables and `DATABASE_URL`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub nats_url: String,
+    pub prefix: String,
+    pub stream_replicas: usize,
+    pub database_url: String,
+    /// The bootstrap API key (required) and the tenant it acts for.
+    pub bootstrap_key: String,
+    pub bootstrap_tenant: String,
+    pub default_timeout_s: u32,
+    pub max_timeout_s: u32,
+    /// Longest `?wait=` a submit may ask for.
+    pub max_wait_s: u32,
+    pub max_body_bytes: usize,
+    pub max_stdin_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8480".parse().expect("valid"),
+            nats_url: "nats://127.0.0.1:4333".into(),
+            prefix: Topology::DEFAULT_PREFIX.into(),
+            stream_replicas: 1,
+            database_url: "postgres://postgres@127.0.0.1:5544/sshq".into(),
+            bootstrap_key: String::new(),
+            bootstrap_tenant: "default".into(),
+            default_timeout_s: 30,
+            max_timeout_s: 120,
+            max_wait_s: 60,
+            max_body_bytes: 2 * 1024 * 1024,
+            max_stdin_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Settings {
+    pub fn load() -> Result<Self, figment::Error> {
+        use figment::providers::{Env, Serialized};
+        figment::Figment::from(Serialized::defaults(Self::default()))
+            .merge(Env::prefixed("SSHQ_").ignore(&["database_url"]))
+            .merge(Env::raw().only(&["DATABASE_URL"]))
+            .extract()
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub topology: Topology,
+    pub js: jetstream::Context,
+    pub stream: jetstream::stream::Stream,
+    pub db: PgPool,
+    pub keys: Arc<Vec<KeyEntry>>,
+    pub limits: ExecLimits,
+    pub max_wait: Duration,
+    pub waiters: Arc<Waiters>,
+}
+
+pub struct Application {
+    state: AppState,
+    max_body_bytes: usize,
+}
+
+impl Application {
+    /// Connects to NATS (and lazily to Postgres: the API accepts submissions while the read
+    /// models are down) and prepares the state.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        anyhow::ensure!(!settings.bootstrap_key.is_empty(), "SSHQ_BOOTSTRAP_KEY must be set");
+        anyhow::ensure!(settings.bootstrap_key.len() >= 16, "SSHQ_BOOTSTRAP_KEY must be at least 16 characters");
+        let tenant = TenantId::parse(settings.bootstrap_tenant.as_str()).context("SSHQ_BOOTSTRAP_TENANT")?;
+        let topology = Topology::new(&settings.prefix)?;
+        let client = async_nats::connect(&settings.nats_url).await.context("connecting to NATS")?;
+        let js = jetstream::new(client.clone());
+        let stream_settings = StreamSettings { replicas: settings.stream_replicas, ..Default::default() };
+        let stream = topology.ensure(&js, &stream_settings).await?;
+        let db = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy(&settings.database_url)
+            .context("DATABASE_URL")?;
+        let waiters = Arc::new(Waiters::default());
+        let subscriber = client.subscribe(topology.all_projected_subject()).await?;
+        tokio::spawn(waiters.clone().dispatch(subscriber));
+        let state = AppState {
+            topology,
+            js,
+            stream,
+            db,
+            keys: Arc::new(vec![KeyEntry::new(&settings.bootstrap_key, tenant)]),
+            limits: ExecLimits {
+                default_timeout_s: settings.default_timeout_s,
+                max_timeout_s: settings.max_timeout_s,
+                max_stdin_bytes: settings.max_stdin_bytes,
+            },
+            max_wait: Duration::from_secs(u64::from(settings.max_wait_s)),
+            waiters,
+        };
+        Ok(Self { state, max_body_bytes: settings.max_body_bytes })
+    }
+
+    pub fn router(&self) -> Router {
+        routes::router()
+            .layer(DefaultBodyLimit::max(self.max_body_bytes))
+            .layer(TraceLayer::new_for_http())
+            .with_state(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown`, finishing in-flight requests.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    }
+}

@@ -1,1 +1,242 @@
-pub fn x(){}
+//! The projector folds the event log into Postgres read models.
+//!
+//! It reads the stream in sequence order with an ordered consumer that starts right after the
+//! checkpoint, applies a batch of messages in one transaction and stores the batch's last
+//! stream sequence in that same transaction. A crash anywhere therefore either keeps the whole
+//! batch with its checkpoint or neither: every event takes effect exactly once. When Postgres
+//! is unavailable the batch is retried with backoff and nothing is skipped.
+//!
+//! Only this crate writes the read-model tables; their SQL lives here, next to the model, and
+//! the API reads through the `get`/list functions of [`jobs`] and [`devices`].
+
+pub mod checkpoint;
+pub mod devices;
+pub mod jobs;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer};
+use futures::{FutureExt, StreamExt};
+use bytes::Bytes;
+use schemas::{Event, EventBody, JobId, OutputMessage, StreamSettings, SubjectKind, TenantId, Topology};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// The projector's settings: `SSHQ_NATS_URL`, `SSHQ_PREFIX`, `SSHQ_STREAM_REPLICAS`,
+/// `SSHQ_BATCH_SIZE` and `DATABASE_URL`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Settings {
+    pub nats_url: String,
+    pub prefix: String,
+    pub stream_replicas: usize,
+    pub database_url: String,
+    pub batch_size: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            nats_url: "nats://127.0.0.1:4333".into(),
+            prefix: Topology::DEFAULT_PREFIX.into(),
+            stream_replicas: 1,
+            database_url: "postgres://postgres@127.0.0.1:5544/sshq".into(),
+            batch_size: 500,
+        }
+    }
+}
+
+impl Settings {
+    pub fn load() -> Result<Self, figment::Error> {
+        use figment::providers::{Env, Serialized};
+        figment::Figment::from(Serialized::defaults(Self::default()))
+            .merge(Env::prefixed("SSHQ_").ignore(&["database_url"]))
+            .merge(Env::raw().only(&["DATABASE_URL"]))
+            .extract()
+    }
+}
+
+/// Applies the schema's migrations (embedded at build time).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("./migrations").run(pool).await
+}
+
+pub struct Projector {
+    pool: PgPool,
+    client: async_nats::Client,
+    topology: Topology,
+    stream: jetstream::stream::Stream,
+    batch_size: usize,
+}
+
+impl Projector {
+    /// Connects to NATS and Postgres, migrates, and makes sure the stream exists.
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        let topology = Topology::new(&settings.prefix)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&settings.database_url)
+            .await
+            .context("connecting to Postgres")?;
+        migrate(&pool).await.context("migrating the read models")?;
+        let client = async_nats::connect(&settings.nats_url).await.context("connecting to NATS")?;
+        let js = jetstream::new(client.clone());
+        let stream_settings = StreamSettings { replicas: settings.stream_replicas, ..Default::default() };
+        let stream = topology.ensure(&js, &stream_settings).await?;
+        Ok(Self { pool, client, topology, stream, batch_size: settings.batch_size.max(1) })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Follows the log until `shutdown` fires. Returns only on shutdown or a fatal error.
+    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            let from = loop {
+                match checkpoint::load(&self.pool).await {
+                    Ok(seq) => break seq + 1,
+                    Err(error) => {
+                        warn!(?error, "cannot read the checkpoint; retrying");
+                        if sleep_or_shutdown(Duration::from_secs(1), &shutdown).await {
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+            info!(from, "following the log");
+            match self.follow(from, &shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    warn!(?error, "log consumer failed; resuming from the checkpoint");
+                    if sleep_or_shutdown(Duration::from_millis(500), &shutdown).await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn follow(&self, from: u64, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let consumer = self
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from },
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            let Some(first) = first else { anyhow::bail!("the ordered consumer ended") };
+            let mut batch = vec![first?];
+            while batch.len() < self.batch_size {
+                match messages.next().now_or_never() {
+                    Some(Some(message)) => batch.push(message?),
+                    Some(None) | None => break,
+                }
+            }
+            let mut delay = Duration::from_millis(100);
+            while let Err(error) = self.apply_batch(&batch).await {
+                warn!(?error, size = batch.len(), "applying a batch failed; retrying");
+                if sleep_or_shutdown(delay, shutdown).await {
+                    return Ok(());
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// Applies messages and moves the checkpoint, all in one transaction.
+    pub async fn apply_batch(&self, batch: &[jetstream::Message]) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let mut last = 0;
+        let mut concluded = Vec::new();
+        for message in batch {
+            let seq = message.info().map_err(|e| anyhow::anyhow!("no stream metadata: {e}"))?.stream_sequence;
+            if let Some(job) = self.apply(&mut tx, seq, message).await? {
+                concluded.push(job);
+            }
+            last = seq;
+        }
+        checkpoint::save(&mut tx, last).await?;
+        tx.commit().await?;
+        // Tell bounded-wait submitters their job is readable now. At most once and best
+        // effort: a waiter that misses this reads Postgres once when its wait runs out.
+        for (tenant, job) in concluded {
+            let _ = self.client.publish(self.topology.projected_subject(&tenant, job), Bytes::new()).await;
+        }
+        Ok(())
+    }
+
+    /// Applies one message; returns the job it concluded, if it was an outcome.
+    async fn apply(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        seq: u64,
+        message: &jetstream::Message,
+    ) -> sqlx::Result<Option<(TenantId, JobId)>> {
+        match self.topology.classify(&message.subject) {
+            Some(SubjectKind::Event) => match Event::decode(&message.payload) {
+                Ok(event) => {
+                    apply_event(tx, &event).await?;
+                    let concluded = matches!(event.body, EventBody::ExecFinished(_) | EventBody::ExecFailed(_));
+                    Ok(event.job_id().filter(|_| concluded).map(|job| (event.tenant, job)))
+                }
+                // A message nobody can decode must not stop projection of everything after it;
+                // it stays in the log for a fixed release to fold.
+                Err(error) => {
+                    warn!(seq, subject = %message.subject, %error, "skipping undecodable event");
+                    Ok(None)
+                }
+            },
+            Some(SubjectKind::Output { tenant, job, part }) => {
+                let parsed = OutputMessage::parse(part, message.headers.as_ref(), message.payload.clone());
+                match (parsed, job.parse::<uuid::Uuid>()) {
+                    (Ok(OutputMessage::Chunk(chunk)), Ok(job)) => jobs::output(tx, tenant, job, &chunk).await.map(|_| None),
+                    (Ok(OutputMessage::End(_)), Ok(_)) => Ok(None),
+                    (parsed, job) => {
+                        warn!(seq, subject = %message.subject, ?parsed, ?job, "skipping malformed output message");
+                        Ok(None)
+                    }
+                }
+            }
+            None => {
+                warn!(seq, subject = %message.subject, "skipping message on a foreign subject");
+                Ok(None)
+            }
+        }
+    }
+}
+
+async fn apply_event(tx: &mut Transaction<'_, Postgres>, event: &Event) -> sqlx::Result<()> {
+    match &event.body {
+        EventBody::DeviceRegistered(e) => devices::registered(tx, event, e).await,
+        EventBody::DeviceOnline(e) => devices::online(tx, event, e).await,
+        EventBody::ExecRequested(e) => jobs::requested(tx, event, e).await,
+        EventBody::ExecStarted(e) => jobs::started(tx, event, e).await,
+        EventBody::ExecFinished(e) => jobs::finished(tx, event, e).await,
+        EventBody::ExecFailed(e) => jobs::failed(tx, event, e).await,
+    }
+}
+
+/// Sleeps, returning early with `true` if shutdown was requested meanwhile.
+async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(delay) => false,
+    }
+}
+
+/// Runs the projector until `shutdown`.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let projector = Projector::connect(&settings).await?;
+    projector.run(shutdown).await
+}

@@ -10,6 +10,7 @@
 //! <p>.evt.<tenant>.device.<id>.config     DeviceRegistered     (last message = current config)
 //! <p>.evt.<tenant>.device.<id>.presence   DeviceOnline
 //! <p>.out.<tenant>.<job>.stdout|stderr|end  live output, raw bytes (see `output`)
+//! <p>.projected.<tenant>.<job>            core NATS only: "this job's outcome is in Postgres"
 //! ```
 //!
 //! All of it is stored in one stream, `<P>_LOG`, which is the source of truth: the projector
@@ -31,8 +32,6 @@ pub enum TopologyError {
     BadPrefix,
     #[error("creating or updating the stream failed: {0}")]
     Stream(#[from] jetstream::context::CreateStreamError),
-    #[error("opening the stream failed: {0}")]
-    GetStream(#[from] jetstream::context::GetStreamError),
     #[error("creating the consumer failed: {0}")]
     Consumer(#[from] jetstream::stream::ConsumerError),
     #[error("publishing failed: {0}")]
@@ -137,11 +136,12 @@ impl Topology {
         }
     }
 
-    /// Creates the stream (or brings its settings up to date) and the workers' consumer.
-    /// Idempotent; every service calls it at start, so start order does not matter.
+    /// Creates the stream and the workers' consumer if they are missing. Idempotent; every
+    /// service calls it at start, so start order does not matter. An existing stream is left
+    /// as it is: changing replicas or retention of a live log is an operator's decision, not
+    /// something a restarting worker should do by accident.
     pub async fn ensure(&self, js: &Context, settings: &StreamSettings) -> Result<stream::Stream, TopologyError> {
-        js.create_or_update_stream(self.stream_config(settings)).await?;
-        let stream = js.get_stream(self.stream_name()).await?;
+        let stream = js.get_or_create_stream(self.stream_config(settings)).await?;
         stream
             .get_or_create_consumer::<consumer::pull::Config>(Self::WORKERS, self.worker_consumer_config())
             .await?;
@@ -163,6 +163,16 @@ impl Topology {
     /// Outcome events of every job of every tenant: what a bounded-wait submit listens to.
     pub fn all_outcomes_subject(&self) -> String {
         format!("{}.evt.*.job.*.outcome", self.prefix)
+    }
+
+    /// Not stored: the projector says here (core NATS, at most once) that a job's terminal
+    /// state is now readable from Postgres. Bounded-wait submits listen to it.
+    pub fn projected_subject(&self, tenant: &TenantId, job: JobId) -> String {
+        format!("{}.projected.{tenant}.{job}", self.prefix)
+    }
+
+    pub fn all_projected_subject(&self) -> String {
+        format!("{}.projected.*.*", self.prefix)
     }
 
     /// The subject an event is stored under.
@@ -207,6 +217,22 @@ impl Topology {
         let msg = jetstream::message::PublishMessage::build()
             .payload(event.encode().into())
             .message_id(event.id.to_string());
+        Ok(js.send_publish(self.event_subject(event), msg).await?)
+    }
+
+    /// Publishes an event only if its subject holds no message yet, and returns the ack future.
+    /// The ack fails with `WrongLastSequence` when another publisher got there first. This is
+    /// how the log itself guarantees that a job starts at most once and has exactly one
+    /// outcome, whatever workers die, stall or race.
+    pub async fn publish_first_event(
+        &self,
+        js: &Context,
+        event: &Event,
+    ) -> Result<jetstream::context::PublishAckFuture, TopologyError> {
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(event.encode().into())
+            .message_id(event.id.to_string())
+            .expected_last_subject_sequence(0);
         Ok(js.send_publish(self.event_subject(event), msg).await?)
     }
 

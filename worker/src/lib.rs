@@ -1,1 +1,182 @@
-pub fn x(){}
+//! The worker pulls exec requests from the shared durable consumer and runs them over SSH.
+//!
+//! Lifecycle, all visible in [`Worker::run`]: a semaphore bounds the jobs in flight; the pull
+//! loop asks JetStream for exactly as many messages as there are free permits, so no message
+//! waits in a local buffer while its ack timer runs; on shutdown the loop stops pulling and
+//! running jobs get a grace period to finish before the process exits.
+
+pub mod job;
+pub mod quote;
+pub mod ssh;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, AckKind, consumer};
+use futures::StreamExt;
+use rand::Rng;
+use schemas::{StreamSettings, Topology};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// The worker's settings, from `SSHQ_*` environment variables (`SSHQ_SSH_KEY`, …).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Settings {
+    pub nats_url: String,
+    pub prefix: String,
+    pub stream_replicas: usize,
+    /// The private key the worker authenticates with (OpenSSH format). Never logged.
+    pub ssh_key: PathBuf,
+    pub worker_id: String,
+    /// Jobs in flight at once in this process.
+    pub concurrency: usize,
+    /// Session channels at once per device connection.
+    pub channels_per_device: usize,
+    pub connect_timeout_ms: u64,
+    /// Deliveries before a transient failure becomes the job's outcome.
+    pub max_attempts: u32,
+    pub retry_base_ms: u64,
+    /// How long running jobs may take to finish after SIGTERM.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            nats_url: "nats://127.0.0.1:4333".into(),
+            prefix: Topology::DEFAULT_PREFIX.into(),
+            stream_replicas: 1,
+            ssh_key: PathBuf::from(".run/keys/worker_ed25519"),
+            worker_id: format!("worker-{}", std::process::id()),
+            concurrency: 256,
+            channels_per_device: 8,
+            connect_timeout_ms: 10_000,
+            max_attempts: 5,
+            retry_base_ms: 500,
+            shutdown_grace_ms: 30_000,
+        }
+    }
+}
+
+impl Settings {
+    pub fn load() -> Result<Self, figment::Error> {
+        use figment::providers::{Env, Serialized};
+        figment::Figment::from(Serialized::defaults(Self::default())).merge(Env::prefixed("SSHQ_")).extract()
+    }
+
+    /// Exponential backoff with ±25 % jitter for the given (1-based) attempt, capped at 30 s.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.retry_base_ms.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(30_000);
+        let jitter = rand::rng().random_range(0.75..1.25);
+        Duration::from_millis((base as f64 * jitter) as u64)
+    }
+}
+
+pub struct Worker {
+    pub settings: Settings,
+    pub topology: Topology,
+    pub js: jetstream::Context,
+    pub stream: jetstream::stream::Stream,
+    pub pool: ssh::Pool,
+}
+
+impl Worker {
+    pub async fn connect(settings: Settings) -> anyhow::Result<Arc<Self>> {
+        let topology = Topology::new(&settings.prefix)?;
+        let key = russh::keys::load_secret_key(&settings.ssh_key, None)
+            .with_context(|| format!("loading the SSH key {}", settings.ssh_key.display()))?;
+        let client = async_nats::connect(&settings.nats_url).await.context("connecting to NATS")?;
+        let js = jetstream::new(client);
+        let stream_settings = StreamSettings { replicas: settings.stream_replicas, ..Default::default() };
+        let stream = topology.ensure(&js, &stream_settings).await?;
+        let pool = ssh::Pool::new(
+            key,
+            Duration::from_millis(settings.connect_timeout_ms),
+            settings.channels_per_device.max(1),
+        );
+        Ok(Arc::new(Self { settings, topology, js, stream, pool }))
+    }
+
+    /// Pulls and runs jobs until `shutdown`, then drains within the grace period.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let consumer: consumer::PullConsumer = self.stream.get_consumer(Topology::WORKERS).await.map_err(|e| anyhow::anyhow!("opening the workers' consumer: {e}"))?;
+        let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        let mut running = JoinSet::new();
+        info!(worker = %self.settings.worker_id, "pulling exec requests");
+        'pull: loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                permit = permits.clone().acquire_owned() => permit.expect("never closed"),
+            };
+            let mut held = vec![first];
+            while held.len() < 256 {
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => held.push(permit),
+                    Err(_) => break,
+                }
+            }
+            let batch = consumer.batch().max_messages(held.len()).expires(Duration::from_secs(5)).messages().await;
+            let mut batch = match batch {
+                Ok(batch) => batch,
+                Err(error) => {
+                    warn!(%error, "pull request failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => break 'pull,
+                    next = batch.next() => next,
+                };
+                // Reap finished jobs so the set does not grow without bound.
+                while running.try_join_next().is_some() {}
+                match next {
+                    None => break,
+                    Some(Err(error)) => {
+                        warn!(%error, "receiving a message failed");
+                        break;
+                    }
+                    Some(Ok(message)) => {
+                        let permit = held.pop().expect("never more messages than permits");
+                        let worker = self.clone();
+                        running.spawn(async move {
+                            if let Err(error) = job::handle(worker, message).await {
+                                warn!(%error, "job handling failed; the message will be redelivered");
+                            }
+                            drop(permit);
+                        });
+                    }
+                }
+            }
+        }
+        // Messages received in the batch but not started are handed back when the batch
+        // stream is dropped without ack: they are redelivered after the ack wait. Running
+        // jobs get the grace period.
+        let grace = Duration::from_millis(self.settings.shutdown_grace_ms);
+        info!(running = running.len(), grace_ms = grace.as_millis() as u64, "shutting down");
+        let drained = tokio::time::timeout(grace, async { while running.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            warn!(left = running.len(), "grace period over; abandoning running jobs");
+            running.abort_all();
+        }
+        Ok(())
+    }
+}
+
+/// Hands a message back for immediate redelivery to another worker.
+pub async fn hand_back(message: &jetstream::Message) {
+    if let Err(error) = message.ack_with(AckKind::Nak(None)).await {
+        warn!(%error, "could not hand a message back");
+    }
+}
+
+/// Runs a worker until `shutdown`.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    Worker::connect(settings).await?.run(shutdown).await
+}

@@ -1,0 +1,137 @@
+//! `POST /v1/devices/{id}/exec`: accept a command for a device.
+//!
+//! The request is acknowledged once JetStream stored it. With `?wait=N` (seconds, capped by
+//! the deployment) the caller is parked until the job's outcome is readable and gets the
+//! finished job in the same round trip — `200`, or `408` if the command timed out — and
+//! `202` with the job id if the wait runs out first.
+//!
+//! `Idempotency-Key`: the job id is derived from the tenant and the key, and the request is
+//! stored only if that job's subject is empty, so a repeated submit can never create a
+//! second job. The same body returns the existing job; a different body is `409`.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use async_nats::jetstream::context::PublishErrorKind;
+use schemas::topology::JobFacet;
+use schemas::{Event, EventBody, ExecRequested, JobId, TenantId};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::domain::ExecRequest;
+use crate::error::{ApiError, ErrorCode};
+use crate::json::JsonBody;
+use crate::routes::{devices, jobs};
+
+#[derive(Debug, Deserialize)]
+pub struct SubmitParams {
+    /// Seconds to wait for the outcome before answering `202`.
+    #[serde(default)]
+    wait: u32,
+}
+
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x5d8c_1f0e_3c1a_4b8e_9a57_2f6d_0c4b_7e21);
+
+fn idempotent_job_id(tenant: &TenantId, headers: &HeaderMap) -> Result<Option<JobId>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()))
+        .ok_or_else(|| {
+            ApiError::invalid(ErrorCode::ValueIncorrectFormat, "Idempotency-Key", "Idempotency-Key must be 1-255 visible ASCII characters")
+        })?;
+    let name = format!("{tenant}\0{key}");
+    Ok(Some(JobId::from_uuid(Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()))))
+}
+
+#[tracing::instrument(skip_all, fields(tenant = %caller.tenant, device_id = %device, job_id = tracing::field::Empty))]
+pub async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(device): Path<String>,
+    params: Result<Query<SubmitParams>, QueryRejection>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<ExecRequest>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::invalid(ErrorCode::ValueIncorrectType, "wait", e.body_text()))?;
+    let spec = body.validate(state.limits)?;
+    let (_, device) = devices::lookup(&state, &caller, &device).await?;
+    let job_id = idempotent_job_id(&caller.tenant, &headers)?.unwrap_or_default();
+    tracing::Span::current().record("job_id", tracing::field::display(job_id));
+
+    let request = ExecRequested {
+        job_id,
+        device_id: device.device_id,
+        target: device.target,
+        argv: spec.argv,
+        env: spec.env,
+        stdin: spec.stdin,
+        timeout_ms: spec.timeout_ms,
+    };
+    let event = Event::new(caller.tenant.clone(), Some(caller.key.clone()), EventBody::ExecRequested(request.clone()));
+    let wait = Duration::from_secs(u64::from(params.wait)).min(state.max_wait);
+    let waiting = (!wait.is_zero()).then(|| state.waiters.park(job_id));
+
+    let stored = state.topology.publish_first_event(&state.js, &event).await.map_err(ApiError::log_unavailable)?.await;
+    match stored {
+        Ok(_) => {}
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+            same_request_or_conflict(&state, &caller.tenant, &request).await?;
+        }
+        Err(e) => return Err(ApiError::log_unavailable(e)),
+    }
+
+    if let Some(waiting) = waiting {
+        // Already finished (an idempotent repeat)? Otherwise park until notified or out of time.
+        let mut job = jobs::load(&state, &caller, job_id).await?;
+        if !job.as_ref().is_some_and(|j| j.is_terminal()) {
+            let mut waiting = waiting;
+            let _ = tokio::time::timeout(wait, &mut waiting.ready).await;
+            job = jobs::load(&state, &caller, job_id).await?;
+        }
+        if let Some(job) = job.filter(|j| j.is_terminal()) {
+            if job.status == "timed_out" {
+                let error = ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    ErrorCode::CommandTimedOut,
+                    job.error_message.clone().unwrap_or_else(|| "the command timed out".into()),
+                );
+                return Ok(error.detail(jobs::job_json(&job)).into_response());
+            }
+            return Ok(Json(jobs::job_json(&job)).into_response());
+        }
+    }
+    Ok(accepted(job_id))
+}
+
+fn accepted(job_id: JobId) -> Response {
+    let location = format!("/v1/jobs/{job_id}");
+    let mut response = (StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "status": "queued", "location": location }))).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// An idempotent repeat must ask for exactly what the stored request asked for.
+async fn same_request_or_conflict(state: &AppState, tenant: &TenantId, request: &ExecRequested) -> Result<(), ApiError> {
+    let subject = state.topology.job_subject(tenant, request.job_id, JobFacet::Requested);
+    let stored = state.topology.last_event(&state.stream, subject).await.map_err(ApiError::log_unavailable)?;
+    match stored.map(|(_, e)| e.body) {
+        Some(EventBody::ExecRequested(stored)) if stored == *request => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::IdempotencyKeyReused,
+            "this Idempotency-Key was already used for a different request",
+        )
+        .property("Idempotency-Key")),
+    }
+}

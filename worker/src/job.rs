@@ -1,0 +1,313 @@
+//! One exec job, from its request message to its acknowledged outcome.
+//!
+//! The order of steps is what makes "never twice, never lost" hold:
+//! 1. A request whose job already has an outcome is a duplicate delivery: ack and stop.
+//! 2. A request whose job already *started* means an earlier worker died mid-command: the
+//!    command may have run, so it is not run again; the job ends as `worker_lost`.
+//! 3. Connect and open a session. Failures here are before the command exists on the device,
+//!    so transient ones are handed back with a delay (nak) and retried up to a bound.
+//! 4. Publish `ExecStarted` only if the job's started subject is still empty (JetStream
+//!    rejects a second one), then send the command. Only one worker can ever get here.
+//! 5. Stream output, enforce the timeout, keep the message's lease with progress acks.
+//! 6. Publish the outcome (again first-wins on its subject), then the live `end` message,
+//!    and only then ack the request.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind, context::PublishErrorKind};
+use bytes::Bytes;
+use futures::future::try_join_all;
+use std::future::IntoFuture;
+use russh::{ChannelMsg, Sig};
+use schemas::topology::JobFacet;
+use schemas::{
+    Event, EventBody, ExecFailed, ExecFinished, ExecRequested, ExecStarted, FailureCode, OutputChunk, OutputEnd,
+    OutputMessage, OutputStream, TopologyError,
+};
+use tracing::{Span, debug, info, warn};
+
+use crate::Worker;
+use crate::quote::command_line;
+use crate::ssh::SshError;
+
+/// How an attempt ended, before it is published.
+enum Outcome {
+    Finished(ExecFinished),
+    Failed(FailureCode, String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error("publish not acknowledged: {0}")]
+    Publish(#[from] jetstream::context::PublishError),
+    #[error("ack failed: {0}")]
+    Ack(String),
+}
+
+#[tracing::instrument(skip_all, fields(job_id = tracing::field::Empty, device_id = tracing::field::Empty, tenant = tracing::field::Empty, attempt = tracing::field::Empty))]
+pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<(), JobError> {
+    let attempt = message.info().map(|i| i.delivered.max(1) as u32).unwrap_or(1);
+    let event = match Event::decode(&message.payload) {
+        Ok(event) => event,
+        Err(error) => {
+            warn!(%error, subject = %message.subject, "terminating an undecodable request");
+            return message.ack_with(AckKind::Term).await.map_err(|e| JobError::Ack(e.to_string()));
+        }
+    };
+    let EventBody::ExecRequested(request) = &event.body else {
+        warn!(kind = event.kind(), "terminating a non-request on the work subject");
+        return message.ack_with(AckKind::Term).await.map_err(|e| JobError::Ack(e.to_string()));
+    };
+    let span = Span::current();
+    span.record("job_id", tracing::field::display(request.job_id));
+    span.record("device_id", tracing::field::display(request.device_id));
+    span.record("tenant", tracing::field::display(&event.tenant));
+    span.record("attempt", attempt);
+
+    let topo = &worker.topology;
+    let outcome_subject = topo.job_subject(&event.tenant, request.job_id, JobFacet::Outcome);
+    if topo.last_event(&worker.stream, outcome_subject).await?.is_some() {
+        debug!("duplicate delivery of a finished job");
+        return ack(&message).await;
+    }
+    let started_subject = topo.job_subject(&event.tenant, request.job_id, JobFacet::Started);
+    if topo.last_event(&worker.stream, started_subject).await?.is_some() {
+        warn!("an earlier worker started this job and vanished; not running it again");
+        let message_text = "the worker running this command stopped before reporting; it may or may not have run";
+        conclude(&worker, &event, request, Outcome::Failed(FailureCode::WorkerLost, message_text.into()), attempt, None).await?;
+        return ack(&message).await;
+    }
+
+    // Steps 3-4: get a session channel; nothing has run yet if this fails.
+    let prepared = async {
+        let lease = worker.pool.lease(&request.target).await?;
+        match lease.handle.channel_open_session().await {
+            Ok(channel) => Ok((lease, channel)),
+            Err(e) => {
+                worker.pool.discard(&request.target, &lease.handle).await;
+                Err(SshError::Session(e.to_string()))
+            }
+        }
+    }
+    .await;
+    let (lease, channel) = match prepared {
+        Ok(ready) => ready,
+        Err(error) if error.is_transient() && attempt < worker.settings.max_attempts => {
+            let delay = worker.settings.backoff(attempt);
+            info!(%error, retry_in_ms = delay.as_millis() as u64, "transient failure before start; handing back");
+            return message.ack_with(AckKind::Nak(Some(delay))).await.map_err(|e| JobError::Ack(e.to_string()));
+        }
+        Err(error) => {
+            let code = match &error {
+                SshError::HostKeyMismatch { .. } => FailureCode::HostKeyMismatch,
+                SshError::AuthFailed { .. } => FailureCode::AuthFailed,
+                SshError::BadPinnedKey => FailureCode::Internal,
+                _ => FailureCode::ConnectFailed,
+            };
+            warn!(%error, "job failed before start");
+            conclude(&worker, &event, request, Outcome::Failed(code, error.to_string()), attempt, None).await?;
+            return ack(&message).await;
+        }
+    };
+
+    let started = Event::new(
+        event.tenant.clone(),
+        None,
+        EventBody::ExecStarted(ExecStarted { job_id: request.job_id, attempt, worker: worker.settings.worker_id.clone() }),
+    );
+    match topo.publish_first_event(&worker.js, &started).await?.await {
+        Ok(_) => {}
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+            info!("another worker started this job first; leaving it to them");
+            let _ = channel.close().await;
+            return ack(&message).await;
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    let (outcome, seq) = run(&worker, &event, request, channel, &message).await;
+    if matches!(&outcome, Outcome::Failed(FailureCode::ConnectFailed, _)) {
+        worker.pool.discard(&request.target, &lease.handle).await;
+    }
+    drop(lease);
+    conclude(&worker, &event, request, outcome, attempt, Some(seq)).await?;
+    ack(&message).await
+}
+
+/// Sends the command and follows the channel to its end. Returns the outcome and the next
+/// output sequence number.
+async fn run(
+    worker: &Worker,
+    event: &Event,
+    request: &ExecRequested,
+    mut channel: russh::Channel<russh::client::Msg>,
+    message: &jetstream::Message,
+) -> (Outcome, u64) {
+    let began = Instant::now();
+    let timeout = Duration::from_millis(u64::from(request.timeout_ms));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut progress = tokio::time::interval(schemas::Topology::WORKER_ACK_WAIT / 3);
+    progress.tick().await;
+
+    let mut seq = 0u64;
+    let mut pending_acks = Vec::new();
+    let mut bytes = [0u64; 2];
+    let (mut exit_status, mut exit_signal, mut exit_signal_message) = (None, None, None);
+
+    let line = command_line(&request.argv, &request.env);
+    let sent = async {
+        channel.exec(true, line).await?;
+        if !request.stdin.is_empty() {
+            channel.data(&request.stdin[..]).await?;
+        }
+        channel.eof().await
+    }
+    .await;
+    if let Err(error) = sent {
+        return (Outcome::Failed(FailureCode::ConnectFailed, format!("sending the command failed: {error}")), seq);
+    }
+
+    let mut ended_by_close = false;
+    let timed_out = loop {
+        tokio::select! {
+            msg = channel.wait() => match msg {
+                Some(ChannelMsg::Data { data }) => publish_chunk(worker, event, request, OutputStream::Stdout, data, &mut seq, &mut bytes, &mut pending_acks).await,
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => publish_chunk(worker, event, request, OutputStream::Stderr, data, &mut seq, &mut bytes, &mut pending_acks).await,
+                Some(ChannelMsg::ExitStatus { exit_status: code }) => exit_status = Some(code),
+                Some(ChannelMsg::ExitSignal { signal_name, error_message, .. }) => {
+                    exit_signal = Some(signal_name_of(&signal_name));
+                    exit_signal_message = Some(error_message).filter(|m| !m.is_empty());
+                }
+                Some(ChannelMsg::Close) => { ended_by_close = true; break false }
+                None => break false,
+                Some(_) => {}
+            },
+            _ = tokio::time::sleep_until(deadline) => break true,
+            _ = progress.tick() => {
+                if let Err(error) = message.ack_with(AckKind::Progress).await {
+                    warn!(%error, "progress ack failed");
+                }
+            }
+        }
+    };
+
+    if timed_out {
+        // sshd delivers the signal to the command's whole process group (it runs in a session
+        // of its own), so nothing it started is left behind on the device.
+        if let Err(error) = channel.signal(Sig::KILL).await {
+            warn!(%error, "could not signal the timed-out command");
+        }
+        let _ = channel.close().await;
+    }
+    if let Err(error) = try_join_all(pending_acks.into_iter().map(|ack| ack.into_future())).await {
+        warn!(%error, "an output chunk was not stored");
+    }
+    let outcome = if timed_out {
+        Outcome::Failed(FailureCode::TimedOut, format!("the command ran longer than its timeout of {} ms and was killed", request.timeout_ms))
+    } else if exit_status.is_none() && exit_signal.is_none() && !ended_by_close {
+        Outcome::Failed(FailureCode::ConnectFailed, "the connection to the device was lost while the command ran".into())
+    } else {
+        Outcome::Finished(ExecFinished {
+            job_id: request.job_id,
+            exit_status,
+            exit_signal,
+            exit_signal_message,
+            stdout_bytes: bytes[0],
+            stderr_bytes: bytes[1],
+            duration_ms: began.elapsed().as_millis() as u64,
+        })
+    };
+    (outcome, seq)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn publish_chunk(
+    worker: &Worker,
+    event: &Event,
+    request: &ExecRequested,
+    stream: OutputStream,
+    data: impl Into<Bytes>,
+    seq: &mut u64,
+    bytes: &mut [u64; 2],
+    pending: &mut Vec<jetstream::context::PublishAckFuture>,
+) {
+    let data = data.into();
+    bytes[stream as usize] += data.len() as u64;
+    let message = OutputMessage::Chunk(OutputChunk { seq: *seq, stream, data });
+    *seq += 1;
+    match worker.topology.publish_output(&worker.js, &event.tenant, request.job_id, &message).await {
+        Ok(ack) => pending.push(ack),
+        Err(error) => warn!(%error, "publishing output failed"),
+    }
+}
+
+/// Publishes the job's one outcome and its live `end` message.
+async fn conclude(
+    worker: &Worker,
+    event: &Event,
+    request: &ExecRequested,
+    outcome: Outcome,
+    attempt: u32,
+    seq: Option<u64>,
+) -> Result<(), JobError> {
+    let (body, end) = match outcome {
+        Outcome::Finished(finished) => {
+            let end = OutputEnd {
+                seq: 0,
+                status: "finished".into(),
+                exit_status: finished.exit_status,
+                exit_signal: finished.exit_signal.clone(),
+            };
+            (EventBody::ExecFinished(finished), end)
+        }
+        Outcome::Failed(code, message) => {
+            let end = OutputEnd { seq: 0, status: code.status().into(), exit_status: None, exit_signal: None };
+            (EventBody::ExecFailed(ExecFailed { job_id: request.job_id, code, message, attempt }), end)
+        }
+    };
+    let outcome = Event::new(event.tenant.clone(), None, body);
+    match worker.topology.publish_first_event(&worker.js, &outcome).await?.await {
+        Ok(_) => {}
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+            info!("the job already has an outcome; keeping the first");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let seq = match seq {
+        Some(seq) => seq,
+        None => next_output_seq(worker, event, request).await,
+    };
+    let end = OutputMessage::End(OutputEnd { seq, ..end });
+    worker.topology.publish_output(&worker.js, &event.tenant, request.job_id, &end).await?.await?;
+    Ok(())
+}
+
+/// After another worker vanished, the output sequence continues after whatever it published.
+async fn next_output_seq(worker: &Worker, event: &Event, request: &ExecRequested) -> u64 {
+    let mut next = 0;
+    for stream in [OutputStream::Stdout, OutputStream::Stderr] {
+        let probe = OutputMessage::Chunk(OutputChunk { seq: 0, stream, data: Bytes::new() });
+        let subject = worker.topology.output_subject(&event.tenant, request.job_id, &probe);
+        if let Ok(last) = worker.stream.direct_get_last_for_subject(subject).await {
+            if let Ok(OutputMessage::Chunk(c)) = OutputMessage::parse(stream.as_str(), Some(&last.headers), last.payload) {
+                next = next.max(c.seq + 1);
+            }
+        }
+    }
+    next
+}
+
+fn signal_name_of(sig: &Sig) -> String {
+    match sig {
+        Sig::Custom(name) => name.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+async fn ack(message: &jetstream::Message) -> Result<(), JobError> {
+    message.double_ack().await.map_err(|e| JobError::Ack(e.to_string()))
+}

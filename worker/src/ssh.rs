@@ -1,0 +1,190 @@
+//! SSH connections to devices: connecting with a pinned host key, pooling, and classifying
+//! what went wrong so the caller can decide between retrying and failing.
+//!
+//! One connection per device target is kept open and shared by that device's jobs; each job
+//! opens its own session channel on it. A closed connection is noticed on the next use and
+//! replaced. The number of channels at once per device is bounded, because sshd refuses
+//! sessions past its `MaxSessions`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use schemas::SshTarget;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+
+/// Why an SSH operation failed, in the terms the retry policy needs.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// Could not reach the device or finish the handshake: worth retrying later.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    /// The device presented another host key than the pinned one. Never retried.
+    #[error("host key mismatch: the device presented {presented}, which is not its pinned key")]
+    HostKeyMismatch { presented: String },
+    /// The pinned key in the request cannot be parsed.
+    #[error("the device's pinned host key is not a valid OpenSSH public key")]
+    BadPinnedKey,
+    /// The device refused our key. Never retried.
+    #[error("authentication as {user} was refused")]
+    AuthFailed { user: String },
+    /// The connection was up but a session could not be opened (e.g. too many sessions).
+    #[error("cannot open a session: {0}")]
+    Session(String),
+    #[error("ssh: {0}")]
+    Protocol(#[from] russh::Error),
+}
+
+impl SshError {
+    /// Whether the command certainly did not start and a later attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SshError::Connect { .. } | SshError::Session(_) | SshError::Protocol(_))
+    }
+}
+
+/// Verifies the server's key against the pinned one; nothing else is ever accepted.
+pub struct PinnedKey {
+    pinned: PublicKey,
+}
+
+impl client::Handler for PinnedKey {
+    type Error = SshError;
+
+    async fn check_server_key(&mut self, presented: &russh::keys::PublicKeyOrCertificate) -> Result<bool, SshError> {
+        match presented {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } if key.key_data() == self.pinned.key_data() => Ok(true),
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => Err(SshError::HostKeyMismatch {
+                presented: key.to_openssh().unwrap_or_else(|_| key.algorithm().to_string()),
+            }),
+            russh::keys::PublicKeyOrCertificate::Certificate(_) => {
+                Err(SshError::HostKeyMismatch { presented: "a certificate".into() })
+            }
+        }
+    }
+}
+
+/// Parses `ssh-ed25519 AAAA… [comment]` (or just the base64 part).
+pub fn parse_pinned_key(text: &str) -> Result<PublicKey, SshError> {
+    let mut words = text.split_whitespace();
+    let first = words.next().ok_or(SshError::BadPinnedKey)?;
+    let base64 = if first.starts_with("ssh-") || first.starts_with("ecdsa-") { words.next() } else { Some(first) };
+    russh::keys::parse_public_key_base64(base64.ok_or(SshError::BadPinnedKey)?).map_err(|_| SshError::BadPinnedKey)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PoolKey {
+    host: String,
+    port: u16,
+    username: String,
+    host_key: String,
+}
+
+impl From<&SshTarget> for PoolKey {
+    fn from(t: &SshTarget) -> Self {
+        Self { host: t.host.clone(), port: t.port, username: t.username.clone(), host_key: t.host_key.clone() }
+    }
+}
+
+/// One device's slot in the pool: its live connection (if any) and its channel budget.
+struct Slot {
+    connection: Mutex<Option<Arc<Handle<PinnedKey>>>>,
+    channels: Arc<Semaphore>,
+}
+
+/// A session channel's right to exist; hold it for as long as the channel is open.
+pub struct Lease {
+    pub handle: Arc<Handle<PinnedKey>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+pub struct Pool {
+    config: Arc<client::Config>,
+    key: Arc<PrivateKey>,
+    connect_timeout: Duration,
+    channels_per_device: usize,
+    slots: Mutex<HashMap<PoolKey, Arc<Slot>>>,
+}
+
+impl Pool {
+    pub fn new(key: PrivateKey, connect_timeout: Duration, channels_per_device: usize) -> Self {
+        let config = client::Config {
+            // Small exec round trips otherwise stall on delayed ACKs (about 40 ms each).
+            nodelay: true,
+            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_max: 3,
+            ..Default::default()
+        };
+        Self {
+            config: Arc::new(config),
+            key: Arc::new(key),
+            connect_timeout,
+            channels_per_device,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A connection to `target` with room for one more channel, connecting if needed.
+    pub async fn lease(&self, target: &SshTarget) -> Result<Lease, SshError> {
+        let slot = {
+            let mut slots = self.slots.lock().await;
+            slots
+                .entry(PoolKey::from(target))
+                .or_insert_with(|| {
+                    Arc::new(Slot {
+                        connection: Mutex::new(None),
+                        channels: Arc::new(Semaphore::new(self.channels_per_device)),
+                    })
+                })
+                .clone()
+        };
+        let permit = slot.channels.clone().acquire_owned().await.expect("the semaphore is never closed");
+        // Holding the slot's lock while connecting makes concurrent jobs for one device share a
+        // single new connection instead of racing to open several.
+        let mut connection = slot.connection.lock().await;
+        if let Some(handle) = connection.as_ref().filter(|h| !h.is_closed()) {
+            return Ok(Lease { handle: handle.clone(), _permit: permit });
+        }
+        let handle = Arc::new(self.connect(target).await?);
+        *connection = Some(handle.clone());
+        Ok(Lease { handle, _permit: permit })
+    }
+
+    /// Forgets a connection that failed mid-use so the next lease opens a fresh one.
+    pub async fn discard(&self, target: &SshTarget, handle: &Arc<Handle<PinnedKey>>) {
+        let slot = self.slots.lock().await.get(&PoolKey::from(target)).cloned();
+        if let Some(slot) = slot {
+            let mut connection = slot.connection.lock().await;
+            if connection.as_ref().is_some_and(|h| Arc::ptr_eq(h, handle)) {
+                *connection = None;
+            }
+        }
+    }
+
+    async fn connect(&self, target: &SshTarget) -> Result<Handle<PinnedKey>, SshError> {
+        let pinned = parse_pinned_key(&target.host_key)?;
+        let addr = format!("{}:{}", target.host, target.port);
+        let connect = client::connect(self.config.clone(), (target.host.as_str(), target.port), PinnedKey { pinned });
+        let mut handle = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Err(_) => return Err(SshError::Connect { addr, reason: "timed out".into() }),
+            Ok(Err(SshError::Protocol(e))) => return Err(SshError::Connect { addr, reason: e.to_string() }),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(handle)) => handle,
+        };
+        let hash = match handle.best_supported_rsa_hash().await {
+            Ok(hash) => hash.flatten(),
+            Err(_) => None,
+        };
+        let auth = tokio::time::timeout(
+            self.connect_timeout,
+            handle.authenticate_publickey(&target.username, PrivateKeyWithHashAlg::new(self.key.clone(), hash)),
+        )
+        .await
+        .map_err(|_| SshError::Connect { addr: addr.clone(), reason: "authentication timed out".into() })??;
+        if !auth.success() {
+            return Err(SshError::AuthFailed { user: target.username.clone() });
+        }
+        Ok(handle)
+    }
+}
