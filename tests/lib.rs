@@ -1,1 +1,314 @@
+//! Test helpers: real services, isolated per test.
+//!
+//! `ops/test` starts one nats-server and one Postgres and exports their addresses. Each test
+//! gets its own subject prefix (so its own stream and consumers) and its own database on
+//! them, and starts its own sshd devices, so tests run in parallel without seeing each other.
+//! Processes a test starts are killed when their handle drops.
 
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through ops/test"))
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        uuid::Uuid::now_v7().simple().to_string()[20..].to_owned()
+    )
+}
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real OpenSSH sshd on loopback, accepting the test client key for the device user.
+pub struct SshDevice {
+    pub port: u16,
+    pub host_key: String,
+    pub user: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl SshDevice {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(path("host_key"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "ssh-keygen failed");
+        let client_pub =
+            std::fs::read_to_string(format!("{}.pub", env("SSHQ_TEST_SSH_KEY"))).unwrap();
+        std::fs::write(path("authorized_keys"), client_pub).unwrap();
+        let user = env("SSHQ_TEST_DEVICE_USER");
+        let port = free_port();
+        let config = format!(
+            "ListenAddress 127.0.0.1\nPort {port}\nHostKey {hk}\nPidFile {pid}\nAuthorizedKeysFile {ak}\n\
+             StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+             PermitRootLogin no\nAllowUsers {user}\nUsePAM no\nMaxSessions 64\nMaxStartups 200:30:400\nLogLevel ERROR\n",
+            hk = path("host_key").display(),
+            pid = path("sshd.pid").display(),
+            ak = path("authorized_keys").display(),
+        );
+        std::fs::write(path("sshd_config"), config).unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let child = Command::new(env("SSHQ_TEST_SSHD"))
+            .args(["-D", "-e", "-f"])
+            .arg(path("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let host_key = std::fs::read_to_string(path("host_key.pub")).unwrap();
+        let host_key = host_key
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            port,
+            host_key,
+            user,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the device (its listener; sessions already forked end with it too).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SshDevice {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Knobs a test may turn before the stack starts.
+#[derive(Clone)]
+pub struct StackOptions {
+    pub max_attempts: u32,
+    pub retry_base_ms: u64,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            retry_base_ms: 50,
+        }
+    }
+}
+
+/// API, worker and projector running in-process against the real services, on a prefix and
+/// database of the test's own.
+pub struct TestStack {
+    pub base: String,
+    pub api_key: String,
+    pub prefix: String,
+    pub database_url: String,
+    pub nats_url: String,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl TestStack {
+    pub async fn start() -> Self {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    pub async fn start_with(options: StackOptions) -> Self {
+        let prefix = unique("t");
+        let nats_url = env("SSHQ_TEST_NATS_URL");
+        let database_url = create_database(&prefix).await;
+        let api_key = format!("test-key-{}", uuid::Uuid::new_v4().simple());
+        let shutdown = CancellationToken::new();
+
+        let projector = sshq_projector::Settings {
+            nats_url: nats_url.clone(),
+            prefix: prefix.clone(),
+            database_url: database_url.clone(),
+            ..Default::default()
+        };
+        let projector = sshq_projector::Projector::connect(&projector)
+            .await
+            .expect("projector starts");
+        let token = shutdown.clone();
+        tokio::spawn(async move { projector.run(token).await.expect("projector runs") });
+
+        let worker = sshq_worker::Settings {
+            nats_url: nats_url.clone(),
+            prefix: prefix.clone(),
+            ssh_key: PathBuf::from(env("SSHQ_TEST_SSH_KEY")),
+            worker_id: format!("{prefix}-worker"),
+            max_attempts: options.max_attempts,
+            retry_base_ms: options.retry_base_ms,
+            shutdown_grace_ms: 2_000,
+            ..Default::default()
+        };
+        let worker = sshq_worker::Worker::connect(worker)
+            .await
+            .expect("worker starts");
+        let token = shutdown.clone();
+        tokio::spawn(async move { worker.run(token).await.expect("worker runs") });
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let api = sshq_api::Settings {
+            nats_url: nats_url.clone(),
+            prefix: prefix.clone(),
+            database_url: database_url.clone(),
+            bootstrap_key: api_key.clone(),
+            bootstrap_tenant: "default".into(),
+            ..Default::default()
+        };
+        let app = sshq_api::Application::build(&api)
+            .await
+            .expect("api starts");
+        tokio::spawn(app.serve(listener, shutdown.clone()));
+
+        Self {
+            base,
+            api_key,
+            prefix,
+            database_url,
+            nats_url,
+            http: reqwest::Client::new(),
+            shutdown,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs JSON with the stack's key; returns status and parsed body.
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .header("X-API-Key", &self.api_key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        read(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .header("X-API-Key", &self.api_key)
+            .send()
+            .await
+            .unwrap();
+        read(response).await
+    }
+
+    pub async fn register(&self, device: &SshDevice) -> String {
+        self.register_with_key(device, &device.host_key).await
+    }
+
+    pub async fn register_with_key(&self, device: &SshDevice, host_key: &str) -> String {
+        let body = json!({
+            "name": format!("dev-{}", device.port),
+            "host": "127.0.0.1",
+            "port": device.port,
+            "username": device.user,
+            "host_key": host_key,
+        });
+        let (status, body) = self.post("/v1/devices", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Submits and returns the job id, asserting `202`.
+    pub async fn submit(&self, device_id: &str, body: Value) -> String {
+        let (status, body) = self
+            .post(&format!("/v1/devices/{device_id}/exec"), &body)
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["job_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls until the job is terminal (or panics after `limit`).
+    pub async fn wait_job(&self, job_id: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (status, body) = self.get(&format!("/v1/jobs/{job_id}")).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if !matches!(body["status"].as_str(), Some("queued" | "running")) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} still {} after {limit:?}",
+                body["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn run(&self, device_id: &str, body: Value) -> Value {
+        let job = self.submit(device_id, body).await;
+        self.wait_job(&job, Duration::from_secs(30)).await
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// A fresh database on the test cluster.
+pub async fn create_database(name: &str) -> String {
+    use sqlx::Connection;
+    let admin = env("SSHQ_TEST_DATABASE_URL");
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("test Postgres reachable");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}

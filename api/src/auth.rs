@@ -62,6 +62,9 @@ impl FromRequestParts<AppState> for Caller {
             .iter()
             .find(|k| k.matches(presented))
             .ok_or_else(|| ApiError::unauthenticated("invalid API key"))?;
-        Ok(Caller { key: entry.id.clone(), tenant: entry.tenant.clone() })
+        Ok(Caller {
+            key: entry.id.clone(),
+            tenant: entry.tenant.clone(),
+        })
     }
 }

@@ -15,7 +15,9 @@ pub enum CommandError {
     TooLong(usize),
     #[error("control character {0:?} is not allowed in a command")]
     Control(char),
-    #[error("{0:?} would be interpreted by a shell ({1}); commands run without a shell, quote it if it is meant literally")]
+    #[error(
+        "{0:?} would be interpreted by a shell ({1}); commands run without a shell, quote it if it is meant literally"
+    )]
     ShellSyntax(char, &'static str),
     #[error("unterminated {0} quote")]
     Unterminated(&'static str),
@@ -67,7 +69,9 @@ pub fn parse(command: &str) -> Result<Vec<String>, CommandError> {
                     match chars.next() {
                         None => return Err(CommandError::Unterminated("single")),
                         Some('\'') => break,
-                        Some(c) if c.is_control() && c != '\t' => return Err(CommandError::Control(c)),
+                        Some(c) if c.is_control() && c != '\t' => {
+                            return Err(CommandError::Control(c));
+                        }
                         Some(c) => word.push(c),
                     }
                 }
@@ -80,15 +84,21 @@ pub fn parse(command: &str) -> Result<Vec<String>, CommandError> {
                         Some('"') => break,
                         Some('\\') => match chars.next() {
                             Some(c @ ('"' | '\\' | '$' | '`')) => word.push(c),
-                            Some(c) if c.is_control() && c != '\t' => return Err(CommandError::Control(c)),
+                            Some(c) if c.is_control() && c != '\t' => {
+                                return Err(CommandError::Control(c));
+                            }
                             Some(c) => {
                                 word.push('\\');
                                 word.push(c);
                             }
                             None => return Err(CommandError::Unterminated("double")),
                         },
-                        Some(c @ ('$' | '`')) => return Err(CommandError::ShellSyntax(c, meaning(c).unwrap())),
-                        Some(c) if c.is_control() && c != '\t' => return Err(CommandError::Control(c)),
+                        Some(c @ ('$' | '`')) => {
+                            return Err(CommandError::ShellSyntax(c, meaning(c).unwrap()));
+                        }
+                        Some(c) if c.is_control() && c != '\t' => {
+                            return Err(CommandError::Control(c));
+                        }
                         Some(c) => word.push(c),
                     }
                 }
@@ -134,7 +144,10 @@ mod tests {
         assert_eq!(ok("uptime"), ["uptime"]);
         assert_eq!(ok("  df   -h "), ["df", "-h"]);
         assert_eq!(ok("grep 'a b' /etc/hosts"), ["grep", "a b", "/etc/hosts"]);
-        assert_eq!(ok(r#"echo "x \"y\" \$z" 'a;b|c'"#), ["echo", "x \"y\" $z", "a;b|c"]);
+        assert_eq!(
+            ok(r#"echo "x \"y\" \$z" 'a;b|c'"#),
+            ["echo", "x \"y\" $z", "a;b|c"]
+        );
         assert_eq!(ok(r"echo a\ b"), ["echo", "a b"]);
         assert_eq!(ok("echo ''"), ["echo", ""]);
         assert_eq!(ok("env A=1 printenv A"), ["env", "A=1", "printenv", "A"]);
@@ -143,11 +156,33 @@ mod tests {
     #[test]
     fn shell_syntax_is_refused() {
         for bad in [
-            "uptime; reboot", "a && b", "a || b", "a | b", "a & b", "a > f", "a < f", "echo $(id)", "echo `id`",
-            "echo $HOME", "echo ${IFS}", "ls *", "ls ?", "ls [a]", "echo {a,b}", "ls ~", "a # c", "(a)",
-            "echo \"$(id)\"", "echo \"`id`\"", "!!",
+            "uptime; reboot",
+            "a && b",
+            "a || b",
+            "a | b",
+            "a & b",
+            "a > f",
+            "a < f",
+            "echo $(id)",
+            "echo `id`",
+            "echo $HOME",
+            "echo ${IFS}",
+            "ls *",
+            "ls ?",
+            "ls [a]",
+            "echo {a,b}",
+            "ls ~",
+            "a # c",
+            "(a)",
+            "echo \"$(id)\"",
+            "echo \"`id`\"",
+            "!!",
         ] {
-            assert!(matches!(parse(bad), Err(CommandError::ShellSyntax(..))), "{bad:?} -> {:?}", parse(bad));
+            assert!(
+                matches!(parse(bad), Err(CommandError::ShellSyntax(..))),
+                "{bad:?} -> {:?}",
+                parse(bad)
+            );
         }
     }
 
@@ -161,6 +196,9 @@ mod tests {
         assert_eq!(parse("echo a\nreboot"), Err(CommandError::Control('\n')));
         assert_eq!(parse("echo 'a\nb'"), Err(CommandError::Control('\n')));
         assert_eq!(parse("echo a\0"), Err(CommandError::Control('\0')));
-        assert!(matches!(parse(&"a".repeat(MAX_COMMAND_BYTES + 1)), Err(CommandError::TooLong(_))));
+        assert!(matches!(
+            parse(&"a".repeat(MAX_COMMAND_BYTES + 1)),
+            Err(CommandError::TooLong(_))
+        ));
     }
 }

@@ -37,12 +37,18 @@ impl RegisterDevice {
     pub fn validate(self) -> Result<DeviceSpec, ApiError> {
         let name = self.name.trim().to_owned();
         if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-            return Err(ApiError::invalid(ErrorCode::ValueIncorrectFormat, "name", "name must be 1-128 printable characters"));
+            return Err(ApiError::invalid(
+                ErrorCode::ValueIncorrectFormat,
+                "name",
+                "name must be 1-128 printable characters",
+            ));
         }
         let host = self.host.trim().to_owned();
         let host_ok = !host.is_empty()
             && host.len() <= 253
-            && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'))
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'))
             && !host.starts_with('-');
         if !host_ok {
             return Err(ApiError::invalid(
@@ -54,10 +60,14 @@ impl RegisterDevice {
         let port = u16::try_from(self.port)
             .ok()
             .filter(|p| *p != 0)
-            .ok_or_else(|| ApiError::invalid(ErrorCode::ValueOutOfBounds, "port", "port must be 1-65535"))?;
+            .ok_or_else(|| {
+                ApiError::invalid(ErrorCode::ValueOutOfBounds, "port", "port must be 1-65535")
+            })?;
         let username = self.username;
         let user_ok = (1..=64).contains(&username.len())
-            && username.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            && username
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
             && !username.starts_with('-');
         if !user_ok {
             return Err(ApiError::invalid(
@@ -73,7 +83,13 @@ impl RegisterDevice {
                 "host_key must be an OpenSSH public key line such as `ssh-ed25519 AAAA…`",
             )
         })?;
-        Ok(DeviceSpec { name, host, port, username, host_key })
+        Ok(DeviceSpec {
+            name,
+            host,
+            port,
+            username,
+            host_key,
+        })
     }
 }
 
@@ -93,7 +109,8 @@ fn normalise_host_key(text: &str) -> Option<String> {
     let b64 = words.next()?;
     let blob = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
-    (blob.get(4..4 + len)? == kind.as_bytes() && blob.len() > 4 + len).then(|| format!("{kind} {b64}"))
+    (blob.get(4..4 + len)? == kind.as_bytes() && blob.len() > 4 + len)
+        .then(|| format!("{kind} {b64}"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,30 +169,53 @@ impl ExecRequest {
             return Err(ApiError::invalid(
                 ErrorCode::ValueOutOfBounds,
                 "timeout",
-                format!("timeout must be between 1 and {} seconds", limits.max_timeout_s),
+                format!(
+                    "timeout must be between 1 and {} seconds",
+                    limits.max_timeout_s
+                ),
             ));
         }
         let mut env = Vec::with_capacity(self.env.len());
         for (i, var) in self.env.into_iter().enumerate() {
             let key_ok = !var.key.is_empty()
                 && var.key.len() <= 128
-                && var.key.bytes().enumerate().all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
+                && var.key.bytes().enumerate().all(|(i, b)| {
+                    b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit())
+                });
             if !key_ok {
-                return Err(ApiError::invalid(ErrorCode::ValueIncorrectFormat, &format!("env[{i}].key"), "environment variable names are letters, digits and '_', not starting with a digit"));
+                return Err(ApiError::invalid(
+                    ErrorCode::ValueIncorrectFormat,
+                    &format!("env[{i}].key"),
+                    "environment variable names are letters, digits and '_', not starting with a digit",
+                ));
             }
             if var.value.contains('\0') || var.value.len() > 4096 {
-                return Err(ApiError::invalid(ErrorCode::ValueIncorrectFormat, &format!("env[{i}].value"), "environment values are at most 4096 bytes without NUL"));
+                return Err(ApiError::invalid(
+                    ErrorCode::ValueIncorrectFormat,
+                    &format!("env[{i}].value"),
+                    "environment values are at most 4096 bytes without NUL",
+                ));
             }
             env.push((var.key, var.value));
         }
         if env.len() > 64 {
-            return Err(ApiError::invalid(ErrorCode::ValueOutOfBounds, "env", "at most 64 environment variables"));
+            return Err(ApiError::invalid(
+                ErrorCode::ValueOutOfBounds,
+                "env",
+                "at most 64 environment variables",
+            ));
         }
         let stdin = match self.stdin_base64 {
             None => Vec::new(),
-            Some(b64) => base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()).map_err(|_| {
-                ApiError::invalid(ErrorCode::ValueIncorrectFormat, "stdin_base64", "stdin_base64 is not valid base64")
-            })?,
+            Some(b64) => base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|_| {
+                    ApiError::invalid(
+                        ErrorCode::ValueIncorrectFormat,
+                        "stdin_base64",
+                        "stdin_base64 is not valid base64",
+                    )
+                })?,
         };
         if stdin.len() > limits.max_stdin_bytes {
             return Err(ApiError::invalid(
@@ -184,7 +224,12 @@ impl ExecRequest {
                 format!("stdin is limited to {} bytes", limits.max_stdin_bytes),
             ));
         }
-        Ok(ExecSpec { argv, env, stdin, timeout_ms: timeout_s * 1000 })
+        Ok(ExecSpec {
+            argv,
+            env,
+            stdin,
+            timeout_ms: timeout_s * 1000,
+        })
     }
 }
 
@@ -192,28 +237,52 @@ impl ExecRequest {
 mod tests {
     use super::*;
 
-    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
     #[test]
     fn host_keys_are_checked_and_normalised() {
-        assert_eq!(normalise_host_key(&format!("{KEY} root@box")).as_deref(), Some(KEY));
-        assert_eq!(normalise_host_key("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"), None);
+        assert_eq!(
+            normalise_host_key(&format!("{KEY} root@box")).as_deref(),
+            Some(KEY)
+        );
+        assert_eq!(
+            normalise_host_key(
+                "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+            ),
+            None
+        );
         assert_eq!(normalise_host_key("ssh-ed25519 !!!"), None);
         assert_eq!(normalise_host_key(""), None);
     }
 
     fn limits() -> ExecLimits {
-        ExecLimits { default_timeout_s: 30, max_timeout_s: 120, max_stdin_bytes: 1 << 20 }
+        ExecLimits {
+            default_timeout_s: 30,
+            max_timeout_s: 120,
+            max_stdin_bytes: 1 << 20,
+        }
     }
 
     #[test]
     fn timeouts_default_and_are_bounded() {
-        let req = |t| ExecRequest { command: "uptime".into(), env: vec![], stdin_base64: None, timeout: t };
+        let req = |t| ExecRequest {
+            command: "uptime".into(),
+            env: vec![],
+            stdin_base64: None,
+            timeout: t,
+        };
         assert_eq!(req(None).validate(limits()).unwrap().timeout_ms, 30_000);
-        assert_eq!(req(Some(120)).validate(limits()).unwrap().timeout_ms, 120_000);
+        assert_eq!(
+            req(Some(120)).validate(limits()).unwrap().timeout_ms,
+            120_000
+        );
         for bad in [0, 121] {
             let e = req(Some(bad)).validate(limits()).unwrap_err();
-            assert_eq!((e.error_code, e.property.as_deref()), (ErrorCode::ValueOutOfBounds, Some("timeout")));
+            assert_eq!(
+                (e.error_code, e.property.as_deref()),
+                (ErrorCode::ValueOutOfBounds, Some("timeout"))
+            );
         }
     }
 }

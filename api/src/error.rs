@@ -46,7 +46,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, error_code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status, error_code, error_message: message.into(), property: None, details: Vec::new() }
+        Self {
+            status,
+            error_code,
+            error_message: message.into(),
+            property: None,
+            details: Vec::new(),
+        }
     }
 
     pub fn property(mut self, property: impl Into<String>) -> Self {
@@ -65,11 +71,19 @@ impl ApiError {
     }
 
     pub fn unauthenticated(message: &str) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, message)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthenticated,
+            message,
+        )
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("{what} not found"),
+        )
     }
 
     /// The event log (NATS) is unreachable or did not confirm a write.
@@ -85,7 +99,11 @@ impl ApiError {
     /// The read models (Postgres) are unreachable.
     pub fn database(error: sqlx::Error) -> Self {
         tracing::error!(error = %error, "read model query failed");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::DatabaseError, "the read models are unavailable, retry later")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::DatabaseError,
+            "the read models are unavailable, retry later",
+        )
     }
 }
 

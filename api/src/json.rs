@@ -16,9 +16,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge, "the request body is too large")
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::PayloadTooLarge,
+                    "the request body is too large",
+                )
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequestData, rejection.body_text())
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidRequestData,
+                    rejection.body_text(),
+                )
             }
         })?;
         parse(&bytes).map(JsonBody)
@@ -35,14 +43,22 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             (ErrorCode::InvalidRequestData, None)
         } else if let Some(field) = between(&message, "missing field `", "`") {
             (ErrorCode::RequiredValueMissing, Some(join(&path, field)))
-        } else if let Some(field) = between(&message, "unknown field `", "`") {
-            (ErrorCode::InvalidRequestData, Some(join(&path, field)))
+        } else if message.starts_with("unknown field") {
+            // The path already ends at the unknown field.
+            (ErrorCode::InvalidRequestData, Some(path))
         } else if message.starts_with("invalid type") || message.starts_with("invalid value") {
             (ErrorCode::ValueIncorrectType, Some(path))
         } else {
-            (ErrorCode::InvalidRequestData, Some(path).filter(|p| p != "."))
+            (
+                ErrorCode::InvalidRequestData,
+                Some(path).filter(|p| p != "."),
+            )
         };
-        let mut error = ApiError::new(StatusCode::BAD_REQUEST, code, format!("invalid request body: {message}"));
+        let mut error = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            code,
+            format!("invalid request body: {message}"),
+        );
         error.property = property;
         error
     })
@@ -54,7 +70,11 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
 }
 
 fn join(path: &str, field: &str) -> String {
-    if path == "." || path.is_empty() { field.to_owned() } else { format!("{path}.{field}") }
+    if path == "." || path.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{path}.{field}")
+    }
 }
 
 #[cfg(test)]
@@ -69,16 +89,34 @@ mod tests {
     #[test]
     fn body_errors_name_their_property() {
         let e = err("{");
-        assert_eq!((e.error_code, e.property), (ErrorCode::InvalidRequestData, None));
+        assert_eq!(
+            (e.error_code, e.property),
+            (ErrorCode::InvalidRequestData, None)
+        );
         let e = err("{}");
-        assert_eq!((e.error_code, e.property.as_deref()), (ErrorCode::RequiredValueMissing, Some("command")));
+        assert_eq!(
+            (e.error_code, e.property.as_deref()),
+            (ErrorCode::RequiredValueMissing, Some("command"))
+        );
         let e = err(r#"{"command":"x","timeout":"soon"}"#);
-        assert_eq!((e.error_code, e.property.as_deref()), (ErrorCode::ValueIncorrectType, Some("timeout")));
+        assert_eq!(
+            (e.error_code, e.property.as_deref()),
+            (ErrorCode::ValueIncorrectType, Some("timeout"))
+        );
         let e = err(r#"{"command":"x","timeout":-1}"#);
-        assert_eq!((e.error_code, e.property.as_deref()), (ErrorCode::ValueIncorrectType, Some("timeout")));
+        assert_eq!(
+            (e.error_code, e.property.as_deref()),
+            (ErrorCode::ValueIncorrectType, Some("timeout"))
+        );
         let e = err(r#"{"command":"x","bogus":1}"#);
-        assert_eq!((e.error_code, e.property.as_deref()), (ErrorCode::InvalidRequestData, Some("bogus")));
+        assert_eq!(
+            (e.error_code, e.property.as_deref()),
+            (ErrorCode::InvalidRequestData, Some("bogus"))
+        );
         let e = err(r#"{"command":"x","env":[{"key":"A"}]}"#);
-        assert_eq!((e.error_code, e.property.as_deref()), (ErrorCode::RequiredValueMissing, Some("env[0].value")));
+        assert_eq!(
+            (e.error_code, e.property.as_deref()),
+            (ErrorCode::RequiredValueMissing, Some("env[0].value"))
+        );
     }
 }

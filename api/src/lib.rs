@@ -103,13 +103,25 @@ impl Application {
     /// Connects to NATS (and lazily to Postgres: the API accepts submissions while the read
     /// models are down) and prepares the state.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        anyhow::ensure!(!settings.bootstrap_key.is_empty(), "SSHQ_BOOTSTRAP_KEY must be set");
-        anyhow::ensure!(settings.bootstrap_key.len() >= 16, "SSHQ_BOOTSTRAP_KEY must be at least 16 characters");
-        let tenant = TenantId::parse(settings.bootstrap_tenant.as_str()).context("SSHQ_BOOTSTRAP_TENANT")?;
+        anyhow::ensure!(
+            !settings.bootstrap_key.is_empty(),
+            "SSHQ_BOOTSTRAP_KEY must be set"
+        );
+        anyhow::ensure!(
+            settings.bootstrap_key.len() >= 16,
+            "SSHQ_BOOTSTRAP_KEY must be at least 16 characters"
+        );
+        let tenant =
+            TenantId::parse(settings.bootstrap_tenant.as_str()).context("SSHQ_BOOTSTRAP_TENANT")?;
         let topology = Topology::new(&settings.prefix)?;
-        let client = async_nats::connect(&settings.nats_url).await.context("connecting to NATS")?;
+        let client = async_nats::connect(&settings.nats_url)
+            .await
+            .context("connecting to NATS")?;
         let js = jetstream::new(client.clone());
-        let stream_settings = StreamSettings { replicas: settings.stream_replicas, ..Default::default() };
+        let stream_settings = StreamSettings {
+            replicas: settings.stream_replicas,
+            ..Default::default()
+        };
         let stream = topology.ensure(&js, &stream_settings).await?;
         let db = PgPoolOptions::new()
             .max_connections(16)
@@ -133,7 +145,10 @@ impl Application {
             max_wait: Duration::from_secs(u64::from(settings.max_wait_s)),
             waiters,
         };
-        Ok(Self { state, max_body_bytes: settings.max_body_bytes })
+        Ok(Self {
+            state,
+            max_body_bytes: settings.max_body_bytes,
+        })
     }
 
     pub fn router(&self) -> Router {
@@ -144,7 +159,13 @@ impl Application {
     }
 
     /// Serves on `listener` until `shutdown`, finishing in-flight requests.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
-        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
     }
 }

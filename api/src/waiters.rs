@@ -39,8 +39,17 @@ impl Drop for Waiting {
 impl Waiters {
     pub fn park(self: &Arc<Self>, job: JobId) -> Waiting {
         let (tx, ready) = oneshot::channel();
-        self.parked.lock().expect("not poisoned").entry(job).or_default().push(tx);
-        Waiting { waiters: self.clone(), job, ready }
+        self.parked
+            .lock()
+            .expect("not poisoned")
+            .entry(job)
+            .or_default()
+            .push(tx);
+        Waiting {
+            waiters: self.clone(),
+            job,
+            ready,
+        }
     }
 
     pub fn wake(&self, job: JobId) {
@@ -51,13 +60,23 @@ impl Waiters {
     }
 
     pub fn parked(&self) -> usize {
-        self.parked.lock().expect("not poisoned").values().map(Vec::len).sum()
+        self.parked
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 
     /// Wakes callers as notices arrive on `subscriber`; ends when the subscription does.
     pub async fn dispatch(self: Arc<Self>, mut subscriber: async_nats::Subscriber) {
         while let Some(message) = subscriber.next().await {
-            if let Some(job) = message.subject.rsplit('.').next().and_then(|s| s.parse().ok()) {
+            if let Some(job) = message
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|s| s.parse().ok())
+            {
                 self.wake(job);
             }
         }

@@ -6,10 +6,11 @@ const NAME: &str = "read_models";
 
 /// The last applied stream sequence, 0 before anything was applied.
 pub async fn load(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
-    let seq: Option<i64> = sqlx::query_scalar("SELECT stream_seq FROM projector_checkpoint WHERE name = $1")
-        .bind(NAME)
-        .fetch_optional(db)
-        .await?;
+    let seq: Option<i64> =
+        sqlx::query_scalar("SELECT stream_seq FROM projector_checkpoint WHERE name = $1")
+            .bind(NAME)
+            .fetch_optional(db)
+            .await?;
     Ok(seq.unwrap_or(0) as u64)
 }
 

@@ -19,7 +19,11 @@ pub struct DeviceRecord {
     pub last_seen_at: Option<DateTime<Utc>>,
 }
 
-pub(crate) async fn registered(tx: &mut Transaction<'_, Postgres>, event: &Event, e: &DeviceRegistered) -> sqlx::Result<()> {
+pub(crate) async fn registered(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &Event,
+    e: &DeviceRegistered,
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO devices (id, tenant, name, host, port, username, host_key, registered_by, registered_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -40,7 +44,11 @@ pub(crate) async fn registered(tx: &mut Transaction<'_, Postgres>, event: &Event
     Ok(())
 }
 
-pub(crate) async fn online(tx: &mut Transaction<'_, Postgres>, event: &Event, e: &DeviceOnline) -> sqlx::Result<()> {
+pub(crate) async fn online(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &Event,
+    e: &DeviceOnline,
+) -> sqlx::Result<()> {
     sqlx::query("UPDATE devices SET last_seen_at = GREATEST(last_seen_at, $3) WHERE id = $1 AND tenant = $2")
         .bind(e.device_id.as_uuid())
         .bind(event.tenant.as_str())
@@ -51,7 +59,11 @@ pub(crate) async fn online(tx: &mut Transaction<'_, Postgres>, event: &Event, e:
 }
 
 /// One device of one tenant; another tenant's device is simply not found.
-pub async fn get(db: impl PgExecutor<'_>, tenant: &TenantId, id: DeviceId) -> sqlx::Result<Option<DeviceRecord>> {
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant: &TenantId,
+    id: DeviceId,
+) -> sqlx::Result<Option<DeviceRecord>> {
     sqlx::query_as("SELECT * FROM devices WHERE id = $1 AND tenant = $2")
         .bind(id.as_uuid())
         .bind(tenant.as_str())

@@ -6,7 +6,10 @@
 //! live stream on NATS remains the place to read everything.
 
 use chrono::{DateTime, Utc};
-use schemas::{Event, ExecFailed, ExecFinished, ExecRequested, ExecStarted, JobId, OutputChunk, OutputStream, TenantId};
+use schemas::{
+    Event, ExecFailed, ExecFinished, ExecRequested, ExecStarted, JobId, OutputChunk, OutputStream,
+    TenantId,
+};
 use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -78,7 +81,11 @@ impl JobRecord {
     }
 }
 
-pub(crate) async fn requested(tx: &mut Transaction<'_, Postgres>, event: &Event, e: &ExecRequested) -> sqlx::Result<()> {
+pub(crate) async fn requested(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &Event,
+    e: &ExecRequested,
+) -> sqlx::Result<()> {
     let job = JobRecord::queued(event, e);
     sqlx::query(
         "INSERT INTO jobs (id, tenant, device_id, actor, argv, env_keys, stdin_bytes, timeout_ms, status, requested_at)
@@ -100,7 +107,11 @@ pub(crate) async fn requested(tx: &mut Transaction<'_, Postgres>, event: &Event,
     Ok(())
 }
 
-pub(crate) async fn started(tx: &mut Transaction<'_, Postgres>, event: &Event, e: &ExecStarted) -> sqlx::Result<()> {
+pub(crate) async fn started(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &Event,
+    e: &ExecStarted,
+) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE jobs SET status = 'running', started_at = $2, attempts = $3, worker = $4
          WHERE id = $1 AND status IN ('queued', 'running')",
@@ -114,7 +125,11 @@ pub(crate) async fn started(tx: &mut Transaction<'_, Postgres>, event: &Event, e
     Ok(())
 }
 
-pub(crate) async fn finished(tx: &mut Transaction<'_, Postgres>, event: &Event, e: &ExecFinished) -> sqlx::Result<()> {
+pub(crate) async fn finished(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &Event,
+    e: &ExecFinished,
+) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE jobs SET status = 'finished', exit_status = $2, exit_signal = $3, exit_signal_message = $4,
              finished_at = $5, duration_ms = $6
@@ -131,7 +146,11 @@ pub(crate) async fn finished(tx: &mut Transaction<'_, Postgres>, event: &Event, 
     Ok(())
 }
 
-pub(crate) async fn failed(tx: &mut Transaction<'_, Postgres>, event: &Event, e: &ExecFailed) -> sqlx::Result<()> {
+pub(crate) async fn failed(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &Event,
+    e: &ExecFailed,
+) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE jobs SET status = $2, error_code = $3, error_message = $4, finished_at = $5,
              attempts = GREATEST(attempts, $6),
@@ -150,7 +169,12 @@ pub(crate) async fn failed(tx: &mut Transaction<'_, Postgres>, event: &Event, e:
 }
 
 /// Appends a chunk to the stored output, up to the cap.
-pub(crate) async fn output(tx: &mut Transaction<'_, Postgres>, tenant: &str, job: Uuid, chunk: &OutputChunk) -> sqlx::Result<()> {
+pub(crate) async fn output(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: &str,
+    job: Uuid,
+    chunk: &OutputChunk,
+) -> sqlx::Result<()> {
     let sql = match chunk.stream {
         OutputStream::Stdout => {
             "UPDATE jobs SET stdout = substring(stdout || $3 from 1 for $4),
@@ -174,7 +198,11 @@ pub(crate) async fn output(tx: &mut Transaction<'_, Postgres>, tenant: &str, job
 }
 
 /// One job of one tenant; another tenant's job is simply not found.
-pub async fn get(db: impl PgExecutor<'_>, tenant: &TenantId, id: JobId) -> sqlx::Result<Option<JobRecord>> {
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant: &TenantId,
+    id: JobId,
+) -> sqlx::Result<Option<JobRecord>> {
     sqlx::query_as("SELECT * FROM jobs WHERE id = $1 AND tenant = $2")
         .bind(id.as_uuid())
         .bind(tenant.as_str())

@@ -17,9 +17,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer};
-use futures::{FutureExt, StreamExt};
 use bytes::Bytes;
-use schemas::{Event, EventBody, JobId, OutputMessage, StreamSettings, SubjectKind, TenantId, Topology};
+use futures::{FutureExt, StreamExt};
+use schemas::{
+    Event, EventBody, JobId, OutputMessage, StreamSettings, SubjectKind, TenantId, Topology,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
@@ -83,11 +85,22 @@ impl Projector {
             .await
             .context("connecting to Postgres")?;
         migrate(&pool).await.context("migrating the read models")?;
-        let client = async_nats::connect(&settings.nats_url).await.context("connecting to NATS")?;
+        let client = async_nats::connect(&settings.nats_url)
+            .await
+            .context("connecting to NATS")?;
         let js = jetstream::new(client.clone());
-        let stream_settings = StreamSettings { replicas: settings.stream_replicas, ..Default::default() };
+        let stream_settings = StreamSettings {
+            replicas: settings.stream_replicas,
+            ..Default::default()
+        };
         let stream = topology.ensure(&js, &stream_settings).await?;
-        Ok(Self { pool, client, topology, stream, batch_size: settings.batch_size.max(1) })
+        Ok(Self {
+            pool,
+            client,
+            topology,
+            stream,
+            batch_size: settings.batch_size.max(1),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -125,7 +138,9 @@ impl Projector {
         let consumer = self
             .stream
             .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from },
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
                 ..Default::default()
             })
             .await?;
@@ -135,7 +150,9 @@ impl Projector {
                 _ = shutdown.cancelled() => return Ok(()),
                 next = messages.next() => next,
             };
-            let Some(first) = first else { anyhow::bail!("the ordered consumer ended") };
+            let Some(first) = first else {
+                anyhow::bail!("the ordered consumer ended")
+            };
             let mut batch = vec![first?];
             while batch.len() < self.batch_size {
                 match messages.next().now_or_never() {
@@ -145,7 +162,11 @@ impl Projector {
             }
             let mut delay = Duration::from_millis(100);
             while let Err(error) = self.apply_batch(&batch).await {
-                warn!(?error, size = batch.len(), "applying a batch failed; retrying");
+                warn!(
+                    ?error,
+                    size = batch.len(),
+                    "applying a batch failed; retrying"
+                );
                 if sleep_or_shutdown(delay, shutdown).await {
                     return Ok(());
                 }
@@ -160,7 +181,10 @@ impl Projector {
         let mut last = 0;
         let mut concluded = Vec::new();
         for message in batch {
-            let seq = message.info().map_err(|e| anyhow::anyhow!("no stream metadata: {e}"))?.stream_sequence;
+            let seq = message
+                .info()
+                .map_err(|e| anyhow::anyhow!("no stream metadata: {e}"))?
+                .stream_sequence;
             if let Some(job) = self.apply(&mut tx, seq, message).await? {
                 concluded.push(job);
             }
@@ -171,7 +195,10 @@ impl Projector {
         // Tell bounded-wait submitters their job is readable now. At most once and best
         // effort: a waiter that misses this reads Postgres once when its wait runs out.
         for (tenant, job) in concluded {
-            let _ = self.client.publish(self.topology.projected_subject(&tenant, job), Bytes::new()).await;
+            let _ = self
+                .client
+                .publish(self.topology.projected_subject(&tenant, job), Bytes::new())
+                .await;
         }
         Ok(())
     }
@@ -187,8 +214,14 @@ impl Projector {
             Some(SubjectKind::Event) => match Event::decode(&message.payload) {
                 Ok(event) => {
                     apply_event(tx, &event).await?;
-                    let concluded = matches!(event.body, EventBody::ExecFinished(_) | EventBody::ExecFailed(_));
-                    Ok(event.job_id().filter(|_| concluded).map(|job| (event.tenant, job)))
+                    let concluded = matches!(
+                        event.body,
+                        EventBody::ExecFinished(_) | EventBody::ExecFailed(_)
+                    );
+                    Ok(event
+                        .job_id()
+                        .filter(|_| concluded)
+                        .map(|job| (event.tenant, job)))
                 }
                 // A message nobody can decode must not stop projection of everything after it;
                 // it stays in the log for a fixed release to fold.
@@ -198,9 +231,12 @@ impl Projector {
                 }
             },
             Some(SubjectKind::Output { tenant, job, part }) => {
-                let parsed = OutputMessage::parse(part, message.headers.as_ref(), message.payload.clone());
+                let parsed =
+                    OutputMessage::parse(part, message.headers.as_ref(), message.payload.clone());
                 match (parsed, job.parse::<uuid::Uuid>()) {
-                    (Ok(OutputMessage::Chunk(chunk)), Ok(job)) => jobs::output(tx, tenant, job, &chunk).await.map(|_| None),
+                    (Ok(OutputMessage::Chunk(chunk)), Ok(job)) => {
+                        jobs::output(tx, tenant, job, &chunk).await.map(|_| None)
+                    }
                     (Ok(OutputMessage::End(_)), Ok(_)) => Ok(None),
                     (parsed, job) => {
                         warn!(seq, subject = %message.subject, ?parsed, ?job, "skipping malformed output message");

@@ -171,7 +171,13 @@ pub struct DecodeError(#[from] postcard::Error);
 
 impl Event {
     pub fn new(tenant: TenantId, actor: Option<KeyId>, body: EventBody) -> Self {
-        Self { id: Uuid::now_v7(), at: Timestamp::now(), tenant, actor, body }
+        Self {
+            id: Uuid::now_v7(),
+            at: Timestamp::now(),
+            tenant,
+            actor,
+            body,
+        }
     }
 
     /// Encodes as the current envelope version.
@@ -222,7 +228,9 @@ mod tests {
         let event = Event::new(
             TenantId::parse("t").unwrap(),
             None,
-            EventBody::DeviceOnline(DeviceOnline { device_id: DeviceId::new() }),
+            EventBody::DeviceOnline(DeviceOnline {
+                device_id: DeviceId::new(),
+            }),
         );
         let bytes = event.encode();
         assert_eq!(bytes[0], 0, "variant 0 of the envelope is version 1");

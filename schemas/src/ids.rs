@@ -11,7 +11,9 @@ use uuid::Uuid;
 pub enum IdError {
     #[error("not a valid id: expected a UUID")]
     NotUuid,
-    #[error("tenant must be 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit")]
+    #[error(
+        "tenant must be 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit"
+    )]
     BadTenant,
 }
 
@@ -79,7 +81,11 @@ impl TenantId {
             && s.bytes().enumerate().all(|(i, b)| {
                 b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && (b == b'-' || b == b'_'))
             });
-        if ok { Ok(Self(s)) } else { Err(IdError::BadTenant) }
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err(IdError::BadTenant)
+        }
     }
     pub fn as_str(&self) -> &str {
         &self.0

@@ -17,7 +17,7 @@ pub mod output;
 pub mod topology;
 
 pub use event::{
-    DecodeError, DeviceRegistered, DeviceOnline, Event, EventBody, ExecFailed, ExecFinished,
+    DecodeError, DeviceOnline, DeviceRegistered, Event, EventBody, ExecFailed, ExecFinished,
     ExecRequested, ExecStarted, FailureCode, SshTarget, Timestamp,
 };
 pub use ids::{DeviceId, IdError, JobId, KeyId, TenantId};

@@ -108,21 +108,36 @@ impl OutputMessage {
     }
 
     /// Rebuilds a message from its subject's last token, headers and payload.
-    pub fn parse(part: &str, headers: Option<&HeaderMap>, payload: Bytes) -> Result<Self, OutputError> {
+    pub fn parse(
+        part: &str,
+        headers: Option<&HeaderMap>,
+        payload: Bytes,
+    ) -> Result<Self, OutputError> {
         let get = |name: &'static str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
         let seq = get(HEADER_SEQ)
             .and_then(|v| v.parse().ok())
             .ok_or(OutputError::BadHeader(HEADER_SEQ))?;
-        let chunk = |stream| Ok(OutputMessage::Chunk(OutputChunk { seq, stream, data: payload.clone() }));
+        let chunk = |stream| {
+            Ok(OutputMessage::Chunk(OutputChunk {
+                seq,
+                stream,
+                data: payload.clone(),
+            }))
+        };
         match part {
             "stdout" => chunk(OutputStream::Stdout),
             "stderr" => chunk(OutputStream::Stderr),
             "end" => Ok(OutputMessage::End(OutputEnd {
                 seq,
-                status: get(HEADER_STATUS).ok_or(OutputError::BadHeader(HEADER_STATUS))?.to_owned(),
+                status: get(HEADER_STATUS)
+                    .ok_or(OutputError::BadHeader(HEADER_STATUS))?
+                    .to_owned(),
                 exit_status: match get(HEADER_EXIT_STATUS) {
                     None => None,
-                    Some(v) => Some(v.parse().map_err(|_| OutputError::BadHeader(HEADER_EXIT_STATUS))?),
+                    Some(v) => Some(
+                        v.parse()
+                            .map_err(|_| OutputError::BadHeader(HEADER_EXIT_STATUS))?,
+                    ),
                 },
                 exit_signal: get(HEADER_EXIT_SIGNAL).map(str::to_owned),
             })),
@@ -138,10 +153,28 @@ mod tests {
     #[test]
     fn output_messages_round_trip_through_headers() {
         let msgs = [
-            OutputMessage::Chunk(OutputChunk { seq: 0, stream: OutputStream::Stdout, data: Bytes::from_static(b"\0\xffhi") }),
-            OutputMessage::Chunk(OutputChunk { seq: 1, stream: OutputStream::Stderr, data: Bytes::new() }),
-            OutputMessage::End(OutputEnd { seq: 2, status: "finished".into(), exit_status: Some(3), exit_signal: None }),
-            OutputMessage::End(OutputEnd { seq: 3, status: "finished".into(), exit_status: None, exit_signal: Some("KILL".into()) }),
+            OutputMessage::Chunk(OutputChunk {
+                seq: 0,
+                stream: OutputStream::Stdout,
+                data: Bytes::from_static(b"\0\xffhi"),
+            }),
+            OutputMessage::Chunk(OutputChunk {
+                seq: 1,
+                stream: OutputStream::Stderr,
+                data: Bytes::new(),
+            }),
+            OutputMessage::End(OutputEnd {
+                seq: 2,
+                status: "finished".into(),
+                exit_status: Some(3),
+                exit_signal: None,
+            }),
+            OutputMessage::End(OutputEnd {
+                seq: 3,
+                status: "finished".into(),
+                exit_status: None,
+                exit_signal: Some("KILL".into()),
+            }),
         ];
         for m in msgs {
             let parsed = OutputMessage::parse(m.part(), Some(&m.headers()), m.payload()).unwrap();
@@ -151,7 +184,10 @@ mod tests {
 
     #[test]
     fn malformed_output_is_rejected() {
-        assert_eq!(OutputMessage::parse("stdout", None, Bytes::new()), Err(OutputError::BadHeader(HEADER_SEQ)));
+        assert_eq!(
+            OutputMessage::parse("stdout", None, Bytes::new()),
+            Err(OutputError::BadHeader(HEADER_SEQ))
+        );
         let mut h = HeaderMap::new();
         h.insert(HEADER_SEQ, "1");
         assert_eq!(

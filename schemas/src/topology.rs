@@ -19,8 +19,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream, Context};
 use async_nats::HeaderMap;
+use async_nats::jetstream::{self, Context, consumer, stream};
 
 use crate::event::{Event, EventBody};
 use crate::ids::{DeviceId, JobId, TenantId};
@@ -64,7 +64,11 @@ impl JobFacet {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SubjectKind<'a> {
     Event,
-    Output { tenant: &'a str, job: &'a str, part: &'a str },
+    Output {
+        tenant: &'a str,
+        job: &'a str,
+        part: &'a str,
+    },
 }
 
 /// Settings a deployment may change about the stream.
@@ -78,7 +82,10 @@ pub struct StreamSettings {
 
 impl Default for StreamSettings {
     fn default() -> Self {
-        Self { replicas: 1, max_age: Duration::ZERO }
+        Self {
+            replicas: 1,
+            max_age: Duration::ZERO,
+        }
     }
 }
 
@@ -96,8 +103,16 @@ impl Topology {
 
     pub fn new(prefix: &str) -> Result<Self, TopologyError> {
         let ok = (1..=32).contains(&prefix.len())
-            && prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if ok { Ok(Self { prefix: prefix.to_owned() }) } else { Err(TopologyError::BadPrefix) }
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if ok {
+            Ok(Self {
+                prefix: prefix.to_owned(),
+            })
+        } else {
+            Err(TopologyError::BadPrefix)
+        }
     }
 
     pub fn prefix(&self) -> &str {
@@ -112,7 +127,10 @@ impl Topology {
         stream::Config {
             name: self.stream_name(),
             description: Some("sshq event log: the source of truth".into()),
-            subjects: vec![format!("{}.evt.>", self.prefix), format!("{}.out.>", self.prefix)],
+            subjects: vec![
+                format!("{}.evt.>", self.prefix),
+                format!("{}.out.>", self.prefix),
+            ],
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
             num_replicas: settings.replicas,
@@ -140,10 +158,19 @@ impl Topology {
     /// service calls it at start, so start order does not matter. An existing stream is left
     /// as it is: changing replicas or retention of a live log is an operator's decision, not
     /// something a restarting worker should do by accident.
-    pub async fn ensure(&self, js: &Context, settings: &StreamSettings) -> Result<stream::Stream, TopologyError> {
-        let stream = js.get_or_create_stream(self.stream_config(settings)).await?;
+    pub async fn ensure(
+        &self,
+        js: &Context,
+        settings: &StreamSettings,
+    ) -> Result<stream::Stream, TopologyError> {
+        let stream = js
+            .get_or_create_stream(self.stream_config(settings))
+            .await?;
         stream
-            .get_or_create_consumer::<consumer::pull::Config>(Self::WORKERS, self.worker_consumer_config())
+            .get_or_create_consumer::<consumer::pull::Config>(
+                Self::WORKERS,
+                self.worker_consumer_config(),
+            )
             .await?;
         Ok(stream)
     }
@@ -198,13 +225,18 @@ impl Topology {
     }
 
     pub fn classify<'a>(&self, subject: &'a str) -> Option<SubjectKind<'a>> {
-        let rest = subject.strip_prefix(self.prefix.as_str())?.strip_prefix('.')?;
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('.')?;
         if rest.starts_with("evt.") {
             return Some(SubjectKind::Event);
         }
         let mut parts = rest.strip_prefix("out.")?.split('.');
         let (tenant, job, part) = (parts.next()?, parts.next()?, parts.next()?);
-        parts.next().is_none().then_some(SubjectKind::Output { tenant, job, part })
+        parts
+            .next()
+            .is_none()
+            .then_some(SubjectKind::Output { tenant, job, part })
     }
 
     /// Publishes an event, deduplicated by its id, and returns the ack future: await it to know
@@ -245,9 +277,16 @@ impl Topology {
         message: &OutputMessage,
     ) -> Result<jetstream::context::PublishAckFuture, TopologyError> {
         let mut headers: HeaderMap = message.headers();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{job}:{}", message.seq()).as_str());
-        let msg = jetstream::message::PublishMessage::build().payload(message.payload()).headers(headers);
-        Ok(js.send_publish(self.output_subject(tenant, job, message), msg).await?)
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{job}:{}", message.seq()).as_str(),
+        );
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(message.payload())
+            .headers(headers);
+        Ok(js
+            .send_publish(self.output_subject(tenant, job, message), msg)
+            .await?)
     }
 
     /// The last event stored under `subject`, with its stream sequence, or `None`.
@@ -277,23 +316,47 @@ mod tests {
         let started = Event::new(
             tenant.clone(),
             None,
-            EventBody::ExecStarted(ExecStarted { job_id: job, attempt: 1, worker: "w".into() }),
+            EventBody::ExecStarted(ExecStarted {
+                job_id: job,
+                attempt: 1,
+                worker: "w".into(),
+            }),
         );
-        assert_eq!(topo.event_subject(&started), format!("sshq.evt.acme.job.{job}.started"));
-        assert_eq!(topo.output_filter(&tenant, job), format!("sshq.out.acme.{job}.>"));
+        assert_eq!(
+            topo.event_subject(&started),
+            format!("sshq.evt.acme.job.{job}.started")
+        );
+        assert_eq!(
+            topo.output_filter(&tenant, job),
+            format!("sshq.out.acme.{job}.>")
+        );
         let dev = DeviceId::new();
-        let online = Event::new(tenant.clone(), None, EventBody::DeviceOnline(DeviceOnline { device_id: dev }));
-        assert_eq!(topo.event_subject(&online), format!("sshq.evt.acme.device.{dev}.presence"));
+        let online = Event::new(
+            tenant.clone(),
+            None,
+            EventBody::DeviceOnline(DeviceOnline { device_id: dev }),
+        );
+        assert_eq!(
+            topo.event_subject(&online),
+            format!("sshq.evt.acme.device.{dev}.presence")
+        );
         assert_eq!(topo.stream_name(), "SSHQ_LOG");
     }
 
     #[test]
     fn subjects_classify_back() {
         let topo = Topology::new("t1").unwrap();
-        assert_eq!(topo.classify("t1.evt.a.job.x.started"), Some(SubjectKind::Event));
+        assert_eq!(
+            topo.classify("t1.evt.a.job.x.started"),
+            Some(SubjectKind::Event)
+        );
         assert_eq!(
             topo.classify("t1.out.a.j.stdout"),
-            Some(SubjectKind::Output { tenant: "a", job: "j", part: "stdout" })
+            Some(SubjectKind::Output {
+                tenant: "a",
+                job: "j",
+                part: "stdout"
+            })
         );
         assert_eq!(topo.classify("t2.evt.a"), None);
         assert_eq!(topo.classify("t1x.evt.a"), None);

@@ -21,7 +21,9 @@ fn target() -> SshTarget {
         host: "10.0.0.7".into(),
         port: 2222,
         username: "ops".into(),
-        host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl".into(),
+        host_key:
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+                .into(),
     }
 }
 
@@ -30,7 +32,11 @@ fn samples() -> Vec<(String, Event)> {
     let job = JobId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001));
     let device = DeviceId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002));
     let bodies = vec![
-        EventBody::DeviceRegistered(DeviceRegistered { device_id: device, name: "edge-1".into(), target: target() }),
+        EventBody::DeviceRegistered(DeviceRegistered {
+            device_id: device,
+            name: "edge-1".into(),
+            target: target(),
+        }),
         EventBody::DeviceOnline(DeviceOnline { device_id: device }),
         EventBody::ExecRequested(ExecRequested {
             job_id: job,
@@ -41,7 +47,11 @@ fn samples() -> Vec<(String, Event)> {
             stdin: b"in\0put".to_vec(),
             timeout_ms: 30_000,
         }),
-        EventBody::ExecStarted(ExecStarted { job_id: job, attempt: 1, worker: "worker-a".into() }),
+        EventBody::ExecStarted(ExecStarted {
+            job_id: job,
+            attempt: 1,
+            worker: "worker-a".into(),
+        }),
         EventBody::ExecFinished(ExecFinished {
             job_id: job,
             exit_status: Some(0),
@@ -82,14 +92,25 @@ fn every_current_event_variant_has_a_golden_fixture_that_matches() {
         let path = fixtures_dir().join(format!("{name}.bin"));
         match std::fs::read(&path) {
             Ok(bytes) => {
-                assert_eq!(Event::decode(&bytes).unwrap(), event, "{name} decodes to the sample");
-                assert_eq!(event.encode(), bytes, "{name} encodes to the committed bytes");
+                assert_eq!(
+                    Event::decode(&bytes).unwrap(),
+                    event,
+                    "{name} decodes to the sample"
+                );
+                assert_eq!(
+                    event.encode(),
+                    bytes,
+                    "{name} encodes to the committed bytes"
+                );
             }
             Err(_) if bless => std::fs::write(&path, event.encode()).unwrap(),
             Err(_) => missing.push(name),
         }
     }
-    assert!(missing.is_empty(), "no fixture for {missing:?}: run once with SSHQ_BLESS=1 and commit it");
+    assert!(
+        missing.is_empty(),
+        "no fixture for {missing:?}: run once with SSHQ_BLESS=1 and commit it"
+    );
 }
 
 #[test]
@@ -99,7 +120,8 @@ fn every_committed_fixture_still_decodes() {
         for file in std::fs::read_dir(version.unwrap().path()).unwrap() {
             let path = file.unwrap().path();
             let bytes = std::fs::read(&path).unwrap();
-            Event::decode(&bytes).unwrap_or_else(|e| panic!("{} no longer decodes: {e}", path.display()));
+            Event::decode(&bytes)
+                .unwrap_or_else(|e| panic!("{} no longer decodes: {e}", path.display()));
             seen += 1;
         }
     }

@@ -1,1 +1,5 @@
+//! End-to-end tests against real nats-server, Postgres and OpenSSH sshd (see `ops/test`).
+//! One binary, so the suite compiles once; helpers live in the crate's `lib.rs`.
 
+mod api;
+mod exec;

@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, AckKind, context::PublishErrorKind};
 use bytes::Bytes;
 use futures::future::try_join_all;
-use std::future::IntoFuture;
 use russh::{ChannelMsg, Sig};
 use schemas::topology::JobFacet;
 use schemas::{
-    Event, EventBody, ExecFailed, ExecFinished, ExecRequested, ExecStarted, FailureCode, OutputChunk, OutputEnd,
-    OutputMessage, OutputStream, TopologyError,
+    Event, EventBody, ExecFailed, ExecFinished, ExecRequested, ExecStarted, FailureCode,
+    OutputChunk, OutputEnd, OutputMessage, OutputStream, TopologyError,
 };
+use std::future::IntoFuture;
 use tracing::{Span, debug, info, warn};
 
 use crate::Worker;
@@ -49,17 +49,29 @@ pub enum JobError {
 
 #[tracing::instrument(skip_all, fields(job_id = tracing::field::Empty, device_id = tracing::field::Empty, tenant = tracing::field::Empty, attempt = tracing::field::Empty))]
 pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<(), JobError> {
-    let attempt = message.info().map(|i| i.delivered.max(1) as u32).unwrap_or(1);
+    let attempt = message
+        .info()
+        .map(|i| i.delivered.max(1) as u32)
+        .unwrap_or(1);
     let event = match Event::decode(&message.payload) {
         Ok(event) => event,
         Err(error) => {
             warn!(%error, subject = %message.subject, "terminating an undecodable request");
-            return message.ack_with(AckKind::Term).await.map_err(|e| JobError::Ack(e.to_string()));
+            return message
+                .ack_with(AckKind::Term)
+                .await
+                .map_err(|e| JobError::Ack(e.to_string()));
         }
     };
     let EventBody::ExecRequested(request) = &event.body else {
-        warn!(kind = event.kind(), "terminating a non-request on the work subject");
-        return message.ack_with(AckKind::Term).await.map_err(|e| JobError::Ack(e.to_string()));
+        warn!(
+            kind = event.kind(),
+            "terminating a non-request on the work subject"
+        );
+        return message
+            .ack_with(AckKind::Term)
+            .await
+            .map_err(|e| JobError::Ack(e.to_string()));
     };
     let span = Span::current();
     span.record("job_id", tracing::field::display(request.job_id));
@@ -69,15 +81,32 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
 
     let topo = &worker.topology;
     let outcome_subject = topo.job_subject(&event.tenant, request.job_id, JobFacet::Outcome);
-    if topo.last_event(&worker.stream, outcome_subject).await?.is_some() {
+    if topo
+        .last_event(&worker.stream, outcome_subject)
+        .await?
+        .is_some()
+    {
         debug!("duplicate delivery of a finished job");
         return ack(&message).await;
     }
     let started_subject = topo.job_subject(&event.tenant, request.job_id, JobFacet::Started);
-    if topo.last_event(&worker.stream, started_subject).await?.is_some() {
+    if topo
+        .last_event(&worker.stream, started_subject)
+        .await?
+        .is_some()
+    {
         warn!("an earlier worker started this job and vanished; not running it again");
-        let message_text = "the worker running this command stopped before reporting; it may or may not have run";
-        conclude(&worker, &event, request, Outcome::Failed(FailureCode::WorkerLost, message_text.into()), attempt, None).await?;
+        let message_text =
+            "the worker running this command stopped before reporting; it may or may not have run";
+        conclude(
+            &worker,
+            &event,
+            request,
+            Outcome::Failed(FailureCode::WorkerLost, message_text.into()),
+            attempt,
+            None,
+        )
+        .await?;
         return ack(&message).await;
     }
 
@@ -98,7 +127,10 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
         Err(error) if error.is_transient() && attempt < worker.settings.max_attempts => {
             let delay = worker.settings.backoff(attempt);
             info!(%error, retry_in_ms = delay.as_millis() as u64, "transient failure before start; handing back");
-            return message.ack_with(AckKind::Nak(Some(delay))).await.map_err(|e| JobError::Ack(e.to_string()));
+            return message
+                .ack_with(AckKind::Nak(Some(delay)))
+                .await
+                .map_err(|e| JobError::Ack(e.to_string()));
         }
         Err(error) => {
             let code = match &error {
@@ -108,7 +140,15 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
                 _ => FailureCode::ConnectFailed,
             };
             warn!(%error, "job failed before start");
-            conclude(&worker, &event, request, Outcome::Failed(code, error.to_string()), attempt, None).await?;
+            conclude(
+                &worker,
+                &event,
+                request,
+                Outcome::Failed(code, error.to_string()),
+                attempt,
+                None,
+            )
+            .await?;
             return ack(&message).await;
         }
     };
@@ -116,7 +156,11 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
     let started = Event::new(
         event.tenant.clone(),
         None,
-        EventBody::ExecStarted(ExecStarted { job_id: request.job_id, attempt, worker: worker.settings.worker_id.clone() }),
+        EventBody::ExecStarted(ExecStarted {
+            job_id: request.job_id,
+            attempt,
+            worker: worker.settings.worker_id.clone(),
+        }),
     );
     match topo.publish_first_event(&worker.js, &started).await?.await {
         Ok(_) => {}
@@ -167,7 +211,13 @@ async fn run(
     }
     .await;
     if let Err(error) = sent {
-        return (Outcome::Failed(FailureCode::ConnectFailed, format!("sending the command failed: {error}")), seq);
+        return (
+            Outcome::Failed(
+                FailureCode::ConnectFailed,
+                format!("sending the command failed: {error}"),
+            ),
+            seq,
+        );
     }
 
     let mut ended_by_close = false;
@@ -206,9 +256,18 @@ async fn run(
         warn!(%error, "an output chunk was not stored");
     }
     let outcome = if timed_out {
-        Outcome::Failed(FailureCode::TimedOut, format!("the command ran longer than its timeout of {} ms and was killed", request.timeout_ms))
+        Outcome::Failed(
+            FailureCode::TimedOut,
+            format!(
+                "the command ran longer than its timeout of {} ms and was killed",
+                request.timeout_ms
+            ),
+        )
     } else if exit_status.is_none() && exit_signal.is_none() && !ended_by_close {
-        Outcome::Failed(FailureCode::ConnectFailed, "the connection to the device was lost while the command ran".into())
+        Outcome::Failed(
+            FailureCode::ConnectFailed,
+            "the connection to the device was lost while the command ran".into(),
+        )
     } else {
         Outcome::Finished(ExecFinished {
             job_id: request.job_id,
@@ -236,9 +295,17 @@ async fn publish_chunk(
 ) {
     let data = data.into();
     bytes[stream as usize] += data.len() as u64;
-    let message = OutputMessage::Chunk(OutputChunk { seq: *seq, stream, data });
+    let message = OutputMessage::Chunk(OutputChunk {
+        seq: *seq,
+        stream,
+        data,
+    });
     *seq += 1;
-    match worker.topology.publish_output(&worker.js, &event.tenant, request.job_id, &message).await {
+    match worker
+        .topology
+        .publish_output(&worker.js, &event.tenant, request.job_id, &message)
+        .await
+    {
         Ok(ack) => pending.push(ack),
         Err(error) => warn!(%error, "publishing output failed"),
     }
@@ -264,12 +331,30 @@ async fn conclude(
             (EventBody::ExecFinished(finished), end)
         }
         Outcome::Failed(code, message) => {
-            let end = OutputEnd { seq: 0, status: code.status().into(), exit_status: None, exit_signal: None };
-            (EventBody::ExecFailed(ExecFailed { job_id: request.job_id, code, message, attempt }), end)
+            let end = OutputEnd {
+                seq: 0,
+                status: code.status().into(),
+                exit_status: None,
+                exit_signal: None,
+            };
+            (
+                EventBody::ExecFailed(ExecFailed {
+                    job_id: request.job_id,
+                    code,
+                    message,
+                    attempt,
+                }),
+                end,
+            )
         }
     };
     let outcome = Event::new(event.tenant.clone(), None, body);
-    match worker.topology.publish_first_event(&worker.js, &outcome).await?.await {
+    match worker
+        .topology
+        .publish_first_event(&worker.js, &outcome)
+        .await?
+        .await
+    {
         Ok(_) => {}
         Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
             info!("the job already has an outcome; keeping the first");
@@ -282,7 +367,11 @@ async fn conclude(
         None => next_output_seq(worker, event, request).await,
     };
     let end = OutputMessage::End(OutputEnd { seq, ..end });
-    worker.topology.publish_output(&worker.js, &event.tenant, request.job_id, &end).await?.await?;
+    worker
+        .topology
+        .publish_output(&worker.js, &event.tenant, request.job_id, &end)
+        .await?
+        .await?;
     Ok(())
 }
 
@@ -290,10 +379,18 @@ async fn conclude(
 async fn next_output_seq(worker: &Worker, event: &Event, request: &ExecRequested) -> u64 {
     let mut next = 0;
     for stream in [OutputStream::Stdout, OutputStream::Stderr] {
-        let probe = OutputMessage::Chunk(OutputChunk { seq: 0, stream, data: Bytes::new() });
-        let subject = worker.topology.output_subject(&event.tenant, request.job_id, &probe);
+        let probe = OutputMessage::Chunk(OutputChunk {
+            seq: 0,
+            stream,
+            data: Bytes::new(),
+        });
+        let subject = worker
+            .topology
+            .output_subject(&event.tenant, request.job_id, &probe);
         if let Ok(last) = worker.stream.direct_get_last_for_subject(subject).await {
-            if let Ok(OutputMessage::Chunk(c)) = OutputMessage::parse(stream.as_str(), Some(&last.headers), last.payload) {
+            if let Ok(OutputMessage::Chunk(c)) =
+                OutputMessage::parse(stream.as_str(), Some(&last.headers), last.payload)
+            {
                 next = next.max(c.seq + 1);
             }
         }
@@ -309,5 +406,8 @@ fn signal_name_of(sig: &Sig) -> String {
 }
 
 async fn ack(message: &jetstream::Message) -> Result<(), JobError> {
-    message.double_ack().await.map_err(|e| JobError::Ack(e.to_string()))
+    message
+        .double_ack()
+        .await
+        .map_err(|e| JobError::Ack(e.to_string()))
 }

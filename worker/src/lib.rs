@@ -66,12 +66,17 @@ impl Default for Settings {
 impl Settings {
     pub fn load() -> Result<Self, figment::Error> {
         use figment::providers::{Env, Serialized};
-        figment::Figment::from(Serialized::defaults(Self::default())).merge(Env::prefixed("SSHQ_")).extract()
+        figment::Figment::from(Serialized::defaults(Self::default()))
+            .merge(Env::prefixed("SSHQ_"))
+            .extract()
     }
 
     /// Exponential backoff with ±25 % jitter for the given (1-based) attempt, capped at 30 s.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let base = self.retry_base_ms.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(30_000);
+        let base = self
+            .retry_base_ms
+            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+            .min(30_000);
         let jitter = rand::rng().random_range(0.75..1.25);
         Duration::from_millis((base as f64 * jitter) as u64)
     }
@@ -90,21 +95,36 @@ impl Worker {
         let topology = Topology::new(&settings.prefix)?;
         let key = russh::keys::load_secret_key(&settings.ssh_key, None)
             .with_context(|| format!("loading the SSH key {}", settings.ssh_key.display()))?;
-        let client = async_nats::connect(&settings.nats_url).await.context("connecting to NATS")?;
+        let client = async_nats::connect(&settings.nats_url)
+            .await
+            .context("connecting to NATS")?;
         let js = jetstream::new(client);
-        let stream_settings = StreamSettings { replicas: settings.stream_replicas, ..Default::default() };
+        let stream_settings = StreamSettings {
+            replicas: settings.stream_replicas,
+            ..Default::default()
+        };
         let stream = topology.ensure(&js, &stream_settings).await?;
         let pool = ssh::Pool::new(
             key,
             Duration::from_millis(settings.connect_timeout_ms),
             settings.channels_per_device.max(1),
         );
-        Ok(Arc::new(Self { settings, topology, js, stream, pool }))
+        Ok(Arc::new(Self {
+            settings,
+            topology,
+            js,
+            stream,
+            pool,
+        }))
     }
 
     /// Pulls and runs jobs until `shutdown`, then drains within the grace period.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let consumer: consumer::PullConsumer = self.stream.get_consumer(Topology::WORKERS).await.map_err(|e| anyhow::anyhow!("opening the workers' consumer: {e}"))?;
+        let consumer: consumer::PullConsumer = self
+            .stream
+            .get_consumer(Topology::WORKERS)
+            .await
+            .map_err(|e| anyhow::anyhow!("opening the workers' consumer: {e}"))?;
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let mut running = JoinSet::new();
         info!(worker = %self.settings.worker_id, "pulling exec requests");
@@ -120,7 +140,12 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            let batch = consumer.batch().max_messages(held.len()).expires(Duration::from_secs(5)).messages().await;
+            let batch = consumer
+                .batch()
+                .max_messages(held.len())
+                .expires(Duration::from_secs(5))
+                .messages()
+                .await;
             let mut batch = match batch {
                 Ok(batch) => batch,
                 Err(error) => {
@@ -159,10 +184,20 @@ impl Worker {
         // stream is dropped without ack: they are redelivered after the ack wait. Running
         // jobs get the grace period.
         let grace = Duration::from_millis(self.settings.shutdown_grace_ms);
-        info!(running = running.len(), grace_ms = grace.as_millis() as u64, "shutting down");
-        let drained = tokio::time::timeout(grace, async { while running.join_next().await.is_some() {} }).await;
+        info!(
+            running = running.len(),
+            grace_ms = grace.as_millis() as u64,
+            "shutting down"
+        );
+        let drained = tokio::time::timeout(grace, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
         if drained.is_err() {
-            warn!(left = running.len(), "grace period over; abandoning running jobs");
+            warn!(
+                left = running.len(),
+                "grace period over; abandoning running jobs"
+            );
             running.abort_all();
         }
         Ok(())

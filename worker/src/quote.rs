@@ -40,7 +40,10 @@ mod tests {
     fn quoting_neutralises_shell_syntax() {
         assert_eq!(quote("plain"), "'plain'");
         assert_eq!(quote("it's"), "'it'\\''s'");
-        assert_eq!(quote("$(reboot); `id` | x > y"), "'$(reboot); `id` | x > y'");
+        assert_eq!(
+            quote("$(reboot); `id` | x > y"),
+            "'$(reboot); `id` | x > y'"
+        );
         assert_eq!(quote(""), "''");
     }
 
@@ -57,13 +60,23 @@ mod tests {
     /// The real proof: a POSIX shell given the quoted line receives the original words.
     #[test]
     fn a_real_shell_receives_the_exact_words() {
-        let nasty = ["a b", "'", "\"", "$HOME", "`id`", "$(id)", "\\", "*", "\n;\n", "${IFS}", "ünï", "-e"];
+        let nasty = [
+            "a b", "'", "\"", "$HOME", "`id`", "$(id)", "\\", "*", "\n;\n", "${IFS}", "ünï", "-e",
+        ];
         let argv: Vec<String> = std::iter::once("printf".to_string())
             .chain(std::iter::once("%s\\0".to_string()))
             .chain(nasty.iter().map(|s| s.to_string()))
             .collect();
-        let out = std::process::Command::new("sh").arg("-c").arg(command_line(&argv, &[])).output().unwrap();
-        let words: Vec<&[u8]> = out.stdout.split(|b| *b == 0).filter(|w| !w.is_empty() || false).collect();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command_line(&argv, &[]))
+            .output()
+            .unwrap();
+        let words: Vec<&[u8]> = out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|w| !w.is_empty() || false)
+            .collect();
         let expected: Vec<&[u8]> = nasty.iter().map(|s| s.as_bytes()).collect();
         assert_eq!(words, expected);
     }

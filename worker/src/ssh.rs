@@ -40,7 +40,10 @@ pub enum SshError {
 impl SshError {
     /// Whether the command certainly did not start and a later attempt may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SshError::Connect { .. } | SshError::Session(_) | SshError::Protocol(_))
+        matches!(
+            self,
+            SshError::Connect { .. } | SshError::Session(_) | SshError::Protocol(_)
+        )
     }
 }
 
@@ -52,15 +55,26 @@ pub struct PinnedKey {
 impl client::Handler for PinnedKey {
     type Error = SshError;
 
-    async fn check_server_key(&mut self, presented: &russh::keys::PublicKeyOrCertificate) -> Result<bool, SshError> {
+    async fn check_server_key(
+        &mut self,
+        presented: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, SshError> {
         match presented {
-            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } if key.key_data() == self.pinned.key_data() => Ok(true),
-            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => Err(SshError::HostKeyMismatch {
-                presented: key.to_openssh().unwrap_or_else(|_| key.algorithm().to_string()),
-            }),
-            russh::keys::PublicKeyOrCertificate::Certificate(_) => {
-                Err(SshError::HostKeyMismatch { presented: "a certificate".into() })
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. }
+                if key.key_data() == self.pinned.key_data() =>
+            {
+                Ok(true)
             }
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => {
+                Err(SshError::HostKeyMismatch {
+                    presented: key
+                        .to_openssh()
+                        .unwrap_or_else(|_| key.algorithm().to_string()),
+                })
+            }
+            russh::keys::PublicKeyOrCertificate::Certificate(_) => Err(SshError::HostKeyMismatch {
+                presented: "a certificate".into(),
+            }),
         }
     }
 }
@@ -69,8 +83,13 @@ impl client::Handler for PinnedKey {
 pub fn parse_pinned_key(text: &str) -> Result<PublicKey, SshError> {
     let mut words = text.split_whitespace();
     let first = words.next().ok_or(SshError::BadPinnedKey)?;
-    let base64 = if first.starts_with("ssh-") || first.starts_with("ecdsa-") { words.next() } else { Some(first) };
-    russh::keys::parse_public_key_base64(base64.ok_or(SshError::BadPinnedKey)?).map_err(|_| SshError::BadPinnedKey)
+    let base64 = if first.starts_with("ssh-") || first.starts_with("ecdsa-") {
+        words.next()
+    } else {
+        Some(first)
+    };
+    russh::keys::parse_public_key_base64(base64.ok_or(SshError::BadPinnedKey)?)
+        .map_err(|_| SshError::BadPinnedKey)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -83,7 +102,12 @@ struct PoolKey {
 
 impl From<&SshTarget> for PoolKey {
     fn from(t: &SshTarget) -> Self {
-        Self { host: t.host.clone(), port: t.port, username: t.username.clone(), host_key: t.host_key.clone() }
+        Self {
+            host: t.host.clone(),
+            port: t.port,
+            username: t.username.clone(),
+            host_key: t.host_key.clone(),
+        }
     }
 }
 
@@ -139,16 +163,27 @@ impl Pool {
                 })
                 .clone()
         };
-        let permit = slot.channels.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let permit = slot
+            .channels
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         // Holding the slot's lock while connecting makes concurrent jobs for one device share a
         // single new connection instead of racing to open several.
         let mut connection = slot.connection.lock().await;
         if let Some(handle) = connection.as_ref().filter(|h| !h.is_closed()) {
-            return Ok(Lease { handle: handle.clone(), _permit: permit });
+            return Ok(Lease {
+                handle: handle.clone(),
+                _permit: permit,
+            });
         }
         let handle = Arc::new(self.connect(target).await?);
         *connection = Some(handle.clone());
-        Ok(Lease { handle, _permit: permit })
+        Ok(Lease {
+            handle,
+            _permit: permit,
+        })
     }
 
     /// Forgets a connection that failed mid-use so the next lease opens a fresh one.
@@ -165,10 +200,24 @@ impl Pool {
     async fn connect(&self, target: &SshTarget) -> Result<Handle<PinnedKey>, SshError> {
         let pinned = parse_pinned_key(&target.host_key)?;
         let addr = format!("{}:{}", target.host, target.port);
-        let connect = client::connect(self.config.clone(), (target.host.as_str(), target.port), PinnedKey { pinned });
+        let connect = client::connect(
+            self.config.clone(),
+            (target.host.as_str(), target.port),
+            PinnedKey { pinned },
+        );
         let mut handle = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Err(_) => return Err(SshError::Connect { addr, reason: "timed out".into() }),
-            Ok(Err(SshError::Protocol(e))) => return Err(SshError::Connect { addr, reason: e.to_string() }),
+            Err(_) => {
+                return Err(SshError::Connect {
+                    addr,
+                    reason: "timed out".into(),
+                });
+            }
+            Ok(Err(SshError::Protocol(e))) => {
+                return Err(SshError::Connect {
+                    addr,
+                    reason: e.to_string(),
+                });
+            }
             Ok(Err(e)) => return Err(e),
             Ok(Ok(handle)) => handle,
         };
@@ -178,12 +227,20 @@ impl Pool {
         };
         let auth = tokio::time::timeout(
             self.connect_timeout,
-            handle.authenticate_publickey(&target.username, PrivateKeyWithHashAlg::new(self.key.clone(), hash)),
+            handle.authenticate_publickey(
+                &target.username,
+                PrivateKeyWithHashAlg::new(self.key.clone(), hash),
+            ),
         )
         .await
-        .map_err(|_| SshError::Connect { addr: addr.clone(), reason: "authentication timed out".into() })??;
+        .map_err(|_| SshError::Connect {
+            addr: addr.clone(),
+            reason: "authentication timed out".into(),
+        })??;
         if !auth.success() {
-            return Err(SshError::AuthFailed { user: target.username.clone() });
+            return Err(SshError::AuthFailed {
+                user: target.username.clone(),
+            });
         }
         Ok(handle)
     }

@@ -34,10 +34,19 @@ pub async fn register(
     let device = DeviceRegistered {
         device_id: DeviceId::new(),
         name: spec.name,
-        target: SshTarget { host: spec.host, port: spec.port, username: spec.username, host_key: spec.host_key },
+        target: SshTarget {
+            host: spec.host,
+            port: spec.port,
+            username: spec.username,
+            host_key: spec.host_key,
+        },
     };
     tracing::Span::current().record("device_id", tracing::field::display(device.device_id));
-    let event = Event::new(caller.tenant, Some(caller.key), EventBody::DeviceRegistered(device.clone()));
+    let event = Event::new(
+        caller.tenant,
+        Some(caller.key),
+        EventBody::DeviceRegistered(device.clone()),
+    );
     state
         .topology
         .publish_event(&state.js, &event)
@@ -48,16 +57,29 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(device_json(&event, &device))))
 }
 
-pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let (event, device) = lookup(&state, &caller, &id).await?;
     Ok(Json(device_json(&event, &device)))
 }
 
 /// The device as the log knows it now. Another tenant's device, or a malformed id, is 404.
-pub async fn lookup(state: &AppState, caller: &Caller, id: &str) -> Result<(Event, DeviceRegistered), ApiError> {
+pub async fn lookup(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(Event, DeviceRegistered), ApiError> {
     let id: DeviceId = id.parse().map_err(|_| ApiError::not_found("device"))?;
     let subject = state.topology.device_config_subject(&caller.tenant, id);
-    match state.topology.last_event(&state.stream, subject).await.map_err(ApiError::log_unavailable)? {
+    match state
+        .topology
+        .last_event(&state.stream, subject)
+        .await
+        .map_err(ApiError::log_unavailable)?
+    {
         Some((_, event)) => match &event.body {
             EventBody::DeviceRegistered(device) => {
                 let device = device.clone();

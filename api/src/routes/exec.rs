@@ -11,12 +11,12 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishErrorKind;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use async_nats::jetstream::context::PublishErrorKind;
 use schemas::topology::JobFacet;
 use schemas::{Event, EventBody, ExecRequested, JobId, TenantId};
 use serde::Deserialize;
@@ -40,16 +40,25 @@ pub struct SubmitParams {
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x5d8c_1f0e_3c1a_4b8e_9a57_2f6d_0c4b_7e21);
 
 fn idempotent_job_id(tenant: &TenantId, headers: &HeaderMap) -> Result<Option<JobId>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
     let key = value
         .to_str()
         .ok()
         .filter(|k| (1..=255).contains(&k.len()))
         .ok_or_else(|| {
-            ApiError::invalid(ErrorCode::ValueIncorrectFormat, "Idempotency-Key", "Idempotency-Key must be 1-255 visible ASCII characters")
+            ApiError::invalid(
+                ErrorCode::ValueIncorrectFormat,
+                "Idempotency-Key",
+                "Idempotency-Key must be 1-255 visible ASCII characters",
+            )
         })?;
     let name = format!("{tenant}\0{key}");
-    Ok(Some(JobId::from_uuid(Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()))))
+    Ok(Some(JobId::from_uuid(Uuid::new_v5(
+        &IDEMPOTENCY_NAMESPACE,
+        name.as_bytes(),
+    ))))
 }
 
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, device_id = %device, job_id = tracing::field::Empty))]
@@ -61,7 +70,8 @@ pub async fn submit(
     headers: HeaderMap,
     JsonBody(body): JsonBody<ExecRequest>,
 ) -> Result<Response, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::invalid(ErrorCode::ValueIncorrectType, "wait", e.body_text()))?;
+    let Query(params) = params
+        .map_err(|e| ApiError::invalid(ErrorCode::ValueIncorrectType, "wait", e.body_text()))?;
     let spec = body.validate(state.limits)?;
     let (_, device) = devices::lookup(&state, &caller, &device).await?;
     let job_id = idempotent_job_id(&caller.tenant, &headers)?.unwrap_or_default();
@@ -76,11 +86,20 @@ pub async fn submit(
         stdin: spec.stdin,
         timeout_ms: spec.timeout_ms,
     };
-    let event = Event::new(caller.tenant.clone(), Some(caller.key.clone()), EventBody::ExecRequested(request.clone()));
+    let event = Event::new(
+        caller.tenant.clone(),
+        Some(caller.key.clone()),
+        EventBody::ExecRequested(request.clone()),
+    );
     let wait = Duration::from_secs(u64::from(params.wait)).min(state.max_wait);
     let waiting = (!wait.is_zero()).then(|| state.waiters.park(job_id));
 
-    let stored = state.topology.publish_first_event(&state.js, &event).await.map_err(ApiError::log_unavailable)?.await;
+    let stored = state
+        .topology
+        .publish_first_event(&state.js, &event)
+        .await
+        .map_err(ApiError::log_unavailable)?
+        .await;
     match stored {
         Ok(_) => {}
         Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
@@ -102,7 +121,9 @@ pub async fn submit(
                 let error = ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
                     ErrorCode::CommandTimedOut,
-                    job.error_message.clone().unwrap_or_else(|| "the command timed out".into()),
+                    job.error_message
+                        .clone()
+                        .unwrap_or_else(|| "the command timed out".into()),
                 );
                 return Ok(error.detail(jobs::job_json(&job)).into_response());
             }
@@ -114,7 +135,11 @@ pub async fn submit(
 
 fn accepted(job_id: JobId) -> Response {
     let location = format!("/v1/jobs/{job_id}");
-    let mut response = (StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "status": "queued", "location": location }))).into_response();
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": job_id, "status": "queued", "location": location })),
+    )
+        .into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
@@ -122,9 +147,19 @@ fn accepted(job_id: JobId) -> Response {
 }
 
 /// An idempotent repeat must ask for exactly what the stored request asked for.
-async fn same_request_or_conflict(state: &AppState, tenant: &TenantId, request: &ExecRequested) -> Result<(), ApiError> {
-    let subject = state.topology.job_subject(tenant, request.job_id, JobFacet::Requested);
-    let stored = state.topology.last_event(&state.stream, subject).await.map_err(ApiError::log_unavailable)?;
+async fn same_request_or_conflict(
+    state: &AppState,
+    tenant: &TenantId,
+    request: &ExecRequested,
+) -> Result<(), ApiError> {
+    let subject = state
+        .topology
+        .job_subject(tenant, request.job_id, JobFacet::Requested);
+    let stored = state
+        .topology
+        .last_event(&state.stream, subject)
+        .await
+        .map_err(ApiError::log_unavailable)?;
     match stored.map(|(_, e)| e.body) {
         Some(EventBody::ExecRequested(stored)) if stored == *request => Ok(()),
         _ => Err(ApiError::new(

@@ -12,20 +12,36 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 
-pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id: JobId = id.parse().map_err(|_| ApiError::not_found("job"))?;
-    let job = load(&state, &caller, id).await?.ok_or_else(|| ApiError::not_found("job"))?;
+    let job = load(&state, &caller, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job"))?;
     Ok(Json(job_json(&job)))
 }
 
 /// The job from the read model; a job accepted but not yet projected is read from the log,
 /// so a caller polling right after `202` never sees 404.
-pub async fn load(state: &AppState, caller: &Caller, id: JobId) -> Result<Option<JobRecord>, ApiError> {
+pub async fn load(
+    state: &AppState,
+    caller: &Caller,
+    id: JobId,
+) -> Result<Option<JobRecord>, ApiError> {
     if let Some(job) = jobs::get(&state.db, &caller.tenant, id).await? {
         return Ok(Some(job));
     }
-    let subject = state.topology.job_subject(&caller.tenant, id, JobFacet::Requested);
-    let requested = state.topology.last_event(&state.stream, subject).await.map_err(ApiError::log_unavailable)?;
+    let subject = state
+        .topology
+        .job_subject(&caller.tenant, id, JobFacet::Requested);
+    let requested = state
+        .topology
+        .last_event(&state.stream, subject)
+        .await
+        .map_err(ApiError::log_unavailable)?;
     Ok(requested.and_then(|(_, event)| match &event.body {
         EventBody::ExecRequested(e) => Some(JobRecord::queued(&event, e)),
         _ => None,

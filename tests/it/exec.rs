@@ -1,0 +1,222 @@
+//! What a submitted command does on a real device.
+
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::StatusCode;
+use serde_json::json;
+use sshq_tests::{SshDevice, StackOptions, TestStack};
+
+#[tokio::test]
+async fn a_command_runs_on_the_device_and_its_stdout_is_stored() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    let job = stack
+        .run(&id, json!({ "command": "echo hello 'from sshq'" }))
+        .await;
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(job["exit_status"], 0);
+    assert_eq!(job["is_ok"], true);
+    assert_eq!(job["stdout"], "hello from sshq\n");
+    assert_eq!(job["stderr"], "");
+    assert_eq!(job["attempts"], 1);
+    assert!(
+        job["started_at"].is_string() && job["finished_at"].is_string(),
+        "{job}"
+    );
+}
+
+#[tokio::test]
+async fn a_non_zero_exit_is_reported_with_stderr_kept_apart() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    let job = stack
+        .run(&id, json!({ "command": "ls /no/such/path" }))
+        .await;
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(job["exit_status"], 2);
+    assert_eq!(job["is_ok"], false);
+    assert_eq!(job["stdout"], "");
+    assert!(
+        job["stderr"].as_str().unwrap().contains("No such file"),
+        "{job}"
+    );
+}
+
+#[tokio::test]
+async fn shell_metacharacters_in_arguments_reach_the_command_as_plain_text() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    let job = stack
+        .run(
+            &id,
+            json!({ "command": r#"echo '$(id)' '`id`;' "a|b" '*'"# }),
+        )
+        .await;
+    assert_eq!(job["stdout"], "$(id) `id`; a|b *\n", "{job}");
+}
+
+#[tokio::test]
+async fn env_and_binary_stdin_reach_the_command() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    let job = stack.run(&id, json!({ "command": "printenv GREETING", "env": [{ "key": "GREETING", "value": "hi there" }] })).await;
+    assert_eq!(job["stdout"], "hi there\n", "{job}");
+
+    let input: Vec<u8> = (0..=255u8).collect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let job = stack
+        .run(
+            &id,
+            json!({ "command": "cat", "stdin_base64": b64.encode(&input) }),
+        )
+        .await;
+    assert_eq!(
+        b64.decode(job["stdout_base64"].as_str().unwrap()).unwrap(),
+        input,
+        "{job}"
+    );
+}
+
+/// The process must be gone from the device, not just abandoned by us.
+#[tokio::test]
+async fn a_command_past_its_timeout_is_killed_on_the_device() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    // A duration no other test uses, so pgrep finds only this test's process.
+    let marker = "sleep 77.25";
+    let job = stack
+        .run(&id, json!({ "command": marker, "timeout": 1 }))
+        .await;
+    assert_eq!(job["status"], "timed_out", "{job}");
+    assert_eq!(job["error_code"], "timed_out");
+    let mut left = true;
+    for _ in 0..50 {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", marker])
+            .output()
+            .unwrap();
+        left = !out.stdout.is_empty();
+        if !left {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !left,
+        "`{marker}` is still running on the device after its timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_submit_gets_the_result_in_one_round_trip() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    let (status, job) = stack
+        .post(
+            &format!("/v1/devices/{id}/exec?wait=20"),
+            &json!({ "command": "echo one-trip" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    assert_eq!(job["status"], "finished");
+    assert_eq!(job["stdout"], "one-trip\n");
+
+    let (status, error) = stack
+        .post(
+            &format!("/v1/devices/{id}/exec?wait=20"),
+            &json!({ "command": "sleep 5", "timeout": 1 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{error}");
+    assert_eq!(error["error_code"], "COMMAND_TIMED_OUT");
+    assert_eq!(error["details"][0]["status"], "timed_out");
+
+    // A wait shorter than the command falls back to 202 with the job id.
+    let (status, body) = stack
+        .post(
+            &format!("/v1/devices/{id}/exec?wait=1"),
+            &json!({ "command": "sleep 3" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let job = stack
+        .wait_job(body["job_id"].as_str().unwrap(), Duration::from_secs(20))
+        .await;
+    assert_eq!(job["status"], "finished");
+}
+
+#[tokio::test]
+async fn a_device_presenting_another_host_key_is_never_used() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let impostor_key = SshDevice::start().host_key.clone();
+    let id = stack.register_with_key(&device, &impostor_key).await;
+    let job = stack
+        .run(&id, json!({ "command": "echo should-not-run" }))
+        .await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error_code"], "host_key_mismatch");
+    assert_eq!(job["stdout"], "");
+    assert!(
+        job["started_at"].is_null(),
+        "the command never started: {job}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_device_fails_after_bounded_retries() {
+    let stack = TestStack::start_with(StackOptions {
+        max_attempts: 3,
+        retry_base_ms: 50,
+    })
+    .await;
+    let mut device = SshDevice::start();
+    let id = stack.register(&device).await;
+    device.kill();
+    let job = stack.run(&id, json!({ "command": "uptime" })).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error_code"], "connect_failed");
+    assert_eq!(job["attempts"], 3, "{job}");
+}
+
+#[tokio::test]
+async fn a_repeated_submit_with_the_same_idempotency_key_is_one_job() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    let submit = |body: serde_json::Value| {
+        stack
+            .http
+            .post(stack.url(&format!("/v1/devices/{id}/exec")))
+            .header("X-API-Key", &stack.api_key)
+            .header("Idempotency-Key", "deploy-42")
+            .json(&body)
+            .send()
+    };
+    let (s1, first) =
+        sshq_tests::read(submit(json!({ "command": "date +%N" })).await.unwrap()).await;
+    let (s2, second) =
+        sshq_tests::read(submit(json!({ "command": "date +%N" })).await.unwrap()).await;
+    assert_eq!(
+        (s1, s2),
+        (StatusCode::ACCEPTED, StatusCode::ACCEPTED),
+        "{first} {second}"
+    );
+    assert_eq!(first["job_id"], second["job_id"]);
+    let job = stack
+        .wait_job(first["job_id"].as_str().unwrap(), Duration::from_secs(20))
+        .await;
+    assert_eq!(job["attempts"], 1);
+
+    let (status, error) =
+        sshq_tests::read(submit(json!({ "command": "uptime" })).await.unwrap()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    assert_eq!(error["error_code"], "IDEMPOTENCY_KEY_REUSED");
+}
