@@ -118,6 +118,9 @@ impl Drop for SshDevice {
 pub struct StackOptions {
     pub max_attempts: u32,
     pub retry_base_ms: u64,
+    /// Run a worker inside the test process (tests of worker processes turn this off).
+    pub in_process_worker: bool,
+    pub worker_ack_wait: Duration,
 }
 
 impl Default for StackOptions {
@@ -125,6 +128,8 @@ impl Default for StackOptions {
         Self {
             max_attempts: 3,
             retry_base_ms: 50,
+            in_process_worker: true,
+            worker_ack_wait: Duration::from_secs(30),
         }
     }
 }
@@ -138,6 +143,7 @@ pub struct TestStack {
     pub database_url: String,
     pub nats_url: String,
     pub http: reqwest::Client,
+    pub stream: async_nats::jetstream::stream::Stream,
     shutdown: CancellationToken,
 }
 
@@ -152,6 +158,20 @@ impl TestStack {
         let database_url = create_database(&prefix).await;
         let api_key = format!("test-key-{}", uuid::Uuid::new_v4().simple());
         let shutdown = CancellationToken::new();
+
+        // Create the stream and consumer first, with this test's settings.
+        let client = async_nats::connect(&nats_url)
+            .await
+            .expect("test NATS reachable");
+        let stream_settings = schemas::StreamSettings {
+            worker_ack_wait: options.worker_ack_wait,
+            ..Default::default()
+        };
+        let topology = schemas::Topology::new(&prefix).unwrap();
+        let stream = topology
+            .ensure(&async_nats::jetstream::new(client), &stream_settings)
+            .await
+            .expect("stream created");
 
         let projector = sshq_projector::Settings {
             nats_url: nats_url.clone(),
@@ -175,11 +195,13 @@ impl TestStack {
             shutdown_grace_ms: 2_000,
             ..Default::default()
         };
-        let worker = sshq_worker::Worker::connect(worker)
-            .await
-            .expect("worker starts");
-        let token = shutdown.clone();
-        tokio::spawn(async move { worker.run(token).await.expect("worker runs") });
+        if options.in_process_worker {
+            let worker = sshq_worker::Worker::connect(worker)
+                .await
+                .expect("worker starts");
+            let token = shutdown.clone();
+            tokio::spawn(async move { worker.run(token).await.expect("worker runs") });
+        }
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -203,6 +225,7 @@ impl TestStack {
             database_url,
             nats_url,
             http: reqwest::Client::new(),
+            stream,
             shutdown,
         }
     }
@@ -311,4 +334,66 @@ pub async fn create_database(name: &str) -> String {
         .unwrap();
     let (base, _) = admin.rsplit_once('/').unwrap();
     format!("{base}/{name}")
+}
+
+/// A worker as its own OS process (the `sshq-worker` binary), for kill -9 and SIGTERM tests.
+pub struct WorkerProcess {
+    pub id: String,
+    pub child: Child,
+}
+
+impl WorkerProcess {
+    pub fn spawn(stack: &TestStack, id: &str, extra_env: &[(&str, &str)]) -> Self {
+        let bin_dir = std::env::var("SSHQ_TEST_BIN_DIR")
+            .unwrap_or_else(|_| format!("{}/../target/debug", env!("CARGO_MANIFEST_DIR")));
+        let mut command = Command::new(format!("{bin_dir}/sshq-worker"));
+        command
+            .env("SSHQ_NATS_URL", &stack.nats_url)
+            .env("SSHQ_PREFIX", &stack.prefix)
+            .env("SSHQ_SSH_KEY", env("SSHQ_TEST_SSH_KEY"))
+            .env("SSHQ_WORKER_ID", id)
+            .env("SSHQ_RETRY_BASE_MS", "50")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        let child = command
+            .spawn()
+            .expect("sshq-worker binary: run through ops/test, which builds it");
+        Self {
+            id: id.to_owned(),
+            child,
+        }
+    }
+
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+impl TestStack {
+    /// How many messages each subject matching `filter` holds in the log.
+    pub async fn subject_counts(&self, filter: &str) -> std::collections::HashMap<String, usize> {
+        use futures::TryStreamExt;
+        let stream = self.stream.clone();
+        let subjects = stream.info_with_subjects(filter).await.unwrap();
+        subjects.try_collect().await.unwrap()
+    }
 }

@@ -78,6 +78,9 @@ pub struct StreamSettings {
     pub replicas: usize,
     /// How long the log keeps events; zero keeps them forever (read models are rebuilt from it).
     pub max_age: Duration,
+    /// How long a worker may hold a request without acking or signalling progress before
+    /// JetStream hands it to another worker. Workers signal progress at a third of it.
+    pub worker_ack_wait: Duration,
 }
 
 impl Default for StreamSettings {
@@ -85,6 +88,7 @@ impl Default for StreamSettings {
         Self {
             replicas: 1,
             max_age: Duration::ZERO,
+            worker_ack_wait: Duration::from_secs(30),
         }
     }
 }
@@ -98,8 +102,6 @@ impl Topology {
     pub const DEFAULT_PREFIX: &'static str = "sshq";
     /// The durable pull consumer shared by every worker process.
     pub const WORKERS: &'static str = "workers";
-    /// How long a worker may hold a job message without acking or signalling progress.
-    pub const WORKER_ACK_WAIT: Duration = Duration::from_secs(30);
 
     pub fn new(prefix: &str) -> Result<Self, TopologyError> {
         let ok = (1..=32).contains(&prefix.len())
@@ -141,14 +143,14 @@ impl Topology {
         }
     }
 
-    pub fn worker_consumer_config(&self) -> consumer::pull::Config {
+    pub fn worker_consumer_config(&self, settings: &StreamSettings) -> consumer::pull::Config {
         consumer::pull::Config {
             durable_name: Some(Self::WORKERS.into()),
             description: Some("exec requests, shared by all worker processes".into()),
             filter_subject: format!("{}.evt.*.job.*.requested", self.prefix),
             deliver_policy: consumer::DeliverPolicy::All,
             ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: Self::WORKER_ACK_WAIT,
+            ack_wait: settings.worker_ack_wait,
             max_ack_pending: 10_000,
             ..Default::default()
         }
@@ -169,7 +171,7 @@ impl Topology {
         stream
             .get_or_create_consumer::<consumer::pull::Config>(
                 Self::WORKERS,
-                self.worker_consumer_config(),
+                self.worker_consumer_config(settings),
             )
             .await?;
         Ok(stream)

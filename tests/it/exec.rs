@@ -175,6 +175,7 @@ async fn an_unreachable_device_fails_after_bounded_retries() {
     let stack = TestStack::start_with(StackOptions {
         max_attempts: 3,
         retry_base_ms: 50,
+        ..Default::default()
     })
     .await;
     let mut device = SshDevice::start();

@@ -14,16 +14,35 @@ fn script() -> String {
 
 fn collect(child: std::process::Child) -> Vec<Value> {
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "nats-py client failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "nats-py client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     serde_json::from_str(text.lines().last().unwrap()).unwrap()
 }
 
 fn assert_ordered_output(messages: &[Value]) {
-    let seqs: Vec<u64> = messages.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, (0..messages.len() as u64).collect::<Vec<_>>(), "{messages:?}");
-    let stdout: String = messages.iter().filter(|m| m["part"] == "stdout").map(|m| m["data"].as_str().unwrap()).collect();
-    let stderr: String = messages.iter().filter(|m| m["part"] == "stderr").map(|m| m["data"].as_str().unwrap()).collect();
+    let seqs: Vec<u64> = messages
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..messages.len() as u64).collect::<Vec<_>>(),
+        "{messages:?}"
+    );
+    let stdout: String = messages
+        .iter()
+        .filter(|m| m["part"] == "stdout")
+        .map(|m| m["data"].as_str().unwrap())
+        .collect();
+    let stderr: String = messages
+        .iter()
+        .filter(|m| m["part"] == "stderr")
+        .map(|m| m["data"].as_str().unwrap())
+        .collect();
     assert_eq!(stdout, "1\n2\n3\n");
     assert_eq!(stderr, "warn\n");
     let end = messages.last().unwrap();
@@ -48,13 +67,17 @@ async fn a_plain_nats_client_reads_live_output_and_a_late_one_replays_it() {
         .spawn()
         .unwrap();
     let mut first = String::new();
-    BufReader::new(live.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
+    BufReader::new(live.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
     assert_eq!(first.trim(), "subscribed");
 
     let command = "sh -c 'for i in 1 2 3; do echo $i; sleep 0.2; done; echo warn >&2; exit 3'";
     let job = stack.run(&id, json!({ "command": command })).await;
     assert_eq!(job["exit_status"], 3, "{job}");
-    let live = tokio::task::spawn_blocking(move || collect(live)).await.unwrap();
+    let live = tokio::task::spawn_blocking(move || collect(live))
+        .await
+        .unwrap();
     assert_ordered_output(&live);
 
     let job_id = job["job_id"].as_str().unwrap();
@@ -65,9 +88,15 @@ async fn a_plain_nats_client_reads_live_output_and_a_late_one_replays_it() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let replayed = tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(move || collect(late)))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(replayed, live, "a late subscriber sees exactly what the live one saw");
+    let replayed = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || collect(late)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        replayed, live,
+        "a late subscriber sees exactly what the live one saw"
+    );
 }

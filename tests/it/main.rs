@@ -3,4 +3,5 @@
 
 mod api;
 mod exec;
+mod fleet;
 mod live;

@@ -193,7 +193,7 @@ async fn run(
     let began = Instant::now();
     let timeout = Duration::from_millis(u64::from(request.timeout_ms));
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut progress = tokio::time::interval(schemas::Topology::WORKER_ACK_WAIT / 3);
+    let mut progress = tokio::time::interval(worker.ack_wait / 3);
     progress.tick().await;
 
     let mut seq = 0u64;

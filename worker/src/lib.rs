@@ -30,6 +30,8 @@ pub struct Settings {
     pub nats_url: String,
     pub prefix: String,
     pub stream_replicas: usize,
+    /// Only used when this worker creates the stream and consumer.
+    pub worker_ack_wait_ms: u64,
     /// The private key the worker authenticates with (OpenSSH format). Never logged.
     pub ssh_key: PathBuf,
     pub worker_id: String,
@@ -51,6 +53,7 @@ impl Default for Settings {
             nats_url: "nats://127.0.0.1:4333".into(),
             prefix: Topology::DEFAULT_PREFIX.into(),
             stream_replicas: 1,
+            worker_ack_wait_ms: 30_000,
             ssh_key: PathBuf::from(".run/keys/worker_ed25519"),
             worker_id: format!("worker-{}", std::process::id()),
             concurrency: 256,
@@ -88,6 +91,8 @@ pub struct Worker {
     pub js: jetstream::Context,
     pub stream: jetstream::stream::Stream,
     pub pool: ssh::Pool,
+    /// The consumer's ack wait, read from JetStream: progress acks go out at a third of it.
+    pub ack_wait: Duration,
 }
 
 impl Worker {
@@ -101,9 +106,19 @@ impl Worker {
         let js = jetstream::new(client);
         let stream_settings = StreamSettings {
             replicas: settings.stream_replicas,
+            worker_ack_wait: Duration::from_millis(settings.worker_ack_wait_ms),
             ..Default::default()
         };
         let stream = topology.ensure(&js, &stream_settings).await?;
+        let mut consumer: consumer::PullConsumer = stream
+            .get_consumer(Topology::WORKERS)
+            .await
+            .map_err(|e| anyhow::anyhow!("opening the workers' consumer: {e}"))?;
+        let ack_wait = consumer
+            .info()
+            .await
+            .map(|i| i.config.ack_wait)
+            .unwrap_or(Duration::from_secs(30));
         let pool = ssh::Pool::new(
             key,
             Duration::from_millis(settings.connect_timeout_ms),
@@ -115,6 +130,7 @@ impl Worker {
             js,
             stream,
             pool,
+            ack_wait,
         }))
     }
 
