@@ -129,6 +129,23 @@ pub struct ExecRequest {
     pub stdin_base64: Option<String>,
     /// Seconds.
     pub timeout: Option<u32>,
+    /// Run under a pseudo-terminal (stdout and stderr merged, as on a terminal).
+    pub pty: Option<PtyRequest>,
+    /// Seconds the device's connection stays open, idle, for reuse after this job.
+    pub keep_open_sec: Option<u32>,
+    /// Close the device's connection after this job.
+    #[serde(default)]
+    pub close: bool,
+    /// Seconds the job may wait in the queue (device down, workers busy) before it expires.
+    pub queue_timeout: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PtyRequest {
+    pub term: Option<String>,
+    pub cols: Option<u32>,
+    pub rows: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +154,10 @@ pub struct ExecSpec {
     pub env: Vec<(String, String)>,
     pub stdin: Vec<u8>,
     pub timeout_ms: u32,
+    pub pty: Option<schemas::PtySize>,
+    pub keep_open_ms: u32,
+    pub close: bool,
+    pub queue_timeout_s: u32,
 }
 
 /// Deployment bounds for exec requests.
@@ -145,6 +166,29 @@ pub struct ExecLimits {
     pub default_timeout_s: u32,
     pub max_timeout_s: u32,
     pub max_stdin_bytes: usize,
+    pub default_keep_open_s: u32,
+    pub max_keep_open_s: u32,
+    pub default_queue_timeout_s: u32,
+    pub max_queue_timeout_s: u32,
+}
+
+fn bounded(
+    value: Option<u32>,
+    default: u32,
+    min: u32,
+    max: u32,
+    property: &str,
+) -> Result<u32, ApiError> {
+    let value = value.unwrap_or(default);
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid(
+            ErrorCode::ValueOutOfBounds,
+            property,
+            format!("{property} must be between {min} and {max}"),
+        ))
+    }
 }
 
 impl ExecRequest {
@@ -224,11 +268,50 @@ impl ExecRequest {
                 format!("stdin is limited to {} bytes", limits.max_stdin_bytes),
             ));
         }
+        let pty = match self.pty {
+            None => None,
+            Some(p) => {
+                let term = p.term.unwrap_or_else(|| "xterm".into());
+                if term.is_empty()
+                    || term.len() > 64
+                    || !term.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    return Err(ApiError::invalid(
+                        ErrorCode::ValueIncorrectFormat,
+                        "pty.term",
+                        "pty.term is a terminal name such as xterm",
+                    ));
+                }
+                Some(schemas::PtySize {
+                    term,
+                    cols: bounded(p.cols, 80, 1, 1000, "pty.cols")?,
+                    rows: bounded(p.rows, 24, 1, 1000, "pty.rows")?,
+                })
+            }
+        };
+        let keep_open_s = bounded(
+            self.keep_open_sec,
+            limits.default_keep_open_s,
+            0,
+            limits.max_keep_open_s,
+            "keep_open_sec",
+        )?;
+        let queue_timeout_s = bounded(
+            self.queue_timeout,
+            limits.default_queue_timeout_s,
+            1,
+            limits.max_queue_timeout_s,
+            "queue_timeout",
+        )?;
         Ok(ExecSpec {
             argv,
             env,
             stdin,
             timeout_ms: timeout_s * 1000,
+            pty,
+            keep_open_ms: keep_open_s * 1000,
+            close: self.close,
+            queue_timeout_s,
         })
     }
 }
@@ -261,6 +344,10 @@ mod tests {
             default_timeout_s: 30,
             max_timeout_s: 120,
             max_stdin_bytes: 1 << 20,
+            default_keep_open_s: 60,
+            max_keep_open_s: 3600,
+            default_queue_timeout_s: 300,
+            max_queue_timeout_s: 86_400,
         }
     }
 
@@ -271,6 +358,10 @@ mod tests {
             env: vec![],
             stdin_base64: None,
             timeout: t,
+            pty: None,
+            keep_open_sec: None,
+            close: false,
+            queue_timeout: None,
         };
         assert_eq!(req(None).validate(limits()).unwrap().timeout_ms, 30_000);
         assert_eq!(

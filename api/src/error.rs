@@ -31,6 +31,7 @@ pub enum ErrorCode {
     CommandTimedOut,
     IdempotencyKeyReused,
     PayloadTooLarge,
+    JobFinished,
 }
 
 #[derive(Debug, Serialize)]

@@ -34,6 +34,11 @@ CREATE TABLE jobs (
     timeout_ms           integer NOT NULL,
     status               text NOT NULL,
     attempts             integer NOT NULL DEFAULT 0,
+    -- One object per failed attempt before the command began: {attempt, at, code, message, retry_in_ms}.
+    attempt_errors       jsonb NOT NULL DEFAULT '[]',
+    pty                  boolean NOT NULL DEFAULT false,
+    queue_deadline       timestamptz NOT NULL,
+    cancel_requested_at  timestamptz,
     worker               text,
     exit_status          bigint,
     exit_signal          text,

@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, Utc};
 use schemas::{
-    Event, ExecFailed, ExecFinished, ExecRequested, ExecStarted, JobId, OutputChunk, OutputStream,
-    TenantId,
+    Event, ExecAttemptFailed, ExecCancelRequested, ExecFailed, ExecFinished, ExecRequested,
+    ExecStarted, JobId, OutputChunk, OutputStream, TenantId,
 };
 use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
@@ -28,6 +28,10 @@ pub struct JobRecord {
     pub timeout_ms: i32,
     pub status: String,
     pub attempts: i32,
+    pub attempt_errors: serde_json::Value,
+    pub pty: bool,
+    pub queue_deadline: DateTime<Utc>,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
     pub worker: Option<String>,
     pub exit_status: Option<i64>,
     pub exit_signal: Option<String>,
@@ -59,6 +63,10 @@ impl JobRecord {
             timeout_ms: e.timeout_ms as i32,
             status: "queued".into(),
             attempts: 0,
+            attempt_errors: serde_json::Value::Array(Vec::new()),
+            pty: e.pty.is_some(),
+            queue_deadline: e.queue_deadline.to_datetime(),
+            cancel_requested_at: None,
             worker: None,
             exit_status: None,
             exit_signal: None,
@@ -88,8 +96,9 @@ pub(crate) async fn requested(
 ) -> sqlx::Result<()> {
     let job = JobRecord::queued(event, e);
     sqlx::query(
-        "INSERT INTO jobs (id, tenant, device_id, actor, argv, env_keys, stdin_bytes, timeout_ms, status, requested_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+        "INSERT INTO jobs (id, tenant, device_id, actor, argv, env_keys, stdin_bytes, timeout_ms, status, requested_at,
+             pty, queue_deadline)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(job.id)
@@ -102,6 +111,8 @@ pub(crate) async fn requested(
     .bind(job.timeout_ms)
     .bind(&job.status)
     .bind(job.requested_at)
+    .bind(job.pty)
+    .bind(job.queue_deadline)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -163,6 +174,45 @@ pub(crate) async fn failed(
     .bind(&e.message)
     .bind(event.at.to_datetime())
     .bind(e.attempt as i32)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn attempt_failed(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &Event,
+    e: &ExecAttemptFailed,
+) -> sqlx::Result<()> {
+    let entry = serde_json::json!({
+        "attempt": e.attempt,
+        "at": event.at.to_datetime(),
+        "code": e.code.as_str(),
+        "message": e.message,
+        "retry_in_ms": e.retry_in_ms,
+    });
+    sqlx::query(
+        "UPDATE jobs SET attempts = GREATEST(attempts, $2), attempt_errors = attempt_errors || jsonb_build_array($3::jsonb)
+         WHERE id = $1",
+    )
+    .bind(e.job_id.as_uuid())
+    .bind(e.attempt as i32)
+    .bind(entry)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn cancel_requested(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &Event,
+    e: &ExecCancelRequested,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, $2) WHERE id = $1",
+    )
+    .bind(e.job_id.as_uuid())
+    .bind(event.at.to_datetime())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -260,6 +260,8 @@ async fn apply_event(tx: &mut Transaction<'_, Postgres>, event: &Event) -> sqlx:
         EventBody::ExecStarted(e) => jobs::started(tx, event, e).await,
         EventBody::ExecFinished(e) => jobs::finished(tx, event, e).await,
         EventBody::ExecFailed(e) => jobs::failed(tx, event, e).await,
+        EventBody::ExecAttemptFailed(e) => jobs::attempt_failed(tx, event, e).await,
+        EventBody::ExecCancelRequested(e) => jobs::cancel_requested(tx, event, e).await,
     }
 }
 

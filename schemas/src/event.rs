@@ -53,6 +53,8 @@ pub enum EventBody {
     ExecStarted(ExecStarted),
     ExecFinished(ExecFinished),
     ExecFailed(ExecFailed),
+    ExecAttemptFailed(ExecAttemptFailed),
+    ExecCancelRequested(ExecCancelRequested),
 }
 
 /// Where and as whom to connect. Carried by value in [`ExecRequested`] so a worker needs no
@@ -90,6 +92,38 @@ pub struct ExecRequested {
     pub env: Vec<(String, String)>,
     pub stdin: Vec<u8>,
     pub timeout_ms: u32,
+    /// Run under a pseudo-terminal of this size (stdout and stderr then arrive merged).
+    pub pty: Option<PtySize>,
+    /// How long the device's connection stays open for reuse after this job, idle.
+    pub keep_open_ms: u32,
+    /// Close the device's connection once this job is done.
+    pub close: bool,
+    /// A job not started by then expires instead of running late.
+    pub queue_deadline: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtySize {
+    pub term: String,
+    pub cols: u32,
+    pub rows: u32,
+}
+
+/// One attempt of a job failed before its command began; it will be retried.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecAttemptFailed {
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub code: FailureCode,
+    pub message: String,
+    pub retry_in_ms: u64,
+}
+
+/// An operator asked to stop a job. The worker holding it kills the command; a worker that
+/// picks the request up later ends the job as canceled without running it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecCancelRequested {
+    pub job_id: JobId,
 }
 
 /// A worker is about to send the command to the device. From here on the command may have
@@ -128,6 +162,10 @@ pub enum FailureCode {
     WorkerLost,
     /// Anything else: the message says what.
     Internal,
+    /// An operator canceled the job.
+    Canceled,
+    /// The job waited in the queue past its deadline and was never started.
+    Expired,
 }
 
 impl FailureCode {
@@ -136,6 +174,8 @@ impl FailureCode {
         match self {
             FailureCode::TimedOut => "timed_out",
             FailureCode::WorkerLost => "worker_lost",
+            FailureCode::Canceled => "canceled",
+            FailureCode::Expired => "expired",
             _ => "failed",
         }
     }
@@ -147,6 +187,8 @@ impl FailureCode {
             FailureCode::HostKeyMismatch => "host_key_mismatch",
             FailureCode::WorkerLost => "worker_lost",
             FailureCode::Internal => "internal",
+            FailureCode::Canceled => "canceled",
+            FailureCode::Expired => "expired",
         }
     }
 }
@@ -202,6 +244,8 @@ impl Event {
             EventBody::ExecStarted(e) => Some(e.job_id),
             EventBody::ExecFinished(e) => Some(e.job_id),
             EventBody::ExecFailed(e) => Some(e.job_id),
+            EventBody::ExecAttemptFailed(e) => Some(e.job_id),
+            EventBody::ExecCancelRequested(e) => Some(e.job_id),
             EventBody::DeviceRegistered(_) | EventBody::DeviceOnline(_) => None,
         }
     }
@@ -215,6 +259,8 @@ impl Event {
             EventBody::ExecStarted(_) => "exec_started",
             EventBody::ExecFinished(_) => "exec_finished",
             EventBody::ExecFailed(_) => "exec_failed",
+            EventBody::ExecAttemptFailed(_) => "exec_attempt_failed",
+            EventBody::ExecCancelRequested(_) => "exec_cancel_requested",
         }
     }
 }

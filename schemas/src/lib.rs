@@ -17,8 +17,9 @@ pub mod output;
 pub mod topology;
 
 pub use event::{
-    DecodeError, DeviceOnline, DeviceRegistered, Event, EventBody, ExecFailed, ExecFinished,
-    ExecRequested, ExecStarted, FailureCode, SshTarget, Timestamp,
+    DecodeError, DeviceOnline, DeviceRegistered, Event, EventBody, ExecAttemptFailed,
+    ExecCancelRequested, ExecFailed, ExecFinished, ExecRequested, ExecStarted, FailureCode,
+    PtySize, SshTarget, Timestamp,
 };
 pub use ids::{DeviceId, IdError, JobId, KeyId, TenantId};
 pub use output::{OutputChunk, OutputEnd, OutputError, OutputMessage, OutputStream};

@@ -7,6 +7,8 @@
 //! <p>.evt.<tenant>.job.<job>.requested    ExecRequested        (the work queue's filter)
 //! <p>.evt.<tenant>.job.<job>.started      ExecStarted
 //! <p>.evt.<tenant>.job.<job>.outcome      ExecFinished | ExecFailed
+//! <p>.evt.<tenant>.job.<job>.attempt      ExecAttemptFailed (one per failed attempt)
+//! <p>.evt.<tenant>.job.<job>.cancel       ExecCancelRequested
 //! <p>.evt.<tenant>.device.<id>.config     DeviceRegistered     (last message = current config)
 //! <p>.evt.<tenant>.device.<id>.presence   DeviceOnline
 //! <p>.out.<tenant>.<job>.stdout|stderr|end  live output, raw bytes (see `output`)
@@ -48,6 +50,8 @@ pub enum JobFacet {
     Requested,
     Started,
     Outcome,
+    Attempt,
+    Cancel,
 }
 
 impl JobFacet {
@@ -56,6 +60,8 @@ impl JobFacet {
             JobFacet::Requested => "requested",
             JobFacet::Started => "started",
             JobFacet::Outcome => "outcome",
+            JobFacet::Attempt => "attempt",
+            JobFacet::Cancel => "cancel",
         }
     }
 }
@@ -194,6 +200,11 @@ impl Topology {
         format!("{}.evt.*.job.*.outcome", self.prefix)
     }
 
+    /// Cancel requests of every job: running jobs' workers listen to it.
+    pub fn all_cancels_subject(&self) -> String {
+        format!("{}.evt.*.job.*.cancel", self.prefix)
+    }
+
     /// Not stored: the projector says here (core NATS, at most once) that a job's terminal
     /// state is now readable from Postgres. Bounded-wait submits listen to it.
     pub fn projected_subject(&self, tenant: &TenantId, job: JobId) -> String {
@@ -214,6 +225,8 @@ impl Topology {
             EventBody::ExecStarted(e) => self.job_subject(t, e.job_id, JobFacet::Started),
             EventBody::ExecFinished(e) => self.job_subject(t, e.job_id, JobFacet::Outcome),
             EventBody::ExecFailed(e) => self.job_subject(t, e.job_id, JobFacet::Outcome),
+            EventBody::ExecAttemptFailed(e) => self.job_subject(t, e.job_id, JobFacet::Attempt),
+            EventBody::ExecCancelRequested(e) => self.job_subject(t, e.job_id, JobFacet::Cancel),
         }
     }
 

@@ -7,8 +7,9 @@
 use std::path::PathBuf;
 
 use schemas::{
-    DeviceId, DeviceOnline, DeviceRegistered, Event, EventBody, ExecFailed, ExecFinished,
-    ExecRequested, ExecStarted, FailureCode, JobId, KeyId, SshTarget, TenantId, Timestamp,
+    DeviceId, DeviceOnline, DeviceRegistered, Event, EventBody, ExecAttemptFailed,
+    ExecCancelRequested, ExecFailed, ExecFinished, ExecRequested, ExecStarted, FailureCode, JobId,
+    KeyId, PtySize, SshTarget, TenantId, Timestamp,
 };
 use uuid::Uuid;
 
@@ -46,6 +47,14 @@ fn samples() -> Vec<(String, Event)> {
             env: vec![("LC_ALL".into(), "C".into())],
             stdin: b"in\0put".to_vec(),
             timeout_ms: 30_000,
+            pty: Some(PtySize {
+                term: "xterm".into(),
+                cols: 80,
+                rows: 24,
+            }),
+            keep_open_ms: 60_000,
+            close: false,
+            queue_deadline: Timestamp(1_790_000_300_000_000),
         }),
         EventBody::ExecStarted(ExecStarted {
             job_id: job,
@@ -67,6 +76,14 @@ fn samples() -> Vec<(String, Event)> {
             message: "timed out after 1s".into(),
             attempt: 1,
         }),
+        EventBody::ExecAttemptFailed(ExecAttemptFailed {
+            job_id: job,
+            code: FailureCode::ConnectFailed,
+            message: "cannot connect to 10.0.0.7:2222: Connection refused".into(),
+            attempt: 1,
+            retry_in_ms: 500,
+        }),
+        EventBody::ExecCancelRequested(ExecCancelRequested { job_id: job }),
     ];
     bodies
         .into_iter()

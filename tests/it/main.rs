@@ -5,3 +5,4 @@ mod api;
 mod exec;
 mod fleet;
 mod live;
+mod semantics;

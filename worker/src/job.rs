@@ -21,10 +21,11 @@ use futures::future::try_join_all;
 use russh::{ChannelMsg, Sig};
 use schemas::topology::JobFacet;
 use schemas::{
-    Event, EventBody, ExecFailed, ExecFinished, ExecRequested, ExecStarted, FailureCode,
-    OutputChunk, OutputEnd, OutputMessage, OutputStream, TopologyError,
+    Event, EventBody, ExecAttemptFailed, ExecFailed, ExecFinished, ExecRequested, ExecStarted,
+    FailureCode, OutputChunk, OutputEnd, OutputMessage, OutputStream, TopologyError,
 };
 use std::future::IntoFuture;
+use tokio_util::sync::CancellationToken;
 use tracing::{Span, debug, info, warn};
 
 use crate::Worker;
@@ -79,6 +80,8 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
     span.record("tenant", tracing::field::display(&event.tenant));
     span.record("attempt", attempt);
 
+    // Registered before any check, so a cancel published from here on reaches this job.
+    let cancel = worker.cancels.register(request.job_id);
     let topo = &worker.topology;
     let outcome_subject = topo.job_subject(&event.tenant, request.job_id, JobFacet::Outcome);
     if topo
@@ -110,6 +113,21 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
         return ack(&message).await;
     }
 
+    if let Some(reason) = not_to_start(&worker, &event, request).await? {
+        let (code, text) = reason;
+        info!(code = code.as_str(), "ending the job without running it");
+        conclude(
+            &worker,
+            &event,
+            request,
+            Outcome::Failed(code, text),
+            attempt,
+            None,
+        )
+        .await?;
+        return ack(&message).await;
+    }
+
     // Steps 3-4: get a session channel; nothing has run yet if this fails.
     let prepared = async {
         let lease = worker.pool.lease(&request.target).await?;
@@ -125,20 +143,34 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
     let (lease, channel) = match prepared {
         Ok(ready) => ready,
         Err(error) if error.is_transient() && attempt < worker.settings.max_attempts => {
-            let delay = worker.settings.backoff(attempt);
+            // Never retry later than the queue deadline: the redelivery then expires the job.
+            let until_deadline = (request.queue_deadline.to_datetime() - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default();
+            let delay = worker
+                .settings
+                .backoff(attempt)
+                .min(until_deadline + Duration::from_millis(10));
             info!(%error, retry_in_ms = delay.as_millis() as u64, "transient failure before start; handing back");
+            let failed = Event::new(
+                event.tenant.clone(),
+                None,
+                EventBody::ExecAttemptFailed(ExecAttemptFailed {
+                    job_id: request.job_id,
+                    attempt,
+                    code: failure_code(&error),
+                    message: error.to_string(),
+                    retry_in_ms: delay.as_millis() as u64,
+                }),
+            );
+            topo.publish_event(&worker.js, &failed).await?.await?;
             return message
                 .ack_with(AckKind::Nak(Some(delay)))
                 .await
                 .map_err(|e| JobError::Ack(e.to_string()));
         }
         Err(error) => {
-            let code = match &error {
-                SshError::HostKeyMismatch { .. } => FailureCode::HostKeyMismatch,
-                SshError::AuthFailed { .. } => FailureCode::AuthFailed,
-                SshError::BadPinnedKey => FailureCode::Internal,
-                _ => FailureCode::ConnectFailed,
-            };
+            let code = failure_code(&error);
             warn!(%error, "job failed before start");
             conclude(
                 &worker,
@@ -172,11 +204,16 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
         Err(e) => return Err(e.into()),
     }
 
-    let (outcome, seq) = run(&worker, &event, request, channel, &message).await;
+    let (outcome, seq) = run(&worker, &event, request, channel, &message, &cancel.token).await;
     if matches!(&outcome, Outcome::Failed(FailureCode::ConnectFailed, _)) {
         worker.pool.discard(&request.target, &lease.handle).await;
     }
-    drop(lease);
+    lease
+        .release(
+            Duration::from_millis(u64::from(request.keep_open_ms)),
+            request.close,
+        )
+        .await;
     conclude(&worker, &event, request, outcome, attempt, Some(seq)).await?;
     ack(&message).await
 }
@@ -189,6 +226,7 @@ async fn run(
     request: &ExecRequested,
     mut channel: russh::Channel<russh::client::Msg>,
     message: &jetstream::Message,
+    cancel: &CancellationToken,
 ) -> (Outcome, u64) {
     let began = Instant::now();
     let timeout = Duration::from_millis(u64::from(request.timeout_ms));
@@ -203,6 +241,11 @@ async fn run(
 
     let line = command_line(&request.argv, &request.env);
     let sent = async {
+        if let Some(pty) = &request.pty {
+            channel
+                .request_pty(false, &pty.term, pty.cols, pty.rows, 0, 0, &[])
+                .await?;
+        }
         channel.exec(true, line).await?;
         if !request.stdin.is_empty() {
             channel.data(&request.stdin[..]).await?;
@@ -221,6 +264,7 @@ async fn run(
     }
 
     let mut ended_by_close = false;
+    let mut canceled = false;
     let timed_out = loop {
         tokio::select! {
             msg = channel.wait() => match msg {
@@ -236,15 +280,24 @@ async fn run(
                 Some(_) => {}
             },
             _ = tokio::time::sleep_until(deadline) => break true,
+            _ = cancel.cancelled(), if !canceled => {
+                canceled = true;
+                break false;
+            }
             _ = progress.tick() => {
                 if let Err(error) = message.ack_with(AckKind::Progress).await {
                     warn!(%error, "progress ack failed");
+                }
+                // Backstop for a cancel notice lost in transit: the log has it either way.
+                let subject = worker.topology.job_subject(&event.tenant, request.job_id, JobFacet::Cancel);
+                if let Ok(Some(_)) = worker.topology.last_event(&worker.stream, subject).await {
+                    cancel.cancel();
                 }
             }
         }
     };
 
-    if timed_out {
+    if timed_out || canceled {
         // sshd delivers the signal to the command's whole process group (it runs in a session
         // of its own), so nothing it started is left behind on the device.
         if let Err(error) = channel.signal(Sig::KILL).await {
@@ -255,7 +308,12 @@ async fn run(
     if let Err(error) = try_join_all(pending_acks.into_iter().map(|ack| ack.into_future())).await {
         warn!(%error, "an output chunk was not stored");
     }
-    let outcome = if timed_out {
+    let outcome = if canceled {
+        Outcome::Failed(
+            FailureCode::Canceled,
+            "canceled by an operator; the command was killed".into(),
+        )
+    } else if timed_out {
         Outcome::Failed(
             FailureCode::TimedOut,
             format!(
@@ -396,6 +454,46 @@ async fn next_output_seq(worker: &Worker, event: &Event, request: &ExecRequested
         }
     }
     next
+}
+
+/// Why a job must end without running, checked right before it would start: an operator
+/// canceled it, or it waited past its queue deadline.
+async fn not_to_start(
+    worker: &Worker,
+    event: &Event,
+    request: &ExecRequested,
+) -> Result<Option<(FailureCode, String)>, JobError> {
+    let subject = worker
+        .topology
+        .job_subject(&event.tenant, request.job_id, JobFacet::Cancel);
+    if worker
+        .topology
+        .last_event(&worker.stream, subject)
+        .await?
+        .is_some()
+    {
+        return Ok(Some((
+            FailureCode::Canceled,
+            "canceled by an operator before it started".into(),
+        )));
+    }
+    if request.queue_deadline.to_datetime() <= chrono::Utc::now() {
+        let waited = (chrono::Utc::now() - event.at.to_datetime()).num_milliseconds();
+        return Ok(Some((
+            FailureCode::Expired,
+            format!("not started before its queue deadline (waited {waited} ms)"),
+        )));
+    }
+    Ok(None)
+}
+
+fn failure_code(error: &SshError) -> FailureCode {
+    match error {
+        SshError::HostKeyMismatch { .. } => FailureCode::HostKeyMismatch,
+        SshError::AuthFailed { .. } => FailureCode::AuthFailed,
+        SshError::BadPinnedKey => FailureCode::Internal,
+        _ => FailureCode::ConnectFailed,
+    }
 }
 
 fn signal_name_of(sig: &Sig) -> String {

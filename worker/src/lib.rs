@@ -5,6 +5,7 @@
 //! waits in a local buffer while its ack timer runs; on shutdown the loop stops pulling and
 //! running jobs get a grace period to finish before the process exits.
 
+pub mod cancel;
 pub mod job;
 pub mod quote;
 pub mod ssh;
@@ -93,6 +94,8 @@ pub struct Worker {
     pub pool: ssh::Pool,
     /// The consumer's ack wait, read from JetStream: progress acks go out at a third of it.
     pub ack_wait: Duration,
+    pub cancels: Arc<cancel::CancelRegistry>,
+    client: async_nats::Client,
 }
 
 impl Worker {
@@ -103,7 +106,7 @@ impl Worker {
         let client = async_nats::connect(&settings.nats_url)
             .await
             .context("connecting to NATS")?;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let stream_settings = StreamSettings {
             replicas: settings.stream_replicas,
             worker_ack_wait: Duration::from_millis(settings.worker_ack_wait_ms),
@@ -131,6 +134,8 @@ impl Worker {
             stream,
             pool,
             ack_wait,
+            cancels: Arc::default(),
+            client,
         }))
     }
 
@@ -142,6 +147,21 @@ impl Worker {
             .await
             .map_err(|e| anyhow::anyhow!("opening the workers' consumer: {e}"))?;
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        let cancels = self
+            .client
+            .subscribe(self.topology.all_cancels_subject())
+            .await?;
+        let listener = tokio::spawn(self.cancels.clone().listen(cancels));
+        let reaper = {
+            let worker = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    worker.pool.reap_idle().await;
+                }
+            })
+        };
         let mut running = JoinSet::new();
         info!(worker = %self.settings.worker_id, "pulling exec requests");
         'pull: loop {
@@ -216,6 +236,8 @@ impl Worker {
             );
             running.abort_all();
         }
+        listener.abort();
+        reaper.abort();
         Ok(())
     }
 }

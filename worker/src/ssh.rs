@@ -4,11 +4,16 @@
 //! One connection per device target is kept open and shared by that device's jobs; each job
 //! opens its own session channel on it. A closed connection is noticed on the next use and
 //! replaced. The number of channels at once per device is bounded, because sshd refuses
-//! sessions past its `MaxSessions`.
+//! sessions past its `MaxSessions`. A connection nobody uses is closed once the keep-open
+//! time of the last job on it has passed (PrivX's `keep_open_sec`), or at once after a job
+//! that asked to `close` it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long an idle device connection stays open when no job said otherwise.
+pub const DEFAULT_KEEP_OPEN: Duration = Duration::from_secs(60);
 
 use russh::client::{self, Handle};
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey};
@@ -115,12 +120,67 @@ impl From<&SshTarget> for PoolKey {
 struct Slot {
     connection: Mutex<Option<Arc<Handle<PinnedKey>>>>,
     channels: Arc<Semaphore>,
+    idle: std::sync::Mutex<Idle>,
+}
+
+/// When a device's connection may be closed: `keep_open` after the last channel was released.
+/// The last job to finish decides (its `keep_open_sec`, or zero for `close`).
+struct Idle {
+    since: Instant,
+    keep_open: Duration,
+}
+
+impl Slot {
+    fn idle_expired(&self, max_channels: usize) -> bool {
+        let idle = self.idle.lock().expect("not poisoned");
+        self.channels.available_permits() == max_channels && idle.since.elapsed() >= idle.keep_open
+    }
+
+    /// Closes the connection if no channel uses it and its keep-open time is over.
+    async fn close_if_idle(&self, max_channels: usize) -> bool {
+        let mut connection = self.connection.lock().await;
+        if connection.is_none() || !self.idle_expired(max_channels) {
+            return false;
+        }
+        if let Some(handle) = connection.take() {
+            let _ = handle
+                .disconnect(russh::Disconnect::ByApplication, "idle", "en")
+                .await;
+        }
+        true
+    }
 }
 
 /// A session channel's right to exist; hold it for as long as the channel is open.
 pub struct Lease {
     pub handle: Arc<Handle<PinnedKey>>,
-    _permit: OwnedSemaphorePermit,
+    slot: Arc<Slot>,
+    max_channels: usize,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Lease {
+    /// Gives the channel back, keeping the connection open for `keep_open` once idle
+    /// (`close` closes it as soon as no other job uses it).
+    pub async fn release(mut self, keep_open: Duration, close: bool) {
+        {
+            let mut idle = self.slot.idle.lock().expect("not poisoned");
+            idle.since = Instant::now();
+            idle.keep_open = if close { Duration::ZERO } else { keep_open };
+        }
+        drop(self.permit.take());
+        if close {
+            self.slot.close_if_idle(self.max_channels).await;
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.permit.is_some() {
+            self.slot.idle.lock().expect("not poisoned").since = Instant::now();
+        }
+    }
 }
 
 pub struct Pool {
@@ -159,6 +219,10 @@ impl Pool {
                     Arc::new(Slot {
                         connection: Mutex::new(None),
                         channels: Arc::new(Semaphore::new(self.channels_per_device)),
+                        idle: std::sync::Mutex::new(Idle {
+                            since: Instant::now(),
+                            keep_open: DEFAULT_KEEP_OPEN,
+                        }),
                     })
                 })
                 .clone()
@@ -172,18 +236,49 @@ impl Pool {
         // Holding the slot's lock while connecting makes concurrent jobs for one device share a
         // single new connection instead of racing to open several.
         let mut connection = slot.connection.lock().await;
-        if let Some(handle) = connection.as_ref().filter(|h| !h.is_closed()) {
-            return Ok(Lease {
-                handle: handle.clone(),
-                _permit: permit,
-            });
-        }
-        let handle = Arc::new(self.connect(target).await?);
-        *connection = Some(handle.clone());
+        let handle = match connection.as_ref().filter(|h| !h.is_closed()) {
+            Some(handle) => handle.clone(),
+            None => {
+                let handle = Arc::new(self.connect(target).await?);
+                *connection = Some(handle.clone());
+                handle
+            }
+        };
+        drop(connection);
         Ok(Lease {
             handle,
-            _permit: permit,
+            slot,
+            max_channels: self.channels_per_device,
+            permit: Some(permit),
         })
+    }
+
+    /// Closes connections idle past their keep-open time. The worker calls this periodically.
+    pub async fn reap_idle(&self) -> usize {
+        let slots: Vec<Arc<Slot>> = self.slots.lock().await.values().cloned().collect();
+        let mut closed = 0;
+        for slot in slots {
+            if slot.close_if_idle(self.channels_per_device).await {
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// Connections currently open.
+    pub async fn open_connections(&self) -> usize {
+        let slots: Vec<Arc<Slot>> = self.slots.lock().await.values().cloned().collect();
+        let mut open = 0;
+        for slot in slots {
+            open += usize::from(
+                slot.connection
+                    .lock()
+                    .await
+                    .as_ref()
+                    .is_some_and(|h| !h.is_closed()),
+            );
+        }
+        open
     }
 
     /// Forgets a connection that failed mid-use so the next lease opens a fresh one.

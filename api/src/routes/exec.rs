@@ -18,7 +18,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use schemas::topology::JobFacet;
-use schemas::{Event, EventBody, ExecRequested, JobId, TenantId};
+use schemas::{Event, EventBody, ExecRequested, JobId, TenantId, Timestamp};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -85,6 +85,12 @@ pub async fn submit(
         env: spec.env,
         stdin: spec.stdin,
         timeout_ms: spec.timeout_ms,
+        pty: spec.pty,
+        keep_open_ms: spec.keep_open_ms,
+        close: spec.close,
+        queue_deadline: Timestamp::from(
+            chrono::Utc::now() + chrono::Duration::seconds(i64::from(spec.queue_timeout_s)),
+        ),
     };
     let event = Event::new(
         caller.tenant.clone(),
@@ -161,7 +167,16 @@ async fn same_request_or_conflict(
         .await
         .map_err(ApiError::log_unavailable)?;
     match stored.map(|(_, e)| e.body) {
-        Some(EventBody::ExecRequested(stored)) if stored == *request => Ok(()),
+        // The deadline is derived from the time of each submit; everything else must match.
+        Some(EventBody::ExecRequested(stored))
+            if stored
+                == ExecRequested {
+                    queue_deadline: stored.queue_deadline,
+                    ..request.clone()
+                } =>
+        {
+            Ok(())
+        }
         _ => Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::IdempotencyKeyReused,

@@ -2,15 +2,16 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use base64::Engine;
 use schemas::topology::JobFacet;
-use schemas::{EventBody, JobId};
+use schemas::{Event, EventBody, ExecCancelRequested, JobId};
 use serde_json::{Value, json};
 use sshq_projector::jobs::{self, JobRecord};
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 pub async fn get(
     State(state): State<AppState>,
@@ -61,6 +62,10 @@ pub fn job_json(job: &JobRecord) -> Value {
         "env_keys": job.env_keys,
         "timeout": job.timeout_ms / 1000,
         "attempts": job.attempts,
+        "attempt_errors": job.attempt_errors,
+        "pty": job.pty,
+        "queue_deadline": job.queue_deadline,
+        "cancel_requested_at": job.cancel_requested_at,
         "worker": job.worker,
         "exit_status": job.exit_status,
         "exit_signal": job.exit_signal,
@@ -79,4 +84,42 @@ pub fn job_json(job: &JobRecord) -> Value {
         "finished_at": job.finished_at,
         "duration_ms": job.duration_ms,
     })
+}
+
+/// `POST /v1/jobs/{id}/cancel`: stops a running command or drops a queued job. Answers `202`
+/// once the cancel request is in the log; the job then ends as `canceled` (unless it finished
+/// first). A job already finished is `409`.
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id: JobId = id.parse().map_err(|_| ApiError::not_found("job"))?;
+    let job = load(&state, &caller, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job"))?;
+    if job.is_terminal() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::JobFinished,
+            format!("the job already ended as {}", job.status),
+        )
+        .detail(job_json(&job)));
+    }
+    let event = Event::new(
+        caller.tenant.clone(),
+        Some(caller.key.clone()),
+        EventBody::ExecCancelRequested(ExecCancelRequested { job_id: id }),
+    );
+    state
+        .topology
+        .publish_event(&state.js, &event)
+        .await
+        .map_err(ApiError::log_unavailable)?
+        .await
+        .map_err(ApiError::log_unavailable)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": id, "status": job.status, "cancel_requested": true })),
+    ))
 }

@@ -18,5 +18,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/devices/{id}", get(devices::get))
         .route("/v1/devices/{id}/exec", post(exec::submit))
         .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .fallback(|| async { ApiError::not_found("resource") })
 }
