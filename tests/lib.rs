@@ -144,6 +144,8 @@ pub struct TestStack {
     pub nats_url: String,
     pub http: reqwest::Client,
     pub stream: async_nats::jetstream::stream::Stream,
+    pub js: async_nats::jetstream::Context,
+    pub topology: schemas::Topology,
     shutdown: CancellationToken,
 }
 
@@ -168,8 +170,9 @@ impl TestStack {
             ..Default::default()
         };
         let topology = schemas::Topology::new(&prefix).unwrap();
+        let js = async_nats::jetstream::new(client);
         let stream = topology
-            .ensure(&async_nats::jetstream::new(client), &stream_settings)
+            .ensure(&js, &stream_settings)
             .await
             .expect("stream created");
 
@@ -226,6 +229,8 @@ impl TestStack {
             nats_url,
             http: reqwest::Client::new(),
             stream,
+            js,
+            topology,
             shutdown,
         }
     }
@@ -389,6 +394,21 @@ impl Drop for WorkerProcess {
 }
 
 impl TestStack {
+    /// A connection pool on this test's database.
+    pub async fn db(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.database_url).await.unwrap()
+    }
+
+    /// Appends an event to this test's log directly, as a service would.
+    pub async fn append(&self, event: &schemas::Event) {
+        self.topology
+            .publish_event(&self.js, event)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
     /// How many messages each subject matching `filter` holds in the log.
     pub async fn subject_counts(&self, filter: &str) -> std::collections::HashMap<String, usize> {
         use futures::TryStreamExt;

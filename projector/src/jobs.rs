@@ -259,3 +259,89 @@ pub async fn get(
         .fetch_optional(db)
         .await
 }
+
+/// What `GET /v1/jobs` and a device's history can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobSort {
+    RequestedAt,
+    FinishedAt,
+    Status,
+    DurationMs,
+}
+
+impl JobSort {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "requested_at" => JobSort::RequestedAt,
+            "finished_at" => JobSort::FinishedAt,
+            "status" => JobSort::Status,
+            "duration_ms" => JobSort::DurationMs,
+            _ => return None,
+        })
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            JobSort::RequestedAt => "requested_at",
+            JobSort::FinishedAt => "finished_at",
+            JobSort::Status => "status",
+            JobSort::DurationMs => "duration_ms",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub device_id: Option<Uuid>,
+    pub status: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// One page of a tenant's jobs (without their output), with the total count.
+pub async fn list(
+    db: &sqlx::PgPool,
+    tenant: &TenantId,
+    filter: &JobFilter,
+    sort: JobSort,
+    page: &crate::Page,
+) -> sqlx::Result<(Vec<JobRecord>, i64)> {
+    let push_filters = |q: &mut sqlx::QueryBuilder<Postgres>| {
+        q.push(" WHERE tenant = ").push_bind(tenant.to_string());
+        if let Some(device) = filter.device_id {
+            q.push(" AND device_id = ").push_bind(device);
+        }
+        if let Some(status) = &filter.status {
+            q.push(" AND status = ").push_bind(status.clone());
+        }
+        if let Some(from) = filter.from {
+            q.push(" AND requested_at >= ").push_bind(from);
+        }
+        if let Some(to) = filter.to {
+            q.push(" AND requested_at < ").push_bind(to);
+        }
+    };
+    let mut count = sqlx::QueryBuilder::new("SELECT count(*) FROM jobs");
+    push_filters(&mut count);
+    let total: i64 = count.build_query_scalar().fetch_one(db).await?;
+    // Output is left out of lists: it can be a megabyte per job.
+    let mut rows = sqlx::QueryBuilder::new(
+        "SELECT id, tenant, device_id, actor, argv, env_keys, stdin_bytes, timeout_ms, status, attempts,
+             attempt_errors, pty, queue_deadline, cancel_requested_at, worker, exit_status, exit_signal,
+             exit_signal_message, error_code, error_message, '\\x'::bytea AS stdout, '\\x'::bytea AS stderr,
+             stdout_truncated, stderr_truncated, requested_at, started_at, finished_at, duration_ms
+         FROM jobs",
+    );
+    push_filters(&mut rows);
+    let direction = if page.ascending { "ASC" } else { "DESC" };
+    rows.push(format_args!(
+        " ORDER BY {} {direction} NULLS LAST, id {direction}",
+        sort.column()
+    ));
+    rows.push(" LIMIT ")
+        .push_bind(page.per_page)
+        .push(" OFFSET ")
+        .push_bind(page.offset());
+    let records = rows.build_query_as().fetch_all(db).await?;
+    Ok((records, total))
+}

@@ -9,6 +9,7 @@
 //! Only this crate writes the read-model tables; their SQL lives here, next to the model, and
 //! the API reads through the `get`/list functions of [`jobs`] and [`devices`].
 
+pub mod audit;
 pub mod checkpoint;
 pub mod devices;
 pub mod jobs;
@@ -37,6 +38,24 @@ pub struct Settings {
     pub stream_replicas: usize,
     pub database_url: String,
     pub batch_size: usize,
+    /// Audit entries older than this are dropped, a daily partition at a time.
+    pub audit_retention_days: u32,
+    /// How often partitions are created ahead and expired ones dropped.
+    pub retention_interval_s: u64,
+}
+
+/// A page of a list, as ShellHub's API pages: `page` from 1, `per_page` 1..=100.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub page: i64,
+    pub per_page: i64,
+    pub ascending: bool,
+}
+
+impl Page {
+    pub fn offset(&self) -> i64 {
+        (self.page - 1) * self.per_page
+    }
 }
 
 impl Default for Settings {
@@ -47,6 +66,8 @@ impl Default for Settings {
             stream_replicas: 1,
             database_url: "postgres://postgres@127.0.0.1:5544/sshq".into(),
             batch_size: 500,
+            audit_retention_days: 90,
+            retention_interval_s: 3600,
         }
     }
 }
@@ -72,6 +93,8 @@ pub struct Projector {
     topology: Topology,
     stream: jetstream::stream::Stream,
     batch_size: usize,
+    retention: chrono::Duration,
+    retention_interval: Duration,
 }
 
 impl Projector {
@@ -100,6 +123,8 @@ impl Projector {
             topology,
             stream,
             batch_size: settings.batch_size.max(1),
+            retention: chrono::Duration::days(i64::from(settings.audit_retention_days)),
+            retention_interval: Duration::from_secs(settings.retention_interval_s.max(1)),
         })
     }
 
@@ -109,6 +134,34 @@ impl Projector {
 
     /// Follows the log until `shutdown` fires. Returns only on shutdown or a fatal error.
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let retention = self.retention_task(shutdown.clone());
+        let result = self.follow_log(&shutdown).await;
+        retention.abort();
+        result
+    }
+
+    /// Partitions ahead and retention, on a schedule, beside the log consumer.
+    fn retention_task(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let (pool, retention, interval) =
+            (self.pool.clone(), self.retention, self.retention_interval);
+        tokio::spawn(async move {
+            loop {
+                match audit::enforce_retention(&pool, chrono::Utc::now(), retention).await {
+                    Ok(dropped) if !dropped.is_empty() => {
+                        info!(?dropped, "dropped expired audit partitions")
+                    }
+                    Ok(_) => {}
+                    Err(error) => warn!(?error, "audit retention failed; will retry"),
+                }
+                if sleep_or_shutdown(interval, &shutdown).await {
+                    return;
+                }
+            }
+        })
+    }
+
+    async fn follow_log(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let shutdown = shutdown.clone();
         loop {
             let from = loop {
                 match checkpoint::load(&self.pool).await {
@@ -180,12 +233,17 @@ impl Projector {
         let mut tx = self.pool.begin().await?;
         let mut last = 0;
         let mut concluded = Vec::new();
+        let mut audit = audit::AuditWriter {
+            retention: self.retention,
+            now: chrono::Utc::now(),
+            ensured: Default::default(),
+        };
         for message in batch {
             let seq = message
                 .info()
                 .map_err(|e| anyhow::anyhow!("no stream metadata: {e}"))?
                 .stream_sequence;
-            if let Some(job) = self.apply(&mut tx, seq, message).await? {
+            if let Some(job) = self.apply(&mut tx, &mut audit, seq, message).await? {
                 concluded.push(job);
             }
             last = seq;
@@ -207,13 +265,14 @@ impl Projector {
     async fn apply(
         &self,
         tx: &mut Transaction<'_, Postgres>,
+        audit: &mut audit::AuditWriter,
         seq: u64,
         message: &jetstream::Message,
     ) -> sqlx::Result<Option<(TenantId, JobId)>> {
         match self.topology.classify(&message.subject) {
             Some(SubjectKind::Event) => match Event::decode(&message.payload) {
                 Ok(event) => {
-                    apply_event(tx, &event).await?;
+                    apply_event(tx, audit, &event).await?;
                     let concluded = matches!(
                         event.body,
                         EventBody::ExecFinished(_) | EventBody::ExecFailed(_)
@@ -252,16 +311,36 @@ impl Projector {
     }
 }
 
-async fn apply_event(tx: &mut Transaction<'_, Postgres>, event: &Event) -> sqlx::Result<()> {
+async fn apply_event(
+    tx: &mut Transaction<'_, Postgres>,
+    audit: &mut audit::AuditWriter,
+    event: &Event,
+) -> sqlx::Result<()> {
     match &event.body {
-        EventBody::DeviceRegistered(e) => devices::registered(tx, event, e).await,
+        EventBody::DeviceRegistered(e) => {
+            devices::registered(tx, event, e).await?;
+            audit.device_registered(tx, event, e).await
+        }
         EventBody::DeviceOnline(e) => devices::online(tx, event, e).await,
-        EventBody::ExecRequested(e) => jobs::requested(tx, event, e).await,
+        EventBody::ExecRequested(e) => {
+            jobs::requested(tx, event, e).await?;
+            audit.exec_requested(tx, event, e).await
+        }
         EventBody::ExecStarted(e) => jobs::started(tx, event, e).await,
-        EventBody::ExecFinished(e) => jobs::finished(tx, event, e).await,
-        EventBody::ExecFailed(e) => jobs::failed(tx, event, e).await,
+        EventBody::ExecFinished(e) => {
+            jobs::finished(tx, event, e).await?;
+            audit::exec_concluded(tx, e.job_id.as_uuid()).await
+        }
+        EventBody::ExecFailed(e) => {
+            jobs::failed(tx, event, e).await?;
+            audit::exec_concluded(tx, e.job_id.as_uuid()).await
+        }
         EventBody::ExecAttemptFailed(e) => jobs::attempt_failed(tx, event, e).await,
-        EventBody::ExecCancelRequested(e) => jobs::cancel_requested(tx, event, e).await,
+        EventBody::ExecCancelRequested(e) => {
+            jobs::cancel_requested(tx, event, e).await?;
+            audit.cancel_requested(tx, event, e).await
+        }
+        EventBody::ExecRejected(e) => audit.exec_rejected(tx, event, e).await,
     }
 }
 

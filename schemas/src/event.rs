@@ -55,6 +55,7 @@ pub enum EventBody {
     ExecFailed(ExecFailed),
     ExecAttemptFailed(ExecAttemptFailed),
     ExecCancelRequested(ExecCancelRequested),
+    ExecRejected(ExecRejected),
 }
 
 /// Where and as whom to connect. Carried by value in [`ExecRequested`] so a worker needs no
@@ -124,6 +125,16 @@ pub struct ExecAttemptFailed {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecCancelRequested {
     pub job_id: JobId,
+}
+
+/// An exec request refused by the command policy. Nothing was queued; the event exists so the
+/// audit trail shows attempts as well as executions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRejected {
+    /// The device named in the request, if it was a well-formed id.
+    pub device_id: Option<DeviceId>,
+    pub command: String,
+    pub reason: String,
 }
 
 /// A worker is about to send the command to the device. From here on the command may have
@@ -246,7 +257,9 @@ impl Event {
             EventBody::ExecFailed(e) => Some(e.job_id),
             EventBody::ExecAttemptFailed(e) => Some(e.job_id),
             EventBody::ExecCancelRequested(e) => Some(e.job_id),
-            EventBody::DeviceRegistered(_) | EventBody::DeviceOnline(_) => None,
+            EventBody::DeviceRegistered(_)
+            | EventBody::DeviceOnline(_)
+            | EventBody::ExecRejected(_) => None,
         }
     }
 
@@ -261,6 +274,7 @@ impl Event {
             EventBody::ExecFailed(_) => "exec_failed",
             EventBody::ExecAttemptFailed(_) => "exec_attempt_failed",
             EventBody::ExecCancelRequested(_) => "exec_cancel_requested",
+            EventBody::ExecRejected(_) => "exec_rejected",
         }
     }
 }

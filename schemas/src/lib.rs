@@ -18,8 +18,8 @@ pub mod topology;
 
 pub use event::{
     DecodeError, DeviceOnline, DeviceRegistered, Event, EventBody, ExecAttemptFailed,
-    ExecCancelRequested, ExecFailed, ExecFinished, ExecRequested, ExecStarted, FailureCode,
-    PtySize, SshTarget, Timestamp,
+    ExecCancelRequested, ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted,
+    FailureCode, PtySize, SshTarget, Timestamp,
 };
 pub use ids::{DeviceId, IdError, JobId, KeyId, TenantId};
 pub use output::{OutputChunk, OutputEnd, OutputError, OutputMessage, OutputStream};

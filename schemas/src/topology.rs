@@ -9,6 +9,7 @@
 //! <p>.evt.<tenant>.job.<job>.outcome      ExecFinished | ExecFailed
 //! <p>.evt.<tenant>.job.<job>.attempt      ExecAttemptFailed (one per failed attempt)
 //! <p>.evt.<tenant>.job.<job>.cancel       ExecCancelRequested
+//! <p>.evt.<tenant>.policy.rejected       ExecRejected (refused requests, for the audit trail)
 //! <p>.evt.<tenant>.device.<id>.config     DeviceRegistered     (last message = current config)
 //! <p>.evt.<tenant>.device.<id>.presence   DeviceOnline
 //! <p>.out.<tenant>.<job>.stdout|stderr|end  live output, raw bytes (see `output`)
@@ -227,6 +228,7 @@ impl Topology {
             EventBody::ExecFailed(e) => self.job_subject(t, e.job_id, JobFacet::Outcome),
             EventBody::ExecAttemptFailed(e) => self.job_subject(t, e.job_id, JobFacet::Attempt),
             EventBody::ExecCancelRequested(e) => self.job_subject(t, e.job_id, JobFacet::Cancel),
+            EventBody::ExecRejected(_) => format!("{}.evt.{t}.policy.rejected", self.prefix),
         }
     }
 

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use schemas::{
     DeviceId, DeviceOnline, DeviceRegistered, Event, EventBody, ExecAttemptFailed,
-    ExecCancelRequested, ExecFailed, ExecFinished, ExecRequested, ExecStarted, FailureCode, JobId,
-    KeyId, PtySize, SshTarget, TenantId, Timestamp,
+    ExecCancelRequested, ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted,
+    FailureCode, JobId, KeyId, PtySize, SshTarget, TenantId, Timestamp,
 };
 use uuid::Uuid;
 
@@ -84,6 +84,11 @@ fn samples() -> Vec<(String, Event)> {
             retry_in_ms: 500,
         }),
         EventBody::ExecCancelRequested(ExecCancelRequested { job_id: job }),
+        EventBody::ExecRejected(ExecRejected {
+            device_id: Some(device),
+            command: "uptime; reboot".into(),
+            reason: "';' would be interpreted by a shell (command chaining)".into(),
+        }),
     ];
     bodies
         .into_iter()

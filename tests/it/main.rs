@@ -5,4 +5,5 @@ mod api;
 mod exec;
 mod fleet;
 mod live;
+mod read_models;
 mod semantics;

@@ -18,7 +18,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use schemas::topology::JobFacet;
-use schemas::{Event, EventBody, ExecRequested, JobId, TenantId, Timestamp};
+use schemas::{Event, EventBody, ExecRejected, ExecRequested, JobId, TenantId, Timestamp};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -72,7 +72,15 @@ pub async fn submit(
 ) -> Result<Response, ApiError> {
     let Query(params) = params
         .map_err(|e| ApiError::invalid(ErrorCode::ValueIncorrectType, "wait", e.body_text()))?;
-    let spec = body.validate(state.limits)?;
+    let command = body.command.clone();
+    let spec = match body.validate(state.limits) {
+        Ok(spec) => spec,
+        Err(error) if error.error_code == ErrorCode::CommandNotAllowed => {
+            audit_rejection(&state, &caller, &device, command, &error).await?;
+            return Err(error);
+        }
+        Err(error) => return Err(error),
+    };
     let (_, device) = devices::lookup(&state, &caller, &device).await?;
     let job_id = idempotent_job_id(&caller.tenant, &headers)?.unwrap_or_default();
     tracing::Span::current().record("job_id", tracing::field::display(job_id));
@@ -137,6 +145,34 @@ pub async fn submit(
         }
     }
     Ok(accepted(job_id))
+}
+
+/// Records a refused command in the log, so the audit trail shows attempts too. If the log
+/// cannot take it, the caller gets 503 rather than an unaudited refusal.
+async fn audit_rejection(
+    state: &AppState,
+    caller: &Caller,
+    device: &str,
+    command: String,
+    error: &ApiError,
+) -> Result<(), ApiError> {
+    let event = Event::new(
+        caller.tenant.clone(),
+        Some(caller.key.clone()),
+        EventBody::ExecRejected(ExecRejected {
+            device_id: device.parse().ok(),
+            command,
+            reason: error.error_message.clone(),
+        }),
+    );
+    state
+        .topology
+        .publish_event(&state.js, &event)
+        .await
+        .map_err(ApiError::log_unavailable)?
+        .await
+        .map_err(ApiError::log_unavailable)?;
+    Ok(())
 }
 
 fn accepted(job_id: JobId) -> Response {

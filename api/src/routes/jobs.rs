@@ -1,17 +1,21 @@
 //! `GET /v1/jobs/{id}`: a job's status, outcome and stored output.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use base64::Engine;
 use schemas::topology::JobFacet;
 use schemas::{Event, EventBody, ExecCancelRequested, JobId};
 use serde_json::{Value, json};
-use sshq_projector::jobs::{self, JobRecord};
+use sshq_projector::jobs::{self, JobFilter, JobRecord, JobSort};
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
+use crate::routes::list::{ListQuery, paged};
 
 pub async fn get(
     State(state): State<AppState>,
@@ -122,4 +126,76 @@ pub async fn cancel(
         StatusCode::ACCEPTED,
         Json(json!({ "job_id": id, "status": job.status, "cancel_requested": true })),
     ))
+}
+
+/// `GET /v1/jobs`: the tenant's jobs, filtered (`device_id`, `status`, `from`, `to`) and paged.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let query = ListQuery(query);
+    let filter = JobFilter {
+        device_id: query.uuid("device_id")?,
+        ..job_filter(&query)?
+    };
+    page_of_jobs(&state, &caller, &query, &filter).await
+}
+
+/// `GET /v1/devices/{id}/history`: one device's jobs, as Scalelite's per-target history.
+pub async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (_, device) = crate::routes::devices::lookup(&state, &caller, &id).await?;
+    let query = ListQuery(query);
+    let filter = JobFilter {
+        device_id: Some(device.device_id.as_uuid()),
+        ..job_filter(&query)?
+    };
+    page_of_jobs(&state, &caller, &query, &filter).await
+}
+
+fn job_filter(query: &ListQuery) -> Result<JobFilter, ApiError> {
+    Ok(JobFilter {
+        device_id: None,
+        status: query.text("status"),
+        from: query.time("from")?,
+        to: query.time("to")?,
+    })
+}
+
+async fn page_of_jobs(
+    state: &AppState,
+    caller: &Caller,
+    query: &ListQuery,
+    filter: &JobFilter,
+) -> Result<Response, ApiError> {
+    let page = query.page()?;
+    let sort = match query.text("sort_by") {
+        None => JobSort::RequestedAt,
+        Some(s) => JobSort::parse(&s).ok_or_else(|| {
+            ApiError::invalid(
+                ErrorCode::ValueIncorrectFormat,
+                "sort_by",
+                "sort_by is one of requested_at, finished_at, status, duration_ms",
+            )
+        })?,
+    };
+    let (records, total) = jobs::list(&state.db, &caller.tenant, filter, sort, &page).await?;
+    let items = records
+        .iter()
+        .map(|job| {
+            let mut item = job_json(job);
+            if let Some(object) = item.as_object_mut() {
+                for key in ["stdout", "stderr", "stdout_base64", "stderr_base64"] {
+                    object.remove(key);
+                }
+            }
+            item
+        })
+        .collect();
+    Ok(paged(items, total))
 }

@@ -1,9 +1,11 @@
 //! Thin handlers, one file per resource.
 
+mod audit;
 mod devices;
 mod exec;
 mod health;
 mod jobs;
+mod list;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -16,6 +18,9 @@ pub fn router() -> Router<AppState> {
         .route("/healthz", get(health::healthz))
         .route("/v1/devices", post(devices::register))
         .route("/v1/devices/{id}", get(devices::get))
+        .route("/v1/devices/{id}/history", get(jobs::history))
+        .route("/v1/jobs", get(jobs::list))
+        .route("/v1/audit", get(audit::list))
         .route("/v1/devices/{id}/exec", post(exec::submit))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))

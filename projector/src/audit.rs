@@ -1,0 +1,345 @@
+//! The audit trail read model and its retention.
+//!
+//! Rows live in daily partitions of `audit_entries`. [`ensure_partition`] creates the
+//! partition an event needs (inside the applying transaction, so a rolled-back batch leaves
+//! nothing behind); [`enforce_retention`] creates partitions a week ahead and drops those
+//! wholly older than the retention period — `DROP TABLE` on a partition, never a `DELETE`.
+//! Events older than the retention period are not written at all, so replaying the log does
+//! not resurrect what retention removed.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use schemas::{
+    DeviceRegistered, Event, ExecCancelRequested, ExecRejected, ExecRequested, TenantId,
+};
+use sqlx::{PgExecutor, PgPool, Postgres, QueryBuilder, Transaction};
+use uuid::Uuid;
+
+/// Output kept per stream in an audit entry (Scalelite's 10 KB).
+pub const AUDIT_OUTPUT_BYTES: i32 = 10 * 1024;
+
+const PARENT: &str = "audit_entries";
+
+fn partition_name(day: NaiveDate) -> String {
+    format!("{PARENT}_p{}", day.format("%Y%m%d"))
+}
+
+fn day_of_partition(name: &str) -> Option<NaiveDate> {
+    let digits = name.strip_prefix(PARENT)?.strip_prefix("_p")?;
+    (digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| NaiveDate::parse_from_str(digits, "%Y%m%d").ok())
+        .flatten()
+}
+
+/// Creates the partition holding `day` if it is missing.
+pub async fn ensure_partition(db: impl PgExecutor<'_>, day: NaiveDate) -> sqlx::Result<()> {
+    let next = day.succ_opt().expect("a day after");
+    // Names and bounds come from a NaiveDate, never from input.
+    let sql = format!(
+        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {PARENT} FOR VALUES FROM ('{day}') TO ('{next}')",
+        partition_name(day)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(db).await?;
+    Ok(())
+}
+
+/// The partitions that exist, oldest first.
+pub async fn partitions(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<NaiveDate>> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i
+         JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+         WHERE p.relname = $1",
+    )
+    .bind(PARENT)
+    .fetch_all(db)
+    .await?;
+    let mut days: Vec<NaiveDate> = names.iter().filter_map(|n| day_of_partition(n)).collect();
+    days.sort();
+    Ok(days)
+}
+
+/// Creates partitions for the next week and drops every partition that ends before
+/// `now - retention`. Returns the days dropped.
+pub async fn enforce_retention(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    retention: Duration,
+) -> sqlx::Result<Vec<NaiveDate>> {
+    let today = now.date_naive();
+    for ahead in 0..7 {
+        ensure_partition(pool, today + Duration::days(ahead)).await?;
+    }
+    let horizon = (now - retention).date_naive();
+    let mut dropped = Vec::new();
+    for day in partitions(pool).await? {
+        // A partition holds [day, day+1); it is expired when all of it is before the horizon.
+        if day.succ_opt().expect("a day after") <= horizon {
+            let sql = format!("DROP TABLE IF EXISTS {}", partition_name(day));
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?;
+            dropped.push(day);
+        }
+    }
+    Ok(dropped)
+}
+
+/// The audit entries an event adds, written only if within retention.
+pub(crate) struct AuditWriter {
+    pub retention: Duration,
+    pub now: DateTime<Utc>,
+    pub ensured: std::collections::HashSet<NaiveDate>,
+}
+
+struct Entry<'a> {
+    id: Uuid,
+    action: &'a str,
+    device_id: Option<Uuid>,
+    job_id: Option<Uuid>,
+    command: Option<String>,
+    outcome: &'a str,
+    detail: Option<String>,
+}
+
+impl AuditWriter {
+    async fn insert(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        entry: Entry<'_>,
+    ) -> sqlx::Result<()> {
+        let at = event.at.to_datetime();
+        if at < self.now - self.retention {
+            return Ok(());
+        }
+        if self.ensured.insert(at.date_naive()) {
+            ensure_partition(&mut **tx, at.date_naive()).await?;
+        }
+        sqlx::query(
+            "INSERT INTO audit_entries (at, id, tenant, actor, action, device_id, job_id, command, outcome, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(at)
+        .bind(entry.id)
+        .bind(event.tenant.as_str())
+        .bind(event.actor.as_ref().map(|a| a.0.as_str()))
+        .bind(entry.action)
+        .bind(entry.device_id)
+        .bind(entry.job_id)
+        .bind(entry.command)
+        .bind(entry.outcome)
+        .bind(entry.detail)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn exec_requested(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        e: &ExecRequested,
+    ) -> sqlx::Result<()> {
+        let entry = Entry {
+            id: e.job_id.as_uuid(),
+            action: "exec",
+            device_id: Some(e.device_id.as_uuid()),
+            job_id: Some(e.job_id.as_uuid()),
+            command: Some(display_command(&e.argv)),
+            outcome: "accepted",
+            detail: None,
+        };
+        self.insert(tx, event, entry).await
+    }
+
+    pub async fn exec_rejected(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        e: &ExecRejected,
+    ) -> sqlx::Result<()> {
+        let entry = Entry {
+            id: event.id,
+            action: "exec",
+            device_id: e.device_id.map(|d| d.as_uuid()),
+            job_id: None,
+            command: Some(e.command.clone()),
+            outcome: "rejected",
+            detail: Some(e.reason.clone()),
+        };
+        self.insert(tx, event, entry).await
+    }
+
+    pub async fn cancel_requested(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        e: &ExecCancelRequested,
+    ) -> sqlx::Result<()> {
+        let entry = Entry {
+            id: event.id,
+            action: "exec_cancel",
+            device_id: None,
+            job_id: Some(e.job_id.as_uuid()),
+            command: None,
+            outcome: "requested",
+            detail: None,
+        };
+        self.insert(tx, event, entry).await
+    }
+
+    pub async fn device_registered(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+        e: &DeviceRegistered,
+    ) -> sqlx::Result<()> {
+        let entry = Entry {
+            id: event.id,
+            action: "device_register",
+            device_id: Some(e.device_id.as_uuid()),
+            job_id: None,
+            command: None,
+            outcome: "ok",
+            detail: Some(format!(
+                "{} at {}@{}:{}",
+                e.name, e.target.username, e.target.host, e.target.port
+            )),
+        };
+        self.insert(tx, event, entry).await
+    }
+}
+
+/// Copies a concluded job's outcome and the head of its output into its audit entry.
+pub(crate) async fn exec_concluded(
+    tx: &mut Transaction<'_, Postgres>,
+    job: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE audit_entries a SET outcome = j.status, exit_status = j.exit_status,
+             detail = COALESCE(j.error_message, j.exit_signal),
+             stdout = substring(j.stdout from 1 for $2), stderr = substring(j.stderr from 1 for $2),
+             output_truncated = octet_length(j.stdout) > $2 OR octet_length(j.stderr) > $2
+                 OR j.stdout_truncated OR j.stderr_truncated
+         FROM jobs j
+         WHERE j.id = $1 AND a.id = j.id AND a.at = j.requested_at",
+    )
+    .bind(job)
+    .bind(AUDIT_OUTPUT_BYTES)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// argv as a person would type it: words with anything unusual are single-quoted.
+pub fn display_command(argv: &[String]) -> String {
+    argv.iter()
+        .map(|w| {
+            let plain = !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+            if plain {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRecord {
+    pub at: DateTime<Utc>,
+    pub id: Uuid,
+    pub tenant: String,
+    pub actor: Option<String>,
+    pub action: String,
+    pub device_id: Option<Uuid>,
+    pub job_id: Option<Uuid>,
+    pub command: Option<String>,
+    pub outcome: String,
+    pub exit_status: Option<i64>,
+    pub detail: Option<String>,
+    pub stdout: Option<Vec<u8>>,
+    pub stderr: Option<Vec<u8>>,
+    pub output_truncated: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub device_id: Option<Uuid>,
+    pub actor: Option<String>,
+    pub outcome: Option<String>,
+    pub action: Option<String>,
+}
+
+/// One page of a tenant's audit trail, newest first unless `ascending`, with the total count.
+pub async fn list(
+    db: &PgPool,
+    tenant: &TenantId,
+    filter: &AuditFilter,
+    page: &crate::Page,
+) -> sqlx::Result<(Vec<AuditRecord>, i64)> {
+    let push_filters = |q: &mut QueryBuilder<Postgres>| {
+        q.push(" WHERE tenant = ").push_bind(tenant.to_string());
+        if let Some(from) = filter.from {
+            q.push(" AND at >= ").push_bind(from);
+        }
+        if let Some(to) = filter.to {
+            q.push(" AND at < ").push_bind(to);
+        }
+        if let Some(device) = filter.device_id {
+            q.push(" AND device_id = ").push_bind(device);
+        }
+        if let Some(actor) = &filter.actor {
+            q.push(" AND actor = ").push_bind(actor.clone());
+        }
+        if let Some(outcome) = &filter.outcome {
+            q.push(" AND outcome = ").push_bind(outcome.clone());
+        }
+        if let Some(action) = &filter.action {
+            q.push(" AND action = ").push_bind(action.clone());
+        }
+    };
+    let mut count = QueryBuilder::new("SELECT count(*) FROM audit_entries");
+    push_filters(&mut count);
+    let total: i64 = count.build_query_scalar().fetch_one(db).await?;
+    let mut rows = QueryBuilder::new("SELECT * FROM audit_entries");
+    push_filters(&mut rows);
+    rows.push(if page.ascending {
+        " ORDER BY at ASC, id ASC"
+    } else {
+        " ORDER BY at DESC, id DESC"
+    });
+    rows.push(" LIMIT ")
+        .push_bind(page.per_page)
+        .push(" OFFSET ")
+        .push_bind(page.offset());
+    let records = rows.build_query_as().fetch_all(db).await?;
+    Ok((records, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_round_trip() {
+        let day = NaiveDate::from_ymd_opt(2026, 2, 3).unwrap();
+        assert_eq!(partition_name(day), "audit_entries_p20260203");
+        assert_eq!(day_of_partition("audit_entries_p20260203"), Some(day));
+        assert_eq!(day_of_partition("audit_entries_p2026020"), None);
+        assert_eq!(day_of_partition("audit_entries_default"), None);
+    }
+
+    #[test]
+    fn commands_display_as_typed() {
+        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(display_command(&argv(&["df", "-h"])), "df -h");
+        assert_eq!(
+            display_command(&argv(&["echo", "a b", "it's"])),
+            "echo 'a b' 'it'\\''s'"
+        );
+    }
+}
