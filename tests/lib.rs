@@ -417,3 +417,84 @@ impl TestStack {
         subjects.try_collect().await.unwrap()
     }
 }
+
+/// The projector as its own OS process, for kill -9 tests.
+pub struct ProjectorProcess {
+    pub child: Child,
+    pub health_port: u16,
+}
+
+impl ProjectorProcess {
+    pub fn spawn(stack: &TestStack, database_url: &str) -> Self {
+        let bin_dir = std::env::var("SSHQ_TEST_BIN_DIR")
+            .unwrap_or_else(|_| format!("{}/../target/debug", env!("CARGO_MANIFEST_DIR")));
+        let health_port = free_port();
+        let child = Command::new(format!("{bin_dir}/sshq-projector"))
+            .env("SSHQ_NATS_URL", &stack.nats_url)
+            .env("SSHQ_PREFIX", &stack.prefix)
+            .env("DATABASE_URL", database_url)
+            .env("SSHQ_LISTEN", format!("127.0.0.1:{health_port}"))
+            .env("SSHQ_BATCH_SIZE", "50")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("sshq-projector binary: run through ops/test, which builds it");
+        Self { child, health_port }
+    }
+
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ProjectorProcess {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// An md5 of every read-model table's full content, to compare two databases.
+pub async fn digest(db: &sqlx::PgPool) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for table in ["devices", "jobs", "audit_entries", "projector_checkpoint"] {
+        let sql = format!(
+            "SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {table} t"
+        );
+        let md5: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(db)
+            .await
+            .unwrap();
+        out.push((table.to_owned(), md5));
+    }
+    out
+}
+
+/// Waits until `db`'s checkpoint reaches the stream's last sequence.
+pub async fn wait_caught_up(stack: &TestStack, db: &sqlx::PgPool, limit: Duration) -> u64 {
+    let last = stack
+        .stream
+        .clone()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence;
+    let deadline = Instant::now() + limit;
+    loop {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT stream_seq FROM projector_checkpoint")
+                .fetch_optional(db)
+                .await
+                .unwrap_or(None);
+        if applied.unwrap_or(0) as u64 >= last {
+            return last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "projection stuck at {applied:?} of {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

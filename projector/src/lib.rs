@@ -13,7 +13,9 @@ pub mod audit;
 pub mod checkpoint;
 pub mod devices;
 pub mod jobs;
+pub mod progress;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -42,6 +44,8 @@ pub struct Settings {
     pub audit_retention_days: u32,
     /// How often partitions are created ahead and expired ones dropped.
     pub retention_interval_s: u64,
+    /// Where `/healthz` (lag) and `/metrics` are served.
+    pub listen: std::net::SocketAddr,
 }
 
 /// A page of a list, as ShellHub's API pages: `page` from 1, `per_page` 1..=100.
@@ -68,6 +72,7 @@ impl Default for Settings {
             batch_size: 500,
             audit_retention_days: 90,
             retention_interval_s: 3600,
+            listen: "127.0.0.1:8481".parse().expect("valid"),
         }
     }
 }
@@ -95,6 +100,7 @@ pub struct Projector {
     batch_size: usize,
     retention: chrono::Duration,
     retention_interval: Duration,
+    progress: Arc<progress::Progress>,
 }
 
 impl Projector {
@@ -125,6 +131,7 @@ impl Projector {
             batch_size: settings.batch_size.max(1),
             retention: chrono::Duration::days(i64::from(settings.audit_retention_days)),
             retention_interval: Duration::from_secs(settings.retention_interval_s.max(1)),
+            progress: Arc::default(),
         })
     }
 
@@ -135,9 +142,39 @@ impl Projector {
     /// Follows the log until `shutdown` fires. Returns only on shutdown or a fatal error.
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let retention = self.retention_task(shutdown.clone());
+        let watcher = tokio::spawn(
+            self.progress
+                .clone()
+                .watch_stream(self.stream.clone(), shutdown.clone()),
+        );
         let result = self.follow_log(&shutdown).await;
         retention.abort();
+        watcher.abort();
         result
+    }
+
+    pub fn progress(&self) -> Arc<progress::Progress> {
+        self.progress.clone()
+    }
+
+    /// Applies everything the log holds now, then returns the last applied sequence. This is
+    /// the second half of a rebuild: reset the read models, then catch up.
+    pub async fn catch_up(&self) -> anyhow::Result<u64> {
+        let target = self.stream.clone().info().await?.state.last_sequence;
+        let shutdown = CancellationToken::new();
+        let follow = self.follow_log(&shutdown);
+        tokio::pin!(follow);
+        loop {
+            if checkpoint::load(&self.pool).await.unwrap_or(0) >= target {
+                shutdown.cancel();
+                follow.await?;
+                return Ok(target);
+            }
+            tokio::select! {
+                result = &mut follow => { result?; anyhow::bail!("stopped before catching up") }
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
     }
 
     /// Partitions ahead and retention, on a schedule, beside the log consumer.
@@ -165,7 +202,17 @@ impl Projector {
         loop {
             let from = loop {
                 match checkpoint::load(&self.pool).await {
-                    Ok(seq) => break seq + 1,
+                    Ok(seq) => {
+                        // Resume the lag figures where the last run left them.
+                        if seq > 0 {
+                            let published = match self.stream.direct_get(seq).await {
+                                Ok(message) => (message.time.unix_timestamp_nanos() / 1000) as i64,
+                                Err(_) => chrono::Utc::now().timestamp_micros(),
+                            };
+                            self.progress.applied(seq, published);
+                        }
+                        break seq + 1;
+                    }
                     Err(error) => {
                         warn!(?error, "cannot read the checkpoint; retrying");
                         if sleep_or_shutdown(Duration::from_secs(1), &shutdown).await {
@@ -250,6 +297,13 @@ impl Projector {
         }
         checkpoint::save(&mut tx, last).await?;
         tx.commit().await?;
+        let published = batch
+            .last()
+            .and_then(|m| m.info().ok())
+            .map(|i| (i.published.unix_timestamp_nanos() / 1000) as i64)
+            .unwrap_or_default();
+        self.progress.applied(last, published);
+        metrics::counter!("sshq_projector_events_applied_total").increment(batch.len() as u64);
         // Tell bounded-wait submitters their job is readable now. At most once and best
         // effort: a waiter that misses this reads Postgres once when its wait runs out.
         for (tenant, job) in concluded {
@@ -352,8 +406,45 @@ async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> boo
     }
 }
 
-/// Runs the projector until `shutdown`.
-pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Drops every read-model table (and the migration history), leaving an empty database for
+/// `Projector::connect` to migrate and `catch_up` to refill from the log.
+pub async fn reset_read_models(database_url: &str) -> anyhow::Result<()> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await?;
+    for table in [
+        "audit_entries",
+        "jobs",
+        "devices",
+        "projector_checkpoint",
+        "_sqlx_migrations",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS {table} CASCADE"
+        )))
+        .execute(&pool)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Runs the projector until `shutdown`, with `/healthz` and `/metrics` on `listener` if given.
+pub async fn run(
+    settings: Settings,
+    listener: Option<tokio::net::TcpListener>,
+    prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let projector = Projector::connect(&settings).await?;
+    if let Some(listener) = listener {
+        let app = progress::router(projector.progress(), prometheus);
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+        });
+    }
     projector.run(shutdown).await
 }

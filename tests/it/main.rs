@@ -5,5 +5,6 @@ mod api;
 mod exec;
 mod fleet;
 mod live;
+mod projection;
 mod read_models;
 mod semantics;
