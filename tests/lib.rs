@@ -121,6 +121,8 @@ pub struct StackOptions {
     /// Run a worker inside the test process (tests of worker processes turn this off).
     pub in_process_worker: bool,
     pub worker_ack_wait: Duration,
+    /// Create the test's database on this server instead of the shared one.
+    pub admin_database_url: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -130,6 +132,7 @@ impl Default for StackOptions {
             retry_base_ms: 50,
             in_process_worker: true,
             worker_ack_wait: Duration::from_secs(30),
+            admin_database_url: None,
         }
     }
 }
@@ -157,7 +160,10 @@ impl TestStack {
     pub async fn start_with(options: StackOptions) -> Self {
         let prefix = unique("t");
         let nats_url = env("SSHQ_TEST_NATS_URL");
-        let database_url = create_database(&prefix).await;
+        let database_url = match &options.admin_database_url {
+            Some(admin) => create_database_on(admin, &prefix).await,
+            None => create_database(&prefix).await,
+        };
         let api_key = format!("test-key-{}", uuid::Uuid::new_v4().simple());
         let shutdown = CancellationToken::new();
 
@@ -328,9 +334,12 @@ pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
 
 /// A fresh database on the test cluster.
 pub async fn create_database(name: &str) -> String {
+    create_database_on(&env("SSHQ_TEST_DATABASE_URL"), name).await
+}
+
+pub async fn create_database_on(admin: &str, name: &str) -> String {
     use sqlx::Connection;
-    let admin = env("SSHQ_TEST_DATABASE_URL");
-    let mut conn = sqlx::PgConnection::connect(&admin)
+    let mut conn = sqlx::PgConnection::connect(admin)
         .await
         .expect("test Postgres reachable");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
@@ -496,5 +505,124 @@ pub async fn wait_caught_up(stack: &TestStack, db: &sqlx::PgPool, limit: Duratio
             "projection stuck at {applied:?} of {last}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A Postgres server of the test's own, to stop and start (Postgres runs as `postgres`).
+pub struct PgInstance {
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PgInstance {
+    fn bin(name: &str) -> String {
+        let dir = std::env::var("SSHQ_TEST_PG_BIN")
+            .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+        format!("{dir}/{name}")
+    }
+
+    fn as_postgres(args: &[&str]) {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn start() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let status = Command::new("chown")
+            .arg("postgres")
+            .arg(&data)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let data_str = data.to_str().unwrap();
+        Self::as_postgres(&[
+            &Self::bin("initdb"),
+            "-D",
+            data_str,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        ]);
+        let instance = Self {
+            port: free_port(),
+            dir,
+        };
+        instance.resume();
+        instance
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").to_str().unwrap().to_owned()
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts (again) on the same port and data.
+    pub fn resume(&self) {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} -c fsync=off -c synchronous_commit=off",
+            self.port,
+            self.data()
+        );
+        let log = format!("{}/log", self.data());
+        Self::as_postgres(&[
+            &Self::bin("pg_ctl"),
+            "-D",
+            &self.data(),
+            "-w",
+            "-l",
+            &log,
+            "-o",
+            &options,
+            "start",
+        ]);
+    }
+
+    /// Stops at once, as a crash or a lost server would.
+    pub fn stop(&self) {
+        Self::as_postgres(&[
+            &Self::bin("pg_ctl"),
+            "-D",
+            &self.data(),
+            "-m",
+            "immediate",
+            "stop",
+        ]);
+    }
+}
+
+impl Drop for PgInstance {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                &Self::bin("pg_ctl"),
+                "-D",
+                &self.data(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .output();
     }
 }

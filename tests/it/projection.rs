@@ -202,7 +202,10 @@ async fn a_projector_killed_repeatedly_applies_every_event_exactly_once() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "health never showed {last}: {health:?}");
+        assert!(
+            Instant::now() < deadline,
+            "health never showed {last}: {health:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let metrics = reqwest::get(format!(
