@@ -81,138 +81,173 @@ pub async fn enforce_retention(
     Ok(dropped)
 }
 
-/// The audit entries an event adds, written only if within retention.
-pub(crate) struct AuditWriter {
-    pub retention: Duration,
-    pub now: DateTime<Utc>,
-    pub ensured: std::collections::HashSet<NaiveDate>,
+/// The audit entries a batch adds, collected and then written in one statement. Entries older
+/// than the retention period are not written.
+pub(crate) struct AuditRows {
+    retention: Duration,
+    now: DateTime<Utc>,
+    at: Vec<DateTime<Utc>>,
+    id: Vec<Uuid>,
+    tenant: Vec<String>,
+    actor: Vec<Option<String>>,
+    action: Vec<&'static str>,
+    device_id: Vec<Option<Uuid>>,
+    job_id: Vec<Option<Uuid>>,
+    command: Vec<Option<String>>,
+    outcome: Vec<&'static str>,
+    detail: Vec<Option<String>>,
 }
 
-struct Entry<'a> {
-    id: Uuid,
-    action: &'a str,
-    device_id: Option<Uuid>,
-    job_id: Option<Uuid>,
-    command: Option<String>,
-    outcome: &'a str,
-    detail: Option<String>,
+pub(crate) struct Entry {
+    pub id: Uuid,
+    pub action: &'static str,
+    pub device_id: Option<Uuid>,
+    pub job_id: Option<Uuid>,
+    pub command: Option<String>,
+    pub outcome: &'static str,
+    pub detail: Option<String>,
 }
 
-impl AuditWriter {
-    async fn insert(
-        &mut self,
-        tx: &mut Transaction<'_, Postgres>,
-        event: &Event,
-        entry: Entry<'_>,
-    ) -> sqlx::Result<()> {
+impl AuditRows {
+    pub fn new(retention: Duration, now: DateTime<Utc>) -> Self {
+        Self {
+            retention,
+            now,
+            at: Vec::new(),
+            id: Vec::new(),
+            tenant: Vec::new(),
+            actor: Vec::new(),
+            action: Vec::new(),
+            device_id: Vec::new(),
+            job_id: Vec::new(),
+            command: Vec::new(),
+            outcome: Vec::new(),
+            detail: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, event: &Event, entry: Entry) {
         let at = event.at.to_datetime();
         if at < self.now - self.retention {
+            return;
+        }
+        self.at.push(at);
+        self.id.push(entry.id);
+        self.tenant.push(event.tenant.to_string());
+        self.actor.push(event.actor.as_ref().map(|a| a.0.clone()));
+        self.action.push(entry.action);
+        self.device_id.push(entry.device_id);
+        self.job_id.push(entry.job_id);
+        self.command.push(entry.command);
+        self.outcome.push(entry.outcome);
+        self.detail.push(entry.detail);
+    }
+
+    pub fn exec_requested(&mut self, event: &Event, e: &ExecRequested) {
+        self.push(
+            event,
+            Entry {
+                id: e.job_id.as_uuid(),
+                action: "exec",
+                device_id: Some(e.device_id.as_uuid()),
+                job_id: Some(e.job_id.as_uuid()),
+                command: Some(display_command(&e.argv)),
+                outcome: "accepted",
+                detail: None,
+            },
+        );
+    }
+
+    pub fn exec_rejected(&mut self, event: &Event, e: &ExecRejected) {
+        self.push(
+            event,
+            Entry {
+                id: event.id,
+                action: "exec",
+                device_id: e.device_id.map(|d| d.as_uuid()),
+                job_id: None,
+                command: Some(e.command.clone()),
+                outcome: "rejected",
+                detail: Some(e.reason.clone()),
+            },
+        );
+    }
+
+    pub fn cancel_requested(&mut self, event: &Event, e: &ExecCancelRequested) {
+        self.push(
+            event,
+            Entry {
+                id: event.id,
+                action: "exec_cancel",
+                device_id: None,
+                job_id: Some(e.job_id.as_uuid()),
+                command: None,
+                outcome: "requested",
+                detail: None,
+            },
+        );
+    }
+
+    pub fn device_registered(&mut self, event: &Event, e: &DeviceRegistered) {
+        self.push(
+            event,
+            Entry {
+                id: event.id,
+                action: "device_register",
+                device_id: Some(e.device_id.as_uuid()),
+                job_id: None,
+                command: None,
+                outcome: "ok",
+                detail: Some(format!(
+                    "{} at {}@{}:{}",
+                    e.name, e.target.username, e.target.host, e.target.port
+                )),
+            },
+        );
+    }
+
+    /// Creates the partitions the rows need and inserts them all.
+    pub async fn flush(self, tx: &mut Transaction<'_, Postgres>) -> sqlx::Result<()> {
+        if self.id.is_empty() {
             return Ok(());
         }
-        if self.ensured.insert(at.date_naive()) {
-            ensure_partition(&mut **tx, at.date_naive()).await?;
+        let days: std::collections::BTreeSet<NaiveDate> =
+            self.at.iter().map(|t| t.date_naive()).collect();
+        for day in days {
+            ensure_partition(&mut **tx, day).await?;
         }
+        let action: Vec<String> = self.action.iter().map(|s| s.to_string()).collect();
+        let outcome: Vec<String> = self.outcome.iter().map(|s| s.to_string()).collect();
         sqlx::query(
             "INSERT INTO audit_entries (at, id, tenant, actor, action, device_id, job_id, command, outcome, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::uuid[],
+                                  $7::uuid[], $8::text[], $9::text[], $10::text[])
              ON CONFLICT DO NOTHING",
         )
-        .bind(at)
-        .bind(entry.id)
-        .bind(event.tenant.as_str())
-        .bind(event.actor.as_ref().map(|a| a.0.as_str()))
-        .bind(entry.action)
-        .bind(entry.device_id)
-        .bind(entry.job_id)
-        .bind(entry.command)
-        .bind(entry.outcome)
-        .bind(entry.detail)
+        .bind(&self.at)
+        .bind(&self.id)
+        .bind(&self.tenant)
+        .bind(&self.actor)
+        .bind(&action)
+        .bind(&self.device_id)
+        .bind(&self.job_id)
+        .bind(&self.command)
+        .bind(&outcome)
+        .bind(&self.detail)
         .execute(&mut **tx)
         .await?;
         Ok(())
     }
-
-    pub async fn exec_requested(
-        &mut self,
-        tx: &mut Transaction<'_, Postgres>,
-        event: &Event,
-        e: &ExecRequested,
-    ) -> sqlx::Result<()> {
-        let entry = Entry {
-            id: e.job_id.as_uuid(),
-            action: "exec",
-            device_id: Some(e.device_id.as_uuid()),
-            job_id: Some(e.job_id.as_uuid()),
-            command: Some(display_command(&e.argv)),
-            outcome: "accepted",
-            detail: None,
-        };
-        self.insert(tx, event, entry).await
-    }
-
-    pub async fn exec_rejected(
-        &mut self,
-        tx: &mut Transaction<'_, Postgres>,
-        event: &Event,
-        e: &ExecRejected,
-    ) -> sqlx::Result<()> {
-        let entry = Entry {
-            id: event.id,
-            action: "exec",
-            device_id: e.device_id.map(|d| d.as_uuid()),
-            job_id: None,
-            command: Some(e.command.clone()),
-            outcome: "rejected",
-            detail: Some(e.reason.clone()),
-        };
-        self.insert(tx, event, entry).await
-    }
-
-    pub async fn cancel_requested(
-        &mut self,
-        tx: &mut Transaction<'_, Postgres>,
-        event: &Event,
-        e: &ExecCancelRequested,
-    ) -> sqlx::Result<()> {
-        let entry = Entry {
-            id: event.id,
-            action: "exec_cancel",
-            device_id: None,
-            job_id: Some(e.job_id.as_uuid()),
-            command: None,
-            outcome: "requested",
-            detail: None,
-        };
-        self.insert(tx, event, entry).await
-    }
-
-    pub async fn device_registered(
-        &mut self,
-        tx: &mut Transaction<'_, Postgres>,
-        event: &Event,
-        e: &DeviceRegistered,
-    ) -> sqlx::Result<()> {
-        let entry = Entry {
-            id: event.id,
-            action: "device_register",
-            device_id: Some(e.device_id.as_uuid()),
-            job_id: None,
-            command: None,
-            outcome: "ok",
-            detail: Some(format!(
-                "{} at {}@{}:{}",
-                e.name, e.target.username, e.target.host, e.target.port
-            )),
-        };
-        self.insert(tx, event, entry).await
-    }
 }
 
-/// Copies a concluded job's outcome and the head of its output into its audit entry.
+/// Copies concluded jobs' outcomes and the head of their output into their audit entries.
 pub(crate) async fn exec_concluded(
     tx: &mut Transaction<'_, Postgres>,
-    job: Uuid,
+    jobs: &[Uuid],
 ) -> sqlx::Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "UPDATE audit_entries a SET outcome = j.status, exit_status = j.exit_status,
              detail = COALESCE(j.error_message, j.exit_signal),
@@ -220,9 +255,9 @@ pub(crate) async fn exec_concluded(
              output_truncated = octet_length(j.stdout) > $2 OR octet_length(j.stderr) > $2
                  OR j.stdout_truncated OR j.stderr_truncated
          FROM jobs j
-         WHERE j.id = $1 AND a.id = j.id AND a.at = j.requested_at",
+         WHERE j.id = ANY($1) AND a.id = j.id AND a.at = j.requested_at",
     )
-    .bind(job)
+    .bind(jobs)
     .bind(AUDIT_OUTPUT_BYTES)
     .execute(&mut **tx)
     .await?;

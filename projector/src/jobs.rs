@@ -89,91 +89,171 @@ impl JobRecord {
     }
 }
 
+/// Inserts newly requested jobs, all in one statement.
 pub(crate) async fn requested(
     tx: &mut Transaction<'_, Postgres>,
-    event: &Event,
-    e: &ExecRequested,
+    jobs: &[JobRecord],
 ) -> sqlx::Result<()> {
-    let job = JobRecord::queued(event, e);
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&JobRecord) -> serde_json::Value| jobs.iter().map(f).collect::<Vec<_>>();
     sqlx::query(
-        "INSERT INTO jobs (id, tenant, device_id, actor, argv, env_keys, stdin_bytes, timeout_ms, status, requested_at,
-             pty, queue_deadline)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        "INSERT INTO jobs (id, tenant, device_id, actor, argv, env_keys, stdin_bytes, timeout_ms, status,
+             requested_at, pty, queue_deadline)
+         SELECT r.id, r.tenant, r.device_id, r.actor,
+                ARRAY(SELECT jsonb_array_elements_text(r.argv)), ARRAY(SELECT jsonb_array_elements_text(r.env_keys)),
+                r.stdin_bytes, r.timeout_ms, 'queued', r.requested_at, r.pty, r.queue_deadline
+         FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::jsonb[], $6::jsonb[], $7::int[], $8::int[],
+                     $9::timestamptz[], $10::bool[], $11::timestamptz[])
+              AS r(id, tenant, device_id, actor, argv, env_keys, stdin_bytes, timeout_ms, requested_at, pty, queue_deadline)
          ON CONFLICT (id) DO NOTHING",
     )
-    .bind(job.id)
-    .bind(&job.tenant)
-    .bind(job.device_id)
-    .bind(&job.actor)
-    .bind(&job.argv)
-    .bind(&job.env_keys)
-    .bind(job.stdin_bytes)
-    .bind(job.timeout_ms)
-    .bind(&job.status)
-    .bind(job.requested_at)
-    .bind(job.pty)
-    .bind(job.queue_deadline)
+    .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.tenant.clone()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.device_id).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.actor.clone()).collect::<Vec<_>>())
+    .bind(col(|j| serde_json::json!(j.argv)))
+    .bind(col(|j| serde_json::json!(j.env_keys)))
+    .bind(jobs.iter().map(|j| j.stdin_bytes).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.timeout_ms).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.requested_at).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.pty).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.queue_deadline).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
+/// Marks jobs running. At most one start per job exists in the log (first-wins subject).
 pub(crate) async fn started(
     tx: &mut Transaction<'_, Postgres>,
-    event: &Event,
-    e: &ExecStarted,
+    started: &[(DateTime<Utc>, ExecStarted)],
 ) -> sqlx::Result<()> {
+    if started.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "UPDATE jobs SET status = 'running', started_at = $2, attempts = $3, worker = $4
-         WHERE id = $1 AND status IN ('queued', 'running')",
+        "UPDATE jobs SET status = 'running', started_at = s.at, attempts = s.attempt, worker = s.worker
+         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int[], $4::text[]) AS s(id, at, attempt, worker)
+         WHERE jobs.id = s.id AND jobs.status IN ('queued', 'running')",
     )
-    .bind(e.job_id.as_uuid())
-    .bind(event.at.to_datetime())
-    .bind(e.attempt as i32)
-    .bind(&e.worker)
+    .bind(started.iter().map(|(_, e)| e.job_id.as_uuid()).collect::<Vec<_>>())
+    .bind(started.iter().map(|(at, _)| *at).collect::<Vec<_>>())
+    .bind(started.iter().map(|(_, e)| e.attempt as i32).collect::<Vec<_>>())
+    .bind(started.iter().map(|(_, e)| e.worker.clone()).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
+/// Records normal exits.
 pub(crate) async fn finished(
     tx: &mut Transaction<'_, Postgres>,
-    event: &Event,
-    e: &ExecFinished,
+    finished: &[(DateTime<Utc>, ExecFinished)],
 ) -> sqlx::Result<()> {
+    if finished.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "UPDATE jobs SET status = 'finished', exit_status = $2, exit_signal = $3, exit_signal_message = $4,
-             finished_at = $5, duration_ms = $6
-         WHERE id = $1",
+        "UPDATE jobs SET status = 'finished', exit_status = f.exit_status, exit_signal = f.exit_signal,
+             exit_signal_message = f.exit_signal_message, finished_at = f.at, duration_ms = f.duration_ms
+         FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::timestamptz[], $6::int8[])
+              AS f(id, exit_status, exit_signal, exit_signal_message, at, duration_ms)
+         WHERE jobs.id = f.id",
     )
-    .bind(e.job_id.as_uuid())
-    .bind(e.exit_status.map(i64::from))
-    .bind(&e.exit_signal)
-    .bind(&e.exit_signal_message)
-    .bind(event.at.to_datetime())
-    .bind(e.duration_ms as i64)
+    .bind(finished.iter().map(|(_, e)| e.job_id.as_uuid()).collect::<Vec<_>>())
+    .bind(finished.iter().map(|(_, e)| e.exit_status.map(i64::from)).collect::<Vec<_>>())
+    .bind(finished.iter().map(|(_, e)| e.exit_signal.clone()).collect::<Vec<_>>())
+    .bind(finished.iter().map(|(_, e)| e.exit_signal_message.clone()).collect::<Vec<_>>())
+    .bind(finished.iter().map(|(at, _)| *at).collect::<Vec<_>>())
+    .bind(finished.iter().map(|(_, e)| e.duration_ms as i64).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
+/// Records failures (timeouts, connect failures, cancels, expiries, lost workers).
 pub(crate) async fn failed(
     tx: &mut Transaction<'_, Postgres>,
-    event: &Event,
-    e: &ExecFailed,
+    failed: &[(DateTime<Utc>, ExecFailed)],
 ) -> sqlx::Result<()> {
+    if failed.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "UPDATE jobs SET status = $2, error_code = $3, error_message = $4, finished_at = $5,
-             attempts = GREATEST(attempts, $6),
-             duration_ms = (EXTRACT(EPOCH FROM ($5 - started_at)) * 1000)::bigint
-         WHERE id = $1",
+        "UPDATE jobs SET status = f.status, error_code = f.code, error_message = f.message, finished_at = f.at,
+             attempts = GREATEST(jobs.attempts, f.attempt),
+             duration_ms = (EXTRACT(EPOCH FROM (f.at - jobs.started_at)) * 1000)::bigint
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::int[])
+              AS f(id, status, code, message, at, attempt)
+         WHERE jobs.id = f.id",
     )
-    .bind(e.job_id.as_uuid())
-    .bind(e.code.status())
-    .bind(e.code.as_str())
-    .bind(&e.message)
-    .bind(event.at.to_datetime())
-    .bind(e.attempt as i32)
+    .bind(failed.iter().map(|(_, e)| e.job_id.as_uuid()).collect::<Vec<_>>())
+    .bind(failed.iter().map(|(_, e)| e.code.status().to_owned()).collect::<Vec<_>>())
+    .bind(failed.iter().map(|(_, e)| e.code.as_str().to_owned()).collect::<Vec<_>>())
+    .bind(failed.iter().map(|(_, e)| e.message.clone()).collect::<Vec<_>>())
+    .bind(failed.iter().map(|(at, _)| *at).collect::<Vec<_>>())
+    .bind(failed.iter().map(|(_, e)| e.attempt as i32).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Output of one job within a batch, concatenated in log order.
+#[derive(Default)]
+pub(crate) struct OutputDelta {
+    pub tenant: String,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl OutputDelta {
+    pub fn push(&mut self, chunk: &OutputChunk) {
+        match chunk.stream {
+            OutputStream::Stdout => self.stdout.extend_from_slice(&chunk.data),
+            OutputStream::Stderr => self.stderr.extend_from_slice(&chunk.data),
+        }
+    }
+}
+
+/// Appends each job's batch of output to its stored output, up to the cap.
+pub(crate) async fn output(
+    tx: &mut Transaction<'_, Postgres>,
+    deltas: &[(Uuid, OutputDelta)],
+) -> sqlx::Result<()> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE jobs SET
+             stdout = substring(stdout || o.out from 1 for $5),
+             stdout_truncated = stdout_truncated OR octet_length(stdout) + octet_length(o.out) > $5,
+             stderr = substring(stderr || o.err from 1 for $5),
+             stderr_truncated = stderr_truncated OR octet_length(stderr) + octet_length(o.err) > $5
+         FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::bytea[]) AS o(id, tenant, out, err)
+         WHERE jobs.id = o.id AND jobs.tenant = o.tenant",
+    )
+    .bind(deltas.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(
+        deltas
+            .iter()
+            .map(|(_, d)| d.tenant.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        deltas
+            .iter()
+            .map(|(_, d)| d.stdout.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        deltas
+            .iter()
+            .map(|(_, d)| d.stderr.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(OUTPUT_CAP_BYTES)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -215,35 +295,6 @@ pub(crate) async fn cancel_requested(
     .bind(event.at.to_datetime())
     .execute(&mut **tx)
     .await?;
-    Ok(())
-}
-
-/// Appends a chunk to the stored output, up to the cap.
-pub(crate) async fn output(
-    tx: &mut Transaction<'_, Postgres>,
-    tenant: &str,
-    job: Uuid,
-    chunk: &OutputChunk,
-) -> sqlx::Result<()> {
-    let sql = match chunk.stream {
-        OutputStream::Stdout => {
-            "UPDATE jobs SET stdout = substring(stdout || $3 from 1 for $4),
-                 stdout_truncated = stdout_truncated OR octet_length(stdout) + octet_length($3) > $4
-             WHERE id = $1 AND tenant = $2"
-        }
-        OutputStream::Stderr => {
-            "UPDATE jobs SET stderr = substring(stderr || $3 from 1 for $4),
-                 stderr_truncated = stderr_truncated OR octet_length(stderr) + octet_length($3) > $4
-             WHERE id = $1 AND tenant = $2"
-        }
-    };
-    sqlx::query(sql)
-        .bind(job)
-        .bind(tenant)
-        .bind(chunk.data.as_ref())
-        .bind(OUTPUT_CAP_BYTES)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }
 

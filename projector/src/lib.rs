@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod checkpoint;
 pub mod devices;
+mod fold;
 pub mod jobs;
 pub mod progress;
 
@@ -22,12 +23,9 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer};
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
-use schemas::{
-    Event, EventBody, JobId, OutputMessage, StreamSettings, SubjectKind, TenantId, Topology,
-};
+use schemas::{StreamSettings, Topology};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -69,7 +67,7 @@ impl Default for Settings {
             prefix: Topology::DEFAULT_PREFIX.into(),
             stream_replicas: 1,
             database_url: "postgres://postgres@127.0.0.1:5544/sshq".into(),
-            batch_size: 500,
+            batch_size: 1000,
             audit_retention_days: 90,
             retention_interval_s: 3600,
             listen: "127.0.0.1:8481".parse().expect("valid"),
@@ -110,6 +108,17 @@ impl Projector {
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(5))
+            // The batch statements join arrays against tables that grow from empty. A generic
+            // plan cached while a table was small (a sequential scan) would be kept as it grows
+            // and make every batch slower than the last; plan each execution instead.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("SET plan_cache_mode = force_custom_plan")
+                        .execute(conn)
+                        .await?;
+                    Ok(())
+                })
+            })
             .connect(&settings.database_url)
             .await
             .context("connecting to Postgres")?;
@@ -254,10 +263,20 @@ impl Projector {
                 anyhow::bail!("the ordered consumer ended")
             };
             let mut batch = vec![first?];
+            // Take what is already buffered, and wait up to a millisecond for more: under load
+            // that fills batches (fewer, larger transactions); when idle it adds at most 1 ms.
+            let linger = tokio::time::Instant::now() + Duration::from_millis(1);
             while batch.len() < self.batch_size {
-                match messages.next().now_or_never() {
-                    Some(Some(message)) => batch.push(message?),
-                    Some(None) | None => break,
+                let next = match messages.next().now_or_never() {
+                    Some(next) => next,
+                    None => match tokio::time::timeout_at(linger, messages.next()).await {
+                        Ok(next) => next,
+                        Err(_) => break,
+                    },
+                };
+                match next {
+                    Some(message) => batch.push(message?),
+                    None => break,
                 }
             }
             let mut delay = Duration::from_millis(100);
@@ -277,26 +296,33 @@ impl Projector {
 
     /// Applies messages and moves the checkpoint, all in one transaction.
     pub async fn apply_batch(&self, batch: &[jetstream::Message]) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut fold = fold::Fold::new(self.retention, chrono::Utc::now());
         let mut last = 0;
-        let mut concluded = Vec::new();
-        let mut audit = audit::AuditWriter {
-            retention: self.retention,
-            now: chrono::Utc::now(),
-            ensured: Default::default(),
-        };
         for message in batch {
             let seq = message
                 .info()
                 .map_err(|e| anyhow::anyhow!("no stream metadata: {e}"))?
                 .stream_sequence;
-            if let Some(job) = self.apply(&mut tx, &mut audit, seq, message).await? {
-                concluded.push(job);
-            }
+            fold.add(
+                &self.topology,
+                seq,
+                &message.subject,
+                message.headers.as_ref(),
+                &message.payload,
+            );
             last = seq;
         }
+        let began = std::time::Instant::now();
+        let mut tx = self.pool.begin().await?;
+        let concluded = fold.apply(&mut tx).await?;
         checkpoint::save(&mut tx, last).await?;
         tx.commit().await?;
+        tracing::debug!(
+            size = batch.len(),
+            last,
+            apply_us = began.elapsed().as_micros() as u64,
+            "batch applied"
+        );
         let published = batch
             .last()
             .and_then(|m| m.info().ok())
@@ -313,88 +339,6 @@ impl Projector {
                 .await;
         }
         Ok(())
-    }
-
-    /// Applies one message; returns the job it concluded, if it was an outcome.
-    async fn apply(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        audit: &mut audit::AuditWriter,
-        seq: u64,
-        message: &jetstream::Message,
-    ) -> sqlx::Result<Option<(TenantId, JobId)>> {
-        match self.topology.classify(&message.subject) {
-            Some(SubjectKind::Event) => match Event::decode(&message.payload) {
-                Ok(event) => {
-                    apply_event(tx, audit, &event).await?;
-                    let concluded = matches!(
-                        event.body,
-                        EventBody::ExecFinished(_) | EventBody::ExecFailed(_)
-                    );
-                    Ok(event
-                        .job_id()
-                        .filter(|_| concluded)
-                        .map(|job| (event.tenant, job)))
-                }
-                // A message nobody can decode must not stop projection of everything after it;
-                // it stays in the log for a fixed release to fold.
-                Err(error) => {
-                    warn!(seq, subject = %message.subject, %error, "skipping undecodable event");
-                    Ok(None)
-                }
-            },
-            Some(SubjectKind::Output { tenant, job, part }) => {
-                let parsed =
-                    OutputMessage::parse(part, message.headers.as_ref(), message.payload.clone());
-                match (parsed, job.parse::<uuid::Uuid>()) {
-                    (Ok(OutputMessage::Chunk(chunk)), Ok(job)) => {
-                        jobs::output(tx, tenant, job, &chunk).await.map(|_| None)
-                    }
-                    (Ok(OutputMessage::End(_)), Ok(_)) => Ok(None),
-                    (parsed, job) => {
-                        warn!(seq, subject = %message.subject, ?parsed, ?job, "skipping malformed output message");
-                        Ok(None)
-                    }
-                }
-            }
-            None => {
-                warn!(seq, subject = %message.subject, "skipping message on a foreign subject");
-                Ok(None)
-            }
-        }
-    }
-}
-
-async fn apply_event(
-    tx: &mut Transaction<'_, Postgres>,
-    audit: &mut audit::AuditWriter,
-    event: &Event,
-) -> sqlx::Result<()> {
-    match &event.body {
-        EventBody::DeviceRegistered(e) => {
-            devices::registered(tx, event, e).await?;
-            audit.device_registered(tx, event, e).await
-        }
-        EventBody::DeviceOnline(e) => devices::online(tx, event, e).await,
-        EventBody::ExecRequested(e) => {
-            jobs::requested(tx, event, e).await?;
-            audit.exec_requested(tx, event, e).await
-        }
-        EventBody::ExecStarted(e) => jobs::started(tx, event, e).await,
-        EventBody::ExecFinished(e) => {
-            jobs::finished(tx, event, e).await?;
-            audit::exec_concluded(tx, e.job_id.as_uuid()).await
-        }
-        EventBody::ExecFailed(e) => {
-            jobs::failed(tx, event, e).await?;
-            audit::exec_concluded(tx, e.job_id.as_uuid()).await
-        }
-        EventBody::ExecAttemptFailed(e) => jobs::attempt_failed(tx, event, e).await,
-        EventBody::ExecCancelRequested(e) => {
-            jobs::cancel_requested(tx, event, e).await?;
-            audit.cancel_requested(tx, event, e).await
-        }
-        EventBody::ExecRejected(e) => audit.exec_rejected(tx, event, e).await,
     }
 }
 

@@ -1,0 +1,159 @@
+//! Folding a batch of log messages into a handful of set-based statements.
+//!
+//! Applying one statement per event tops out at a few thousand events a second, one round
+//! trip each. A batch is instead sorted into phases that follow a job's lifecycle —
+//! inserts of new jobs, then rare per-event changes (devices, attempts, cancels) in log
+//! order, then starts, output, outcomes, and the audit entries — each phase one statement
+//! over arrays. The order between phases is the order in which those events can occur for
+//! one job, and within a phase each job appears once (the log allows one start and one
+//! outcome per job; a job's output chunks are concatenated in log order), so the result is
+//! the same as applying the events one by one.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use schemas::{
+    Event, EventBody, ExecFailed, ExecFinished, ExecStarted, JobId, OutputMessage, SubjectKind,
+    TenantId, Topology,
+};
+use sqlx::{Postgres, Transaction};
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::audit::{self, AuditRows};
+use crate::devices;
+use crate::jobs::{self, JobRecord, OutputDelta};
+
+pub(crate) struct Fold {
+    requested: Vec<JobRecord>,
+    /// Devices, attempts and cancels: few, applied one by one in log order.
+    rare: Vec<Event>,
+    started: Vec<(DateTime<Utc>, ExecStarted)>,
+    output: Vec<(Uuid, OutputDelta)>,
+    output_index: HashMap<Uuid, usize>,
+    finished: Vec<(DateTime<Utc>, ExecFinished)>,
+    failed: Vec<(DateTime<Utc>, ExecFailed)>,
+    audit: AuditRows,
+    /// Jobs whose outcome this batch applies, to announce after commit.
+    pub concluded: Vec<(TenantId, JobId)>,
+}
+
+impl Fold {
+    pub fn new(retention: chrono::Duration, now: DateTime<Utc>) -> Self {
+        Self {
+            requested: Vec::new(),
+            rare: Vec::new(),
+            started: Vec::new(),
+            output: Vec::new(),
+            output_index: HashMap::new(),
+            finished: Vec::new(),
+            failed: Vec::new(),
+            audit: AuditRows::new(retention, now),
+            concluded: Vec::new(),
+        }
+    }
+
+    /// Sorts one stored message into its phase. Malformed messages are logged and skipped: one
+    /// bad message must not stop projection of everything after it (it stays in the log).
+    pub fn add(
+        &mut self,
+        topology: &Topology,
+        seq: u64,
+        subject: &str,
+        headers: Option<&async_nats::HeaderMap>,
+        payload: &bytes::Bytes,
+    ) {
+        match topology.classify(subject) {
+            Some(SubjectKind::Event) => match Event::decode(payload) {
+                Ok(event) => self.add_event(event),
+                Err(error) => warn!(seq, subject, %error, "skipping undecodable event"),
+            },
+            Some(SubjectKind::Output { tenant, job, part }) => {
+                match (
+                    OutputMessage::parse(part, headers, payload.clone()),
+                    job.parse::<Uuid>(),
+                ) {
+                    (Ok(OutputMessage::Chunk(chunk)), Ok(job)) => {
+                        let index = *self.output_index.entry(job).or_insert_with(|| {
+                            self.output.push((
+                                job,
+                                OutputDelta {
+                                    tenant: tenant.to_owned(),
+                                    ..Default::default()
+                                },
+                            ));
+                            self.output.len() - 1
+                        });
+                        self.output[index].1.push(&chunk);
+                    }
+                    (Ok(OutputMessage::End(_)), Ok(_)) => {}
+                    (parsed, job) => warn!(
+                        seq,
+                        subject,
+                        ?parsed,
+                        ?job,
+                        "skipping malformed output message"
+                    ),
+                }
+            }
+            None => warn!(seq, subject, "skipping message on a foreign subject"),
+        }
+    }
+
+    fn add_event(&mut self, event: Event) {
+        let at = event.at.to_datetime();
+        match &event.body {
+            EventBody::ExecRequested(e) => {
+                self.requested.push(JobRecord::queued(&event, e));
+                self.audit.exec_requested(&event, e);
+            }
+            EventBody::ExecStarted(e) => self.started.push((at, e.clone())),
+            EventBody::ExecFinished(e) => {
+                self.concluded.push((event.tenant.clone(), e.job_id));
+                self.finished.push((at, e.clone()));
+            }
+            EventBody::ExecFailed(e) => {
+                self.concluded.push((event.tenant.clone(), e.job_id));
+                self.failed.push((at, e.clone()));
+            }
+            EventBody::ExecRejected(e) => self.audit.exec_rejected(&event, e),
+            EventBody::ExecCancelRequested(e) => {
+                self.audit.cancel_requested(&event, e);
+                self.rare.push(event);
+            }
+            EventBody::DeviceRegistered(e) => {
+                self.audit.device_registered(&event, e);
+                self.rare.push(event);
+            }
+            EventBody::DeviceOnline(_) | EventBody::ExecAttemptFailed(_) => self.rare.push(event),
+        }
+    }
+
+    pub async fn apply(
+        self,
+        tx: &mut Transaction<'_, Postgres>,
+    ) -> sqlx::Result<Vec<(TenantId, JobId)>> {
+        jobs::requested(tx, &self.requested).await?;
+        for event in &self.rare {
+            match &event.body {
+                EventBody::DeviceRegistered(e) => devices::registered(tx, event, e).await?,
+                EventBody::DeviceOnline(e) => devices::online(tx, event, e).await?,
+                EventBody::ExecAttemptFailed(e) => jobs::attempt_failed(tx, event, e).await?,
+                EventBody::ExecCancelRequested(e) => jobs::cancel_requested(tx, event, e).await?,
+                _ => unreachable!("only rare events are queued here"),
+            }
+        }
+        jobs::started(tx, &self.started).await?;
+        jobs::output(tx, &self.output).await?;
+        jobs::finished(tx, &self.finished).await?;
+        jobs::failed(tx, &self.failed).await?;
+        self.audit.flush(tx).await?;
+        let concluded: Vec<Uuid> = self
+            .concluded
+            .iter()
+            .map(|(_, job)| job.as_uuid())
+            .collect();
+        audit::exec_concluded(tx, &concluded).await?;
+        Ok(self.concluded)
+    }
+}
