@@ -100,6 +100,48 @@ impl SshDevice {
         }
     }
 
+    /// Cuts every established connection while the device keeps listening, as a restart of
+    /// the device's sshd would: every process below the listener (per-connection monitors,
+    /// session processes, commands) is killed.
+    pub fn drop_connections(&self) -> usize {
+        let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| {
+                let pid: u32 = entry.file_name().to_string_lossy().parse().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                // After the command name (which may contain spaces): state, then ppid.
+                let ppid = stat
+                    .rsplit_once(") ")?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                Some((pid, ppid))
+            })
+            .collect();
+        let mut doomed = vec![self.child.id()];
+        let mut i = 0;
+        while i < doomed.len() {
+            let parent = doomed[i];
+            doomed.extend(
+                parents
+                    .iter()
+                    .filter(|(_, ppid)| *ppid == parent)
+                    .map(|(pid, _)| *pid),
+            );
+            i += 1;
+        }
+        let victims = &doomed[1..];
+        for pid in victims {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        victims.len()
+    }
+
     /// Stops the device (its listener; sessions already forked end with it too).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -206,3 +206,29 @@ async fn connections_are_reused_kept_open_and_closed_on_request() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_broken_pooled_connection_is_replaced() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    let body = stack.run(&id, json!({ "command": "echo first" })).await;
+    assert_eq!(body["stdout"], "first\n");
+    assert_eq!(connections_to(device.port), 1);
+    assert!(device.drop_connections() >= 1, "no connection to cut");
+    for n in 0..3 {
+        let body = stack
+            .run(&id, json!({ "command": format!("echo again-{n}") }))
+            .await;
+        assert_eq!(
+            (body["status"].as_str(), body["stdout"].as_str()),
+            (Some("finished"), Some(format!("again-{n}\n").as_str())),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        connections_to(device.port),
+        1,
+        "one fresh connection replaced the broken one"
+    );
+}

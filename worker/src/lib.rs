@@ -192,7 +192,16 @@ impl Worker {
             };
             loop {
                 let next = tokio::select! {
-                    _ = shutdown.cancelled() => break 'pull,
+                    _ = shutdown.cancelled() => {
+                        // Messages already delivered to this pull go straight back to other
+                        // workers instead of waiting out their ack wait here.
+                        while let Ok(Some(Ok(message))) =
+                            tokio::time::timeout(Duration::from_millis(50), batch.next()).await
+                        {
+                            hand_back(&message).await;
+                        }
+                        break 'pull;
+                    }
                     next = batch.next() => next,
                 };
                 // Reap finished jobs so the set does not grow without bound.
@@ -216,9 +225,8 @@ impl Worker {
                 }
             }
         }
-        // Messages received in the batch but not started are handed back when the batch
-        // stream is dropped without ack: they are redelivered after the ack wait. Running
-        // jobs get the grace period.
+        // Running jobs get the grace period; past it they are abandoned and, having started,
+        // end as worker_lost when their requests are redelivered.
         let grace = Duration::from_millis(self.settings.shutdown_grace_ms);
         info!(
             running = running.len(),
