@@ -509,7 +509,14 @@ impl Drop for ProjectorProcess {
 /// An md5 of every read-model table's full content, to compare two databases.
 pub async fn digest(db: &sqlx::PgPool) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for table in ["devices", "jobs", "audit_entries", "projector_checkpoint"] {
+    for table in [
+        "devices",
+        "jobs",
+        "audit_entries",
+        "api_keys",
+        "tenants",
+        "projector_checkpoint",
+    ] {
         let sql = format!(
             "SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {table} t"
         );

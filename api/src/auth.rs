@@ -1,43 +1,58 @@
-//! Who is calling: the `X-API-Key` header resolved to a tenant and a key id.
+//! Who is calling, and what they may do.
 //!
-//! For now one bootstrap key is configured per deployment; it is compared in constant time
-//! against its SHA-256 (the secret itself is not kept in memory longer than start-up), and the
-//! key's public id is derived from that hash so audit entries can name it without revealing it.
+//! Keys look like `sk_<key_id>_<secret>`. The key id is public (it names the actor in events
+//! and the audit trail); only a SHA-256 of the secret is ever recorded, in the key's
+//! `ApiKeyCreated` event. A presented key is checked against the log itself: the last event on
+//! its subject says whether it exists and is revoked, so a key works the moment it is created
+//! and stops the moment it is revoked. Lookups are cached per process; one NATS subscription
+//! on the keys' subjects evicts an entry as soon as anything happens to that key.
+//!
+//! The deployment's bootstrap key (`SSHQ_BOOTSTRAP_KEY`) is an owner of the bootstrap tenant
+//! and the only key that may create tenants.
+//!
+//! Scopes per role (ShellHub's roles): owner — everything in its tenant including owner keys;
+//! administrator — devices, keys (not owner keys), exec, read; operator — exec and read;
+//! observer — read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use schemas::{KeyId, TenantId};
+use futures::StreamExt;
+use schemas::{EventBody, KeyId, Role, TenantId, Topology};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
-/// A configured key: its hash, public id and tenant.
-#[derive(Clone)]
-pub struct KeyEntry {
-    hash: [u8; 32],
-    pub id: KeyId,
-    pub tenant: TenantId,
+/// What a request needs to be allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Read devices, jobs, history, audit, templates, keys.
+    Read,
+    /// Submit and cancel commands, send heartbeats.
+    Exec,
+    /// Register, change and delete devices.
+    Devices,
+    /// Create and revoke keys.
+    Keys,
+    /// Create tenants (the bootstrap key only).
+    Tenants,
 }
 
-impl KeyEntry {
-    pub fn new(secret: &str, tenant: TenantId) -> Self {
-        let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        let id = KeyId(format!("key-{}", hex(&hash[..6])));
-        Self { hash, id, tenant }
+pub fn role_allows(role: Role, scope: Scope) -> bool {
+    match scope {
+        Scope::Read => true,
+        Scope::Exec => matches!(role, Role::Owner | Role::Administrator | Role::Operator),
+        Scope::Devices | Scope::Keys => matches!(role, Role::Owner | Role::Administrator),
+        Scope::Tenants => false,
     }
-
-    fn matches(&self, presented: &str) -> bool {
-        let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        bool::from(hash.ct_eq(&self.hash))
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The authenticated caller of a request.
@@ -45,6 +60,180 @@ fn hex(bytes: &[u8]) -> String {
 pub struct Caller {
     pub key: KeyId,
     pub tenant: TenantId,
+    pub role: Role,
+    /// The deployment's bootstrap key.
+    pub bootstrap: bool,
+}
+
+impl Caller {
+    /// 403 unless the caller's role grants `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        let allowed = if scope == Scope::Tenants {
+            self.bootstrap
+        } else {
+            role_allows(self.role, scope)
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::PermissionDenied,
+                format!("a key with role {} may not do this", self.role.as_str()),
+            ))
+        }
+    }
+}
+
+pub fn sha256(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new key: its id and the full secret string to show once.
+pub fn new_key() -> (KeyId, String, [u8; 32]) {
+    let id = KeyId(hex(&rand::random::<[u8; 6]>()));
+    let secret = hex(&rand::random::<[u8; 32]>());
+    let presented = format!("sk_{id}_{secret}");
+    let hash = sha256(&presented);
+    (id, presented, hash)
+}
+
+/// What the log says about a key, cached.
+#[derive(Clone)]
+struct KnownKey {
+    tenant: TenantId,
+    role: Role,
+    hash: [u8; 32],
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    revoked: bool,
+}
+
+pub struct KeyStore {
+    bootstrap_hash: [u8; 32],
+    bootstrap_id: KeyId,
+    bootstrap_tenant: TenantId,
+    cache: Mutex<HashMap<KeyId, (Instant, Option<KnownKey>)>>,
+}
+
+/// How long a looked-up key is trusted without asking the log again. Eviction on key events
+/// makes revocation immediate; the TTL only bounds the damage of a missed eviction notice.
+const CACHE_TTL: Duration = Duration::from_secs(30);
+
+impl KeyStore {
+    pub fn new(bootstrap_secret: &str, bootstrap_tenant: TenantId) -> Self {
+        let bootstrap_hash = sha256(bootstrap_secret);
+        Self {
+            bootstrap_id: KeyId(format!("bootstrap-{}", hex(&bootstrap_hash[..4]))),
+            bootstrap_hash,
+            bootstrap_tenant,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Evicts cached keys as their events arrive; ends when the subscription does.
+    pub async fn evict_on_events(self: Arc<Self>, mut subscriber: async_nats::Subscriber) {
+        while let Some(message) = subscriber.next().await {
+            if let Some(id) = message.subject.rsplit('.').next().and_then(KeyId::parse) {
+                self.cache.lock().expect("not poisoned").remove(&id);
+            }
+        }
+    }
+
+    pub fn evict(&self, id: &KeyId) {
+        self.cache.lock().expect("not poisoned").remove(id);
+    }
+
+    async fn lookup(&self, state: &AppState, id: &KeyId) -> Result<Option<KnownKey>, ApiError> {
+        if let Some((at, known)) = self.cache.lock().expect("not poisoned").get(id) {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(known.clone());
+            }
+        }
+        let subject = state.topology.key_subject(id);
+        let last = state
+            .topology
+            .last_event(&state.stream, subject)
+            .await
+            .map_err(ApiError::log_unavailable)?;
+        let known = match last {
+            None => None,
+            Some((_, event)) => match event.body {
+                EventBody::ApiKeyCreated(created) => Some(KnownKey {
+                    tenant: event.tenant,
+                    role: created.role,
+                    hash: created.secret_sha256,
+                    expires_at: created.expires_at.map(|t| t.to_datetime()),
+                    revoked: false,
+                }),
+                // The revocation is the last event; the key it revokes is the first on the subject.
+                EventBody::ApiKeyRevoked(_) => {
+                    let first = state
+                        .stream
+                        .direct_get_first_for_subject(state.topology.key_subject(id))
+                        .await
+                        .map_err(ApiError::log_unavailable)?;
+                    match schemas::Event::decode(&first.payload).map(|e| e.body) {
+                        Ok(EventBody::ApiKeyCreated(created)) => Some(KnownKey {
+                            tenant: event.tenant,
+                            role: created.role,
+                            hash: created.secret_sha256,
+                            expires_at: None,
+                            revoked: true,
+                        }),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            },
+        };
+        self.cache
+            .lock()
+            .expect("not poisoned")
+            .insert(id.clone(), (Instant::now(), known.clone()));
+        Ok(known)
+    }
+
+    pub async fn authenticate(
+        &self,
+        state: &AppState,
+        presented: &str,
+    ) -> Result<Caller, ApiError> {
+        let hash = sha256(presented);
+        if bool::from(hash.ct_eq(&self.bootstrap_hash)) {
+            return Ok(Caller {
+                key: self.bootstrap_id.clone(),
+                tenant: self.bootstrap_tenant.clone(),
+                role: Role::Owner,
+                bootstrap: true,
+            });
+        }
+        let invalid = || ApiError::unauthenticated("invalid API key");
+        let mut parts = presented.splitn(3, '_');
+        let (Some("sk"), Some(id), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(invalid());
+        };
+        let id = KeyId::parse(id).ok_or_else(invalid)?;
+        let known = self.lookup(state, &id).await?.ok_or_else(invalid)?;
+        if !bool::from(hash.ct_eq(&known.hash)) {
+            return Err(invalid());
+        }
+        if known.revoked {
+            return Err(ApiError::unauthenticated("this API key was revoked"));
+        }
+        if known.expires_at.is_some_and(|t| t <= chrono::Utc::now()) {
+            return Err(ApiError::unauthenticated("this API key has expired"));
+        }
+        Ok(Caller {
+            key: id,
+            tenant: known.tenant,
+            role: known.role,
+            bootstrap: false,
+        })
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -57,14 +246,19 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| ApiError::unauthenticated("missing X-API-Key header"))?
             .to_str()
             .map_err(|_| ApiError::unauthenticated("invalid API key"))?;
-        let entry = state
-            .keys
-            .iter()
-            .find(|k| k.matches(presented))
-            .ok_or_else(|| ApiError::unauthenticated("invalid API key"))?;
-        Ok(Caller {
-            key: entry.id.clone(),
-            tenant: entry.tenant.clone(),
-        })
+        let caller = state.keys.authenticate(state, presented).await?;
+        state.limiter.check(&caller.key)?;
+        Ok(caller)
     }
+}
+
+/// Subscribes the store to key events.
+pub async fn watch_keys(
+    store: Arc<KeyStore>,
+    client: &async_nats::Client,
+    topology: &Topology,
+) -> Result<(), async_nats::SubscribeError> {
+    let subscriber = client.subscribe(topology.all_keys_subject()).await?;
+    tokio::spawn(store.evict_on_events(subscriber));
+    Ok(())
 }

@@ -1,9 +1,11 @@
 //! Request bodies and the validated types they become. Untrusted input stops here: handlers
-//! receive a [`DeviceSpec`] or an [`ExecSpec`], which are valid by construction, and nothing
+//! receive a `DeviceConfig` or an [`ExecSpec`], which are valid by construction, and nothing
 //! further in the system re-checks them.
 
 use base64::Engine;
 use serde::Deserialize;
+
+use schemas::{DeviceConfig, DeviceId, DeviceStatus, SshTarget};
 
 use crate::command;
 use crate::error::{ApiError, ErrorCode};
@@ -17,78 +19,199 @@ pub struct RegisterDevice {
     pub port: u32,
     pub username: String,
     pub host_key: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// `accepted` (default), `pending` or `rejected`.
+    pub status: Option<String>,
 }
 
 fn default_port() -> u32 {
     22
 }
 
-#[derive(Debug, Clone)]
-pub struct DeviceSpec {
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-    pub username: String,
-    /// Normalised to `type base64`, comment dropped.
-    pub host_key: String,
+/// `PATCH /v1/devices/{id}`: every field optional; absent fields keep their value.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDevice {
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u32>,
+    pub username: Option<String>,
+    pub host_key: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub status: Option<String>,
+}
+
+fn valid_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            ErrorCode::ValueIncorrectFormat,
+            "name",
+            "name must be 1-128 printable characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn valid_host(host: &str) -> Result<String, ApiError> {
+    let host = host.trim();
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'))
+        && !host.starts_with('-');
+    if !ok {
+        return Err(ApiError::invalid(
+            ErrorCode::ValueIncorrectFormat,
+            "host",
+            "host must be a DNS name or an IP address",
+        ));
+    }
+    Ok(host.to_owned())
+}
+
+fn valid_port(port: u32) -> Result<u16, ApiError> {
+    u16::try_from(port).ok().filter(|p| *p != 0).ok_or_else(|| {
+        ApiError::invalid(ErrorCode::ValueOutOfBounds, "port", "port must be 1-65535")
+    })
+}
+
+fn valid_username(username: &str) -> Result<String, ApiError> {
+    let ok = (1..=64).contains(&username.len())
+        && username
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        && !username.starts_with('-');
+    if !ok {
+        return Err(ApiError::invalid(
+            ErrorCode::ValueIncorrectFormat,
+            "username",
+            "username must be 1-64 characters of letters, digits, '.', '-' or '_'",
+        ));
+    }
+    Ok(username.to_owned())
+}
+
+fn valid_host_key(text: &str) -> Result<String, ApiError> {
+    normalise_host_key(text).ok_or_else(|| {
+        ApiError::invalid(
+            ErrorCode::ValueIncorrectFormat,
+            "host_key",
+            "host_key must be an OpenSSH public key line such as `ssh-ed25519 AAAA…`",
+        )
+    })
+}
+
+/// Tags: at most 16, each 1-64 characters of a-z, 0-9, '-', '_', '.', ':'; sorted, unique.
+pub fn valid_tags(tags: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if tags.len() > 16 {
+        return Err(ApiError::invalid(
+            ErrorCode::ValueOutOfBounds,
+            "tags",
+            "at most 16 tags",
+        ));
+    }
+    let mut out = Vec::with_capacity(tags.len());
+    for (i, tag) in tags.into_iter().enumerate() {
+        let ok = (1..=64).contains(&tag.len())
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.:".contains(&b));
+        if !ok {
+            return Err(ApiError::invalid(
+                ErrorCode::ValueIncorrectFormat,
+                &format!("tags[{i}]"),
+                "a tag is 1-64 characters of a-z, 0-9, '-', '_', '.', ':'",
+            ));
+        }
+        out.push(tag);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn valid_status(status: &str) -> Result<DeviceStatus, ApiError> {
+    DeviceStatus::parse(status).ok_or_else(|| {
+        ApiError::invalid(
+            ErrorCode::ValueIncorrectFormat,
+            "status",
+            "status is pending, accepted or rejected",
+        )
+    })
 }
 
 impl RegisterDevice {
-    pub fn validate(self) -> Result<DeviceSpec, ApiError> {
-        let name = self.name.trim().to_owned();
-        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-            return Err(ApiError::invalid(
-                ErrorCode::ValueIncorrectFormat,
-                "name",
-                "name must be 1-128 printable characters",
-            ));
-        }
-        let host = self.host.trim().to_owned();
-        let host_ok = !host.is_empty()
-            && host.len() <= 253
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'))
-            && !host.starts_with('-');
-        if !host_ok {
-            return Err(ApiError::invalid(
-                ErrorCode::ValueIncorrectFormat,
-                "host",
-                "host must be a DNS name or an IP address",
-            ));
-        }
-        let port = u16::try_from(self.port)
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| {
-                ApiError::invalid(ErrorCode::ValueOutOfBounds, "port", "port must be 1-65535")
-            })?;
-        let username = self.username;
-        let user_ok = (1..=64).contains(&username.len())
-            && username
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-            && !username.starts_with('-');
-        if !user_ok {
-            return Err(ApiError::invalid(
-                ErrorCode::ValueIncorrectFormat,
-                "username",
-                "username must be 1-64 characters of letters, digits, '.', '-' or '_'",
-            ));
-        }
-        let host_key = normalise_host_key(&self.host_key).ok_or_else(|| {
-            ApiError::invalid(
-                ErrorCode::ValueIncorrectFormat,
-                "host_key",
-                "host_key must be an OpenSSH public key line such as `ssh-ed25519 AAAA…`",
-            )
-        })?;
-        Ok(DeviceSpec {
-            name,
-            host,
-            port,
-            username,
-            host_key,
+    pub fn validate(self, device_id: DeviceId) -> Result<DeviceConfig, ApiError> {
+        Ok(DeviceConfig {
+            device_id,
+            name: valid_name(&self.name)?,
+            target: SshTarget {
+                host: valid_host(&self.host)?,
+                port: valid_port(self.port)?,
+                username: valid_username(&self.username)?,
+                host_key: valid_host_key(&self.host_key)?,
+            },
+            tags: valid_tags(self.tags)?,
+            status: self
+                .status
+                .as_deref()
+                .map(valid_status)
+                .transpose()?
+                .unwrap_or(DeviceStatus::Accepted),
+        })
+    }
+}
+
+impl UpdateDevice {
+    /// The device's new configuration: `current` with the given fields replaced.
+    pub fn apply(self, current: DeviceConfig) -> Result<DeviceConfig, ApiError> {
+        Ok(DeviceConfig {
+            device_id: current.device_id,
+            name: self
+                .name
+                .as_deref()
+                .map(valid_name)
+                .transpose()?
+                .unwrap_or(current.name),
+            target: SshTarget {
+                host: self
+                    .host
+                    .as_deref()
+                    .map(valid_host)
+                    .transpose()?
+                    .unwrap_or(current.target.host),
+                port: self
+                    .port
+                    .map(valid_port)
+                    .transpose()?
+                    .unwrap_or(current.target.port),
+                username: self
+                    .username
+                    .as_deref()
+                    .map(valid_username)
+                    .transpose()?
+                    .unwrap_or(current.target.username),
+                host_key: self
+                    .host_key
+                    .as_deref()
+                    .map(valid_host_key)
+                    .transpose()?
+                    .unwrap_or(current.target.host_key),
+            },
+            tags: self
+                .tags
+                .map(valid_tags)
+                .transpose()?
+                .unwrap_or(current.tags),
+            status: self
+                .status
+                .as_deref()
+                .map(valid_status)
+                .transpose()?
+                .unwrap_or(current.status),
         })
     }
 }

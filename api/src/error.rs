@@ -32,6 +32,9 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     PayloadTooLarge,
     JobFinished,
+    TooManyRequests,
+    DeviceNotAccepted,
+    DeviceOffline,
 }
 
 #[derive(Debug, Serialize)]
@@ -43,6 +46,9 @@ pub struct ApiError {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub property: Option<String>,
     pub details: Vec<Value>,
+    /// Seconds, for `429`'s `Retry-After` header.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -53,6 +59,7 @@ impl ApiError {
             error_message: message.into(),
             property: None,
             details: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -110,7 +117,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(&self)).into_response()
+        let mut response = (self.status, Json(&self)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

@@ -11,6 +11,8 @@ pub mod command;
 pub mod domain;
 pub mod error;
 pub mod json;
+pub mod limits;
+pub mod presence;
 pub mod routes;
 pub mod waiters;
 
@@ -29,8 +31,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::KeyEntry;
+use crate::auth::KeyStore;
 use crate::domain::ExecLimits;
+use crate::limits::RateLimiter;
 use crate::waiters::Waiters;
 
 /// The API's settings, from `SSHQ_*` variables and `DATABASE_URL`.
@@ -54,6 +57,14 @@ pub struct Settings {
     pub max_wait_s: u32,
     pub max_body_bytes: usize,
     pub max_stdin_bytes: usize,
+    /// Requests a second per key (0: unlimited), and the burst allowed above it.
+    pub rate_limit_per_s: u32,
+    pub rate_limit_burst: u32,
+    /// Devices that send heartbeats are expected every `heartbeat_interval_s` and turn offline
+    /// after `missed_heartbeats` missed ones; the check runs every `presence_check_s` (0: off).
+    pub heartbeat_interval_s: u32,
+    pub missed_heartbeats: u32,
+    pub presence_check_s: u32,
 }
 
 impl Default for Settings {
@@ -75,6 +86,11 @@ impl Default for Settings {
             max_wait_s: 60,
             max_body_bytes: 2 * 1024 * 1024,
             max_stdin_bytes: 1024 * 1024,
+            rate_limit_per_s: 200,
+            rate_limit_burst: 400,
+            heartbeat_interval_s: 30,
+            missed_heartbeats: 3,
+            presence_check_s: 10,
         }
     }
 }
@@ -96,7 +112,10 @@ pub struct AppState {
     pub js: jetstream::Context,
     pub stream: jetstream::stream::Stream,
     pub db: PgPool,
-    pub keys: Arc<Vec<KeyEntry>>,
+    pub keys: Arc<KeyStore>,
+    pub limiter: Arc<RateLimiter>,
+    /// A device that sent heartbeats is offline after this long without one.
+    pub offline_after: Duration,
     pub limits: ExecLimits,
     pub max_wait: Duration,
     pub waiters: Arc<Waiters>,
@@ -139,12 +158,21 @@ impl Application {
         let waiters = Arc::new(Waiters::default());
         let subscriber = client.subscribe(topology.all_projected_subject()).await?;
         tokio::spawn(waiters.clone().dispatch(subscriber));
+        let keys = Arc::new(KeyStore::new(&settings.bootstrap_key, tenant));
+        auth::watch_keys(keys.clone(), &client, &topology).await?;
         let state = AppState {
             topology,
             js,
             stream,
             db,
-            keys: Arc::new(vec![KeyEntry::new(&settings.bootstrap_key, tenant)]),
+            keys: keys.clone(),
+            limiter: Arc::new(RateLimiter::new(
+                settings.rate_limit_per_s,
+                settings.rate_limit_burst,
+            )),
+            offline_after: Duration::from_secs(
+                u64::from(settings.heartbeat_interval_s) * u64::from(settings.missed_heartbeats),
+            ),
             limits: ExecLimits {
                 default_timeout_s: settings.default_timeout_s,
                 max_timeout_s: settings.max_timeout_s,
@@ -157,6 +185,12 @@ impl Application {
             max_wait: Duration::from_secs(u64::from(settings.max_wait_s)),
             waiters,
         };
+        if settings.presence_check_s > 0 {
+            tokio::spawn(presence::monitor(
+                state.clone(),
+                Duration::from_secs(u64::from(settings.presence_check_s)),
+            ));
+        }
         Ok(Self {
             state,
             max_body_bytes: settings.max_body_bytes,

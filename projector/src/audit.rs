@@ -8,9 +8,7 @@
 //! not resurrect what retention removed.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use schemas::{
-    DeviceRegistered, Event, ExecCancelRequested, ExecRejected, ExecRequested, TenantId,
-};
+use schemas::{DeviceConfig, Event, ExecCancelRequested, ExecRejected, ExecRequested, TenantId};
 use sqlx::{PgExecutor, PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
@@ -188,20 +186,37 @@ impl AuditRows {
         );
     }
 
-    pub fn device_registered(&mut self, event: &Event, e: &DeviceRegistered) {
+    pub fn device_configured(&mut self, event: &Event, action: &'static str, e: &DeviceConfig) {
+        let detail = format!(
+            "{} at {}@{}:{} ({}, tags: {})",
+            e.name,
+            e.target.username,
+            e.target.host,
+            e.target.port,
+            e.status.as_str(),
+            e.tags.join(",")
+        );
+        self.admin(event, action, Some(e.device_id.as_uuid()), detail);
+    }
+
+    /// An administrative action: keys, devices, tenants.
+    pub fn admin(
+        &mut self,
+        event: &Event,
+        action: &'static str,
+        device_id: Option<Uuid>,
+        detail: String,
+    ) {
         self.push(
             event,
             Entry {
                 id: event.id,
-                action: "device_register",
-                device_id: Some(e.device_id.as_uuid()),
+                action,
+                device_id,
                 job_id: None,
                 command: None,
                 outcome: "ok",
-                detail: Some(format!(
-                    "{} at {}@{}:{}",
-                    e.name, e.target.username, e.target.host, e.target.port
-                )),
+                detail: Some(detail),
             },
         );
     }

@@ -1,8 +1,10 @@
-//! The devices read model: one row per registered device, with when it was last seen.
+//! The devices read model: configuration, state, tags and heartbeat presence.
 
 use chrono::{DateTime, Utc};
-use schemas::{DeviceId, DeviceOnline, DeviceRegistered, Event, TenantId};
-use sqlx::{PgExecutor, Postgres, Transaction};
+use schemas::{
+    DeviceConfig, DeviceDeleted, DeviceId, DeviceOffline, DeviceOnline, Event, TenantId,
+};
+use sqlx::{PgExecutor, PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -17,18 +19,23 @@ pub struct DeviceRecord {
     pub registered_by: Option<String>,
     pub registered_at: DateTime<Utc>,
     pub last_seen_at: Option<DateTime<Utc>>,
+    pub tags: Vec<String>,
+    pub status: String,
+    pub presence: String,
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
-pub(crate) async fn registered(
+pub(crate) async fn configured(
     tx: &mut Transaction<'_, Postgres>,
     event: &Event,
-    e: &DeviceRegistered,
+    e: &DeviceConfig,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO devices (id, tenant, name, host, port, username, host_key, registered_by, registered_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        "INSERT INTO devices (id, tenant, name, host, port, username, host_key, registered_by, registered_at, tags, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, host = EXCLUDED.host, port = EXCLUDED.port,
-             username = EXCLUDED.username, host_key = EXCLUDED.host_key",
+             username = EXCLUDED.username, host_key = EXCLUDED.host_key, tags = EXCLUDED.tags,
+             status = EXCLUDED.status, updated_at = EXCLUDED.registered_at",
     )
     .bind(e.device_id.as_uuid())
     .bind(event.tenant.as_str())
@@ -39,8 +46,23 @@ pub(crate) async fn registered(
     .bind(&e.target.host_key)
     .bind(event.actor.as_ref().map(|a| a.0.as_str()))
     .bind(event.at.to_datetime())
+    .bind(&e.tags)
+    .bind(e.status.as_str())
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+pub(crate) async fn deleted(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &Event,
+    e: &DeviceDeleted,
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM devices WHERE id = $1 AND tenant = $2")
+        .bind(e.device_id.as_uuid())
+        .bind(event.tenant.as_str())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -49,10 +71,26 @@ pub(crate) async fn online(
     event: &Event,
     e: &DeviceOnline,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE devices SET last_seen_at = GREATEST(last_seen_at, $3) WHERE id = $1 AND tenant = $2")
+    sqlx::query(
+        "UPDATE devices SET last_seen_at = GREATEST(last_seen_at, $3), presence = 'online'
+         WHERE id = $1 AND tenant = $2",
+    )
+    .bind(e.device_id.as_uuid())
+    .bind(event.tenant.as_str())
+    .bind(event.at.to_datetime())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn offline(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &Event,
+    e: &DeviceOffline,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE devices SET presence = 'offline' WHERE id = $1 AND tenant = $2")
         .bind(e.device_id.as_uuid())
         .bind(event.tenant.as_str())
-        .bind(event.at.to_datetime())
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -69,4 +107,101 @@ pub async fn get(
         .bind(tenant.as_str())
         .fetch_optional(db)
         .await
+}
+
+/// Online devices (of every tenant) last seen before `before`: candidates to go offline.
+pub async fn silent_since(db: &PgPool, before: DateTime<Utc>) -> sqlx::Result<Vec<(String, Uuid)>> {
+    sqlx::query_as("SELECT tenant, id FROM devices WHERE presence = 'online' AND last_seen_at < $1")
+        .bind(before)
+        .fetch_all(db)
+        .await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSort {
+    Name,
+    RegisteredAt,
+    LastSeenAt,
+}
+
+impl DeviceSort {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "name" => DeviceSort::Name,
+            "registered_at" | "created_at" => DeviceSort::RegisteredAt,
+            "last_seen_at" | "last_seen" => DeviceSort::LastSeenAt,
+            _ => return None,
+        })
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            DeviceSort::Name => "name",
+            DeviceSort::RegisteredAt => "registered_at",
+            DeviceSort::LastSeenAt => "last_seen_at",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    /// Devices carrying every one of these tags.
+    pub tags: Vec<String>,
+    pub status: Option<String>,
+    pub online: Option<bool>,
+    /// Case-insensitive substring of the name.
+    pub name: Option<String>,
+}
+
+/// One page of a tenant's devices, with the total count.
+pub async fn list(
+    db: &PgPool,
+    tenant: &TenantId,
+    filter: &DeviceFilter,
+    sort: DeviceSort,
+    page: &crate::Page,
+) -> sqlx::Result<(Vec<DeviceRecord>, i64)> {
+    let push_filters = |q: &mut QueryBuilder<Postgres>| {
+        q.push(" WHERE tenant = ").push_bind(tenant.to_string());
+        if !filter.tags.is_empty() {
+            q.push(" AND tags @> ").push_bind(filter.tags.clone());
+        }
+        if let Some(status) = &filter.status {
+            q.push(" AND status = ").push_bind(status.clone());
+        }
+        match filter.online {
+            Some(true) => {
+                q.push(" AND presence = 'online'");
+            }
+            Some(false) => {
+                q.push(" AND presence <> 'online'");
+            }
+            None => {}
+        }
+        if let Some(name) = &filter.name {
+            let pattern = format!(
+                "%{}%",
+                name.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            );
+            q.push(" AND name ILIKE ").push_bind(pattern);
+        }
+    };
+    let mut count = QueryBuilder::new("SELECT count(*) FROM devices");
+    push_filters(&mut count);
+    let total: i64 = count.build_query_scalar().fetch_one(db).await?;
+    let mut rows = QueryBuilder::new("SELECT * FROM devices");
+    push_filters(&mut rows);
+    let direction = if page.ascending { "ASC" } else { "DESC" };
+    rows.push(format_args!(
+        " ORDER BY {} {direction} NULLS LAST, id {direction}",
+        sort.column()
+    ));
+    rows.push(" LIMIT ")
+        .push_bind(page.per_page)
+        .push(" OFFSET ")
+        .push_bind(page.offset());
+    let records = rows.build_query_as().fetch_all(db).await?;
+    Ok((records, total))
 }

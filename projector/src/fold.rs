@@ -21,8 +21,8 @@ use tracing::warn;
 use uuid::Uuid;
 
 use crate::audit::{self, AuditRows};
-use crate::devices;
 use crate::jobs::{self, JobRecord, OutputDelta};
+use crate::{devices, keys};
 
 pub(crate) struct Fold {
     requested: Vec<JobRecord>,
@@ -122,10 +122,40 @@ impl Fold {
                 self.rare.push(event);
             }
             EventBody::DeviceRegistered(e) => {
-                self.audit.device_registered(&event, e);
+                self.audit.device_configured(&event, "device_register", e);
                 self.rare.push(event);
             }
-            EventBody::DeviceOnline(_) | EventBody::ExecAttemptFailed(_) => self.rare.push(event),
+            EventBody::DeviceUpdated(e) => {
+                self.audit.device_configured(&event, "device_update", e);
+                self.rare.push(event);
+            }
+            EventBody::DeviceDeleted(e) => {
+                self.audit.admin(
+                    &event,
+                    "device_delete",
+                    Some(e.device_id.as_uuid()),
+                    String::new(),
+                );
+                self.rare.push(event);
+            }
+            EventBody::ApiKeyCreated(e) => {
+                let detail = format!("key {} \"{}\" as {}", e.key_id, e.name, e.role.as_str());
+                self.audit.admin(&event, "key_create", None, detail);
+                self.rare.push(event);
+            }
+            EventBody::ApiKeyRevoked(e) => {
+                self.audit
+                    .admin(&event, "key_revoke", None, format!("key {}", e.key_id));
+                self.rare.push(event);
+            }
+            EventBody::TenantCreated(e) => {
+                self.audit
+                    .admin(&event, "tenant_create", None, e.name.clone());
+                self.rare.push(event);
+            }
+            EventBody::DeviceOnline(_)
+            | EventBody::DeviceOffline(_)
+            | EventBody::ExecAttemptFailed(_) => self.rare.push(event),
         }
     }
 
@@ -136,8 +166,15 @@ impl Fold {
         jobs::requested(tx, &self.requested).await?;
         for event in &self.rare {
             match &event.body {
-                EventBody::DeviceRegistered(e) => devices::registered(tx, event, e).await?,
+                EventBody::DeviceRegistered(e) | EventBody::DeviceUpdated(e) => {
+                    devices::configured(tx, event, e).await?
+                }
+                EventBody::DeviceDeleted(e) => devices::deleted(tx, event, e).await?,
                 EventBody::DeviceOnline(e) => devices::online(tx, event, e).await?,
+                EventBody::DeviceOffline(e) => devices::offline(tx, event, e).await?,
+                EventBody::ApiKeyCreated(e) => keys::created(tx, event, e).await?,
+                EventBody::ApiKeyRevoked(e) => keys::revoked(tx, event, e).await?,
+                EventBody::TenantCreated(e) => keys::tenant_created(tx, event, e).await?,
                 EventBody::ExecAttemptFailed(e) => jobs::attempt_failed(tx, event, e).await?,
                 EventBody::ExecCancelRequested(e) => jobs::cancel_requested(tx, event, e).await?,
                 _ => unreachable!("only rare events are queued here"),

@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod devices;
 mod fold;
 pub mod jobs;
+pub mod keys;
 pub mod progress;
 
 use std::sync::Arc;
@@ -361,6 +362,8 @@ pub async fn reset_read_models(database_url: &str) -> anyhow::Result<()> {
         "audit_entries",
         "jobs",
         "devices",
+        "api_keys",
+        "tenants",
         "projector_checkpoint",
         "_sqlx_migrations",
     ] {

@@ -47,7 +47,7 @@ pub struct Event {
 /// Version 1 of the events. Append new variants at the end only.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum EventBody {
-    DeviceRegistered(DeviceRegistered),
+    DeviceRegistered(DeviceConfig),
     DeviceOnline(DeviceOnline),
     ExecRequested(ExecRequested),
     ExecStarted(ExecStarted),
@@ -56,6 +56,12 @@ pub enum EventBody {
     ExecAttemptFailed(ExecAttemptFailed),
     ExecCancelRequested(ExecCancelRequested),
     ExecRejected(ExecRejected),
+    DeviceUpdated(DeviceConfig),
+    DeviceDeleted(DeviceDeleted),
+    DeviceOffline(DeviceOffline),
+    ApiKeyCreated(ApiKeyCreated),
+    ApiKeyRevoked(ApiKeyRevoked),
+    TenantCreated(TenantCreated),
 }
 
 /// Where and as whom to connect. Carried by value in [`ExecRequested`] so a worker needs no
@@ -70,11 +76,107 @@ pub struct SshTarget {
     pub host_key: String,
 }
 
+/// A device's whole configuration, as registered or after an update. Each `DeviceRegistered`
+/// or `DeviceUpdated` carries all of it, so the last one on a device's config subject is its
+/// current state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceRegistered {
+pub struct DeviceConfig {
     pub device_id: DeviceId,
     pub name: String,
     pub target: SshTarget,
+    pub tags: Vec<String>,
+    pub status: DeviceStatus,
+}
+
+/// Whether a device may be used (ShellHub's states). Only accepted devices run commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DeviceStatus {
+    Pending,
+    Accepted,
+    Rejected,
+}
+
+impl DeviceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Pending => "pending",
+            DeviceStatus::Accepted => "accepted",
+            DeviceStatus::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => DeviceStatus::Pending,
+            "accepted" => DeviceStatus::Accepted,
+            "rejected" => DeviceStatus::Rejected,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceDeleted {
+    pub device_id: DeviceId,
+}
+
+/// A device that used to send heartbeats missed them; published once per silence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceOffline {
+    pub device_id: DeviceId,
+    pub last_seen: Timestamp,
+}
+
+/// What a key may do; each role is a set of scopes (see `Role::scopes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Owner,
+    Administrator,
+    Operator,
+    Observer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Administrator => "administrator",
+            Role::Operator => "operator",
+            Role::Observer => "observer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "owner" => Role::Owner,
+            "administrator" => Role::Administrator,
+            "operator" => Role::Operator,
+            "observer" => Role::Observer,
+            _ => return None,
+        })
+    }
+}
+
+/// An API key was issued. Only a SHA-256 of the secret is recorded; the secret itself is
+/// shown once to its creator and exists nowhere else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyCreated {
+    pub key_id: KeyId,
+    pub name: String,
+    pub role: Role,
+    pub secret_sha256: [u8; 32],
+    pub expires_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRevoked {
+    pub key_id: KeyId,
+}
+
+/// A tenant (namespace) exists from this event on; its id is the envelope's tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantCreated {
+    pub name: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,7 +361,13 @@ impl Event {
             EventBody::ExecCancelRequested(e) => Some(e.job_id),
             EventBody::DeviceRegistered(_)
             | EventBody::DeviceOnline(_)
-            | EventBody::ExecRejected(_) => None,
+            | EventBody::ExecRejected(_)
+            | EventBody::DeviceUpdated(_)
+            | EventBody::DeviceDeleted(_)
+            | EventBody::DeviceOffline(_)
+            | EventBody::ApiKeyCreated(_)
+            | EventBody::ApiKeyRevoked(_)
+            | EventBody::TenantCreated(_) => None,
         }
     }
 
@@ -275,6 +383,12 @@ impl Event {
             EventBody::ExecAttemptFailed(_) => "exec_attempt_failed",
             EventBody::ExecCancelRequested(_) => "exec_cancel_requested",
             EventBody::ExecRejected(_) => "exec_rejected",
+            EventBody::DeviceUpdated(_) => "device_updated",
+            EventBody::DeviceDeleted(_) => "device_deleted",
+            EventBody::DeviceOffline(_) => "device_offline",
+            EventBody::ApiKeyCreated(_) => "api_key_created",
+            EventBody::ApiKeyRevoked(_) => "api_key_revoked",
+            EventBody::TenantCreated(_) => "tenant_created",
         }
     }
 }

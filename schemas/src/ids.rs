@@ -111,10 +111,19 @@ impl fmt::Display for TenantId {
     }
 }
 
-/// The public id of an API key: who did something. Never the secret itself.
+/// The public id of an API key: who did something. Never the secret itself. A subject-safe
+/// token (letters, digits, '-').
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct KeyId(pub String);
+
+impl KeyId {
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = (1..=64).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        ok.then(|| Self(s.to_owned()))
+    }
+}
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

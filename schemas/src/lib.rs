@@ -17,9 +17,10 @@ pub mod output;
 pub mod topology;
 
 pub use event::{
-    DecodeError, DeviceOnline, DeviceRegistered, Event, EventBody, ExecAttemptFailed,
-    ExecCancelRequested, ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted,
-    FailureCode, PtySize, SshTarget, Timestamp,
+    ApiKeyCreated, ApiKeyRevoked, DecodeError, DeviceConfig, DeviceDeleted, DeviceOffline,
+    DeviceOnline, DeviceStatus, Event, EventBody, ExecAttemptFailed, ExecCancelRequested,
+    ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted, FailureCode, PtySize, Role,
+    SshTarget, TenantCreated, Timestamp,
 };
 pub use ids::{DeviceId, IdError, JobId, KeyId, TenantId};
 pub use output::{OutputChunk, OutputEnd, OutputError, OutputMessage, OutputStream};

@@ -10,8 +10,11 @@
 //! <p>.evt.<tenant>.job.<job>.attempt      ExecAttemptFailed (one per failed attempt)
 //! <p>.evt.<tenant>.job.<job>.cancel       ExecCancelRequested
 //! <p>.evt.<tenant>.policy.rejected       ExecRejected (refused requests, for the audit trail)
-//! <p>.evt.<tenant>.device.<id>.config     DeviceRegistered     (last message = current config)
-//! <p>.evt.<tenant>.device.<id>.presence   DeviceOnline
+//! <p>.evt.<tenant>.device.<id>.config     DeviceRegistered | DeviceUpdated | DeviceDeleted
+//!                                         (last message = current config)
+//! <p>.evt.<tenant>.device.<id>.presence   DeviceOnline | DeviceOffline
+//! <p>.evt._sys.key.<key_id>               ApiKeyCreated | ApiKeyRevoked (last = current)
+//! <p>.evt._sys.tenant.<tenant>            TenantCreated
 //! <p>.out.<tenant>.<job>.stdout|stderr|end  live output, raw bytes (see `output`)
 //! <p>.projected.<tenant>.<job>            core NATS only: "this job's outcome is in Postgres"
 //! ```
@@ -26,7 +29,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, Context, consumer, stream};
 
 use crate::event::{Event, EventBody};
-use crate::ids::{DeviceId, JobId, TenantId};
+use crate::ids::{DeviceId, JobId, KeyId, TenantId};
 use crate::output::OutputMessage;
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +199,20 @@ impl Topology {
         format!("{}.evt.{tenant}.device.{device}.presence", self.prefix)
     }
 
+    /// An API key's events. Keys are found by id before their tenant is known (the id is part
+    /// of the presented key), so their subjects live under `_sys`, which no tenant id can be.
+    pub fn key_subject(&self, key: &KeyId) -> String {
+        format!("{}.evt._sys.key.{key}", self.prefix)
+    }
+
+    pub fn all_keys_subject(&self) -> String {
+        format!("{}.evt._sys.key.*", self.prefix)
+    }
+
+    pub fn tenant_subject(&self, tenant: &TenantId) -> String {
+        format!("{}.evt._sys.tenant.{tenant}", self.prefix)
+    }
+
     /// Outcome events of every job of every tenant: what a bounded-wait submit listens to.
     pub fn all_outcomes_subject(&self) -> String {
         format!("{}.evt.*.job.*.outcome", self.prefix)
@@ -222,6 +239,12 @@ impl Topology {
         match &event.body {
             EventBody::DeviceRegistered(e) => self.device_config_subject(t, e.device_id),
             EventBody::DeviceOnline(e) => self.device_presence_subject(t, e.device_id),
+            EventBody::DeviceUpdated(e) => self.device_config_subject(t, e.device_id),
+            EventBody::DeviceDeleted(e) => self.device_config_subject(t, e.device_id),
+            EventBody::DeviceOffline(e) => self.device_presence_subject(t, e.device_id),
+            EventBody::ApiKeyCreated(e) => self.key_subject(&e.key_id),
+            EventBody::ApiKeyRevoked(e) => self.key_subject(&e.key_id),
+            EventBody::TenantCreated(_) => self.tenant_subject(t),
             EventBody::ExecRequested(e) => self.job_subject(t, e.job_id, JobFacet::Requested),
             EventBody::ExecStarted(e) => self.job_subject(t, e.job_id, JobFacet::Started),
             EventBody::ExecFinished(e) => self.job_subject(t, e.job_id, JobFacet::Outcome),
@@ -282,6 +305,23 @@ impl Topology {
             .payload(event.encode().into())
             .message_id(event.id.to_string())
             .expected_last_subject_sequence(0);
+        Ok(js.send_publish(self.event_subject(event), msg).await?)
+    }
+
+    /// Publishes an event only if the last message on its subject is still `expected_seq`
+    /// (optimistic concurrency): the ack fails with `WrongLastSequence` if anything was
+    /// stored there meanwhile. Read-modify-write of a device's config and the offline verdict
+    /// on a device's presence use it, so concurrent writers cannot silently overwrite each other.
+    pub async fn publish_event_after(
+        &self,
+        js: &Context,
+        event: &Event,
+        expected_seq: u64,
+    ) -> Result<jetstream::context::PublishAckFuture, TopologyError> {
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(event.encode().into())
+            .message_id(event.id.to_string())
+            .expected_last_subject_sequence(expected_seq);
         Ok(js.send_publish(self.event_subject(event), msg).await?)
     }
 

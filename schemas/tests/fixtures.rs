@@ -7,9 +7,10 @@
 use std::path::PathBuf;
 
 use schemas::{
-    DeviceId, DeviceOnline, DeviceRegistered, Event, EventBody, ExecAttemptFailed,
-    ExecCancelRequested, ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted,
-    FailureCode, JobId, KeyId, PtySize, SshTarget, TenantId, Timestamp,
+    ApiKeyCreated, ApiKeyRevoked, DeviceConfig, DeviceDeleted, DeviceId, DeviceOffline,
+    DeviceOnline, DeviceStatus, Event, EventBody, ExecAttemptFailed, ExecCancelRequested,
+    ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted, FailureCode, JobId, KeyId,
+    PtySize, Role, SshTarget, TenantCreated, TenantId, Timestamp,
 };
 use uuid::Uuid;
 
@@ -28,16 +29,22 @@ fn target() -> SshTarget {
     }
 }
 
+fn config(device: DeviceId) -> DeviceConfig {
+    DeviceConfig {
+        device_id: device,
+        name: "edge-1".into(),
+        target: target(),
+        tags: vec!["edge".into(), "eu".into()],
+        status: DeviceStatus::Accepted,
+    }
+}
+
 /// One deterministic sample per variant of the current version, named `v1/<kind>`.
 fn samples() -> Vec<(String, Event)> {
     let job = JobId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001));
     let device = DeviceId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002));
     let bodies = vec![
-        EventBody::DeviceRegistered(DeviceRegistered {
-            device_id: device,
-            name: "edge-1".into(),
-            target: target(),
-        }),
+        EventBody::DeviceRegistered(config(device)),
         EventBody::DeviceOnline(DeviceOnline { device_id: device }),
         EventBody::ExecRequested(ExecRequested {
             job_id: job,
@@ -88,6 +95,28 @@ fn samples() -> Vec<(String, Event)> {
             device_id: Some(device),
             command: "uptime; reboot".into(),
             reason: "';' would be interpreted by a shell (command chaining)".into(),
+        }),
+        EventBody::DeviceUpdated(DeviceConfig {
+            status: DeviceStatus::Rejected,
+            ..config(device)
+        }),
+        EventBody::DeviceDeleted(DeviceDeleted { device_id: device }),
+        EventBody::DeviceOffline(DeviceOffline {
+            device_id: device,
+            last_seen: Timestamp(1_789_999_000_000_000),
+        }),
+        EventBody::ApiKeyCreated(ApiKeyCreated {
+            key_id: KeyId("k-0190".into()),
+            name: "ci".into(),
+            role: Role::Operator,
+            secret_sha256: [7; 32],
+            expires_at: Some(Timestamp(1_800_000_000_000_000)),
+        }),
+        EventBody::ApiKeyRevoked(ApiKeyRevoked {
+            key_id: KeyId("k-0190".into()),
+        }),
+        EventBody::TenantCreated(TenantCreated {
+            name: "Acme Corp".into(),
         }),
     ];
     bodies

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sshq_projector::audit::{self, AuditFilter, AuditRecord};
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, Scope};
 use crate::error::ApiError;
 use crate::routes::list::{ListQuery, paged};
 
@@ -18,6 +18,7 @@ pub async fn list(
     caller: Caller,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
     let query = ListQuery(query);
     let page = query.page()?;
     let filter = AuditFilter {

@@ -1,27 +1,104 @@
-//! `POST /v1/devices` and `GET /v1/devices/{id}`.
+//! The device registry: register, read, list, update, delete, heartbeat.
+//!
+//! The log is the registry: a device's config subject holds its whole configuration in its
+//! last event (`DeviceRegistered`/`DeviceUpdated`, or `DeviceDeleted`), and its presence
+//! subject holds `DeviceOnline`/`DeviceOffline`. Reads of one device come from there, so they
+//! are current the moment a write is acknowledged; lists come from the read model. Updates
+//! are read-modify-write guarded by the subject's last sequence, so concurrent updates cannot
+//! silently overwrite each other (the loser gets 409 and retries).
 
+use std::collections::HashMap;
+
+use async_nats::jetstream::context::PublishErrorKind;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use schemas::{DeviceId, DeviceRegistered, Event, EventBody, SshTarget};
+use axum::response::Response;
+use schemas::{
+    DeviceConfig, DeviceDeleted, DeviceId, DeviceOnline, DeviceStatus, Event, EventBody,
+};
 use serde_json::{Value, json};
+use sshq_projector::devices::{self, DeviceFilter, DeviceRecord, DeviceSort};
 
 use crate::AppState;
-use crate::auth::Caller;
-use crate::domain::RegisterDevice;
-use crate::error::ApiError;
+use crate::auth::{Caller, Scope};
+use crate::domain::{RegisterDevice, UpdateDevice, valid_tags};
+use crate::error::{ApiError, ErrorCode};
 use crate::json::JsonBody;
+use crate::routes::list::{ListQuery, paged};
 
-pub fn device_json(event: &Event, device: &DeviceRegistered) -> Value {
+/// A device as the log knows it now.
+pub struct Device {
+    pub config: DeviceConfig,
+    /// Stream sequence of the config event (for optimistic concurrency).
+    pub seq: u64,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Heartbeat presence: `unknown` until a device sends one.
+pub struct Presence {
+    pub state: &'static str,
+    pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn device_json(
+    config: &DeviceConfig,
+    presence: &Presence,
+    updated_at: chrono::DateTime<chrono::Utc>,
+) -> Value {
     json!({
-        "id": device.device_id,
-        "name": device.name,
-        "host": device.target.host,
-        "port": device.target.port,
-        "username": device.target.username,
-        "host_key": device.target.host_key,
-        "registered_at": event.at.to_datetime(),
+        "id": config.device_id,
+        "name": config.name,
+        "host": config.target.host,
+        "port": config.target.port,
+        "username": config.target.username,
+        "host_key": config.target.host_key,
+        "tags": config.tags,
+        "status": config.status.as_str(),
+        "online": presence.state == "online",
+        "presence": presence.state,
+        "last_seen_at": presence.last_seen,
+        "updated_at": updated_at,
     })
+}
+
+fn record_json(record: &DeviceRecord) -> Value {
+    json!({
+        "id": record.id,
+        "name": record.name,
+        "host": record.host,
+        "port": record.port,
+        "username": record.username,
+        "host_key": record.host_key,
+        "tags": record.tags,
+        "status": record.status,
+        "online": record.presence == "online",
+        "presence": record.presence,
+        "last_seen_at": record.last_seen_at,
+        "updated_at": record.updated_at.unwrap_or(record.registered_at),
+    })
+}
+
+async fn publish(state: &AppState, event: &Event, after: Option<u64>) -> Result<(), ApiError> {
+    let ack = match after {
+        None => state.topology.publish_event(&state.js, event).await,
+        Some(seq) => {
+            state
+                .topology
+                .publish_event_after(&state.js, event, seq)
+                .await
+        }
+    }
+    .map_err(ApiError::log_unavailable)?;
+    match ack.await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::ValueDuplicate,
+            "the device was changed concurrently; read it again and retry",
+        )),
+        Err(e) => Err(ApiError::log_unavailable(e)),
+    }
 }
 
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, device_id = tracing::field::Empty))]
@@ -30,31 +107,23 @@ pub async fn register(
     caller: Caller,
     JsonBody(body): JsonBody<RegisterDevice>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let spec = body.validate()?;
-    let device = DeviceRegistered {
-        device_id: DeviceId::new(),
-        name: spec.name,
-        target: SshTarget {
-            host: spec.host,
-            port: spec.port,
-            username: spec.username,
-            host_key: spec.host_key,
-        },
-    };
-    tracing::Span::current().record("device_id", tracing::field::display(device.device_id));
+    caller.require(Scope::Devices)?;
+    let config = body.validate(DeviceId::new())?;
+    tracing::Span::current().record("device_id", tracing::field::display(config.device_id));
     let event = Event::new(
         caller.tenant,
         Some(caller.key),
-        EventBody::DeviceRegistered(device.clone()),
+        EventBody::DeviceRegistered(config.clone()),
     );
-    state
-        .topology
-        .publish_event(&state.js, &event)
-        .await
-        .map_err(ApiError::log_unavailable)?
-        .await
-        .map_err(ApiError::log_unavailable)?;
-    Ok((StatusCode::CREATED, Json(device_json(&event, &device))))
+    publish(&state, &event, None).await?;
+    let presence = Presence {
+        state: "unknown",
+        last_seen: None,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(device_json(&config, &presence, event.at.to_datetime())),
+    ))
 }
 
 pub async fn get(
@@ -62,16 +131,139 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (event, device) = lookup(&state, &caller, &id).await?;
-    Ok(Json(device_json(&event, &device)))
+    caller.require(Scope::Read)?;
+    let device = lookup(&state, &caller, &id).await?;
+    let presence = presence(&state, &caller, device.config.device_id).await?;
+    Ok(Json(device_json(
+        &device.config,
+        &presence,
+        device.updated_at,
+    )))
 }
 
-/// The device as the log knows it now. Another tenant's device, or a malformed id, is 404.
-pub async fn lookup(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> Result<(Event, DeviceRegistered), ApiError> {
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<UpdateDevice>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Devices)?;
+    let device = lookup(&state, &caller, &id).await?;
+    let config = body.apply(device.config)?;
+    let event = Event::new(
+        caller.tenant.clone(),
+        Some(caller.key.clone()),
+        EventBody::DeviceUpdated(config.clone()),
+    );
+    publish(&state, &event, Some(device.seq)).await?;
+    let presence = presence(&state, &caller, config.device_id).await?;
+    Ok(Json(device_json(
+        &config,
+        &presence,
+        event.at.to_datetime(),
+    )))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Scope::Devices)?;
+    let device = lookup(&state, &caller, &id).await?;
+    let event = Event::new(
+        caller.tenant.clone(),
+        Some(caller.key.clone()),
+        EventBody::DeviceDeleted(DeviceDeleted {
+            device_id: device.config.device_id,
+        }),
+    );
+    publish(&state, &event, Some(device.seq)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/devices/{id}/heartbeat`: the device (or its agent) is alive.
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Scope::Exec)?;
+    let device = lookup(&state, &caller, &id).await?;
+    let event = Event::new(
+        caller.tenant.clone(),
+        Some(caller.key.clone()),
+        EventBody::DeviceOnline(DeviceOnline {
+            device_id: device.config.device_id,
+        }),
+    );
+    publish(&state, &event, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/devices`: filters `tags` (comma-separated, all required), `status`, `online`,
+/// `name` (substring); `sort_by` `name`, `registered_at` (default), `last_seen_at`.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    let query = ListQuery(query);
+    let page = query.page()?;
+    let sort = match query.text("sort_by") {
+        None => DeviceSort::RegisteredAt,
+        Some(s) => DeviceSort::parse(&s).ok_or_else(|| {
+            ApiError::invalid(
+                ErrorCode::ValueIncorrectFormat,
+                "sort_by",
+                "sort_by is one of name, registered_at, last_seen_at",
+            )
+        })?,
+    };
+    let tags = match query.text("tags") {
+        None => Vec::new(),
+        Some(t) => valid_tags(t.split(',').map(str::to_owned).collect())?,
+    };
+    let status = query
+        .text("status")
+        .map(|s| {
+            DeviceStatus::parse(&s)
+                .map(|s| s.as_str().to_owned())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        ErrorCode::ValueIncorrectFormat,
+                        "status",
+                        "status is pending, accepted or rejected",
+                    )
+                })
+        })
+        .transpose()?;
+    let online = match query.text("online").as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                ErrorCode::ValueIncorrectType,
+                "online",
+                "online is true or false",
+            ));
+        }
+    };
+    let filter = DeviceFilter {
+        tags,
+        status,
+        online,
+        name: query.text("name"),
+    };
+    let (records, total) = devices::list(&state.db, &caller.tenant, &filter, sort, &page).await?;
+    Ok(paged(records.iter().map(record_json).collect(), total))
+}
+
+/// The device as the log knows it now. Another tenant's device, a deleted one, or a malformed
+/// id, is 404.
+pub async fn lookup(state: &AppState, caller: &Caller, id: &str) -> Result<Device, ApiError> {
     let id: DeviceId = id.parse().map_err(|_| ApiError::not_found("device"))?;
     let subject = state.topology.device_config_subject(&caller.tenant, id);
     match state
@@ -80,13 +272,42 @@ pub async fn lookup(
         .await
         .map_err(ApiError::log_unavailable)?
     {
-        Some((_, event)) => match &event.body {
-            EventBody::DeviceRegistered(device) => {
-                let device = device.clone();
-                Ok((event, device))
-            }
+        Some((seq, event)) => match event.body {
+            EventBody::DeviceRegistered(config) | EventBody::DeviceUpdated(config) => Ok(Device {
+                config,
+                seq,
+                updated_at: event.at.to_datetime(),
+            }),
             _ => Err(ApiError::not_found("device")),
         },
         None => Err(ApiError::not_found("device")),
     }
+}
+
+/// The device's heartbeat presence, from the log.
+pub async fn presence(
+    state: &AppState,
+    caller: &Caller,
+    id: DeviceId,
+) -> Result<Presence, ApiError> {
+    let subject = state.topology.device_presence_subject(&caller.tenant, id);
+    let last = state
+        .topology
+        .last_event(&state.stream, subject)
+        .await
+        .map_err(ApiError::log_unavailable)?;
+    Ok(match last.map(|(_, e)| (e.at, e.body)) {
+        Some((at, EventBody::DeviceOnline(_))) => Presence {
+            state: "online",
+            last_seen: Some(at.to_datetime()),
+        },
+        Some((_, EventBody::DeviceOffline(o))) => Presence {
+            state: "offline",
+            last_seen: Some(o.last_seen.to_datetime()),
+        },
+        _ => Presence {
+            state: "unknown",
+            last_seen: None,
+        },
+    })
 }

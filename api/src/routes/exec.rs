@@ -18,13 +18,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use schemas::topology::JobFacet;
-use schemas::{Event, EventBody, ExecRejected, ExecRequested, JobId, TenantId, Timestamp};
+use schemas::{
+    DeviceStatus, Event, EventBody, ExecRejected, ExecRequested, JobId, TenantId, Timestamp,
+};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, Scope};
 use crate::domain::ExecRequest;
 use crate::error::{ApiError, ErrorCode};
 use crate::json::JsonBody;
@@ -70,6 +72,7 @@ pub async fn submit(
     headers: HeaderMap,
     JsonBody(body): JsonBody<ExecRequest>,
 ) -> Result<Response, ApiError> {
+    caller.require(Scope::Exec)?;
     let Query(params) = params
         .map_err(|e| ApiError::invalid(ErrorCode::ValueIncorrectType, "wait", e.body_text()))?;
     let command = body.command.clone();
@@ -81,7 +84,30 @@ pub async fn submit(
         }
         Err(error) => return Err(error),
     };
-    let (_, device) = devices::lookup(&state, &caller, &device).await?;
+    let device = devices::lookup(&state, &caller, &device).await?.config;
+    if device.status != DeviceStatus::Accepted {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::DeviceNotAccepted,
+            format!(
+                "the device is {}; only accepted devices run commands",
+                device.status.as_str()
+            ),
+        )
+        .property("status"));
+    }
+    let presence = devices::presence(&state, &caller, device.device_id).await?;
+    if presence.state == "offline" {
+        let seen = presence
+            .last_seen
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::DeviceOffline,
+            format!("the device is offline: it missed its heartbeats (last seen {seen})"),
+        ));
+    }
     let job_id = idempotent_job_id(&caller.tenant, &headers)?.unwrap_or_default();
     tracing::Span::current().record("job_id", tracing::field::display(job_id));
 

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sshq_projector::jobs::{self, JobFilter, JobRecord, JobSort};
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ErrorCode};
 use crate::routes::list::{ListQuery, paged};
 
@@ -22,6 +22,7 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Read)?;
     let id: JobId = id.parse().map_err(|_| ApiError::not_found("job"))?;
     let job = load(&state, &caller, id)
         .await?
@@ -98,6 +99,7 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Scope::Exec)?;
     let id: JobId = id.parse().map_err(|_| ApiError::not_found("job"))?;
     let job = load(&state, &caller, id)
         .await?
@@ -134,6 +136,7 @@ pub async fn list(
     caller: Caller,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
     let query = ListQuery(query);
     let filter = JobFilter {
         device_id: query.uuid("device_id")?,
@@ -149,7 +152,10 @@ pub async fn history(
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let (_, device) = crate::routes::devices::lookup(&state, &caller, &id).await?;
+    caller.require(Scope::Read)?;
+    let device = crate::routes::devices::lookup(&state, &caller, &id)
+        .await?
+        .config;
     let query = ListQuery(query);
     let filter = JobFilter {
         device_id: Some(device.device_id.as_uuid()),

@@ -5,6 +5,7 @@ mod devices;
 mod exec;
 mod health;
 mod jobs;
+mod keys;
 mod list;
 
 use axum::Router;
@@ -16,11 +17,20 @@ use crate::error::ApiError;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health::healthz))
-        .route("/v1/devices", post(devices::register))
-        .route("/v1/devices/{id}", get(devices::get))
+        .route("/v1/devices", post(devices::register).get(devices::list))
+        .route(
+            "/v1/devices/{id}",
+            get(devices::get)
+                .patch(devices::update)
+                .delete(devices::delete),
+        )
+        .route("/v1/devices/{id}/heartbeat", post(devices::heartbeat))
         .route("/v1/devices/{id}/history", get(jobs::history))
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/audit", get(audit::list))
+        .route("/v1/keys", post(keys::create).get(keys::list))
+        .route("/v1/keys/{id}", axum::routing::delete(keys::revoke))
+        .route("/v1/tenants", post(keys::create_tenant))
         .route("/v1/devices/{id}/exec", post(exec::submit))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))

@@ -1,0 +1,268 @@
+//! API keys and tenants.
+//!
+//! `POST /v1/keys` issues a key in the caller's tenant and shows its secret once;
+//! `GET /v1/keys` lists the tenant's keys (never a secret); `DELETE /v1/keys/{id}` revokes.
+//! `POST /v1/tenants` (bootstrap key only) creates a tenant with its first owner key.
+
+use std::collections::HashMap;
+
+use async_nats::jetstream::context::PublishErrorKind;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use schemas::{
+    ApiKeyCreated, ApiKeyRevoked, Event, EventBody, KeyId, Role, TenantCreated, TenantId, Timestamp,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sshq_projector::keys::{self, KeyRecord};
+
+use crate::AppState;
+use crate::auth::{Caller, Scope, new_key};
+use crate::error::{ApiError, ErrorCode};
+use crate::json::JsonBody;
+use crate::routes::list::{ListQuery, paged};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    pub name: String,
+    pub role: String,
+    /// Days until expiry: -1 (never), 30, 60, 90 or 365, as ShellHub offers.
+    #[serde(default = "never")]
+    pub expires_in_days: i32,
+}
+
+fn never() -> i32 {
+    -1
+}
+
+fn valid_key_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            ErrorCode::ValueIncorrectFormat,
+            "name",
+            "name must be 1-64 printable characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Publishes a new key for `tenant` and returns its JSON, secret included (shown this once).
+async fn issue(
+    state: &AppState,
+    actor: &Caller,
+    tenant: TenantId,
+    name: String,
+    role: Role,
+    expires_in_days: i32,
+) -> Result<Value, ApiError> {
+    let expires_at = match expires_in_days {
+        -1 => None,
+        30 | 60 | 90 | 365 => {
+            Some(chrono::Utc::now() + chrono::Duration::days(i64::from(expires_in_days)))
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                ErrorCode::ValueOutOfBounds,
+                "expires_in_days",
+                "expires_in_days is -1 (never), 30, 60, 90 or 365",
+            ));
+        }
+    };
+    let (key_id, secret, hash) = new_key();
+    let event = Event::new(
+        tenant.clone(),
+        Some(actor.key.clone()),
+        EventBody::ApiKeyCreated(ApiKeyCreated {
+            key_id: key_id.clone(),
+            name: name.clone(),
+            role,
+            secret_sha256: hash,
+            expires_at: expires_at.map(Timestamp::from),
+        }),
+    );
+    // A fresh random id: first-wins on its subject makes a (vanishingly unlikely) collision
+    // an error instead of an overwrite.
+    state
+        .topology
+        .publish_first_event(&state.js, &event)
+        .await
+        .map_err(ApiError::log_unavailable)?
+        .await
+        .map_err(ApiError::log_unavailable)?;
+    Ok(json!({
+        "id": key_id,
+        "key": secret,
+        "name": name,
+        "role": role.as_str(),
+        "tenant": tenant,
+        "expires_at": expires_at,
+        "created_at": event.at.to_datetime(),
+    }))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateKey>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Scope::Keys)?;
+    let role = Role::parse(&body.role).ok_or_else(|| {
+        ApiError::invalid(
+            ErrorCode::ValueIncorrectFormat,
+            "role",
+            "role is owner, administrator, operator or observer",
+        )
+    })?;
+    if role == Role::Owner && caller.role != Role::Owner {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::PermissionDenied,
+            "only an owner may create owner keys",
+        ));
+    }
+    let name = valid_key_name(&body.name)?;
+    let key = issue(
+        &state,
+        &caller,
+        caller.tenant.clone(),
+        name,
+        role,
+        body.expires_in_days,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(key)))
+}
+
+fn key_json(key: &KeyRecord) -> Value {
+    json!({
+        "id": key.id,
+        "name": key.name,
+        "role": key.role,
+        "created_by": key.created_by,
+        "created_at": key.created_at,
+        "expires_at": key.expires_at,
+        "revoked_at": key.revoked_at,
+    })
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    let page = ListQuery(query).page()?;
+    let (records, total) = keys::list(&state.db, &caller.tenant, &page).await?;
+    Ok(paged(records.iter().map(key_json).collect(), total))
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Scope::Keys)?;
+    let id = KeyId::parse(&id).ok_or_else(|| ApiError::not_found("key"))?;
+    let subject = state.topology.key_subject(&id);
+    let (seq, last) = state
+        .topology
+        .last_event(&state.stream, subject)
+        .await
+        .map_err(ApiError::log_unavailable)?
+        .filter(|(_, e)| e.tenant == caller.tenant)
+        .ok_or_else(|| ApiError::not_found("key"))?;
+    let role = match last.body {
+        EventBody::ApiKeyCreated(created) => created.role,
+        // Revoking twice is not an error: the key is revoked.
+        EventBody::ApiKeyRevoked(_) => return Ok(StatusCode::NO_CONTENT),
+        _ => return Err(ApiError::not_found("key")),
+    };
+    if role == Role::Owner && caller.role != Role::Owner {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::PermissionDenied,
+            "only an owner may revoke owner keys",
+        ));
+    }
+    let event = Event::new(
+        caller.tenant.clone(),
+        Some(caller.key.clone()),
+        EventBody::ApiKeyRevoked(ApiKeyRevoked { key_id: id.clone() }),
+    );
+    match state
+        .topology
+        .publish_event_after(&state.js, &event, seq)
+        .await
+        .map_err(ApiError::log_unavailable)?
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {}
+        Err(e) => return Err(ApiError::log_unavailable(e)),
+    }
+    state.keys.evict(&id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// The tenant id: 1-63 characters of a-z, 0-9, '-', '_'.
+    pub id: String,
+    pub name: String,
+}
+
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateTenant>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Scope::Tenants)?;
+    let tenant = TenantId::parse(body.id.as_str())
+        .map_err(|e| ApiError::invalid(ErrorCode::ValueIncorrectFormat, "id", e.to_string()))?;
+    let name = valid_key_name(&body.name)?;
+    let event = Event::new(
+        tenant.clone(),
+        Some(caller.key.clone()),
+        EventBody::TenantCreated(TenantCreated { name: name.clone() }),
+    );
+    let exists = || {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::ValueDuplicate,
+            "a tenant with this id exists",
+        )
+        .property("id")
+    };
+    if tenant == caller.tenant {
+        return Err(exists());
+    }
+    match state
+        .topology
+        .publish_first_event(&state.js, &event)
+        .await
+        .map_err(ApiError::log_unavailable)?
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => return Err(exists()),
+        Err(e) => return Err(ApiError::log_unavailable(e)),
+    }
+    let owner_key = issue(
+        &state,
+        &caller,
+        tenant.clone(),
+        format!("{name} owner"),
+        Role::Owner,
+        -1,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": tenant, "name": name, "owner_key": owner_key })),
+    ))
+}
