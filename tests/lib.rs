@@ -165,6 +165,8 @@ pub struct StackOptions {
     pub worker_ack_wait: Duration,
     /// Create the test's database on this server instead of the shared one.
     pub admin_database_url: Option<String>,
+    /// Requests a second per key; 0 (the default in tests) is unlimited.
+    pub rate_limit_per_s: u32,
 }
 
 impl Default for StackOptions {
@@ -175,6 +177,7 @@ impl Default for StackOptions {
             in_process_worker: true,
             worker_ack_wait: Duration::from_secs(30),
             admin_database_url: None,
+            rate_limit_per_s: 0,
         }
     }
 }
@@ -262,6 +265,12 @@ impl TestStack {
             database_url: database_url.clone(),
             bootstrap_key: api_key.clone(),
             bootstrap_tenant: "default".into(),
+            rate_limit_per_s: options.rate_limit_per_s,
+            rate_limit_burst: options.rate_limit_per_s,
+            // Fast heartbeats so presence tests take seconds, not minutes.
+            heartbeat_interval_s: 1,
+            missed_heartbeats: 2,
+            presence_check_s: 1,
             ..Default::default()
         };
         let app = sshq_api::Application::build(&api)
@@ -298,6 +307,24 @@ impl TestStack {
             .await
             .unwrap();
         read(response).await
+    }
+
+    /// Any method, with any key (or none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(key) = key {
+            request = request.header("X-API-Key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        read(request.send().await.unwrap()).await
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {

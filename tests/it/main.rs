@@ -8,4 +8,6 @@ mod live;
 mod outage;
 mod projection;
 mod read_models;
+mod registry;
 mod semantics;
+mod tenancy;

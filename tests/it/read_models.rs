@@ -79,7 +79,10 @@ async fn the_audit_trail_records_every_exec_request_and_its_outcome() {
         "{ok}"
     );
     assert_eq!(ok["stdout"], "audited\n");
-    assert!(ok["actor"].as_str().unwrap().starts_with("bootstrap-"), "the key id, never the key: {ok}");
+    assert!(
+        ok["actor"].as_str().unwrap().starts_with("bootstrap-"),
+        "the key id, never the key: {ok}"
+    );
     assert_eq!(ok["device_id"], id.as_str());
     assert_eq!(by_command("ls /no/such")["exit_status"], 2);
     assert_eq!(by_command("sleep 5")["outcome"], "timed_out");
