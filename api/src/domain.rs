@@ -10,7 +10,7 @@ use schemas::{DeviceConfig, DeviceId, DeviceStatus, SshTarget};
 use crate::command;
 use crate::error::{ApiError, ErrorCode};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterDevice {
     pub name: String,
@@ -30,7 +30,7 @@ fn default_port() -> u32 {
 }
 
 /// `PATCH /v1/devices/{id}`: every field optional; absent fields keep their value.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateDevice {
     pub name: Option<String>,
@@ -236,14 +236,14 @@ fn normalise_host_key(text: &str) -> Option<String> {
         .then(|| format!("{kind} {b64}"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvVar {
     pub key: String,
     pub value: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
     pub command: String,
@@ -263,7 +263,7 @@ pub struct ExecRequest {
     pub queue_timeout: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PtyRequest {
     pub term: Option<String>,

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// The `error_code` values. The first group is PrivX's enum; the rest extend it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     GeneralError,
@@ -37,7 +37,10 @@ pub enum ErrorCode {
     DeviceOffline,
 }
 
-#[derive(Debug, Serialize)]
+/// The one error body (PrivX's): `error_code`, `error_message`, `property` (the request
+/// property at fault, when there is one) and `details`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
 pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,
@@ -45,6 +48,7 @@ pub struct ApiError {
     pub error_message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub property: Option<String>,
+    #[schema(value_type = Vec<Object>)]
     pub details: Vec<Value>,
     /// Seconds, for `429`'s `Retry-After` header.
     #[serde(skip)]
@@ -131,4 +135,60 @@ impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         ApiError::database(e)
     }
+}
+
+/// The safety net under the one error format: any error response not already in it (from a
+/// framework rejection, a 405, a 415…) is rewritten into it, keeping status and headers.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let code = match status {
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthenticated,
+        StatusCode::FORBIDDEN => ErrorCode::PermissionDenied,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::TOO_MANY_REQUESTS => ErrorCode::TooManyRequests,
+        s if s.is_server_error() => ErrorCode::GeneralError,
+        _ => ErrorCode::InvalidRequestData,
+    };
+    let rewritten = ApiError::new(status, code, message).into_response();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    let (_, body) = rewritten.into_parts();
+    Response::from_parts(parts, body)
+}
+
+/// A handler that panicked answers 500 in the error format; the panic is logged, never sent.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown");
+    tracing::error!(panic = detail, "handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::GeneralError,
+        "internal error",
+    )
+    .into_response()
 }

@@ -12,8 +12,10 @@ pub mod domain;
 pub mod error;
 pub mod json;
 pub mod limits;
+pub mod openapi;
 pub mod presence;
 pub mod routes;
+pub mod views;
 pub mod waiters;
 
 use std::net::SocketAddr;
@@ -200,6 +202,10 @@ impl Application {
     pub fn router(&self) -> Router {
         routes::router()
             .layer(DefaultBodyLimit::max(self.max_body_bytes))
+            .layer(axum::middleware::map_response(error::json_errors))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                error::panic_response,
+            ))
             .layer(TraceLayer::new_for_http())
             .with_state(self.state.clone())
     }

@@ -5,6 +5,7 @@ mod api;
 mod exec;
 mod fleet;
 mod live;
+mod openapi;
 mod outage;
 mod projection;
 mod read_models;

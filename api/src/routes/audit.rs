@@ -4,15 +4,16 @@ use std::collections::HashMap;
 
 use axum::extract::{Query, State};
 use axum::response::Response;
-use base64::Engine;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sshq_projector::audit::{self, AuditFilter, AuditRecord};
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::error::ApiError;
 use crate::routes::list::{ListQuery, paged};
+use crate::views::AuditEntry;
 
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(("page" = Option<i64>, Query, description = "From 1"), ("per_page" = Option<i64>, Query, description = "1-100, default 10"), ("order_by" = Option<String>, Query, description = "asc or desc (default)"), ("from" = Option<String>, Query, description = "RFC 3339"), ("to" = Option<String>, Query, description = "RFC 3339"), ("device_id" = Option<String>, Query), ("actor" = Option<String>, Query, description = "A key id"), ("outcome" = Option<String>, Query), ("action" = Option<String>, Query)), responses((status = 200, body = Vec<AuditEntry>, headers(("X-Total-Count" = i64, description = "All matching items"))), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -34,29 +35,5 @@ pub async fn list(
 }
 
 fn audit_json(entry: &AuditRecord) -> Value {
-    let text = |b: &Option<Vec<u8>>| {
-        b.as_deref()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-    };
-    let b64 = |b: &Option<Vec<u8>>| {
-        b.as_deref()
-            .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
-    };
-    json!({
-        "id": entry.id,
-        "at": entry.at,
-        "actor": entry.actor,
-        "action": entry.action,
-        "device_id": entry.device_id,
-        "job_id": entry.job_id,
-        "command": entry.command,
-        "outcome": entry.outcome,
-        "exit_status": entry.exit_status,
-        "detail": entry.detail,
-        "stdout": text(&entry.stdout),
-        "stderr": text(&entry.stderr),
-        "stdout_base64": b64(&entry.stdout),
-        "stderr_base64": b64(&entry.stderr),
-        "output_truncated": entry.output_truncated,
-    })
+    serde_json::to_value(AuditEntry::from(entry)).expect("views serialise")
 }

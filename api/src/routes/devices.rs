@@ -17,7 +17,7 @@ use axum::response::Response;
 use schemas::{
     DeviceConfig, DeviceDeleted, DeviceId, DeviceOnline, DeviceStatus, Event, EventBody,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use sshq_projector::devices::{self, DeviceFilter, DeviceRecord, DeviceSort};
 
 use crate::AppState;
@@ -26,6 +26,7 @@ use crate::domain::{RegisterDevice, UpdateDevice, valid_tags};
 use crate::error::{ApiError, ErrorCode};
 use crate::json::JsonBody;
 use crate::routes::list::{ListQuery, paged};
+use crate::views;
 
 /// A device as the log knows it now.
 pub struct Device {
@@ -46,37 +47,25 @@ fn device_json(
     presence: &Presence,
     updated_at: chrono::DateTime<chrono::Utc>,
 ) -> Value {
-    json!({
-        "id": config.device_id,
-        "name": config.name,
-        "host": config.target.host,
-        "port": config.target.port,
-        "username": config.target.username,
-        "host_key": config.target.host_key,
-        "tags": config.tags,
-        "status": config.status.as_str(),
-        "online": presence.state == "online",
-        "presence": presence.state,
-        "last_seen_at": presence.last_seen,
-        "updated_at": updated_at,
-    })
+    let view = views::Device {
+        id: config.device_id.as_uuid(),
+        name: config.name.clone(),
+        host: config.target.host.clone(),
+        port: i32::from(config.target.port),
+        username: config.target.username.clone(),
+        host_key: config.target.host_key.clone(),
+        tags: config.tags.clone(),
+        status: config.status.as_str().to_owned(),
+        online: presence.state == "online",
+        presence: presence.state.to_owned(),
+        last_seen_at: presence.last_seen,
+        updated_at,
+    };
+    serde_json::to_value(view).expect("views serialise")
 }
 
 fn record_json(record: &DeviceRecord) -> Value {
-    json!({
-        "id": record.id,
-        "name": record.name,
-        "host": record.host,
-        "port": record.port,
-        "username": record.username,
-        "host_key": record.host_key,
-        "tags": record.tags,
-        "status": record.status,
-        "online": record.presence == "online",
-        "presence": record.presence,
-        "last_seen_at": record.last_seen_at,
-        "updated_at": record.updated_at.unwrap_or(record.registered_at),
-    })
+    serde_json::to_value(views::Device::from(record)).expect("views serialise")
 }
 
 async fn publish(state: &AppState, event: &Event, after: Option<u64>) -> Result<(), ApiError> {
@@ -101,6 +90,7 @@ async fn publish(state: &AppState, event: &Event, after: Option<u64>) -> Result<
     }
 }
 
+#[utoipa::path(post, path = "/v1/devices", tag = "devices", request_body = RegisterDevice, responses((status = 201, description = "Registered", body = views::Device), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 413, description = "Body too large", body = ApiError)))]
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, device_id = tracing::field::Empty))]
 pub async fn register(
     State(state): State<AppState>,
@@ -126,6 +116,7 @@ pub async fn register(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/devices/{id}", tag = "devices", params(("id" = String, Path, description = "The id")), responses((status = 200, body = views::Device), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -141,6 +132,7 @@ pub async fn get(
     )))
 }
 
+#[utoipa::path(patch, path = "/v1/devices/{id}", tag = "devices", params(("id" = String, Path, description = "The id")), request_body = UpdateDevice, responses((status = 200, body = views::Device), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError), (status = 409, description = "Conflict", body = ApiError), (status = 413, description = "Body too large", body = ApiError)))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -164,6 +156,7 @@ pub async fn update(
     )))
 }
 
+#[utoipa::path(delete, path = "/v1/devices/{id}", tag = "devices", params(("id" = String, Path, description = "The id")), responses((status = 204, description = "Deleted"), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError), (status = 409, description = "Conflict", body = ApiError)))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -183,6 +176,7 @@ pub async fn delete(
 }
 
 /// `POST /v1/devices/{id}/heartbeat`: the device (or its agent) is alive.
+#[utoipa::path(post, path = "/v1/devices/{id}/heartbeat", tag = "devices", params(("id" = String, Path, description = "The id")), responses((status = 204, description = "Recorded"), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError)))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     caller: Caller,
@@ -203,6 +197,7 @@ pub async fn heartbeat(
 
 /// `GET /v1/devices`: filters `tags` (comma-separated, all required), `status`, `online`,
 /// `name` (substring); `sort_by` `name`, `registered_at` (default), `last_seen_at`.
+#[utoipa::path(get, path = "/v1/devices", tag = "devices", params(("page" = Option<i64>, Query, description = "From 1"), ("per_page" = Option<i64>, Query, description = "1-100, default 10"), ("order_by" = Option<String>, Query, description = "asc or desc (default)"), ("sort_by" = Option<String>, Query, description = "name, registered_at or last_seen_at"), ("tags" = Option<String>, Query, description = "Comma-separated; all must match"), ("status" = Option<String>, Query), ("online" = Option<bool>, Query), ("name" = Option<String>, Query, description = "Substring, any case")), responses((status = 200, body = Vec<views::Device>, headers(("X-Total-Count" = i64, description = "All matching items"))), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

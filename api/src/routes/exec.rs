@@ -22,7 +22,6 @@ use schemas::{
     DeviceStatus, Event, EventBody, ExecRejected, ExecRequested, JobId, TenantId, Timestamp,
 };
 use serde::Deserialize;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -31,6 +30,8 @@ use crate::domain::ExecRequest;
 use crate::error::{ApiError, ErrorCode};
 use crate::json::JsonBody;
 use crate::routes::{devices, jobs};
+use crate::views::Accepted;
+use crate::views::Job;
 
 #[derive(Debug, Deserialize)]
 pub struct SubmitParams {
@@ -63,6 +64,7 @@ fn idempotent_job_id(tenant: &TenantId, headers: &HeaderMap) -> Result<Option<Jo
     ))))
 }
 
+#[utoipa::path(post, path = "/v1/devices/{id}/exec", tag = "exec", params(("id" = String, Path, description = "The id"), ("wait" = Option<u32>, Query, description = "Seconds to wait for the result (capped)"), ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe submit")), request_body = ExecRequest, responses((status = 200, description = "Finished within the wait", body = Job), (status = 202, description = "Accepted: durably queued", body = Accepted), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError), (status = 408, description = "Timed out (with ?wait=); the job is in details[0]", body = ApiError), (status = 409, description = "Conflict", body = ApiError), (status = 413, description = "Body too large", body = ApiError)))]
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, device_id = %device, job_id = tracing::field::Empty))]
 pub async fn submit(
     State(state): State<AppState>,
@@ -205,7 +207,11 @@ fn accepted(job_id: JobId) -> Response {
     let location = format!("/v1/jobs/{job_id}");
     let mut response = (
         StatusCode::ACCEPTED,
-        Json(json!({ "job_id": job_id, "status": "queued", "location": location })),
+        Json(Accepted {
+            job_id: job_id.as_uuid(),
+            status: "queued".into(),
+            location: location.clone(),
+        }),
     )
         .into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {

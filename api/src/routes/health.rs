@@ -1,11 +1,16 @@
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::views::Health;
 
 /// Liveness plus what a load balancer needs to know: is the log reachable.
-pub async fn healthz(State(state): State<AppState>) -> Json<Value> {
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, body = Health)))]
+pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
     let nats = state.js.client().connection_state().to_string();
-    Json(json!({ "status": "ok", "nats": nats, "waiting_submits": state.waiters.parked() }))
+    Json(Health {
+        status: "ok".into(),
+        nats,
+        waiting_submits: state.waiters.parked(),
+    })
 }

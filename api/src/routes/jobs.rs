@@ -6,17 +6,18 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use base64::Engine;
 use schemas::topology::JobFacet;
 use schemas::{Event, EventBody, ExecCancelRequested, JobId};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sshq_projector::jobs::{self, JobFilter, JobRecord, JobSort};
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ErrorCode};
 use crate::routes::list::{ListQuery, paged};
+use crate::views::{CancelRequested, Job};
 
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "The id")), responses((status = 200, body = Job), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError)))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -57,43 +58,13 @@ pub async fn load(
 /// The job as callers see it. `stdout`/`stderr` are UTF-8 (invalid bytes replaced); the
 /// `_base64` forms carry the exact bytes.
 pub fn job_json(job: &JobRecord) -> Value {
-    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    json!({
-        "job_id": job.id,
-        "device_id": job.device_id,
-        "status": job.status,
-        "is_ok": job.status == "finished" && job.exit_status == Some(0),
-        "argv": job.argv,
-        "env_keys": job.env_keys,
-        "timeout": job.timeout_ms / 1000,
-        "attempts": job.attempts,
-        "attempt_errors": job.attempt_errors,
-        "pty": job.pty,
-        "queue_deadline": job.queue_deadline,
-        "cancel_requested_at": job.cancel_requested_at,
-        "worker": job.worker,
-        "exit_status": job.exit_status,
-        "exit_signal": job.exit_signal,
-        "exit_signal_message": job.exit_signal_message,
-        "error_code": job.error_code,
-        "error_message": job.error_message,
-        "stdout": String::from_utf8_lossy(&job.stdout),
-        "stderr": String::from_utf8_lossy(&job.stderr),
-        "stdout_base64": b64(&job.stdout),
-        "stderr_base64": b64(&job.stderr),
-        "stdout_truncated": job.stdout_truncated,
-        "stderr_truncated": job.stderr_truncated,
-        "actor": job.actor,
-        "requested_at": job.requested_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "duration_ms": job.duration_ms,
-    })
+    serde_json::to_value(Job::new(job, true)).expect("views serialise")
 }
 
 /// `POST /v1/jobs/{id}/cancel`: stops a running command or drops a queued job. Answers `202`
 /// once the cancel request is in the log; the job then ends as `canceled` (unless it finished
 /// first). A job already finished is `409`.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path, description = "The id")), responses((status = 202, body = CancelRequested), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError), (status = 409, description = "Conflict", body = ApiError)))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -126,11 +97,19 @@ pub async fn cancel(
         .map_err(ApiError::log_unavailable)?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "job_id": id, "status": job.status, "cancel_requested": true })),
+        Json(
+            serde_json::to_value(CancelRequested {
+                job_id: id.as_uuid(),
+                status: job.status,
+                cancel_requested: true,
+            })
+            .expect("views serialise"),
+        ),
     ))
 }
 
 /// `GET /v1/jobs`: the tenant's jobs, filtered (`device_id`, `status`, `from`, `to`) and paged.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(("page" = Option<i64>, Query, description = "From 1"), ("per_page" = Option<i64>, Query, description = "1-100, default 10"), ("order_by" = Option<String>, Query, description = "asc or desc (default)"), ("sort_by" = Option<String>, Query, description = "requested_at, finished_at, status or duration_ms"), ("status" = Option<String>, Query), ("from" = Option<String>, Query, description = "RFC 3339"), ("to" = Option<String>, Query, description = "RFC 3339"), ("device_id" = Option<String>, Query)), responses((status = 200, body = Vec<Job>, headers(("X-Total-Count" = i64, description = "All matching items"))), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -146,6 +125,7 @@ pub async fn list(
 }
 
 /// `GET /v1/devices/{id}/history`: one device's jobs, as Scalelite's per-target history.
+#[utoipa::path(get, path = "/v1/devices/{id}/history", tag = "jobs", params(("id" = String, Path, description = "The id"), ("page" = Option<i64>, Query, description = "From 1"), ("per_page" = Option<i64>, Query, description = "1-100, default 10"), ("order_by" = Option<String>, Query, description = "asc or desc (default)"), ("sort_by" = Option<String>, Query, description = "requested_at, finished_at, status or duration_ms"), ("status" = Option<String>, Query), ("from" = Option<String>, Query, description = "RFC 3339"), ("to" = Option<String>, Query, description = "RFC 3339")), responses((status = 200, body = Vec<Job>, headers(("X-Total-Count" = i64, description = "All matching items"))), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError)))]
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
@@ -193,15 +173,7 @@ async fn page_of_jobs(
     let (records, total) = jobs::list(&state.db, &caller.tenant, filter, sort, &page).await?;
     let items = records
         .iter()
-        .map(|job| {
-            let mut item = job_json(job);
-            if let Some(object) = item.as_object_mut() {
-                for key in ["stdout", "stderr", "stdout_base64", "stderr_base64"] {
-                    object.remove(key);
-                }
-            }
-            item
-        })
+        .map(|job| serde_json::to_value(Job::new(job, false)).expect("views serialise"))
         .collect();
     Ok(paged(items, total))
 }

@@ -15,7 +15,7 @@ use schemas::{
     ApiKeyCreated, ApiKeyRevoked, Event, EventBody, KeyId, Role, TenantCreated, TenantId, Timestamp,
 };
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sshq_projector::keys::{self, KeyRecord};
 
 use crate::AppState;
@@ -23,8 +23,9 @@ use crate::auth::{Caller, Scope, new_key};
 use crate::error::{ApiError, ErrorCode};
 use crate::json::JsonBody;
 use crate::routes::list::{ListQuery, paged};
+use crate::views::{Key, NewKey, Tenant};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub name: String,
@@ -58,7 +59,7 @@ async fn issue(
     name: String,
     role: Role,
     expires_in_days: i32,
-) -> Result<Value, ApiError> {
+) -> Result<NewKey, ApiError> {
     let expires_at = match expires_in_days {
         -1 => None,
         30 | 60 | 90 | 365 => {
@@ -93,17 +94,18 @@ async fn issue(
         .map_err(ApiError::log_unavailable)?
         .await
         .map_err(ApiError::log_unavailable)?;
-    Ok(json!({
-        "id": key_id,
-        "key": secret,
-        "name": name,
-        "role": role.as_str(),
-        "tenant": tenant,
-        "expires_at": expires_at,
-        "created_at": event.at.to_datetime(),
-    }))
+    Ok(NewKey {
+        id: key_id.0,
+        key: secret,
+        name,
+        role: role.as_str().to_owned(),
+        tenant: tenant.to_string(),
+        expires_at,
+        created_at: event.at.to_datetime(),
+    })
 }
 
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey, responses((status = 201, body = NewKey), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 413, description = "Body too large", body = ApiError)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -134,21 +136,17 @@ pub async fn create(
         body.expires_in_days,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(key)))
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(key).expect("views serialise")),
+    ))
 }
 
 fn key_json(key: &KeyRecord) -> Value {
-    json!({
-        "id": key.id,
-        "name": key.name,
-        "role": key.role,
-        "created_by": key.created_by,
-        "created_at": key.created_at,
-        "expires_at": key.expires_at,
-        "revoked_at": key.revoked_at,
-    })
+    serde_json::to_value(Key::from(key)).expect("views serialise")
 }
 
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", params(("page" = Option<i64>, Query, description = "From 1"), ("per_page" = Option<i64>, Query, description = "1-100, default 10"), ("order_by" = Option<String>, Query, description = "asc or desc (default)")), responses((status = 200, body = Vec<Key>, headers(("X-Total-Count" = i64, description = "All matching items"))), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -160,6 +158,7 @@ pub async fn list(
     Ok(paged(records.iter().map(key_json).collect(), total))
 }
 
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "The id")), responses((status = 204, description = "Revoked"), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError)))]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
@@ -208,7 +207,7 @@ pub async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// The tenant id: 1-63 characters of a-z, 0-9, '-', '_'.
@@ -216,6 +215,7 @@ pub struct CreateTenant {
     pub name: String,
 }
 
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant, responses((status = 201, body = Tenant), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 409, description = "Conflict", body = ApiError), (status = 413, description = "Body too large", body = ApiError)))]
 pub async fn create_tenant(
     State(state): State<AppState>,
     caller: Caller,
@@ -263,6 +263,13 @@ pub async fn create_tenant(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "id": tenant, "name": name, "owner_key": owner_key })),
+        Json(
+            serde_json::to_value(Tenant {
+                id: tenant.to_string(),
+                name,
+                owner_key,
+            })
+            .expect("views serialise"),
+        ),
     ))
 }

@@ -1,11 +1,11 @@
 //! Thin handlers, one file per resource.
 
-mod audit;
-mod devices;
-mod exec;
-mod health;
-mod jobs;
-mod keys;
+pub(crate) mod audit;
+pub(crate) mod devices;
+pub(crate) mod exec;
+pub(crate) mod health;
+pub(crate) mod jobs;
+pub(crate) mod keys;
 mod list;
 
 use axum::Router;
@@ -34,5 +34,16 @@ pub fn router() -> Router<AppState> {
         .route("/v1/devices/{id}/exec", post(exec::submit))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(<crate::openapi::ApiDoc as utoipa::OpenApi>::openapi()) }),
+        )
+        .merge({
+            use utoipa_scalar::Servable;
+            utoipa_scalar::Scalar::with_url(
+                "/docs",
+                <crate::openapi::ApiDoc as utoipa::OpenApi>::openapi(),
+            )
+        })
         .fallback(|| async { ApiError::not_found("resource") })
 }

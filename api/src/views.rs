@@ -1,0 +1,263 @@
+//! What the API answers with: one typed view per resource, serialised to JSON and described
+//! in the OpenAPI document by the same type, so the spec cannot drift from the responses.
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sshq_projector::audit::AuditRecord;
+use sshq_projector::devices::DeviceRecord;
+use sshq_projector::jobs::JobRecord;
+use sshq_projector::keys::KeyRecord;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A failed attempt before the command began; the job was retried after `retry_in_ms`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AttemptError {
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub code: String,
+    pub message: String,
+    pub retry_in_ms: u64,
+}
+
+/// A job: one command on one device. `status` is `queued`, `running`, or a terminal status:
+/// `finished` (see `exit_status`/`exit_signal`), `failed`, `timed_out`, `canceled`,
+/// `expired`, `worker_lost`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Job {
+    pub job_id: Uuid,
+    pub device_id: Uuid,
+    pub status: String,
+    /// Finished with exit status 0.
+    pub is_ok: bool,
+    pub argv: Vec<String>,
+    /// Names of the environment variables set (values are never shown).
+    pub env_keys: Vec<String>,
+    /// Seconds.
+    pub timeout: i32,
+    pub attempts: i32,
+    pub attempt_errors: Vec<AttemptError>,
+    pub pty: bool,
+    pub queue_deadline: DateTime<Utc>,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub worker: Option<String>,
+    pub exit_status: Option<i64>,
+    pub exit_signal: Option<String>,
+    pub exit_signal_message: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    /// Stored stdout as UTF-8 (invalid bytes replaced). Left out of lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    /// The exact stored bytes. Left out of lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout_base64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr_base64: Option<String>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// The id of the key that submitted the job.
+    pub actor: Option<String>,
+    pub requested_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+}
+
+impl Job {
+    pub fn new(job: &JobRecord, with_output: bool) -> Self {
+        let output = |bytes: &[u8], f: fn(&[u8]) -> String| with_output.then(|| f(bytes));
+        Self {
+            job_id: job.id,
+            device_id: job.device_id,
+            status: job.status.clone(),
+            is_ok: job.status == "finished" && job.exit_status == Some(0),
+            argv: job.argv.clone(),
+            env_keys: job.env_keys.clone(),
+            timeout: job.timeout_ms / 1000,
+            attempts: job.attempts,
+            attempt_errors: serde_json::from_value(job.attempt_errors.clone()).unwrap_or_default(),
+            pty: job.pty,
+            queue_deadline: job.queue_deadline,
+            cancel_requested_at: job.cancel_requested_at,
+            worker: job.worker.clone(),
+            exit_status: job.exit_status,
+            exit_signal: job.exit_signal.clone(),
+            exit_signal_message: job.exit_signal_message.clone(),
+            error_code: job.error_code.clone(),
+            error_message: job.error_message.clone(),
+            stdout: output(&job.stdout, |b| String::from_utf8_lossy(b).into_owned()),
+            stderr: output(&job.stderr, |b| String::from_utf8_lossy(b).into_owned()),
+            stdout_base64: output(&job.stdout, b64),
+            stderr_base64: output(&job.stderr, b64),
+            stdout_truncated: job.stdout_truncated,
+            stderr_truncated: job.stderr_truncated,
+            actor: job.actor.clone(),
+            requested_at: job.requested_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+            duration_ms: job.duration_ms,
+        }
+    }
+}
+
+/// `202 Accepted`: the request is durably stored; poll `location`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    pub job_id: Uuid,
+    pub status: String,
+    pub location: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CancelRequested {
+    pub job_id: Uuid,
+    /// The job's status when the cancel was recorded.
+    pub status: String,
+    pub cancel_requested: bool,
+}
+
+/// A device. `presence` is `unknown` (never sent a heartbeat), `online` or `offline`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Device {
+    pub id: Uuid,
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+    pub username: String,
+    /// The pinned host key, `type base64`.
+    pub host_key: String,
+    pub tags: Vec<String>,
+    /// `pending`, `accepted` or `rejected`; only accepted devices run commands.
+    pub status: String,
+    pub online: bool,
+    pub presence: String,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&DeviceRecord> for Device {
+    fn from(record: &DeviceRecord) -> Self {
+        Self {
+            id: record.id,
+            name: record.name.clone(),
+            host: record.host.clone(),
+            port: record.port,
+            username: record.username.clone(),
+            host_key: record.host_key.clone(),
+            tags: record.tags.clone(),
+            status: record.status.clone(),
+            online: record.presence == "online",
+            presence: record.presence.clone(),
+            last_seen_at: record.last_seen_at,
+            updated_at: record.updated_at.unwrap_or(record.registered_at),
+        }
+    }
+}
+
+/// One audit entry. For `action = exec`: `outcome` is `accepted`, then the job's terminal
+/// status, or `rejected` (reason in `detail`); stdout/stderr hold the first 10 KiB.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    pub actor: Option<String>,
+    pub action: String,
+    pub device_id: Option<Uuid>,
+    pub job_id: Option<Uuid>,
+    pub command: Option<String>,
+    pub outcome: String,
+    pub exit_status: Option<i64>,
+    pub detail: Option<String>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    pub stdout_base64: Option<String>,
+    pub stderr_base64: Option<String>,
+    pub output_truncated: bool,
+}
+
+impl From<&AuditRecord> for AuditEntry {
+    fn from(entry: &AuditRecord) -> Self {
+        let text = |b: &Option<Vec<u8>>| {
+            b.as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+        };
+        Self {
+            id: entry.id,
+            at: entry.at,
+            actor: entry.actor.clone(),
+            action: entry.action.clone(),
+            device_id: entry.device_id,
+            job_id: entry.job_id,
+            command: entry.command.clone(),
+            outcome: entry.outcome.clone(),
+            exit_status: entry.exit_status,
+            detail: entry.detail.clone(),
+            stdout: text(&entry.stdout),
+            stderr: text(&entry.stderr),
+            stdout_base64: entry.stdout.as_deref().map(b64),
+            stderr_base64: entry.stderr.as_deref().map(b64),
+            output_truncated: entry.output_truncated,
+        }
+    }
+}
+
+/// An API key as listed: never its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Key {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<&KeyRecord> for Key {
+    fn from(key: &KeyRecord) -> Self {
+        Self {
+            id: key.id.clone(),
+            name: key.name.clone(),
+            role: key.role.clone(),
+            created_by: key.created_by.clone(),
+            created_at: key.created_at,
+            expires_at: key.expires_at,
+            revoked_at: key.revoked_at,
+        }
+    }
+}
+
+/// A new key, with its secret `key` shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewKey {
+    pub id: String,
+    /// Send it as `X-API-Key`. It is stored nowhere: keep it.
+    pub key: String,
+    pub name: String,
+    pub role: String,
+    pub tenant: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub owner_key: NewKey,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub nats: String,
+    pub waiting_submits: usize,
+}
