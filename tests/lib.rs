@@ -167,6 +167,10 @@ pub struct StackOptions {
     pub admin_database_url: Option<String>,
     /// Requests a second per key; 0 (the default in tests) is unlimited.
     pub rate_limit_per_s: u32,
+    /// Another NATS (a cluster's comma-separated seed URLs) instead of the shared server.
+    pub nats_url: Option<String>,
+    /// Stream replicas (3 on a cluster).
+    pub replicas: usize,
 }
 
 impl Default for StackOptions {
@@ -178,6 +182,8 @@ impl Default for StackOptions {
             worker_ack_wait: Duration::from_secs(30),
             admin_database_url: None,
             rate_limit_per_s: 0,
+            nats_url: None,
+            replicas: 1,
         }
     }
 }
@@ -204,7 +210,10 @@ impl TestStack {
 
     pub async fn start_with(options: StackOptions) -> Self {
         let prefix = unique("t");
-        let nats_url = env("SSHQ_TEST_NATS_URL");
+        let nats_url = options
+            .nats_url
+            .clone()
+            .unwrap_or_else(|| env("SSHQ_TEST_NATS_URL"));
         let database_url = match &options.admin_database_url {
             Some(admin) => create_database_on(admin, &prefix).await,
             None => create_database(&prefix).await,
@@ -213,11 +222,12 @@ impl TestStack {
         let shutdown = CancellationToken::new();
 
         // Create the stream and consumer first, with this test's settings.
-        let client = async_nats::connect(&nats_url)
+        let client = schemas::topology::connect(&nats_url)
             .await
             .expect("test NATS reachable");
         let stream_settings = schemas::StreamSettings {
             worker_ack_wait: options.worker_ack_wait,
+            replicas: options.replicas,
             ..Default::default()
         };
         let topology = schemas::Topology::new(&prefix).unwrap();
@@ -700,5 +710,130 @@ impl Drop for PgInstance {
                 "stop",
             ])
             .output();
+    }
+}
+
+/// A 3-node (or n-node) JetStream cluster on loopback, each node its own process, ports and
+/// store; killed and deleted on drop.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsNode>,
+    _dir: tempfile::TempDir,
+}
+
+pub struct NatsNode {
+    pub name: String,
+    pub client_port: u16,
+    pub monitor_port: u16,
+    child: Option<Child>,
+}
+
+impl NatsCluster {
+    pub fn start(size: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16, u16)> = (0..size)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, cluster, _)| format!("nats-route://127.0.0.1:{cluster}"))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, (client, cluster, monitor)) in ports.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let store = dir.path().join(&name);
+            let config = format!(
+                "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
+                 jetstream {{ store_dir: \"{store}\" }}\n\
+                 cluster {{ name: sshq-test\n listen: 127.0.0.1:{cluster}\n routes: [{routes}] }}\n",
+                store = store.display(),
+                routes = routes.join(", "),
+            );
+            let path = dir.path().join(format!("{name}.conf"));
+            std::fs::write(&path, config).unwrap();
+            let child = Command::new(env("SSHQ_TEST_NATS_SERVER"))
+                .arg("-c")
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            nodes.push(NatsNode {
+                name,
+                client_port: *client,
+                monitor_port: *monitor,
+                child: Some(child),
+            });
+        }
+        let cluster = Self { nodes, _dir: dir };
+        // Healthy means JetStream is up and the meta group has a leader, on every node.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &cluster.nodes {
+            let url = format!("http://127.0.0.1:{}/healthz", node.monitor_port);
+            while !http_probe::blocking_get_ok(&url) {
+                assert!(
+                    Instant::now() < deadline,
+                    "JetStream cluster did not become healthy"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        cluster
+    }
+
+    /// The seed URLs, comma-separated, as the services take them.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn kill(&mut self, name: &str) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .expect("a node of this cluster");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+mod http_probe {
+    /// A tiny blocking GET for helpers that run outside the runtime.
+    pub fn blocking_get_ok(url: &str) -> bool {
+        let Some(rest) = url.strip_prefix("http://") else {
+            return false;
+        };
+        let (host, path) = rest
+            .split_once('/')
+            .map(|(h, p)| (h, format!("/{p}")))
+            .unwrap_or((rest, "/".into()));
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+        if stream.write_all(request.as_bytes()).is_err() {
+            return false;
+        }
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200")
     }
 }

@@ -143,7 +143,7 @@ impl Application {
         let tenant =
             TenantId::parse(settings.bootstrap_tenant.as_str()).context("SSHQ_BOOTSTRAP_TENANT")?;
         let topology = Topology::new(&settings.prefix)?;
-        let client = async_nats::connect(&settings.nats_url)
+        let client = schemas::topology::connect(&settings.nats_url)
             .await
             .context("connecting to NATS")?;
         let js = jetstream::new(client.clone());

@@ -124,7 +124,7 @@ impl Projector {
             .await
             .context("connecting to Postgres")?;
         migrate(&pool).await.context("migrating the read models")?;
-        let client = async_nats::connect(&settings.nats_url)
+        let client = schemas::topology::connect(&settings.nats_url)
             .await
             .context("connecting to NATS")?;
         let js = jetstream::new(client.clone());

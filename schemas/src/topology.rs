@@ -103,6 +103,17 @@ impl Default for StreamSettings {
     }
 }
 
+/// Connects to NATS given one URL or several separated by commas (the seed servers of a
+/// cluster; the client learns the rest from the cluster and fails over between them).
+pub async fn connect(urls: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let servers: Vec<&str> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    async_nats::ConnectOptions::new().connect(servers).await
+}
+
 #[derive(Clone, Debug)]
 pub struct Topology {
     prefix: String,

@@ -11,20 +11,22 @@
 //! 5. Stream output, enforce the timeout, keep the message's lease with progress acks.
 //! 6. Publish the outcome (again first-wins on its subject), then the live `end` message,
 //!    and only then ack the request.
+//!
+//! Every publish the worker depends on goes through [`durably`]: a refused or lost ack (a
+//! JetStream node dying, a leader election) is retried with the same message id, which the
+//! stream deduplicates, so a result in hand is not turned into `worker_lost` by a NATS blip.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind, context::PublishErrorKind};
 use bytes::Bytes;
-use futures::future::try_join_all;
 use russh::{ChannelMsg, Sig};
 use schemas::topology::JobFacet;
 use schemas::{
     Event, EventBody, ExecAttemptFailed, ExecFailed, ExecFinished, ExecRequested, ExecStarted,
     FailureCode, OutputChunk, OutputEnd, OutputMessage, OutputStream, TopologyError,
 };
-use std::future::IntoFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, debug, info, warn};
 
@@ -163,7 +165,7 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
                     retry_in_ms: delay.as_millis() as u64,
                 }),
             );
-            topo.publish_event(&worker.js, &failed).await?.await?;
+            durably("attempt", || topo.publish_event(&worker.js, &failed)).await?;
             return message
                 .ack_with(AckKind::Nak(Some(delay)))
                 .await
@@ -194,14 +196,12 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
             worker: worker.settings.worker_id.clone(),
         }),
     );
-    match topo.publish_first_event(&worker.js, &started).await?.await {
-        Ok(_) => {}
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-            info!("another worker started this job first; leaving it to them");
-            let _ = channel.close().await;
-            return ack(&message).await;
-        }
-        Err(e) => return Err(e.into()),
+    if durably("started", || topo.publish_first_event(&worker.js, &started)).await?
+        == Published::Conflict
+    {
+        info!("another worker started this job first; leaving it to them");
+        let _ = channel.close().await;
+        return ack(&message).await;
     }
 
     let (outcome, seq) = run(&worker, &event, request, channel, &message, &cancel.token).await;
@@ -305,9 +305,7 @@ async fn run(
         }
         let _ = channel.close().await;
     }
-    if let Err(error) = try_join_all(pending_acks.into_iter().map(|ack| ack.into_future())).await {
-        warn!(%error, "an output chunk was not stored");
-    }
+    store_output(worker, event, request, pending_acks).await;
     let outcome = if canceled {
         Outcome::Failed(
             FailureCode::Canceled,
@@ -349,7 +347,7 @@ async fn publish_chunk(
     data: impl Into<Bytes>,
     seq: &mut u64,
     bytes: &mut [u64; 2],
-    pending: &mut Vec<jetstream::context::PublishAckFuture>,
+    pending: &mut Vec<(OutputMessage, Option<jetstream::context::PublishAckFuture>)>,
 ) {
     let data = data.into();
     bytes[stream as usize] += data.len() as u64;
@@ -359,13 +357,81 @@ async fn publish_chunk(
         data,
     });
     *seq += 1;
-    match worker
+    let ack = worker
         .topology
         .publish_output(&worker.js, &event.tenant, request.job_id, &message)
         .await
-    {
-        Ok(ack) => pending.push(ack),
-        Err(error) => warn!(%error, "publishing output failed"),
+        .ok();
+    pending.push((message, ack));
+}
+
+/// Waits for every output chunk's ack and publishes again, durably, any that was not stored.
+async fn store_output(
+    worker: &Worker,
+    event: &Event,
+    request: &ExecRequested,
+    pending: Vec<(OutputMessage, Option<jetstream::context::PublishAckFuture>)>,
+) {
+    for (message, ack) in pending {
+        let stored = match ack {
+            Some(ack) => ack.await.is_ok(),
+            None => false,
+        };
+        if !stored {
+            let republish = || {
+                worker
+                    .topology
+                    .publish_output(&worker.js, &event.tenant, request.job_id, &message)
+            };
+            if let Err(error) = durably("output", republish).await {
+                warn!(%error, seq = message.seq(), "an output chunk could not be stored");
+            }
+        }
+    }
+}
+
+/// What a durable publish came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Published {
+    Stored,
+    /// A first-wins subject already held a message: someone else got there first.
+    Conflict,
+}
+
+/// How long a worker keeps retrying a publish before giving up. Below JetStream's duplicate
+/// window (120 s), so every retry of the same message is still deduplicated.
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(90);
+
+/// Publishes until acknowledged. An ack that is lost or refused (a stream electing a new
+/// leader after a node died, a reconnect) is retried with the same message id, which
+/// JetStream deduplicates, so a result the worker holds is not dropped because NATS blinked.
+pub(crate) async fn durably<F, Fut>(
+    what: &'static str,
+    mut publish: F,
+) -> Result<Published, JobError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<jetstream::context::PublishAckFuture, TopologyError>>,
+{
+    let deadline = Instant::now() + PUBLISH_PATIENCE;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let result = match publish().await {
+            Ok(ack) => ack.await.map_err(JobError::from),
+            Err(error) => Err(JobError::from(error)),
+        };
+        match result {
+            Ok(_) => return Ok(Published::Stored),
+            Err(JobError::Publish(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                return Ok(Published::Conflict);
+            }
+            Err(error) if Instant::now() < deadline => {
+                warn!(%error, what, retry_in_ms = delay.as_millis() as u64, "publish not acknowledged; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => return Err(error),
+        }
     }
 }
 
@@ -407,29 +473,25 @@ async fn conclude(
         }
     };
     let outcome = Event::new(event.tenant.clone(), None, body);
-    match worker
-        .topology
-        .publish_first_event(&worker.js, &outcome)
-        .await?
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-            info!("the job already has an outcome; keeping the first");
-            return Ok(());
-        }
-        Err(e) => return Err(e.into()),
+    let published = durably("outcome", || {
+        worker.topology.publish_first_event(&worker.js, &outcome)
+    })
+    .await?;
+    if published == Published::Conflict {
+        info!("the job already has an outcome; keeping the first");
+        return Ok(());
     }
     let seq = match seq {
         Some(seq) => seq,
         None => next_output_seq(worker, event, request).await,
     };
     let end = OutputMessage::End(OutputEnd { seq, ..end });
-    worker
-        .topology
-        .publish_output(&worker.js, &event.tenant, request.job_id, &end)
-        .await?
-        .await?;
+    durably("end", || {
+        worker
+            .topology
+            .publish_output(&worker.js, &event.tenant, request.job_id, &end)
+    })
+    .await?;
     Ok(())
 }
 

@@ -103,7 +103,7 @@ impl Worker {
         let topology = Topology::new(&settings.prefix)?;
         let key = russh::keys::load_secret_key(&settings.ssh_key, None)
             .with_context(|| format!("loading the SSH key {}", settings.ssh_key.display()))?;
-        let client = async_nats::connect(&settings.nats_url)
+        let client = schemas::topology::connect(&settings.nats_url)
             .await
             .context("connecting to NATS")?;
         let js = jetstream::new(client.clone());
