@@ -352,22 +352,8 @@ pub async fn list(
             q.push(" AND action = ").push_bind(action.clone());
         }
     };
-    let mut count = QueryBuilder::new("SELECT count(*) FROM audit_entries");
-    push_filters(&mut count);
-    let total: i64 = count.build_query_scalar().fetch_one(db).await?;
-    let mut rows = QueryBuilder::new("SELECT * FROM audit_entries");
-    push_filters(&mut rows);
-    rows.push(if page.ascending {
-        " ORDER BY at ASC, id ASC"
-    } else {
-        " ORDER BY at DESC, id DESC"
-    });
-    rows.push(" LIMIT ")
-        .push_bind(page.per_page)
-        .push(" OFFSET ")
-        .push_bind(page.offset());
-    let records = rows.build_query_as().fetch_all(db).await?;
-    Ok((records, total))
+    page.fetch(db, "audit_entries", "*", "at", push_filters)
+        .await
 }
 
 #[cfg(test)]

@@ -188,20 +188,6 @@ pub async fn list(
             q.push(" AND name ILIKE ").push_bind(pattern);
         }
     };
-    let mut count = QueryBuilder::new("SELECT count(*) FROM devices");
-    push_filters(&mut count);
-    let total: i64 = count.build_query_scalar().fetch_one(db).await?;
-    let mut rows = QueryBuilder::new("SELECT * FROM devices");
-    push_filters(&mut rows);
-    let direction = if page.ascending { "ASC" } else { "DESC" };
-    rows.push(format_args!(
-        " ORDER BY {} {direction} NULLS LAST, id {direction}",
-        sort.column()
-    ));
-    rows.push(" LIMIT ")
-        .push_bind(page.per_page)
-        .push(" OFFSET ")
-        .push_bind(page.offset());
-    let records = rows.build_query_as().fetch_all(db).await?;
-    Ok((records, total))
+    page.fetch(db, "devices", "*", sort.column(), push_filters)
+        .await
 }

@@ -372,27 +372,11 @@ pub async fn list(
             q.push(" AND requested_at < ").push_bind(to);
         }
     };
-    let mut count = sqlx::QueryBuilder::new("SELECT count(*) FROM jobs");
-    push_filters(&mut count);
-    let total: i64 = count.build_query_scalar().fetch_one(db).await?;
     // Output is left out of lists: it can be a megabyte per job.
-    let mut rows = sqlx::QueryBuilder::new(
-        "SELECT id, tenant, device_id, actor, argv, env_keys, stdin_bytes, timeout_ms, status, attempts,
-             attempt_errors, pty, queue_deadline, cancel_requested_at, worker, exit_status, exit_signal,
-             exit_signal_message, error_code, error_message, '\\x'::bytea AS stdout, '\\x'::bytea AS stderr,
-             stdout_truncated, stderr_truncated, requested_at, started_at, finished_at, duration_ms
-         FROM jobs",
-    );
-    push_filters(&mut rows);
-    let direction = if page.ascending { "ASC" } else { "DESC" };
-    rows.push(format_args!(
-        " ORDER BY {} {direction} NULLS LAST, id {direction}",
-        sort.column()
-    ));
-    rows.push(" LIMIT ")
-        .push_bind(page.per_page)
-        .push(" OFFSET ")
-        .push_bind(page.offset());
-    let records = rows.build_query_as().fetch_all(db).await?;
-    Ok((records, total))
+    const COLUMNS: &str = "id, tenant, device_id, actor, argv, env_keys, stdin_bytes, timeout_ms, status, attempts,
+        attempt_errors, pty, queue_deadline, cancel_requested_at, worker, exit_status, exit_signal,
+        exit_signal_message, error_code, error_message, '\\x'::bytea AS stdout, '\\x'::bytea AS stderr,
+        stdout_truncated, stderr_truncated, requested_at, started_at, finished_at, duration_ms";
+    page.fetch(db, "jobs", COLUMNS, sort.column(), push_filters)
+        .await
 }
