@@ -29,14 +29,31 @@ fn day_of_partition(name: &str) -> Option<NaiveDate> {
 }
 
 /// Creates the partition holding `day` if it is missing.
-pub async fn ensure_partition(db: impl PgExecutor<'_>, day: NaiveDate) -> sqlx::Result<()> {
+/// Must run inside a transaction that holds [`lock_partitions`]: `CREATE TABLE IF NOT EXISTS`
+/// is not atomic against a concurrent creation of the same table.
+pub async fn ensure_partition(
+    tx: &mut Transaction<'_, Postgres>,
+    day: NaiveDate,
+) -> sqlx::Result<()> {
     let next = day.succ_opt().expect("a day after");
     // Names and bounds come from a NaiveDate, never from input.
     let sql = format!(
         "CREATE TABLE IF NOT EXISTS {} PARTITION OF {PARENT} FOR VALUES FROM ('{day}') TO ('{next}')",
         partition_name(day)
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(db).await?;
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Serialises partition DDL (the batches' on-demand partitions and the retention task) for
+/// the rest of the transaction.
+pub async fn lock_partitions(tx: &mut Transaction<'_, Postgres>) -> sqlx::Result<()> {
+    // An arbitrary constant naming this lock ("audit partitions").
+    sqlx::query("SELECT pg_advisory_xact_lock(7305419921)")
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -62,20 +79,25 @@ pub async fn enforce_retention(
     now: DateTime<Utc>,
     retention: Duration,
 ) -> sqlx::Result<Vec<NaiveDate>> {
+    let mut tx = pool.begin().await?;
+    lock_partitions(&mut tx).await?;
     let today = now.date_naive();
     for ahead in 0..7 {
-        ensure_partition(pool, today + Duration::days(ahead)).await?;
+        ensure_partition(&mut tx, today + Duration::days(ahead)).await?;
     }
     let horizon = (now - retention).date_naive();
     let mut dropped = Vec::new();
-    for day in partitions(pool).await? {
+    for day in partitions(&mut *tx).await? {
         // A partition holds [day, day+1); it is expired when all of it is before the horizon.
         if day.succ_opt().expect("a day after") <= horizon {
             let sql = format!("DROP TABLE IF EXISTS {}", partition_name(day));
-            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?;
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await?;
             dropped.push(day);
         }
     }
+    tx.commit().await?;
     Ok(dropped)
 }
 
@@ -228,8 +250,9 @@ impl AuditRows {
         }
         let days: std::collections::BTreeSet<NaiveDate> =
             self.at.iter().map(|t| t.date_naive()).collect();
+        lock_partitions(tx).await?;
         for day in days {
-            ensure_partition(&mut **tx, day).await?;
+            ensure_partition(tx, day).await?;
         }
         let action: Vec<String> = self.action.iter().map(|s| s.to_string()).collect();
         let outcome: Vec<String> = self.outcome.iter().map(|s| s.to_string()).collect();
