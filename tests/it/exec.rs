@@ -221,3 +221,26 @@ async fn a_repeated_submit_with_the_same_idempotency_key_is_one_job() {
     assert_eq!(status, StatusCode::CONFLICT, "{error}");
     assert_eq!(error["error_code"], "IDEMPOTENCY_KEY_REUSED");
 }
+
+#[tokio::test]
+async fn a_refused_login_fails_at_once_without_retries() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    // A user the device does not let in: authentication is refused, which no retry can fix.
+    let body = json!({ "name": "wrong-user", "host": "127.0.0.1", "port": device.port, "username": "nobody", "host_key": device.host_key });
+    let (status, created) = stack.post("/v1/devices", &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let job = stack
+        .run(created["id"].as_str().unwrap(), json!({ "command": "id" }))
+        .await;
+    assert_eq!(
+        (job["status"].as_str(), job["error_code"].as_str()),
+        (Some("failed"), Some("auth_failed")),
+        "{job}"
+    );
+    assert_eq!(
+        job["attempts"], 1,
+        "permanent errors are not retried: {job}"
+    );
+    assert_eq!(job["attempt_errors"], json!([]));
+}

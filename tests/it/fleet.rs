@@ -175,3 +175,25 @@ async fn sigterm_lets_running_commands_finish_and_takes_no_new_work() {
     let body = stack.wait_job(&later, Duration::from_secs(20)).await;
     assert_eq!(body["worker"], "worker-b");
 }
+
+/// A command longer than the consumer's ack wait keeps its lease with progress acks: it is
+/// not handed to another worker (which would end it as worker_lost).
+#[tokio::test]
+async fn a_command_longer_than_the_ack_wait_keeps_its_lease() {
+    let stack = TestStack::start_with(fleet_options()).await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    let _a = WorkerProcess::spawn(&stack, "worker-a", &[]);
+    let _b = WorkerProcess::spawn(&stack, "worker-b", &[]);
+    // The ack wait is 2 s here; the command takes 5.
+    let job = stack
+        .submit(&id, json!({ "command": "sh -c 'sleep 5; echo held'" }))
+        .await;
+    let body = stack.wait_job(&job, Duration::from_secs(30)).await;
+    assert_eq!(
+        (body["status"].as_str(), body["stdout"].as_str()),
+        (Some("finished"), Some("held\n")),
+        "{body}"
+    );
+    assert_eq!(body["attempts"], 1);
+}
