@@ -171,6 +171,9 @@ pub struct StackOptions {
     pub nats_url: Option<String>,
     /// Stream replicas (3 on a cluster).
     pub replicas: usize,
+    /// Enforce the template allow-list (production's default); most tests run open mode to
+    /// use arbitrary commands (the blocked patterns still apply).
+    pub command_templates: bool,
 }
 
 impl Default for StackOptions {
@@ -184,6 +187,7 @@ impl Default for StackOptions {
             rate_limit_per_s: 0,
             nats_url: None,
             replicas: 1,
+            command_templates: false,
         }
     }
 }
@@ -281,6 +285,12 @@ impl TestStack {
             heartbeat_interval_s: 1,
             missed_heartbeats: 2,
             presence_check_s: 1,
+            command_policy: if options.command_templates {
+                "templates"
+            } else {
+                "open"
+            }
+            .into(),
             ..Default::default()
         };
         let app = sshq_api::Application::build(&api)

@@ -9,6 +9,7 @@ use schemas::{DeviceConfig, DeviceId, DeviceStatus, SshTarget};
 
 use crate::command;
 use crate::error::{ApiError, ErrorCode};
+use crate::templates::Policy;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -246,7 +247,12 @@ pub struct EnvVar {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
-    pub command: String,
+    /// The command line; it must pass the command policy. Give either this or `template`.
+    pub command: Option<String>,
+    /// A template name (`GET /v1/templates`), run with `args`.
+    pub template: Option<String>,
+    #[serde(default)]
+    pub args: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub env: Vec<EnvVar>,
     pub stdin_base64: Option<String>,
@@ -315,15 +321,61 @@ fn bounded(
 }
 
 impl ExecRequest {
-    pub fn validate(self, limits: ExecLimits) -> Result<ExecSpec, ApiError> {
-        let argv = command::parse(&self.command).map_err(|e| {
-            let code = match e {
-                command::CommandError::ShellSyntax(..) => ErrorCode::CommandNotAllowed,
-                command::CommandError::Empty => ErrorCode::RequiredValueMissing,
-                _ => ErrorCode::ValueIncorrectFormat,
-            };
-            ApiError::invalid(code, "command", e.to_string())
-        })?;
+    /// The command as the audit trail should show it, even when it is refused.
+    pub fn described(&self) -> String {
+        match (&self.command, &self.template) {
+            (Some(command), _) => command.clone(),
+            (None, Some(template)) => {
+                let args: Vec<String> = self.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("template {template} {}", args.join(" "))
+                    .trim_end()
+                    .to_owned()
+            }
+            (None, None) => String::new(),
+        }
+    }
+
+    pub fn validate(self, limits: ExecLimits, policy: &Policy) -> Result<ExecSpec, ApiError> {
+        let approved = match (&self.command, &self.template) {
+            (Some(command), None) => {
+                let argv = command::parse(command).map_err(|e| {
+                    let code = match e {
+                        command::CommandError::ShellSyntax(..) => ErrorCode::CommandNotAllowed,
+                        command::CommandError::Empty => ErrorCode::RequiredValueMissing,
+                        _ => ErrorCode::ValueIncorrectFormat,
+                    };
+                    ApiError::invalid(code, "command", e.to_string())
+                })?;
+                if !self.args.is_empty() {
+                    return Err(ApiError::invalid(
+                        ErrorCode::InvalidRequestData,
+                        "args",
+                        "args go with template, not command",
+                    ));
+                }
+                policy.check(&argv)
+            }
+            (None, Some(template)) => policy.render(template, &self.args),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid(
+                    ErrorCode::InvalidRequestData,
+                    "template",
+                    "give either command or template, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ApiError::invalid(
+                    ErrorCode::RequiredValueMissing,
+                    "command",
+                    "command (or template) is required",
+                ));
+            }
+        };
+        let argv = approved
+            .map_err(|e| {
+                ApiError::invalid(ErrorCode::CommandNotAllowed, &e.property(), e.to_string())
+            })?
+            .argv;
         if argv[0].contains('=') {
             return Err(ApiError::invalid(
                 ErrorCode::ValueIncorrectFormat,
@@ -477,7 +529,9 @@ mod tests {
     #[test]
     fn timeouts_default_and_are_bounded() {
         let req = |t| ExecRequest {
-            command: "uptime".into(),
+            command: Some("uptime".into()),
+            template: None,
+            args: Default::default(),
             env: vec![],
             stdin_base64: None,
             timeout: t,
@@ -486,13 +540,24 @@ mod tests {
             close: false,
             queue_timeout: None,
         };
-        assert_eq!(req(None).validate(limits()).unwrap().timeout_ms, 30_000);
         assert_eq!(
-            req(Some(120)).validate(limits()).unwrap().timeout_ms,
+            req(None)
+                .validate(limits(), &Policy::scalelite(false))
+                .unwrap()
+                .timeout_ms,
+            30_000
+        );
+        assert_eq!(
+            req(Some(120))
+                .validate(limits(), &Policy::scalelite(false))
+                .unwrap()
+                .timeout_ms,
             120_000
         );
         for bad in [0, 121] {
-            let e = req(Some(bad)).validate(limits()).unwrap_err();
+            let e = req(Some(bad))
+                .validate(limits(), &Policy::scalelite(false))
+                .unwrap_err();
             assert_eq!(
                 (e.error_code, e.property.as_deref()),
                 (ErrorCode::ValueOutOfBounds, Some("timeout"))

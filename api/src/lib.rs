@@ -15,6 +15,7 @@ pub mod limits;
 pub mod openapi;
 pub mod presence;
 pub mod routes;
+pub mod templates;
 pub mod views;
 pub mod waiters;
 
@@ -67,6 +68,9 @@ pub struct Settings {
     pub heartbeat_interval_s: u32,
     pub missed_heartbeats: u32,
     pub presence_check_s: u32,
+    /// `templates` (default): only allow-listed command templates run. `open`: any command
+    /// that passes the blocked patterns (for fleets whose operators are all trusted).
+    pub command_policy: String,
 }
 
 impl Default for Settings {
@@ -93,6 +97,7 @@ impl Default for Settings {
             heartbeat_interval_s: 30,
             missed_heartbeats: 3,
             presence_check_s: 10,
+            command_policy: "templates".into(),
         }
     }
 }
@@ -118,6 +123,7 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// A device that sent heartbeats is offline after this long without one.
     pub offline_after: Duration,
+    pub policy: Arc<templates::Policy>,
     pub limits: ExecLimits,
     pub max_wait: Duration,
     pub waiters: Arc<Waiters>,
@@ -168,6 +174,15 @@ impl Application {
             stream,
             db,
             keys: keys.clone(),
+            policy: Arc::new(templates::Policy::scalelite(
+                match settings.command_policy.as_str() {
+                    "templates" => false,
+                    "open" => true,
+                    other => {
+                        anyhow::bail!("SSHQ_COMMAND_POLICY is templates or open, not {other:?}")
+                    }
+                },
+            )),
             limiter: Arc::new(RateLimiter::new(
                 settings.rate_limit_per_s,
                 settings.rate_limit_burst,

@@ -29,6 +29,7 @@ use crate::routes;
         routes::jobs::history,
         routes::jobs::cancel,
         routes::audit::list,
+        routes::templates::list,
         routes::keys::create,
         routes::keys::list,
         routes::keys::revoke,

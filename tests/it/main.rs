@@ -8,6 +8,7 @@ mod fleet;
 mod live;
 mod openapi;
 mod outage;
+mod policy;
 mod projection;
 mod read_models;
 mod registry;

@@ -77,8 +77,8 @@ pub async fn submit(
     caller.require(Scope::Exec)?;
     let Query(params) = params
         .map_err(|e| ApiError::invalid(ErrorCode::ValueIncorrectType, "wait", e.body_text()))?;
-    let command = body.command.clone();
-    let spec = match body.validate(state.limits) {
+    let command = body.described();
+    let spec = match body.validate(state.limits, &state.policy) {
         Ok(spec) => spec,
         Err(error) if error.error_code == ErrorCode::CommandNotAllowed => {
             audit_rejection(&state, &caller, &device, command, &error).await?;

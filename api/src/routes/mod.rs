@@ -7,6 +7,7 @@ pub(crate) mod health;
 pub(crate) mod jobs;
 pub(crate) mod keys;
 mod list;
+pub(crate) mod templates;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/devices/{id}/history", get(jobs::history))
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/audit", get(audit::list))
+        .route("/v1/templates", get(templates::list))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/v1/tenants", post(keys::create_tenant))
