@@ -1,5 +1,9 @@
-//! `sshq-bench`: load generators behind `ops/bench-*`. Each prints one JSON object of
-//! results; the ops scripts put them into BENCHMARKS.md.
+//! `sshq-bench`: load generators behind `ops/bench` and `ops/bench-*`. Each prints one JSON
+//! object of results; the ops scripts put them into BENCHMARKS.md.
+
+mod exec;
+mod procs;
+mod stats;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +43,15 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         batch_size: usize,
     },
+    /// M executions over N devices through the REST API, P in flight: executions/s and
+    /// submit-to-result latency.
+    Exec(exec::ExecArgs),
+    /// Registers devices through the REST API; writes their ids.
+    Register(exec::RegisterArgs),
+    /// One worker holding a connection to every device: its memory, and executions over them.
+    Connections(exec::ConnectionsArgs),
+    /// The exec workload through a command-line peer, one process per execution.
+    Procs(procs::ProcsArgs),
 }
 
 #[tokio::main]
@@ -57,6 +70,10 @@ async fn main() -> anyhow::Result<()> {
             burst_jobs,
             batch_size,
         } => projector(nats_url, database_url, jobs, burst_jobs, batch_size).await,
+        Command::Exec(args) => exec::exec(args).await,
+        Command::Register(args) => exec::register(args).await,
+        Command::Connections(args) => exec::connections(args).await,
+        Command::Procs(args) => procs::procs(args).await,
     }
 }
 

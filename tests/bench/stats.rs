@@ -74,7 +74,11 @@ fn tree(roots: &[u32], procs: &HashMap<u32, ProcStat>) -> HashSet<u32> {
         children.entry(stat.ppid).or_default().push(*pid);
     }
     let mut seen = HashSet::new();
-    let mut todo: Vec<u32> = roots.iter().copied().filter(|p| procs.contains_key(p)).collect();
+    let mut todo: Vec<u32> = roots
+        .iter()
+        .copied()
+        .filter(|p| procs.contains_key(p))
+        .collect();
     while let Some(pid) = todo.pop() {
         if seen.insert(pid) {
             todo.extend(children.get(&pid).into_iter().flatten().copied());
@@ -134,7 +138,10 @@ impl CpuGroups {
                 .collect::<Result<Vec<_>, _>>()?;
             groups.push((name.to_owned(), pids));
         }
-        groups.push(("client (sshq-bench and its children)".into(), vec![std::process::id()]));
+        groups.push((
+            "client (sshq-bench and its children)".into(),
+            vec![std::process::id()],
+        ));
         Ok(Self {
             groups,
             start: None,
@@ -146,10 +153,7 @@ impl CpuGroups {
         self.groups
             .iter()
             .map(|(name, roots)| {
-                let ticks = tree(roots, &procs)
-                    .iter()
-                    .map(|pid| procs[pid].ticks)
-                    .sum();
+                let ticks = tree(roots, &procs).iter().map(|pid| procs[pid].ticks).sum();
                 (name.clone(), ticks)
             })
             .collect()
@@ -231,7 +235,10 @@ pub fn established_to(pid: u32, ports: &HashSet<u16>) -> usize {
             dir.filter_map(|e| {
                 let link = std::fs::read_link(e.ok()?.path()).ok()?;
                 let link = link.to_str()?;
-                link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+                link.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse()
+                    .ok()
             })
             .collect()
         })
