@@ -13,8 +13,9 @@
 //! 4. The worker single-quotes every word, so the remote shell interprets nothing.
 //!
 //! The default templates are Scalelite's whitelist. A deployment may instead run in `open`
-//! mode (layers 1 and 4 only: any argv, each word still reaching the device literally), for
-//! fleets whose operators are all trusted with a shell.
+//! mode (layers 1 and 4 only: any argv, each word still reaching the device literally — but
+//! the program may be an interpreter or a builtin such as `eval` that runs its arguments),
+//! for fleets whose operators are all trusted with a shell.
 
 use std::collections::BTreeMap;
 
