@@ -27,7 +27,7 @@ fn every_injection_attempt_in_the_corpus_is_refused() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(
-        attempts.len() >= 100,
+        attempts.len() >= 480,
         "the corpus has {} attempts",
         attempts.len()
     );
@@ -56,7 +56,7 @@ proptest! {
 
     /// Valid template calls are accepted with exactly their argv, by both ways in.
     #[test]
-    fn valid_template_calls_are_accepted(container in "[a-z0-9][a-z0-9_.-]{0,30}", lines in 1u32..=10_000, service in "[a-z0-9][a-z0-9@._-]{0,30}", host in "[a-z0-9][a-z0-9.-]{0,40}") {
+    fn valid_template_calls_are_accepted(container in "[a-z0-9][a-z0-9_.-]{0,30}", lines in 1u32..=10_000, service in "[a-z0-9][a-z0-9@._-]{0,30}", host in "([a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?\\.){0,3}[a-z][a-z0-9]{0,10}") {
         let policy = Policy::scalelite(false);
         let cases = [
             ("docker_logs", vec![("container", container.clone()), ("lines", lines.to_string())], vec!["docker".to_owned(), "logs".into(), container.clone(), "--tail".into(), lines.to_string()]),
