@@ -11,7 +11,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-RUN="$ROOT/.run"
+RUN="${SSHQ_RUN_DIR:-$ROOT/.run}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 VENV="$RUN/venv"
 DEVICE_USER="${SSHQ_DEVICE_USER:-sshq-device}"
