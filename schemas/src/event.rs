@@ -279,6 +279,9 @@ pub enum FailureCode {
     Canceled,
     /// The job waited in the queue past its deadline and was never started.
     Expired,
+    /// Before the job started, its device was deleted, rejected or given another address or
+    /// host key; nothing ran. Submit again to run on the device as it is now.
+    DeviceChanged,
 }
 
 impl FailureCode {
@@ -302,6 +305,7 @@ impl FailureCode {
             FailureCode::Internal => "internal",
             FailureCode::Canceled => "canceled",
             FailureCode::Expired => "expired",
+            FailureCode::DeviceChanged => "device_changed",
         }
     }
 }

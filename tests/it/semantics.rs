@@ -232,3 +232,90 @@ async fn a_broken_pooled_connection_is_replaced() {
         "one fresh connection replaced the broken one"
     );
 }
+
+/// A job waits in the queue; meanwhile its device is rejected, re-keyed or deleted. When a
+/// worker gets to it, it must not run on what the device has become: the job ends as
+/// `device_changed` and the command never reaches the device.
+#[tokio::test]
+async fn a_queued_job_never_runs_on_a_device_changed_since() {
+    let stack = TestStack::start_with(StackOptions {
+        in_process_worker: false,
+        ..Default::default()
+    })
+    .await;
+    let device = SshDevice::start();
+    let marker = format!("/tmp/sshq-device-changed-{}", uuid::Uuid::new_v4().simple());
+    let other_key = SshDevice::start().host_key.clone();
+    let changes: [(&str, Option<serde_json::Value>); 3] = [
+        ("PATCH", Some(json!({ "status": "rejected" }))),
+        ("PATCH", Some(json!({ "host_key": other_key }))),
+        ("DELETE", None),
+    ];
+    let mut jobs = Vec::new();
+    for (i, (method, body)) in changes.iter().enumerate() {
+        let id = stack.register(&device).await;
+        let job = stack
+            .submit(&id, json!({ "command": format!("touch {marker}-{i}") }))
+            .await;
+        let (status, answer) = stack
+            .call(
+                method.parse().unwrap(),
+                &format!("/v1/devices/{id}"),
+                Some(&stack.api_key),
+                body.as_ref(),
+            )
+            .await;
+        assert!(status.is_success(), "{method} {body:?}: {status} {answer}");
+        jobs.push(job);
+    }
+    let _worker = WorkerProcess::spawn(&stack, "w-device-changed", &[]);
+    for (i, job) in jobs.iter().enumerate() {
+        let job = stack.wait_job(job, Duration::from_secs(20)).await;
+        assert_eq!(job["status"], "failed", "{job}");
+        assert_eq!(job["error_code"], "device_changed", "{job}");
+        assert!(job["started_at"].is_null(), "{job}");
+        assert!(
+            !std::path::Path::new(&format!("{marker}-{i}")).exists(),
+            "the command ran: {job}"
+        );
+    }
+}
+
+/// The API caches the devices it submits to; a submit racing a deletion may still be
+/// accepted, but the command must never run on the deleted device.
+#[tokio::test]
+async fn an_exec_racing_a_device_deletion_never_runs() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let marker = format!("/tmp/sshq-deleted-race-{}", uuid::Uuid::new_v4().simple());
+    for round in 0..10 {
+        let id = stack.register(&device).await;
+        // Warm the API's cache for this device.
+        let job = stack.run(&id, json!({ "command": "true" })).await;
+        assert_eq!(job["status"], "finished", "{job}");
+        let (status, _) = stack
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/v1/devices/{id}"),
+                Some(&stack.api_key),
+                None,
+            )
+            .await;
+        assert!(status.is_success());
+        let (status, answer) = stack
+            .post(
+                &format!("/v1/devices/{id}/exec?wait=20"),
+                &json!({ "command": format!("touch {marker}-{round}") }),
+            )
+            .await;
+        match status {
+            StatusCode::NOT_FOUND => {}
+            StatusCode::OK => assert_eq!(answer["error_code"], "device_changed", "{answer}"),
+            other => panic!("{other}: {answer}"),
+        }
+        assert!(
+            !std::path::Path::new(&format!("{marker}-{round}")).exists(),
+            "round {round}: the command ran on a deleted device"
+        );
+    }
+}
