@@ -162,6 +162,9 @@ pub struct StackOptions {
     pub retry_base_ms: u64,
     /// Run a worker inside the test process (tests of worker processes turn this off).
     pub in_process_worker: bool,
+    /// Run the projector inside the test process; without it the database is only migrated
+    /// (a test may start a `ProjectorProcess` later).
+    pub in_process_projector: bool,
     pub worker_ack_wait: Duration,
     /// Create the test's database on this server instead of the shared one.
     pub admin_database_url: Option<String>,
@@ -182,6 +185,7 @@ impl Default for StackOptions {
             max_attempts: 3,
             retry_base_ms: 50,
             in_process_worker: true,
+            in_process_projector: true,
             worker_ack_wait: Duration::from_secs(30),
             admin_database_url: None,
             rate_limit_per_s: 0,
@@ -250,8 +254,10 @@ impl TestStack {
         let projector = sshq_projector::Projector::connect(&projector)
             .await
             .expect("projector starts");
-        let token = shutdown.clone();
-        tokio::spawn(async move { projector.run(token).await.expect("projector runs") });
+        if options.in_process_projector {
+            let token = shutdown.clone();
+            tokio::spawn(async move { projector.run(token).await.expect("projector runs") });
+        }
 
         let worker = sshq_worker::Settings {
             nats_url: nats_url.clone(),

@@ -148,10 +148,10 @@ impl KeyStore {
     }
 
     async fn lookup(&self, state: &AppState, id: &KeyId) -> Result<Option<KnownKey>, ApiError> {
-        if let Some((at, known)) = self.cache.lock().expect("not poisoned").get(id) {
-            if at.elapsed() < CACHE_TTL {
-                return Ok(known.clone());
-            }
+        if let Some((at, known)) = self.cache.lock().expect("not poisoned").get(id)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(known.clone());
         }
         let subject = state.topology.key_subject(id);
         let last = state

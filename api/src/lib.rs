@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod command;
+pub mod device_cache;
 pub mod domain;
 pub mod error;
 pub mod json;
@@ -18,6 +19,7 @@ pub mod routes;
 pub mod templates;
 pub mod views;
 pub mod waiters;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -103,18 +105,29 @@ impl Default for Settings {
 }
 
 impl Settings {
-    pub fn load() -> Result<Self, figment::Error> {
+    pub fn load() -> Result<Self, Box<figment::Error>> {
         use figment::providers::{Env, Serialized};
         figment::Figment::from(Serialized::defaults(Self::default()))
             .merge(Env::prefixed("SSHQ_").ignore(&["database_url"]))
             .merge(Env::raw().only(&["DATABASE_URL"]))
             .extract()
+            .map_err(Box::new)
     }
 }
 
 /// What every handler can reach.
+/// What every handler shares. Cheap to clone (axum clones it per request): one `Arc`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub topology: Topology,
     pub js: jetstream::Context,
     pub stream: jetstream::stream::Stream,
@@ -127,6 +140,7 @@ pub struct AppState {
     pub limits: ExecLimits,
     pub max_wait: Duration,
     pub waiters: Arc<Waiters>,
+    pub device_cache: Arc<device_cache::DeviceCache>,
 }
 
 pub struct Application {
@@ -168,7 +182,12 @@ impl Application {
         tokio::spawn(waiters.clone().dispatch(subscriber));
         let keys = Arc::new(KeyStore::new(&settings.bootstrap_key, tenant));
         auth::watch_keys(keys.clone(), &client, &topology).await?;
-        let state = AppState {
+        let device_cache = Arc::new(device_cache::DeviceCache::default());
+        let notices = client
+            .subscribe(topology.all_device_events_subject())
+            .await?;
+        tokio::spawn(device_cache.clone().follow(notices));
+        let state = AppState(Arc::new(Shared {
             topology,
             js,
             stream,
@@ -201,7 +220,8 @@ impl Application {
             },
             max_wait: Duration::from_secs(u64::from(settings.max_wait_s)),
             waiters,
-        };
+            device_cache,
+        }));
         if settings.presence_check_s > 0 {
             tokio::spawn(presence::monitor(
                 state.clone(),

@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, Utc};
 use schemas::{
-    Event, ExecAttemptFailed, ExecCancelRequested, ExecFailed, ExecFinished, ExecRequested,
-    ExecStarted, JobId, OutputChunk, OutputStream, TenantId,
+    Event, EventBody, ExecAttemptFailed, ExecCancelRequested, ExecFailed, ExecFinished,
+    ExecRequested, ExecStarted, JobId, OutputChunk, OutputStream, TenantId,
 };
 use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
@@ -87,6 +87,82 @@ impl JobRecord {
     pub fn is_terminal(&self) -> bool {
         !matches!(self.status.as_str(), "queued" | "running")
     }
+
+    /// Applies one later event of this job in memory, exactly as the batch statements below
+    /// apply it in Postgres (the API folds a job it watched on the log this way, so both must
+    /// agree; `tests/it/read_models.rs` checks that they do). Events of other jobs, and kinds
+    /// that do not touch the job row, are ignored.
+    pub fn apply(&mut self, event: &Event) {
+        let at = event.at.to_datetime();
+        let this = |job: JobId| job.as_uuid() == self.id;
+        match &event.body {
+            // Like the statement, a start after the outcome changes nothing.
+            EventBody::ExecStarted(e) if this(e.job_id) && !self.is_terminal() => {
+                self.status = "running".into();
+                self.started_at = Some(at);
+                self.attempts = e.attempt as i32;
+                self.worker = Some(e.worker.clone());
+            }
+            EventBody::ExecFinished(e) if this(e.job_id) => {
+                self.status = "finished".into();
+                self.exit_status = e.exit_status.map(i64::from);
+                self.exit_signal = e.exit_signal.clone();
+                self.exit_signal_message = e.exit_signal_message.clone();
+                self.finished_at = Some(at);
+                self.duration_ms = Some(e.duration_ms as i64);
+            }
+            EventBody::ExecFailed(e) if this(e.job_id) => {
+                self.status = e.code.status().into();
+                self.error_code = Some(e.code.as_str().into());
+                self.error_message = Some(e.message.clone());
+                self.finished_at = Some(at);
+                self.attempts = self.attempts.max(e.attempt as i32);
+                // Postgres: (EXTRACT(EPOCH FROM at - started_at) * 1000)::bigint, which rounds
+                // half away from zero.
+                self.duration_ms = self.started_at.map(|started| {
+                    let micros = (at - started).num_microseconds().unwrap_or(i64::MAX);
+                    let millis = (micros.saturating_abs().saturating_add(500)) / 1000;
+                    if micros < 0 { -millis } else { millis }
+                });
+            }
+            EventBody::ExecAttemptFailed(e) if this(e.job_id) => {
+                self.attempts = self.attempts.max(e.attempt as i32);
+                if let serde_json::Value::Array(errors) = &mut self.attempt_errors {
+                    errors.push(attempt_error(event, e));
+                }
+            }
+            EventBody::ExecCancelRequested(e) if this(e.job_id) => {
+                self.cancel_requested_at.get_or_insert(at);
+            }
+            _ => {}
+        }
+    }
+
+    /// Appends a chunk of this job's output, up to [`OUTPUT_CAP_BYTES`] per stream, as the
+    /// `output` statement does.
+    pub fn append_output(&mut self, chunk: &OutputChunk) {
+        let (stored, truncated) = match chunk.stream {
+            OutputStream::Stdout => (&mut self.stdout, &mut self.stdout_truncated),
+            OutputStream::Stderr => (&mut self.stderr, &mut self.stderr_truncated),
+        };
+        let cap = OUTPUT_CAP_BYTES as usize;
+        if stored.len() + chunk.data.len() > cap {
+            *truncated = true;
+        }
+        let room = cap.saturating_sub(stored.len());
+        stored.extend_from_slice(&chunk.data[..chunk.data.len().min(room)]);
+    }
+}
+
+/// One entry of a job's `attempt_errors`.
+fn attempt_error(event: &Event, e: &ExecAttemptFailed) -> serde_json::Value {
+    serde_json::json!({
+        "attempt": e.attempt,
+        "at": event.at.to_datetime(),
+        "code": e.code.as_str(),
+        "message": e.message,
+        "retry_in_ms": e.retry_in_ms,
+    })
 }
 
 /// Inserts newly requested jobs, all in one statement.
@@ -264,13 +340,7 @@ pub(crate) async fn attempt_failed(
     event: &Event,
     e: &ExecAttemptFailed,
 ) -> sqlx::Result<()> {
-    let entry = serde_json::json!({
-        "attempt": e.attempt,
-        "at": event.at.to_datetime(),
-        "code": e.code.as_str(),
-        "message": e.message,
-        "retry_in_ms": e.retry_in_ms,
-    });
+    let entry = attempt_error(event, e);
     sqlx::query(
         "UPDATE jobs SET attempts = GREATEST(attempts, $2), attempt_errors = attempt_errors || jsonb_build_array($3::jsonb)
          WHERE id = $1",

@@ -107,12 +107,13 @@ impl Default for Settings {
 }
 
 impl Settings {
-    pub fn load() -> Result<Self, figment::Error> {
+    pub fn load() -> Result<Self, Box<figment::Error>> {
         use figment::providers::{Env, Serialized};
         figment::Figment::from(Serialized::defaults(Self::default()))
             .merge(Env::prefixed("SSHQ_").ignore(&["database_url"]))
             .merge(Env::raw().only(&["DATABASE_URL"]))
             .extract()
+            .map_err(Box::new)
     }
 }
 

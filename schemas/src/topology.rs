@@ -202,6 +202,11 @@ impl Topology {
         format!("{}.evt.{tenant}.job.{job}.{}", self.prefix, facet.as_str())
     }
 
+    /// Every event of one job (request, start, attempts, cancel, outcome).
+    pub fn job_events_filter(&self, tenant: &TenantId, job: JobId) -> String {
+        format!("{}.evt.{tenant}.job.{job}.*", self.prefix)
+    }
+
     pub fn device_config_subject(&self, tenant: &TenantId, device: DeviceId) -> String {
         format!("{}.evt.{tenant}.device.{device}.config", self.prefix)
     }
@@ -227,6 +232,11 @@ impl Topology {
     /// Outcome events of every job of every tenant: what a bounded-wait submit listens to.
     pub fn all_outcomes_subject(&self) -> String {
         format!("{}.evt.*.job.*.outcome", self.prefix)
+    }
+
+    /// Config and presence events of every device of every tenant.
+    pub fn all_device_events_subject(&self) -> String {
+        format!("{}.evt.*.device.*.*", self.prefix)
     }
 
     /// Cancel requests of every job: running jobs' workers listen to it.

@@ -152,6 +152,112 @@ async fn a_waiting_submit_gets_the_result_in_one_round_trip() {
     assert_eq!(job["status"], "finished");
 }
 
+/// A waited submit is answered from the log, folded in the API; reads come from the
+/// projector's Postgres model. Field for field they must agree, and a read right after the
+/// answer must already show it (never a job the caller was just told had ended as running).
+#[tokio::test]
+async fn a_waited_answer_is_what_every_later_read_shows() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    let impostor = stack
+        .register_with_key(&device, &SshDevice::start().host_key)
+        .await;
+    let cases = [
+        (
+            &id,
+            json!({ "command": "sh -c 'echo out; echo err >&2; exit 3'" }),
+        ),
+        // Many chunks, interleaved on both streams.
+        (
+            &id,
+            json!({ "command": "sh -c 'for i in $(seq 1 300); do echo out$i; echo err$i >&2; done'" }),
+        ),
+        // Past the stored-output cap (1 MiB): truncated the same way on both sides.
+        (&id, json!({ "command": "head -c 1200000 /dev/zero" })),
+        (
+            &id,
+            json!({ "command": "cat", "stdin_base64": "ZnJvbSBzdGRpbg==", "env": [{ "key": "SSHQ_X", "value": "1" }] }),
+        ),
+        (&id, json!({ "command": "tty", "pty": { "term": "xterm" } })),
+        (&id, json!({ "command": "sleep 5", "timeout": 1 })),
+        // Refused before it could start: no started_at, no duration.
+        (&impostor, json!({ "command": "echo never" })),
+    ];
+    for (device_id, body) in cases {
+        let (status, answer) = stack
+            .post(&format!("/v1/devices/{device_id}/exec?wait=30"), &body)
+            .await;
+        let job = match status {
+            StatusCode::OK => answer,
+            StatusCode::REQUEST_TIMEOUT => answer["details"][0].clone(),
+            other => panic!("{body}: {other} {answer}"),
+        };
+        let (status, read) = stack
+            .get(&format!("/v1/jobs/{}", job["job_id"].as_str().unwrap()))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{read}");
+        assert_eq!(read, job, "{body}: the read differs from the waited answer");
+    }
+
+    // Canceled while the caller waits.
+    let waiting = {
+        let stack_url = stack.url(&format!("/v1/devices/{id}/exec?wait=30"));
+        let request = stack
+            .http
+            .post(stack_url)
+            .header("X-API-Key", &stack.api_key)
+            .json(&json!({ "command": "sleep 31.5" }));
+        tokio::spawn(async move { sshq_tests::read(request.send().await.unwrap()).await })
+    };
+    let job = loop {
+        let (_, jobs) = stack.get("/v1/jobs?status=running").await;
+        if let Some(job) = jobs.as_array().and_then(|j| j.first()) {
+            break job["job_id"].as_str().unwrap().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (status, _) = stack
+        .post(&format!("/v1/jobs/{job}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, answer) = waiting.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["status"], "canceled", "{answer}");
+    assert!(answer["cancel_requested_at"].is_string(), "{answer}");
+    let (_, read) = stack.get(&format!("/v1/jobs/{job}")).await;
+    assert_eq!(read, answer);
+}
+
+/// The answer to a waited submit does not go through the projector: with it stopped, the
+/// caller still gets the finished job, and the read model agrees once it catches up.
+#[tokio::test]
+async fn a_waited_submit_is_answered_while_the_projector_is_down() {
+    let stack = TestStack::start_with(StackOptions {
+        in_process_projector: false,
+        ..Default::default()
+    })
+    .await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    let (status, answer) = stack
+        .post(
+            &format!("/v1/devices/{id}/exec?wait=20"),
+            &json!({ "command": "echo without-the-read-model" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["status"], "finished");
+    assert_eq!(answer["stdout"], "without-the-read-model\n");
+    assert_eq!(answer["attempts"], 1);
+
+    let _projector = sshq_tests::ProjectorProcess::spawn(&stack, &stack.database_url);
+    let read = stack
+        .wait_job(answer["job_id"].as_str().unwrap(), Duration::from_secs(20))
+        .await;
+    assert_eq!(read, answer);
+}
+
 #[tokio::test]
 async fn a_device_presenting_another_host_key_is_never_used() {
     let stack = TestStack::start().await;

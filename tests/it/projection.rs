@@ -196,11 +196,11 @@ async fn a_projector_killed_repeatedly_applies_every_event_exactly_once() {
             Ok(response) => response.json().await.ok(),
             Err(_) => None,
         };
-        if let Some(health) = &health {
-            if health["applied_seq"] == last {
-                assert_eq!(health["lag_events"], 0, "{health}");
-                break;
-            }
+        if let Some(health) = &health
+            && health["applied_seq"] == last
+        {
+            assert_eq!(health["lag_events"], 0, "{health}");
+            break;
         }
         assert!(
             Instant::now() < deadline,

@@ -58,10 +58,10 @@ impl CancelRegistry {
     pub async fn listen(self: Arc<Self>, mut subscriber: async_nats::Subscriber) {
         while let Some(message) = subscriber.next().await {
             let mut tokens = message.subject.rsplit('.');
-            if let (Some("cancel"), Some(job)) = (tokens.next(), tokens.next()) {
-                if let Ok(job) = job.parse() {
-                    self.cancel(job);
-                }
+            if let (Some("cancel"), Some(job)) = (tokens.next(), tokens.next())
+                && let Ok(job) = job.parse()
+            {
+                self.cancel(job);
             }
         }
     }

@@ -68,11 +68,12 @@ impl Default for Settings {
 }
 
 impl Settings {
-    pub fn load() -> Result<Self, figment::Error> {
+    pub fn load() -> Result<Self, Box<figment::Error>> {
         use figment::providers::{Env, Serialized};
         figment::Figment::from(Serialized::defaults(Self::default()))
             .merge(Env::prefixed("SSHQ_"))
             .extract()
+            .map_err(Box::new)
     }
 
     /// Exponential backoff with ±25 % jitter for the given (1-based) attempt, capped at 30 s.

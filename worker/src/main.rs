@@ -2,6 +2,11 @@
 
 use tokio_util::sync::CancellationToken;
 
+/// glibc's malloc was a fifth of the API's CPU under load (BENCHMARKS.md, submit path);
+/// mimalloc is much cheaper for these many small, short-lived allocations.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

@@ -75,7 +75,7 @@ mod tests {
         let words: Vec<&[u8]> = out
             .stdout
             .split(|b| *b == 0)
-            .filter(|w| !w.is_empty() || false)
+            .filter(|w| !w.is_empty())
             .collect();
         let expected: Vec<&[u8]> = nasty.iter().map(|s| s.as_bytes()).collect();
         assert_eq!(words, expected);

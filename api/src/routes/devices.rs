@@ -29,6 +29,7 @@ use crate::routes::list::{ListQuery, paged};
 use crate::views;
 
 /// A device as the log knows it now.
+#[derive(Clone)]
 pub struct Device {
     pub config: DeviceConfig,
     /// Stream sequence of the config event (for optimistic concurrency).
@@ -37,6 +38,7 @@ pub struct Device {
 }
 
 /// Heartbeat presence: `unknown` until a device sends one.
+#[derive(Clone)]
 pub struct Presence {
     pub state: &'static str,
     pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
@@ -277,6 +279,31 @@ pub async fn lookup(state: &AppState, caller: &Caller, id: &str) -> Result<Devic
         },
         None => Err(ApiError::not_found("device")),
     }
+}
+
+/// The device and its presence for an exec request: from the per-process cache, else both read
+/// from the log at once (see [`crate::device_cache`] for why a stale entry is safe here).
+pub async fn for_exec(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(Device, Presence), ApiError> {
+    let device_id: DeviceId = id.parse().map_err(|_| ApiError::not_found("device"))?;
+    let key = state
+        .topology
+        .device_config_subject(&caller.tenant, device_id);
+    if let Some(cached) = state.device_cache.get(&key) {
+        return Ok(cached);
+    }
+    let generation = state.device_cache.generation();
+    let (device, presence) = tokio::try_join!(
+        lookup(state, caller, id),
+        presence(state, caller, device_id)
+    )?;
+    state
+        .device_cache
+        .put(key, generation, device.clone(), presence.clone());
+    Ok((device, presence))
 }
 
 /// The device's heartbeat presence, from the log.

@@ -32,6 +32,8 @@ use crate::json::JsonBody;
 use crate::routes::{devices, jobs};
 use crate::views::Accepted;
 use crate::views::Job;
+use crate::watch::JobWatch;
+use sshq_projector::jobs::JobRecord;
 
 #[derive(Debug, Deserialize)]
 pub struct SubmitParams {
@@ -86,7 +88,8 @@ pub async fn submit(
         }
         Err(error) => return Err(error),
     };
-    let device = devices::lookup(&state, &caller, &device).await?.config;
+    let (device, presence) = devices::for_exec(&state, &caller, &device).await?;
+    let device = device.config;
     if device.status != DeviceStatus::Accepted {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -98,7 +101,6 @@ pub async fn submit(
         )
         .property("status"));
     }
-    let presence = devices::presence(&state, &caller, device.device_id).await?;
     if presence.state == "offline" {
         let seen = presence
             .last_seen
@@ -134,7 +136,13 @@ pub async fn submit(
         EventBody::ExecRequested(request.clone()),
     );
     let wait = Duration::from_secs(u64::from(params.wait)).min(state.max_wait);
+    let deadline = tokio::time::Instant::now() + wait;
+    // Both before the publish, so that no notice and no message of the job can slip by.
     let waiting = (!wait.is_zero()).then(|| state.waiters.park(job_id));
+    let watch = match waiting {
+        Some(_) => Some(JobWatch::start(&state, &caller.tenant, job_id).await?),
+        None => None,
+    };
 
     let stored = state
         .topology
@@ -142,37 +150,52 @@ pub async fn submit(
         .await
         .map_err(ApiError::log_unavailable)?
         .await;
+    let mut repeat = false;
     match stored {
         Ok(_) => {}
         Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
             same_request_or_conflict(&state, &caller.tenant, &request).await?;
+            repeat = true;
         }
         Err(e) => return Err(ApiError::log_unavailable(e)),
     }
 
-    if let Some(waiting) = waiting {
-        // Already finished (an idempotent repeat)? Otherwise park until notified or out of time.
-        let mut job = jobs::load(&state, &caller, job_id).await?;
-        if !job.as_ref().is_some_and(|j| j.is_terminal()) {
-            let mut waiting = waiting;
-            let _ = tokio::time::timeout(wait, &mut waiting.ready).await;
-            job = jobs::load(&state, &caller, job_id).await?;
-        }
-        if let Some(job) = job.filter(|j| j.is_terminal()) {
-            if job.status == "timed_out" {
-                let error = ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    ErrorCode::CommandTimedOut,
-                    job.error_message
-                        .clone()
-                        .unwrap_or_else(|| "the command timed out".into()),
-                );
-                return Ok(error.detail(jobs::job_json(&job)).into_response());
-            }
-            return Ok(Json(jobs::job_json(&job)).into_response());
+    let Some(mut waiting) = waiting else {
+        return Ok(accepted(job_id));
+    };
+    // A new job is followed on the log: the answer does not wait for the read model.
+    if let Some(watch) = watch.filter(|_| !repeat) {
+        let queued = JobRecord::queued(&event, &request);
+        if let Some(job) = watch.finish(&state, queued, deadline).await {
+            return Ok(finished(&job));
         }
     }
-    Ok(accepted(job_id))
+    // An idempotent repeat (the job may have ended long ago), or a watch that could not see
+    // everything: the read model, once now and again when the projector says it has the outcome.
+    let mut job = jobs::load(&state, &caller, job_id).await?;
+    if !job.as_ref().is_some_and(|j| j.is_terminal()) {
+        let _ = tokio::time::timeout_at(deadline, &mut waiting.ready).await;
+        job = jobs::load(&state, &caller, job_id).await?;
+    }
+    match job.filter(|j| j.is_terminal()) {
+        Some(job) => Ok(finished(&job)),
+        None => Ok(accepted(job_id)),
+    }
+}
+
+/// A job that ended within the wait: `200`, or `408` (the job in `details[0]`) if it timed out.
+fn finished(job: &JobRecord) -> Response {
+    if job.status == "timed_out" {
+        let error = ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::CommandTimedOut,
+            job.error_message
+                .clone()
+                .unwrap_or_else(|| "the command timed out".into()),
+        );
+        return error.detail(jobs::job_json(job)).into_response();
+    }
+    Json(jobs::job_json(job)).into_response()
 }
 
 /// Records a refused command in the log, so the audit trail shows attempts too. If the log

@@ -25,10 +25,46 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
     let id: JobId = id.parse().map_err(|_| ApiError::not_found("job"))?;
-    let job = load(&state, &caller, id)
+    let job = load_settled(&state, &caller, id)
         .await?
         .ok_or_else(|| ApiError::not_found("job"))?;
     Ok(Json(job_json(&job)))
+}
+
+/// How long a read waits for the projector to fold an outcome the log already holds.
+const SETTLE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// [`load`], but never a job as queued or running once its outcome is in the log: a bounded
+/// wait answers from the log, and a caller who then reads the job must see what it was told.
+/// Costs a direct get when the read model says the job is not over; waits (up to
+/// [`SETTLE_PATIENCE`]) only in the few milliseconds before the projector has folded the outcome.
+pub async fn load_settled(
+    state: &AppState,
+    caller: &Caller,
+    id: JobId,
+) -> Result<Option<JobRecord>, ApiError> {
+    let job = load(state, caller, id).await?;
+    if job.as_ref().is_none_or(|j| j.is_terminal()) {
+        return Ok(job);
+    }
+    let mut waiting = state.waiters.park(id);
+    let subject = state
+        .topology
+        .job_subject(&caller.tenant, id, JobFacet::Outcome);
+    let outcome = state
+        .topology
+        .last_event(&state.stream, subject)
+        .await
+        .map_err(ApiError::log_unavailable)?;
+    if outcome.is_none() {
+        return Ok(job);
+    }
+    let job = load(state, caller, id).await?;
+    if job.as_ref().is_none_or(|j| j.is_terminal()) {
+        return Ok(job);
+    }
+    let _ = tokio::time::timeout(SETTLE_PATIENCE, &mut waiting.ready).await;
+    load(state, caller, id).await
 }
 
 /// The job from the read model; a job accepted but not yet projected is read from the log,

@@ -1,0 +1,164 @@
+//! Following one job on the log, for bounded-wait submits.
+//!
+//! A `?wait=` submit used to learn its outcome the long way round: the worker stores the
+//! outcome, the projector folds it into Postgres and announces it, and the API reads the row.
+//! On an idle system that return path cost more than the SSH exec itself. A watch instead
+//! subscribes to the job's events and output on NATS *before* the request is published (so
+//! nothing the worker publishes can slip by), folds them in memory with the projector's own
+//! fold ([`JobRecord::apply`], [`JobRecord::append_output`]) and answers as soon as it holds the
+//! outcome and every output chunk up to the `end` message's count.
+//!
+//! Core NATS also delivers publishes the stream refused (the losing side of a first-wins
+//! `started` or `outcome`) and publishes retried after a lost ack. So chunks are taken once
+//! per sequence number, and the `started` and `outcome` events are read back from the stream
+//! before answering: what the caller gets is what the log holds. Anything incomplete (a chunk
+//! missed, the `end` never coming) yields `None`, and the caller falls back to the read model.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use schemas::topology::JobFacet;
+use schemas::{Event, EventBody, JobId, OutputChunk, OutputMessage, TenantId};
+use sshq_projector::jobs::JobRecord;
+use tokio::time::Instant;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// How long to wait for the `end` message and the last chunks once the outcome is in.
+const TAIL_PATIENCE: Duration = Duration::from_secs(2);
+
+pub struct JobWatch {
+    events: async_nats::Subscriber,
+    output: async_nats::Subscriber,
+    tenant: TenantId,
+    job: JobId,
+}
+
+impl JobWatch {
+    /// Subscribes to the job's subjects. Call before publishing the request.
+    pub async fn start(state: &AppState, tenant: &TenantId, job: JobId) -> Result<Self, ApiError> {
+        let client = state.js.client();
+        let events = client
+            .subscribe(state.topology.job_events_filter(tenant, job))
+            .await
+            .map_err(ApiError::log_unavailable)?;
+        let output = client
+            .subscribe(state.topology.output_filter(tenant, job))
+            .await
+            .map_err(ApiError::log_unavailable)?;
+        Ok(Self {
+            events,
+            output,
+            tenant: tenant.clone(),
+            job,
+        })
+    }
+
+    /// Folds what the job publishes into `job` (its record as requested) until the outcome and
+    /// the whole output are in, or `deadline` passes (`None`).
+    pub async fn finish(
+        mut self,
+        state: &AppState,
+        mut job: JobRecord,
+        deadline: Instant,
+    ) -> Option<JobRecord> {
+        let mut events: Vec<Event> = Vec::new();
+        let mut chunks: BTreeMap<u64, OutputChunk> = BTreeMap::new();
+        let mut end: Option<u64> = None;
+        let mut deadline = deadline;
+        let mut concluded = false;
+        loop {
+            if concluded && end.is_some_and(|n| complete(&chunks, n)) {
+                break;
+            }
+            tokio::select! {
+                message = self.events.next() => {
+                    let message = message?;
+                    let Ok(event) = Event::decode(&message.payload) else { continue };
+                    if event.tenant != self.tenant || events.iter().any(|e| e.id == event.id) {
+                        continue;
+                    }
+                    if matches!(event.body, EventBody::ExecFinished(_) | EventBody::ExecFailed(_)) && !concluded {
+                        concluded = true;
+                        deadline = deadline.min(Instant::now() + TAIL_PATIENCE);
+                    }
+                    events.push(event);
+                }
+                message = self.output.next() => {
+                    let message = message?;
+                    let part = message.subject.rsplit('.').next().unwrap_or_default();
+                    match OutputMessage::parse(part, message.headers.as_ref(), message.payload.clone()) {
+                        Ok(OutputMessage::Chunk(chunk)) => { chunks.entry(chunk.seq).or_insert(chunk); }
+                        Ok(OutputMessage::End(e)) => end = Some(e.seq),
+                        Err(_) => return None,
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return None,
+            }
+        }
+        drop((self.events, self.output));
+
+        // The stream decides which `started` and which outcome count.
+        let subject = |facet| state.topology.job_subject(&self.tenant, self.job, facet);
+        let (started, outcome) = tokio::join!(
+            state
+                .topology
+                .last_event(&state.stream, subject(JobFacet::Started)),
+            state
+                .topology
+                .last_event(&state.stream, subject(JobFacet::Outcome)),
+        );
+        let (started, outcome) = (started.ok()?, outcome.ok()??);
+        events.retain(|e| {
+            !matches!(
+                e.body,
+                EventBody::ExecStarted(_) | EventBody::ExecFinished(_) | EventBody::ExecFailed(_)
+            )
+        });
+        events.extend(started.map(|(_, e)| e));
+        events.push(outcome.1);
+        for event in &events {
+            job.apply(event);
+        }
+        for chunk in chunks.values() {
+            job.append_output(chunk);
+        }
+        job.is_terminal().then_some(job)
+    }
+}
+
+/// Chunks `0..n`, each exactly once (keys are unique; `n` of them, the largest `n - 1`).
+fn complete(chunks: &BTreeMap<u64, OutputChunk>, n: u64) -> bool {
+    chunks.len() as u64 == n && chunks.keys().next_back().is_none_or(|last| last + 1 == n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use schemas::OutputStream;
+
+    fn chunk(seq: u64) -> (u64, OutputChunk) {
+        (
+            seq,
+            OutputChunk {
+                seq,
+                stream: OutputStream::Stdout,
+                data: Bytes::from_static(b"x"),
+            },
+        )
+    }
+
+    #[test]
+    fn output_is_complete_only_with_every_chunk_before_the_end() {
+        let chunks = |seqs: &[u64]| seqs.iter().map(|s| chunk(*s)).collect::<BTreeMap<_, _>>();
+        assert!(complete(&chunks(&[]), 0));
+        assert!(complete(&chunks(&[0, 1, 2]), 3));
+        assert!(!complete(&chunks(&[0, 2]), 3));
+        assert!(!complete(&chunks(&[1, 2]), 3));
+        assert!(!complete(&chunks(&[0, 1]), 3));
+        assert!(!complete(&chunks(&[0, 1, 2, 3]), 3));
+    }
+}
