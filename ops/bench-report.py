@@ -380,7 +380,7 @@ def section_exec(res, m):
     multi = len(sshq_rounds) > 1
     rows = []
     for k, r in enumerate(sshq_rounds, 1):
-        rows.append(("**sshq**: REST submit with `?wait=30`, worker, SSH, finished job from the read model"
+        rows.append(("**sshq**: REST submit with `?wait=30`, worker, SSH, finished job in the answer"
                      + (f" (round {k}{', the best' if r is sshq else ''})" if multi else ""), r, True))
     for k, r in enumerate(cm_rounds, 1):
         rows.append(("OpenSSH ControlMaster (`ssh -S`, one master per device)"
@@ -431,7 +431,7 @@ def section_exec(res, m):
         ("submit_to_requested", "client → API stored the request's event time (HTTP, key check, device lookup in the log)"),
         ("requested_to_started", "→ `started_at` (publish acked, worker pulled it, duplicate checks, session channel opened)"),
         ("started_to_finished", "→ `finished_at` (`ExecStarted` stored, command sent, sshd forked the shell, `uptime` ran, output stored)"),
-        ("finished_to_result", "→ result in the client's hands (outcome stored, projector applied it, `?wait=` woken, job read from Postgres, answered)"),
+        ("finished_to_result", "→ result in the client's hands (outcome and `end` stored, the API's watch has them and the output, `started`/outcome read back from the stream, answered)"),
     ]
     ph = ["| phase (median ms; from the job's own timestamps) | one at a time | P=" + m["P"] + " |", "|---|---:|---:|"]
     for key, label in phase_names:
@@ -466,7 +466,7 @@ def section_exec(res, m):
             f" Of sshq's {p50_sshq:.1f} ms, {g('started_to_finished'):.1f} ms are the command on the device with its "
             f"start and output stored, {g('requested_to_started'):.1f} ms the queue and the worker's pickup, "
             f"{g('submit_to_requested'):.1f} ms the API taking the request, and {g('finished_to_result'):.1f} ms the "
-            f"way back to the caller through the projector and Postgres (*Where the time goes*)."
+            f"way back to the caller (*Where the time goes*)."
         )
     goals = [
         f"- sshq ÷ ControlMaster in executions/s (goal ≥ 2×): {verdict(cm_ratio, 2)}.{cm_goal_note}",
@@ -568,8 +568,9 @@ def section_exec(res, m):
 
 {header(m, 'exec', f"(N={m['N']} sshd devices, `uptime`, P={m['P']} executions in flight for every client)")}
 An execution counts when its result (exit status 0 and the output) is in the client's hands:
-for sshq the finished job in the answer to `POST /v1/devices/{{id}}/exec?wait=30`, read from
-the Postgres read model (or, when the wait runs out, from polling `GET /v1/jobs/{{id}}`); for
+for sshq the finished job in the answer to `POST /v1/devices/{{id}}/exec?wait=30`, which the
+API folds from the job's events and output on NATS (a `GET /v1/jobs/{{id}}` from then on shows
+the same job from the Postgres read model; when the wait runs out, the client polls that); for
 the others the process or call returning with the output. Latency runs from the submit (or
 the spawn) to that moment. Connections are opened before the measurement for every client
 that keeps them (sshq's pool, the ControlMaster masters, Ansible's ControlPersist,
@@ -775,6 +776,45 @@ def section_scaleout(res, m):
             f"(the same sshd work in both) costing {num(group_ms(same, 'sshd'), 2)} against {num(group_ms(rows[0][1], 'sshd'), 2)} ms of "
             f"CPU per execution."
         )
+    slow = []
+    for w in range(1, 9):
+        r = load(res, f"scaleout-slow-{w}.json")
+        if r:
+            slow.append((w, r))
+    slow_text = ""
+    if slow:
+        sbase = eps(slow[0][1])
+        st = [
+            "| workers | exec/s | vs 1 worker | ideal (workers × concurrency ÷ 1 s) | p50 | p99 | failed | machine busy |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        conc = int(m.get("slow_concurrency", 0) or 0)
+        for w, r in slow:
+            c = r.get("cpu") or {}
+            st.append(
+                f"| {w} | {num(eps(r), 1)} | {ratio(eps(r), sbase):.2f}× | {w * conc} | {ms(lat(r, 'p50_ms'))} | "
+                f"{ms(lat(r, 'p99_ms'))} | {sum((r.get('failures') or {}).values())} | "
+                f"{c.get('machine_busy_fraction', 0) * 100:.0f} % |"
+            )
+        sr = [ratio(eps(r), sbase) for _, r in slow]
+        slow_text = f"""
+### When the commands take time
+
+Most fleet commands are not `uptime`: they wait on disks, networks and package mirrors, and
+then a worker's capacity is how many commands it keeps in flight, not CPU. The same fleet,
+each worker limited to {conc} commands in flight (`SSHQ_CONCURRENCY={conc}`), running
+`sh -c 'sleep 1; uptime'` (open command policy), {m.get('slow_M', '?')} executions with {m.get('slow_P', '?')} in flight:
+
+{chr(10).join(st)}
+
+Throughput grows with the workers ({", ".join(f"{q:.2f}×" for q in sr)} of one worker's;
+{", ".join(f"{eps(r) / (w * conc) * 100:.0f} %" for w, r in slow)} of workers × concurrency per
+second): the queue spreads the work over every worker, and each adds its capacity. What is
+missing to the ideal is the ramp at the start and the tail at the end of a run (fewer
+executions left than slots), each command's own overhead on top of its second, and, with
+more workers, the cores: every command forks `sh`, `sleep` and `uptime` on the same 2 cores
+(see "machine busy").
+"""
     return f"""## Scale-out: 1, 2 and 3 workers
 
 {header(m, 'scaleout', f"(the exec workload: N={m['N']}, M={m['M']}, P={m['P']}, `?wait=30`)")}
@@ -786,8 +826,8 @@ kernel work not charged to a process).
 
 All the workers run on the same {m['cores']} cores as everything else, and one worker already
 keeps them busy (see the exec section), so more worker processes cannot add throughput on
-this machine. {verdict_text}{spread}
-"""
+this machine for a command as short as `uptime`. {verdict_text}{spread}
+{slow_text}"""
 
 
 def write(res, path, parts):

@@ -10,9 +10,10 @@
 //!
 //! Core NATS also delivers publishes the stream refused (the losing side of a first-wins
 //! `started` or `outcome`) and publishes retried after a lost ack. So chunks are taken once
-//! per sequence number, and the `started` and `outcome` events are read back from the stream
-//! before answering: what the caller gets is what the log holds. Anything incomplete (a chunk
-//! missed, the `end` never coming) yields `None`, and the caller falls back to the read model.
+//! per sequence number and events once per id, and when the job saw two starts or two
+//! outcomes, the ones the stream kept are read back from it: what the caller gets is what the
+//! log holds. Anything incomplete (a chunk missed, the `end` never coming) yields `None`, and
+//! the caller falls back to the read model.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -100,25 +101,39 @@ impl JobWatch {
         }
         drop((self.events, self.output));
 
-        // The stream decides which `started` and which outcome count.
-        let subject = |facet| state.topology.job_subject(&self.tenant, self.job, facet);
-        let (started, outcome) = tokio::join!(
-            state
-                .topology
-                .last_event(&state.stream, subject(JobFacet::Started)),
-            state
-                .topology
-                .last_event(&state.stream, subject(JobFacet::Outcome)),
-        );
-        let (started, outcome) = (started.ok()?, outcome.ok()??);
-        events.retain(|e| {
-            !matches!(
-                e.body,
-                EventBody::ExecStarted(_) | EventBody::ExecFinished(_) | EventBody::ExecFailed(_)
-            )
-        });
-        events.extend(started.map(|(_, e)| e));
-        events.push(outcome.1);
+        // `end` comes only from the worker whose outcome the stream kept, after JetStream
+        // acknowledged it. Seeing one start and one outcome therefore means seeing the stored
+        // ones; two of either (a redelivery raced a live worker, and the loser's publish was
+        // refused) and the stream decides which count.
+        if needs_readback(&events) {
+            let subject = |facet| state.topology.job_subject(&self.tenant, self.job, facet);
+            let (started, outcome) = tokio::join!(
+                state
+                    .topology
+                    .last_event(&state.stream, subject(JobFacet::Started)),
+                state
+                    .topology
+                    .last_event(&state.stream, subject(JobFacet::Outcome)),
+            );
+            let (started, outcome) = (started.ok()?, outcome.ok()??);
+            events.retain(|e| {
+                !matches!(
+                    e.body,
+                    EventBody::ExecStarted(_)
+                        | EventBody::ExecFinished(_)
+                        | EventBody::ExecFailed(_)
+                )
+            });
+            events.extend(started.map(|(_, e)| e));
+            events.push(outcome.1);
+        } else {
+            // Starts before outcomes, whatever order core NATS delivered them in.
+            events.sort_by_key(|e| match e.body {
+                EventBody::ExecFinished(_) | EventBody::ExecFailed(_) => 2,
+                EventBody::ExecStarted(_) => 1,
+                _ => 0,
+            });
+        }
         for event in &events {
             job.apply(event);
         }
@@ -127,6 +142,14 @@ impl JobWatch {
         }
         job.is_terminal().then_some(job)
     }
+}
+
+/// Whether the events seen leave a doubt about which start or outcome the stream kept.
+fn needs_readback(events: &[Event]) -> bool {
+    let count = |f: fn(&EventBody) -> bool| events.iter().filter(|e| f(&e.body)).count();
+    let starts = count(|b| matches!(b, EventBody::ExecStarted(_)));
+    let outcomes = count(|b| matches!(b, EventBody::ExecFinished(_) | EventBody::ExecFailed(_)));
+    starts > 1 || outcomes != 1
 }
 
 /// Chunks `0..n`, each exactly once (keys are unique; `n` of them, the largest `n - 1`).
@@ -149,6 +172,33 @@ mod tests {
                 data: Bytes::from_static(b"x"),
             },
         )
+    }
+
+    #[test]
+    fn only_a_second_start_or_outcome_sends_the_watch_back_to_the_stream() {
+        use schemas::{ExecFailed, ExecStarted, FailureCode, TenantId};
+        let tenant = TenantId::parse("t").unwrap();
+        let job = JobId::new();
+        let event = |body| Event::new(tenant.clone(), None, body);
+        let started = |worker: &str| {
+            event(EventBody::ExecStarted(ExecStarted {
+                job_id: job,
+                attempt: 1,
+                worker: worker.into(),
+            }))
+        };
+        let failed = || {
+            event(EventBody::ExecFailed(ExecFailed {
+                job_id: job,
+                code: FailureCode::TimedOut,
+                message: "m".into(),
+                attempt: 1,
+            }))
+        };
+        assert!(!needs_readback(&[started("a"), failed()]));
+        assert!(!needs_readback(&[failed()]), "ended before it started");
+        assert!(needs_readback(&[started("a"), started("b"), failed()]));
+        assert!(needs_readback(&[started("a"), failed(), failed()]));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `sshq-bench exec` and `sshq-bench connections`: executions through sshq end to end.
 //!
 //! One execution is: `POST /v1/devices/{id}/exec?wait=W` with the command, then the finished
-//! job as the API serves it (a `200` with the job from the read model, or, if the bounded wait
+//! job as the API serves it (a `200` with the job folded from the log, or, if the bounded wait
 //! ran out, `GET /v1/jobs/{id}` polled until the job is terminal). Its latency runs from just
 //! before the POST to the finished job in hand. Execution `i` goes to device `i mod N`, and
 //! `P` client tasks each take the next execution as soon as their last one is done, so `P`
