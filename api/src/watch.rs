@@ -30,6 +30,16 @@ use crate::error::ApiError;
 /// How long to wait for the `end` message and the last chunks once the outcome is in.
 const TAIL_PATIENCE: Duration = Duration::from_secs(2);
 
+/// How a watch ended.
+pub enum Watched {
+    /// The finished job, as the log has it.
+    Job(Box<JobRecord>),
+    /// The projector announced the job before the watch saw all of it: read the read model.
+    Projected,
+    /// The wait ran out, or something was missing: read the read model once more.
+    Incomplete,
+}
+
 pub struct JobWatch {
     events: async_nats::Subscriber,
     output: async_nats::Subscriber,
@@ -58,8 +68,26 @@ impl JobWatch {
     }
 
     /// Folds what the job publishes into `job` (its record as requested) until the outcome and
-    /// the whole output are in, or `deadline` passes (`None`).
+    /// the whole output are in. Gives up when `deadline` passes, or when `projected` (the
+    /// projector's notice for this job) fires first: then the read model has the job, and
+    /// whatever this watch missed (a reconnect drops core messages) does not matter.
     pub async fn finish(
+        self,
+        state: &AppState,
+        job: JobRecord,
+        deadline: Instant,
+        projected: &mut tokio::sync::oneshot::Receiver<()>,
+    ) -> Watched {
+        tokio::select! {
+            job = self.fold(state, job, deadline) => match job {
+                Some(job) => Watched::Job(Box::new(job)),
+                None => Watched::Incomplete,
+            },
+            _ = projected => Watched::Projected,
+        }
+    }
+
+    async fn fold(
         mut self,
         state: &AppState,
         mut job: JobRecord,

@@ -32,7 +32,7 @@ use crate::json::JsonBody;
 use crate::routes::{devices, jobs};
 use crate::views::Accepted;
 use crate::views::Job;
-use crate::watch::JobWatch;
+use crate::watch::{JobWatch, Watched};
 use sshq_projector::jobs::JobRecord;
 
 #[derive(Debug, Deserialize)]
@@ -164,16 +164,22 @@ pub async fn submit(
         return Ok(accepted(job_id));
     };
     // A new job is followed on the log: the answer does not wait for the read model.
+    let mut notified = false;
     if let Some(watch) = watch.filter(|_| !repeat) {
         let queued = JobRecord::queued(&event, &request);
-        if let Some(job) = watch.finish(&state, queued, deadline).await {
-            return Ok(finished(&job));
+        match watch
+            .finish(&state, queued, deadline, &mut waiting.ready)
+            .await
+        {
+            Watched::Job(job) => return Ok(finished(&job)),
+            Watched::Projected => notified = true,
+            Watched::Incomplete => {}
         }
     }
     // An idempotent repeat (the job may have ended long ago), or a watch that could not see
     // everything: the read model, once now and again when the projector says it has the outcome.
     let mut job = jobs::load(&state, &caller, job_id).await?;
-    if !job.as_ref().is_some_and(|j| j.is_terminal()) {
+    if !notified && !job.as_ref().is_some_and(|j| j.is_terminal()) {
         let _ = tokio::time::timeout_at(deadline, &mut waiting.ready).await;
         job = jobs::load(&state, &caller, job_id).await?;
     }
