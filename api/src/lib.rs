@@ -115,7 +115,6 @@ impl Settings {
     }
 }
 
-/// What every handler can reach.
 /// What every handler shares. Cheap to clone (axum clones it per request): one `Arc`.
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);

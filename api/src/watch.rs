@@ -109,7 +109,7 @@ impl JobWatch {
                     if event.tenant != self.tenant || events.iter().any(|e| e.id == event.id) {
                         continue;
                     }
-                    if matches!(event.body, EventBody::ExecFinished(_) | EventBody::ExecFailed(_)) && !concluded {
+                    if is_outcome(&event.body) && !concluded {
                         concluded = true;
                         deadline = deadline.min(Instant::now() + TAIL_PATIENCE);
                     }
@@ -144,24 +144,12 @@ impl JobWatch {
                     .last_event(&state.stream, subject(JobFacet::Outcome)),
             );
             let (started, outcome) = (started.ok()?, outcome.ok()??);
-            events.retain(|e| {
-                !matches!(
-                    e.body,
-                    EventBody::ExecStarted(_)
-                        | EventBody::ExecFinished(_)
-                        | EventBody::ExecFailed(_)
-                )
-            });
+            events.retain(|e| !is_start(&e.body) && !is_outcome(&e.body));
             events.extend(started.map(|(_, e)| e));
             events.push(outcome.1);
-        } else {
-            // Starts before outcomes, whatever order core NATS delivered them in.
-            events.sort_by_key(|e| match e.body {
-                EventBody::ExecFinished(_) | EventBody::ExecFailed(_) => 2,
-                EventBody::ExecStarted(_) => 1,
-                _ => 0,
-            });
         }
+        // Starts before outcomes, whatever order core NATS delivered them in.
+        events.sort_by_key(|e| (is_outcome(&e.body), is_start(&e.body)));
         for event in &events {
             job.apply(event);
         }
@@ -175,9 +163,15 @@ impl JobWatch {
 /// Whether the events seen leave a doubt about which start or outcome the stream kept.
 fn needs_readback(events: &[Event]) -> bool {
     let count = |f: fn(&EventBody) -> bool| events.iter().filter(|e| f(&e.body)).count();
-    let starts = count(|b| matches!(b, EventBody::ExecStarted(_)));
-    let outcomes = count(|b| matches!(b, EventBody::ExecFinished(_) | EventBody::ExecFailed(_)));
-    starts > 1 || outcomes != 1
+    count(is_start) > 1 || count(is_outcome) != 1
+}
+
+fn is_start(body: &EventBody) -> bool {
+    matches!(body, EventBody::ExecStarted(_))
+}
+
+fn is_outcome(body: &EventBody) -> bool {
+    matches!(body, EventBody::ExecFinished(_) | EventBody::ExecFailed(_))
 }
 
 /// Chunks `0..n`, each exactly once (keys are unique; `n` of them, the largest `n - 1`).

@@ -90,7 +90,7 @@ impl JobRecord {
 
     /// Applies one later event of this job in memory, exactly as the batch statements below
     /// apply it in Postgres (the API folds a job it watched on the log this way, so both must
-    /// agree; `tests/it/read_models.rs` checks that they do). Events of other jobs, and kinds
+    /// agree; `tests/it/exec.rs` compares waited answers with reads field for field). Events of other jobs, and kinds
     /// that do not touch the job row, are ignored.
     pub fn apply(&mut self, event: &Event) {
         let at = event.at.to_datetime();

@@ -85,7 +85,7 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
     // Registered before any check, so a cancel published from here on reaches this job.
     let cancel = worker.cancels.register(request.job_id);
     let topo = &worker.topology;
-    // The three reads below are independent: one round trip instead of three.
+    // The four reads below are independent: one round trip instead of four.
     let subject = |facet| topo.job_subject(&event.tenant, request.job_id, facet);
     let (outcome, started, canceled, device) = tokio::join!(
         topo.last_event(&worker.stream, subject(JobFacet::Outcome)),

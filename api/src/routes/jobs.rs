@@ -43,11 +43,12 @@ pub async fn load_settled(
     caller: &Caller,
     id: JobId,
 ) -> Result<Option<JobRecord>, ApiError> {
+    // Parked before the first read, so a notice sent after it cannot slip by.
+    let mut waiting = state.waiters.park(id);
     let job = load(state, caller, id).await?;
     if job.as_ref().is_none_or(|j| j.is_terminal()) {
         return Ok(job);
     }
-    let mut waiting = state.waiters.park(id);
     let subject = state
         .topology
         .job_subject(&caller.tenant, id, JobFacet::Outcome);
@@ -57,10 +58,6 @@ pub async fn load_settled(
         .await
         .map_err(ApiError::log_unavailable)?;
     if outcome.is_none() {
-        return Ok(job);
-    }
-    let job = load(state, caller, id).await?;
-    if job.as_ref().is_none_or(|j| j.is_terminal()) {
         return Ok(job);
     }
     let _ = tokio::time::timeout(SETTLE_PATIENCE, &mut waiting.ready).await;
