@@ -177,6 +177,8 @@ pub struct StackOptions {
     /// Enforce the template allow-list (production's default); most tests run open mode to
     /// use arbitrary commands (the blocked patterns still apply).
     pub command_templates: bool,
+    /// How long jobs stay in the log and read models (production: 90 days).
+    pub job_retention: Option<Duration>,
 }
 
 impl Default for StackOptions {
@@ -192,6 +194,7 @@ impl Default for StackOptions {
             nats_url: None,
             replicas: 1,
             command_templates: false,
+            job_retention: None,
         }
     }
 }
@@ -236,9 +239,13 @@ impl TestStack {
         let stream_settings = schemas::StreamSettings {
             worker_ack_wait: options.worker_ack_wait,
             replicas: options.replicas,
-            ..Default::default()
         };
-        let topology = schemas::Topology::new(&prefix).unwrap();
+        let job_retention = options
+            .job_retention
+            .unwrap_or(schemas::Topology::DEFAULT_JOB_RETENTION);
+        let topology = schemas::Topology::new(&prefix)
+            .unwrap()
+            .with_job_retention(job_retention);
         let js = async_nats::jetstream::new(client);
         let stream = topology
             .ensure(&js, &stream_settings)
@@ -249,6 +256,13 @@ impl TestStack {
             nats_url: nats_url.clone(),
             prefix: prefix.clone(),
             database_url: database_url.clone(),
+            job_retention_s: job_retention.as_secs(),
+            // A test of retention needs it enforced within seconds.
+            retention_interval_s: if options.job_retention.is_some() {
+                1
+            } else {
+                3600
+            },
             ..Default::default()
         };
         let projector = sshq_projector::Projector::connect(&projector)
@@ -267,6 +281,9 @@ impl TestStack {
             max_attempts: options.max_attempts,
             retry_base_ms: options.retry_base_ms,
             shutdown_grace_ms: 2_000,
+            job_retention_s: job_retention.as_secs(),
+            // Test devices are sshd processes on loopback.
+            allow_internal_devices: true,
             ..Default::default()
         };
         if options.in_process_worker {
@@ -297,6 +314,8 @@ impl TestStack {
                 "open"
             }
             .into(),
+            job_retention_s: job_retention.as_secs(),
+            allow_internal_devices: true,
             ..Default::default()
         };
         let app = sshq_api::Application::build(&api)
@@ -461,6 +480,7 @@ impl WorkerProcess {
             .env("SSHQ_PREFIX", &stack.prefix)
             .env("SSHQ_SSH_KEY", env("SSHQ_TEST_SSH_KEY"))
             .env("SSHQ_WORKER_ID", id)
+            .env("SSHQ_ALLOW_INTERNAL_DEVICES", "true")
             .env("SSHQ_RETRY_BASE_MS", "50")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

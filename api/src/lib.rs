@@ -73,6 +73,12 @@ pub struct Settings {
     /// `templates` (default): only allow-listed command templates run. `open`: any command
     /// that passes the blocked patterns (for fleets whose operators are all trusted).
     pub command_policy: String,
+    /// How long a job's events and output stay in the log (seconds; default 90 days). The
+    /// registry (tenants, keys, devices) never ages out.
+    pub job_retention_s: u64,
+    /// Devices may be on loopback, link-local and similar internal addresses (the demo and
+    /// tests need it; production fleets should not). The stack's own ports are refused always.
+    pub allow_internal_devices: bool,
 }
 
 impl Default for Settings {
@@ -100,6 +106,8 @@ impl Default for Settings {
             missed_heartbeats: 3,
             presence_check_s: 10,
             command_policy: "templates".into(),
+            job_retention_s: Topology::DEFAULT_JOB_RETENTION.as_secs(),
+            allow_internal_devices: false,
         }
     }
 }
@@ -161,7 +169,8 @@ impl Application {
         );
         let tenant =
             TenantId::parse(settings.bootstrap_tenant.as_str()).context("SSHQ_BOOTSTRAP_TENANT")?;
-        let topology = Topology::new(&settings.prefix)?;
+        let topology = Topology::new(&settings.prefix)?
+            .with_job_retention(Duration::from_secs(settings.job_retention_s));
         let client = schemas::topology::connect(&settings.nats_url)
             .await
             .context("connecting to NATS")?;

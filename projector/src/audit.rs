@@ -101,10 +101,29 @@ pub async fn enforce_retention(
     Ok(dropped)
 }
 
+/// Whether an audit action is about a job (and so ages out with the job retention).
+pub fn is_job_action(action: &str) -> bool {
+    matches!(action, "exec" | "exec_cancel")
+}
+
+/// Deletes the entries about jobs from before `cutoff`: only used when jobs are kept for less
+/// than the audit (whole partitions are dropped otherwise).
+pub async fn delete_job_entries_before(pool: &PgPool, cutoff: DateTime<Utc>) -> sqlx::Result<u64> {
+    Ok(
+        sqlx::query(
+            "DELETE FROM audit_entries WHERE at < $1 AND action IN ('exec', 'exec_cancel')",
+        )
+        .bind(cutoff)
+        .execute(pool)
+        .await?
+        .rows_affected(),
+    )
+}
+
 /// The audit entries a batch adds, collected and then written in one statement. Entries older
-/// than the retention period are not written.
+/// than their retention period are not written.
 pub(crate) struct AuditRows {
-    retention: Duration,
+    retention: crate::retention::Retention,
     now: DateTime<Utc>,
     at: Vec<DateTime<Utc>>,
     id: Vec<Uuid>,
@@ -129,7 +148,7 @@ pub(crate) struct Entry {
 }
 
 impl AuditRows {
-    pub fn new(retention: Duration, now: DateTime<Utc>) -> Self {
+    pub fn new(retention: crate::retention::Retention, now: DateTime<Utc>) -> Self {
         Self {
             retention,
             now,
@@ -148,7 +167,7 @@ impl AuditRows {
 
     pub fn push(&mut self, event: &Event, entry: Entry) {
         let at = event.at.to_datetime();
-        if at < self.now - self.retention {
+        if at < self.retention.audit_cutoff(self.now, entry.action) {
             return;
         }
         self.at.push(at);

@@ -34,12 +34,14 @@ pub(crate) struct Fold {
     finished: Vec<(DateTime<Utc>, ExecFinished)>,
     failed: Vec<(DateTime<Utc>, ExecFailed)>,
     audit: AuditRows,
+    /// Jobs requested before this have aged out: not written (a replay does not resurrect them).
+    job_cutoff: DateTime<Utc>,
     /// Jobs whose outcome this batch applies, to announce after commit.
     pub concluded: Vec<(TenantId, JobId)>,
 }
 
 impl Fold {
-    pub fn new(retention: chrono::Duration, now: DateTime<Utc>) -> Self {
+    pub fn new(retention: crate::retention::Retention, now: DateTime<Utc>) -> Self {
         Self {
             requested: Vec::new(),
             rare: Vec::new(),
@@ -49,6 +51,7 @@ impl Fold {
             finished: Vec::new(),
             failed: Vec::new(),
             audit: AuditRows::new(retention, now),
+            job_cutoff: retention.job_cutoff(now),
             concluded: Vec::new(),
         }
     }
@@ -103,6 +106,7 @@ impl Fold {
     fn add_event(&mut self, event: Event) {
         let at = event.at.to_datetime();
         match &event.body {
+            EventBody::ExecRequested(_) if at < self.job_cutoff => {}
             EventBody::ExecRequested(e) => {
                 self.requested.push(JobRecord::queued(&event, e));
                 self.audit.exec_requested(&event, e);

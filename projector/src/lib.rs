@@ -16,6 +16,7 @@ mod fold;
 pub mod jobs;
 pub mod keys;
 pub mod progress;
+pub mod retention;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,9 @@ pub struct Settings {
     pub batch_size: usize,
     /// Audit entries older than this are dropped, a daily partition at a time.
     pub audit_retention_days: u32,
+    /// Jobs (with their output) are deleted from the read models, and age out of the log,
+    /// this many seconds after they were requested (default 90 days).
+    pub job_retention_s: u64,
     /// How often partitions are created ahead and expired ones dropped.
     pub retention_interval_s: u64,
     /// Where `/healthz` (lag) and `/metrics` are served.
@@ -100,6 +104,7 @@ impl Default for Settings {
             database_url: "postgres://postgres@127.0.0.1:5544/sshq".into(),
             batch_size: 1000,
             audit_retention_days: 90,
+            job_retention_s: Topology::DEFAULT_JOB_RETENTION.as_secs(),
             retention_interval_s: 3600,
             listen: "127.0.0.1:8481".parse().expect("valid"),
         }
@@ -128,7 +133,7 @@ pub struct Projector {
     topology: Topology,
     stream: jetstream::stream::Stream,
     batch_size: usize,
-    retention: chrono::Duration,
+    retention: retention::Retention,
     retention_interval: Duration,
     progress: Arc<progress::Progress>,
 }
@@ -136,7 +141,8 @@ pub struct Projector {
 impl Projector {
     /// Connects to NATS and Postgres, migrates, and makes sure the stream exists.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
-        let topology = Topology::new(&settings.prefix)?;
+        let topology = Topology::new(&settings.prefix)?
+            .with_job_retention(Duration::from_secs(settings.job_retention_s));
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(5))
@@ -170,7 +176,12 @@ impl Projector {
             topology,
             stream,
             batch_size: settings.batch_size.max(1),
-            retention: chrono::Duration::days(i64::from(settings.audit_retention_days)),
+            retention: retention::Retention {
+                audit: chrono::Duration::days(i64::from(settings.audit_retention_days)),
+                jobs: chrono::Duration::seconds(
+                    i64::try_from(settings.job_retention_s).unwrap_or(i64::MAX / 1_000_000),
+                ),
+            },
             retention_interval: Duration::from_secs(settings.retention_interval_s.max(1)),
             progress: Arc::default(),
         })
@@ -224,12 +235,13 @@ impl Projector {
             (self.pool.clone(), self.retention, self.retention_interval);
         tokio::spawn(async move {
             loop {
-                match audit::enforce_retention(&pool, chrono::Utc::now(), retention).await {
-                    Ok(dropped) if !dropped.is_empty() => {
-                        info!(?dropped, "dropped expired audit partitions")
+                match retention::enforce(&pool, chrono::Utc::now(), retention).await {
+                    Ok(removed) => {
+                        if !removed.audit_partitions.is_empty() || removed.jobs > 0 {
+                            info!(?removed, "retention removed expired read-model rows")
+                        }
                     }
-                    Ok(_) => {}
-                    Err(error) => warn!(?error, "audit retention failed; will retry"),
+                    Err(error) => warn!(?error, "retention failed; will retry"),
                 }
                 if sleep_or_shutdown(interval, &shutdown).await {
                     return;

@@ -11,9 +11,11 @@
 //! version (or a new event variant) with its own committed golden fixture under `fixtures/`;
 //! `tests/fixtures.rs` proves every committed fixture still decodes.
 
+pub mod address;
 pub mod event;
 pub mod ids;
 pub mod output;
+pub mod text;
 pub mod topology;
 
 pub use event::{

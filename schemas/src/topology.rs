@@ -22,6 +22,12 @@
 //! All of it is stored in one stream, `<P>_LOG`, which is the source of truth: the projector
 //! folds it in stream-sequence order, and per-subject "last message" lookups (direct get) answer
 //! "was this job started?" or "what is this device?" without any read model.
+//!
+//! Retention is per message (JetStream's `Nats-TTL`, the stream allows it): a job's events,
+//! refused requests and live output carry the deployment's job retention (default 90 days)
+//! and age out of the log on their own; the registry — tenants, keys, device configs and
+//! presence — carries none and is kept for ever, because authentication and `rebuild` read it.
+//! Which events are which is decided in one place, [`Topology::retained_forever`].
 
 use std::time::Duration;
 
@@ -44,6 +50,8 @@ pub enum TopologyError {
     Publish(#[from] jetstream::context::PublishError),
     #[error("reading the stream failed: {0}")]
     Get(#[from] jetstream::stream::DirectGetError),
+    #[error("reading the stream's configuration failed: {0}")]
+    Info(String),
     #[error("stored message is not a valid event: {0}")]
     Decode(#[from] crate::event::DecodeError),
 }
@@ -86,8 +94,6 @@ pub enum SubjectKind<'a> {
 pub struct StreamSettings {
     /// 1 on one machine, 3 on a JetStream cluster.
     pub replicas: usize,
-    /// How long the log keeps events; zero keeps them forever (read models are rebuilt from it).
-    pub max_age: Duration,
     /// How long a worker may hold a request without acking or signalling progress before
     /// JetStream hands it to another worker. Workers signal progress at a third of it.
     pub worker_ack_wait: Duration,
@@ -97,7 +103,6 @@ impl Default for StreamSettings {
     fn default() -> Self {
         Self {
             replicas: 1,
-            max_age: Duration::ZERO,
             worker_ack_wait: Duration::from_secs(30),
         }
     }
@@ -117,12 +122,16 @@ pub async fn connect(urls: &str) -> Result<async_nats::Client, async_nats::Conne
 #[derive(Clone, Debug)]
 pub struct Topology {
     prefix: String,
+    /// How long a job's events and output stay in the log (`Nats-TTL`), in whole seconds.
+    job_retention_s: u64,
 }
 
 impl Topology {
     pub const DEFAULT_PREFIX: &'static str = "sshq";
     /// The durable pull consumer shared by every worker process.
     pub const WORKERS: &'static str = "workers";
+    /// Jobs age out of the log after 90 days unless the deployment says otherwise.
+    pub const DEFAULT_JOB_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 
     pub fn new(prefix: &str) -> Result<Self, TopologyError> {
         let ok = (1..=32).contains(&prefix.len())
@@ -132,14 +141,66 @@ impl Topology {
         if ok {
             Ok(Self {
                 prefix: prefix.to_owned(),
+                job_retention_s: Self::DEFAULT_JOB_RETENTION.as_secs(),
             })
         } else {
             Err(TopologyError::BadPrefix)
         }
     }
 
+    /// How long jobs (events, output, refused requests) stay in the log; at least a second,
+    /// JetStream's smallest TTL.
+    pub fn with_job_retention(mut self, retention: Duration) -> Self {
+        self.job_retention_s = retention.as_secs().max(1);
+        self
+    }
+
+    pub fn job_retention(&self) -> Duration {
+        Duration::from_secs(self.job_retention_s)
+    }
+
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Whether an event belongs to the registry, which never ages out: tenants, keys and
+    /// devices are what authentication, device lookups and `rebuild` stand on. Everything
+    /// about jobs (and refused requests) ages out with the job retention.
+    pub fn retained_forever(body: &EventBody) -> bool {
+        match body {
+            EventBody::DeviceRegistered(_)
+            | EventBody::DeviceUpdated(_)
+            | EventBody::DeviceDeleted(_)
+            | EventBody::DeviceOnline(_)
+            | EventBody::DeviceOffline(_)
+            | EventBody::ApiKeyCreated(_)
+            | EventBody::ApiKeyRevoked(_)
+            | EventBody::TenantCreated(_) => true,
+            EventBody::ExecRequested(_)
+            | EventBody::ExecStarted(_)
+            | EventBody::ExecFinished(_)
+            | EventBody::ExecFailed(_)
+            | EventBody::ExecAttemptFailed(_)
+            | EventBody::ExecCancelRequested(_)
+            | EventBody::ExecRejected(_) => false,
+        }
+    }
+
+    /// The stored form of an event: payload, message id and, for job events, its TTL.
+    fn event_message(&self, event: &Event) -> jetstream::message::PublishMessage {
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(event.encode().into())
+            .message_id(event.id.to_string());
+        match &event.body {
+            // Presence is a heartbeat's worth of news: only its last message matters, so each
+            // one rolls the subject up (older messages deleted) and a device's presence costs
+            // one message however long it lives.
+            EventBody::DeviceOnline(_) | EventBody::DeviceOffline(_) => {
+                msg.header(async_nats::header::NATS_ROLLUP, "sub")
+            }
+            body if Self::retained_forever(body) => msg,
+            _ => msg.ttl(self.job_retention()),
+        }
     }
 
     pub fn stream_name(&self) -> String {
@@ -157,9 +218,12 @@ impl Topology {
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
             num_replicas: settings.replicas,
-            max_age: settings.max_age,
             duplicate_window: Duration::from_secs(120),
             allow_direct: true,
+            // Jobs age out by per-message TTL; the registry has none (see the module doc).
+            allow_message_ttl: true,
+            // Presence events roll their subject up (see `event_message`).
+            allow_rollup: true,
             ..Default::default()
         }
     }
@@ -186,9 +250,29 @@ impl Topology {
         js: &Context,
         settings: &StreamSettings,
     ) -> Result<stream::Stream, TopologyError> {
-        let stream = js
+        let mut stream = js
             .get_or_create_stream(self.stream_config(settings))
             .await?;
+        // A log created before per-message TTLs and presence roll-ups were used gets them
+        // allowed (one-way switches that change nothing already stored); nothing else is touched.
+        let config = stream
+            .info()
+            .await
+            .map_err(|e| TopologyError::Info(e.to_string()))?
+            .config
+            .clone();
+        if !config.allow_message_ttl || !config.allow_rollup {
+            js.update_stream(stream::Config {
+                allow_message_ttl: true,
+                allow_rollup: true,
+                ..config
+            })
+            .await?;
+            stream = js
+                .get_stream(self.stream_name())
+                .await
+                .map_err(|e| TopologyError::Info(e.to_string()))?;
+        }
         stream
             .get_or_create_consumer::<consumer::pull::Config>(
                 Self::WORKERS,
@@ -307,9 +391,7 @@ impl Topology {
         js: &Context,
         event: &Event,
     ) -> Result<jetstream::context::PublishAckFuture, TopologyError> {
-        let msg = jetstream::message::PublishMessage::build()
-            .payload(event.encode().into())
-            .message_id(event.id.to_string());
+        let msg = self.event_message(event);
         Ok(js.send_publish(self.event_subject(event), msg).await?)
     }
 
@@ -322,10 +404,7 @@ impl Topology {
         js: &Context,
         event: &Event,
     ) -> Result<jetstream::context::PublishAckFuture, TopologyError> {
-        let msg = jetstream::message::PublishMessage::build()
-            .payload(event.encode().into())
-            .message_id(event.id.to_string())
-            .expected_last_subject_sequence(0);
+        let msg = self.event_message(event).expected_last_subject_sequence(0);
         Ok(js.send_publish(self.event_subject(event), msg).await?)
     }
 
@@ -339,9 +418,8 @@ impl Topology {
         event: &Event,
         expected_seq: u64,
     ) -> Result<jetstream::context::PublishAckFuture, TopologyError> {
-        let msg = jetstream::message::PublishMessage::build()
-            .payload(event.encode().into())
-            .message_id(event.id.to_string())
+        let msg = self
+            .event_message(event)
             .expected_last_subject_sequence(expected_seq);
         Ok(js.send_publish(self.event_subject(event), msg).await?)
     }
@@ -361,7 +439,8 @@ impl Topology {
         );
         let msg = jetstream::message::PublishMessage::build()
             .payload(message.payload())
-            .headers(headers);
+            .headers(headers)
+            .ttl(self.job_retention());
         Ok(js
             .send_publish(self.output_subject(tenant, job, message), msg)
             .await?)

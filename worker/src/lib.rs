@@ -46,6 +46,11 @@ pub struct Settings {
     pub retry_base_ms: u64,
     /// How long running jobs may take to finish after SIGTERM.
     pub shutdown_grace_ms: u64,
+    /// How long a job's events and output stay in the log (seconds; default 90 days).
+    pub job_retention_s: u64,
+    /// Devices may be on loopback, link-local and similar internal addresses (the demo and
+    /// tests need it). The stack's own services are refused always.
+    pub allow_internal_devices: bool,
 }
 
 impl Default for Settings {
@@ -63,6 +68,8 @@ impl Default for Settings {
             max_attempts: 5,
             retry_base_ms: 500,
             shutdown_grace_ms: 30_000,
+            job_retention_s: Topology::DEFAULT_JOB_RETENTION.as_secs(),
+            allow_internal_devices: false,
         }
     }
 }
@@ -101,7 +108,8 @@ pub struct Worker {
 
 impl Worker {
     pub async fn connect(settings: Settings) -> anyhow::Result<Arc<Self>> {
-        let topology = Topology::new(&settings.prefix)?;
+        let topology = Topology::new(&settings.prefix)?
+            .with_job_retention(Duration::from_secs(settings.job_retention_s));
         let key = russh::keys::load_secret_key(&settings.ssh_key, None)
             .with_context(|| format!("loading the SSH key {}", settings.ssh_key.display()))?;
         let client = schemas::topology::connect(&settings.nats_url)
@@ -111,7 +119,6 @@ impl Worker {
         let stream_settings = StreamSettings {
             replicas: settings.stream_replicas,
             worker_ack_wait: Duration::from_millis(settings.worker_ack_wait_ms),
-            ..Default::default()
         };
         let stream = topology.ensure(&js, &stream_settings).await?;
         let mut consumer: consumer::PullConsumer = stream
