@@ -11,7 +11,7 @@ mod outage;
 mod policy;
 mod projection;
 mod read_models;
-mod retention;
 mod registry;
+mod retention;
 mod semantics;
 mod tenancy;

@@ -57,7 +57,9 @@ async fn jobs_age_out_of_log_and_read_models_while_the_registry_stays() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let tenant = TenantId::parse("default").unwrap();
     let job: JobId = old_id.parse().unwrap();
-    let requested = stack.topology.job_subject(&tenant, job, JobFacet::Requested);
+    let requested = stack
+        .topology
+        .job_subject(&tenant, job, JobFacet::Requested);
     assert!(
         stack
             .topology
@@ -129,7 +131,10 @@ async fn jobs_age_out_of_log_and_read_models_while_the_registry_stays() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     let fresh = stack
-        .wait_job(accepted["job_id"].as_str().unwrap(), Duration::from_secs(30))
+        .wait_job(
+            accepted["job_id"].as_str().unwrap(),
+            Duration::from_secs(30),
+        )
         .await;
     assert_eq!(fresh["stdout"], "new\n", "{fresh}");
     let (_, audit) = stack.get("/v1/audit?per_page=100").await;
