@@ -200,6 +200,14 @@ pub struct Template {
     /// As a person would write it: `docker logs {container} [--tail {lines}]`.
     pub usage: String,
     pub words: Vec<Word>,
+    /// Environment variables a call may set, by name (none by default). A dangerous name
+    /// ([`dangerous_env`]) is refused even when declared.
+    pub env: Vec<&'static str>,
+    /// A call may ask for a pseudo-terminal (interactive programs behave differently on one:
+    /// pagers, colours, prompts).
+    pub pty: bool,
+    /// A call may send standard input.
+    pub stdin: bool,
 }
 
 impl Template {
@@ -231,7 +239,97 @@ fn template(name: &'static str, description: &'static str, words: Vec<Word>) -> 
         description,
         usage,
         words,
+        env: Vec::new(),
+        pty: false,
+        stdin: false,
     }
+}
+
+impl Template {
+    /// Declares environment variables a call may set.
+    pub fn with_env(mut self, names: &[&'static str]) -> Self {
+        self.env.extend_from_slice(names);
+        self
+    }
+
+    /// Declares that a call may run under a pseudo-terminal.
+    pub fn with_pty(mut self) -> Self {
+        self.pty = true;
+        self
+    }
+
+    /// Declares that a call may send standard input.
+    pub fn with_stdin(mut self) -> Self {
+        self.stdin = true;
+        self
+    }
+}
+
+/// Environment variables that make a program load code or run a command of the caller's
+/// choosing, and so turn any allow-listed command into an arbitrary one. Names are compared
+/// in upper case (refusing a harmless lower-case twin costs nothing).
+///
+/// - the dynamic linker and libc: `LD_*` (`LD_PRELOAD`, `LD_LIBRARY_PATH`, `LD_AUDIT`),
+///   `GCONV_PATH`, `GLIBC_TUNABLES`, `MALLOC_*`, `LOCPATH`, `NLSPATH`, `HOSTALIASES`,
+///   `RESOLV_HOST_CONF`, and macOS's `DYLD_*`;
+/// - where programs are found: `PATH`, `CDPATH`;
+/// - shells: `BASH_ENV`, `ENV` (sourced by non-interactive bash and sh), `BASH_*`,
+///   `SHELLOPTS`, `BASHOPTS` (`xtrace` with `PS4` runs substitutions), `PS1`…`PS4`,
+///   `PROMPT_COMMAND`, `IFS`, `GLOBIGNORE`, `ZDOTDIR`, `SHELL` (what programs spawn for `!`);
+/// - programs that other programs run: `*PAGER` (`PAGER`, `MANPAGER`, `SYSTEMD_PAGER`,
+///   `GIT_PAGER`), `*EDITOR` (`EDITOR`, `SUDO_EDITOR`), `VISUAL`, `BROWSER`, `*ASKPASS`,
+///   `LESS*` (`LESSOPEN` runs a preprocessor), `MORE`, `MANOPT`;
+/// - interpreters' start-up code and module paths: `PYTHON*`, `PERL*`, `RUBY*`, `GEM_*`,
+///   `NODE_*`, `LUA_*`, `JAVA_TOOL_OPTIONS`, `_JAVA_OPTIONS`, `JDK_JAVA_OPTIONS`, `CLASSPATH`,
+///   `PHPRC`, `PHP_INI_SCAN_DIR`, `TCLLIBPATH`;
+/// - tools whose configuration runs commands or loads modules: `GIT_*`, `SYSTEMD_*`,
+///   `DOCKER_*` (another daemon, credential helpers), `OPENSSL_*` (engines), `KRB5_CONFIG`,
+///   and the places configuration is read from: `HOME`, `XDG_*`.
+pub fn dangerous_env(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "PATH",
+        "CDPATH",
+        "ENV",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "PS1",
+        "PS2",
+        "PS3",
+        "PS4",
+        "PROMPT_COMMAND",
+        "IFS",
+        "GLOBIGNORE",
+        "ZDOTDIR",
+        "SHELL",
+        "GCONV_PATH",
+        "GLIBC_TUNABLES",
+        "LOCPATH",
+        "NLSPATH",
+        "HOSTALIASES",
+        "RESOLV_HOST_CONF",
+        "VISUAL",
+        "BROWSER",
+        "MORE",
+        "MANOPT",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "CLASSPATH",
+        "PHPRC",
+        "PHP_INI_SCAN_DIR",
+        "TCLLIBPATH",
+        "KRB5_CONFIG",
+        "HOME",
+    ];
+    const PREFIXES: &[&str] = &[
+        "LD_", "DYLD_", "MALLOC_", "BASH_", "LESS", "PYTHON", "PERL", "RUBY", "GEM_", "NODE_",
+        "LUA_", "GIT_", "SYSTEMD_", "DOCKER_", "OPENSSL_", "XDG_",
+    ];
+    const SUFFIXES: &[&str] = &["PAGER", "EDITOR", "ASKPASS"];
+    let name = name.to_ascii_uppercase();
+    NAMES.contains(&name.as_str())
+        || PREFIXES.iter().any(|p| name.starts_with(p))
+        || SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
 /// What an argv or a template call was refused for.
@@ -267,6 +365,22 @@ pub enum PolicyError {
         template: &'static str,
         name: String,
     },
+    /// An environment variable that makes programs load code or run commands.
+    #[error(
+        "environment variable {name} is not allowed: it can make the command load code or run \
+         another command (only the open command policy allows it)"
+    )]
+    DangerousEnv { index: usize, name: String },
+    #[error("template {template} does not declare environment variable {name}")]
+    EnvNotDeclared {
+        index: usize,
+        template: &'static str,
+        name: String,
+    },
+    #[error("template {0} does not declare a pseudo-terminal (pty)")]
+    PtyNotDeclared(&'static str),
+    #[error("template {0} does not declare standard input (stdin_base64)")]
+    StdinNotDeclared(&'static str),
 }
 
 impl PolicyError {
@@ -278,6 +392,11 @@ impl PolicyError {
                 format!("args.{name}")
             }
             PolicyError::UnexpectedArgument { name, .. } => format!("args.{name}"),
+            PolicyError::DangerousEnv { index, .. } | PolicyError::EnvNotDeclared { index, .. } => {
+                format!("env[{index}].key")
+            }
+            PolicyError::PtyNotDeclared(_) => "pty".into(),
+            PolicyError::StdinNotDeclared(_) => "stdin_base64".into(),
             PolicyError::Blocked { .. }
             | PolicyError::NotAllowed { .. }
             | PolicyError::Ambiguous(_) => "command".into(),
@@ -802,6 +921,47 @@ impl Policy {
                 several.iter().map(|t| t.name).collect(),
             )),
         }
+    }
+
+    /// What surrounds an approved argv: in open mode anything; otherwise no dangerous
+    /// environment variable, and env (by name), a pty and stdin only where the template that
+    /// approved the argv declares them. Templates are the whole policy.
+    pub fn check_extras<'a>(
+        &self,
+        approved: &Approved,
+        env: impl IntoIterator<Item = &'a str>,
+        pty: bool,
+        stdin: bool,
+    ) -> Result<(), PolicyError> {
+        if self.open {
+            return Ok(());
+        }
+        let template = approved
+            .template
+            .and_then(|name| self.templates.iter().find(|t| t.name == name));
+        let name = template.map_or("(none)", |t| t.name);
+        for (index, var) in env.into_iter().enumerate() {
+            if dangerous_env(var) {
+                return Err(PolicyError::DangerousEnv {
+                    index,
+                    name: var.to_owned(),
+                });
+            }
+            if !template.is_some_and(|t| t.env.contains(&var)) {
+                return Err(PolicyError::EnvNotDeclared {
+                    index,
+                    template: name,
+                    name: var.to_owned(),
+                });
+            }
+        }
+        if pty && !template.is_some_and(|t| t.pty) {
+            return Err(PolicyError::PtyNotDeclared(name));
+        }
+        if stdin && !template.is_some_and(|t| t.stdin) {
+            return Err(PolicyError::StdinNotDeclared(name));
+        }
+        Ok(())
     }
 
     /// Builds the argv of a template from named arguments, then checks it like any argv (so
