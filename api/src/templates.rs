@@ -1031,6 +1031,87 @@ impl Policy {
 mod tests {
     use super::*;
 
+    #[test]
+    fn dangerous_environment_names_are_recognised() {
+        for name in [
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "ld_audit",
+            "BASH_ENV",
+            "ENV",
+            "PATH",
+            "SYSTEMD_PAGER",
+            "PAGER",
+            "MANPAGER",
+            "GIT_SSH_COMMAND",
+            "PS4",
+            "PROMPT_COMMAND",
+            "SHELLOPTS",
+            "IFS",
+            "GCONV_PATH",
+            "PYTHONPATH",
+            "PERL5OPT",
+            "RUBYOPT",
+            "NODE_OPTIONS",
+            "EDITOR",
+            "VISUAL",
+            "LESSOPEN",
+            "MORE",
+            "GLIBC_TUNABLES",
+            "DOCKER_HOST",
+            "HOME",
+        ] {
+            assert!(dangerous_env(name), "{name}");
+        }
+        for name in ["LANG", "LC_ALL", "TZ", "TERM", "COLUMNS", "MY_SETTING"] {
+            assert!(!dangerous_env(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn env_pty_and_stdin_need_the_template_to_declare_them() {
+        let mut policy = Policy::scalelite(false);
+        policy.templates.push(
+            template("greet", "", vec![fixed("greet")])
+                .with_env(&["GREETING", "LD_PRELOAD"])
+                .with_pty()
+                .with_stdin(),
+        );
+        let uptime = policy.check(&words(&["uptime"])).unwrap();
+        let greet = policy.check(&words(&["greet"])).unwrap();
+        assert_eq!(policy.check_extras(&uptime, [], false, false), Ok(()));
+        assert_eq!(
+            policy
+                .check_extras(&uptime, ["GREETING"], false, false)
+                .unwrap_err()
+                .property(),
+            "env[0].key"
+        );
+        assert_eq!(
+            policy.check_extras(&uptime, [], true, false),
+            Err(PolicyError::PtyNotDeclared("uptime"))
+        );
+        assert_eq!(
+            policy.check_extras(&uptime, [], false, true),
+            Err(PolicyError::StdinNotDeclared("uptime"))
+        );
+        assert_eq!(
+            policy.check_extras(&greet, ["GREETING"], true, true),
+            Ok(())
+        );
+        // Declared or not, a dangerous name is refused outside open mode.
+        assert!(matches!(
+            policy.check_extras(&greet, ["GREETING", "LD_PRELOAD"], false, false),
+            Err(PolicyError::DangerousEnv { index: 1, .. })
+        ));
+        let open = Policy::scalelite(true);
+        let any = open.check(&words(&["anything"])).unwrap();
+        assert_eq!(
+            open.check_extras(&any, ["LD_PRELOAD", "PATH"], true, true),
+            Ok(())
+        );
+    }
+
     fn argv(s: &str) -> Vec<String> {
         crate::command::parse(s).unwrap_or_else(|e| panic!("{s:?}: {e}"))
     }

@@ -17,11 +17,11 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use schemas::text::escape_controls;
 use schemas::topology::JobFacet;
 use schemas::{
     DeviceStatus, Event, EventBody, ExecRejected, ExecRequested, JobId, TenantId, Timestamp,
 };
-use schemas::text::escape_controls;
 use serde::Deserialize;
 use uuid::Uuid;
 
