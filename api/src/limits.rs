@@ -112,3 +112,34 @@ pub async fn sweep(state: Weak<crate::Shared>, every: Duration) {
         state.address_limiter.forget_idle();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_of_idle_callers_are_forgotten() {
+        let limiter = RateLimiter::<u32>::new(1000, 1000, "key");
+        for key in 0..500 {
+            limiter.check(&key).unwrap();
+        }
+        assert_eq!(limiter.tracked(), 500);
+        // One request's token is back within a millisecond at 1000/s.
+        std::thread::sleep(Duration::from_millis(20));
+        limiter.forget_idle();
+        assert_eq!(limiter.tracked(), 0);
+    }
+
+    #[test]
+    fn over_the_rate_is_429_with_retry_after() {
+        let limiter = RateLimiter::<u32>::new(1, 2, "address");
+        assert!(limiter.check(&7).is_ok());
+        assert!(limiter.check(&7).is_ok());
+        let error = limiter.check(&7).unwrap_err();
+        assert_eq!(error.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(error.retry_after, Some(1));
+        assert!(error.error_message.contains("this address"));
+        assert!(limiter.check(&8).is_ok(), "another caller has its own bucket");
+        assert!(RateLimiter::<u32>::new(0, 0, "key").check(&7).is_ok(), "0 is off");
+    }
+}

@@ -21,6 +21,14 @@
 //!    miss names the closest template and what differs.
 //! 4. The worker single-quotes every word, so the remote shell interprets nothing.
 //!
+//! What surrounds the argv is policy too ([`Policy::check_extras`]): environment variables,
+//! a pseudo-terminal and standard input change what a command does (`LD_PRELOAD` loads a
+//! library into `uptime`, `PATH` makes it another program, `BASH_ENV` runs code in any bash
+//! script, `SYSTEMD_PAGER` under a pty turns `systemctl status` into a shell). So in templates
+//! mode each is refused unless the template that approved the argv declares it (env by name),
+//! and names that make programs load code or run commands ([`dangerous_env`]) are refused even
+//! when declared; only open mode allows them. The built-in templates declare none.
+//!
 //! Layer 2 is redundant with layer 4 for quoted chaining characters; they are refused anyway,
 //! because Scalelite's callers expect them refused and every refusal is audited: an attempt
 //! should show up as a rejection, not as a command that happened to fail.
@@ -211,6 +219,24 @@ pub struct Template {
 }
 
 impl Template {
+    /// Declares environment variables a call may set.
+    pub fn with_env(mut self, names: &[&'static str]) -> Self {
+        self.env.extend_from_slice(names);
+        self
+    }
+
+    /// Declares that a call may run under a pseudo-terminal.
+    pub fn with_pty(mut self) -> Self {
+        self.pty = true;
+        self
+    }
+
+    /// Declares that a call may send standard input.
+    pub fn with_stdin(mut self) -> Self {
+        self.stdin = true;
+        self
+    }
+
     /// The program, when the template starts with a fixed word (every default one does).
     fn program(&self) -> Option<&'static str> {
         match self.words.first() {
@@ -242,26 +268,6 @@ fn template(name: &'static str, description: &'static str, words: Vec<Word>) -> 
         env: Vec::new(),
         pty: false,
         stdin: false,
-    }
-}
-
-impl Template {
-    /// Declares environment variables a call may set.
-    pub fn with_env(mut self, names: &[&'static str]) -> Self {
-        self.env.extend_from_slice(names);
-        self
-    }
-
-    /// Declares that a call may run under a pseudo-terminal.
-    pub fn with_pty(mut self) -> Self {
-        self.pty = true;
-        self
-    }
-
-    /// Declares that a call may send standard input.
-    pub fn with_stdin(mut self) -> Self {
-        self.stdin = true;
-        self
     }
 }
 
