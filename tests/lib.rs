@@ -179,6 +179,11 @@ pub struct StackOptions {
     pub command_templates: bool,
     /// How long jobs stay in the log and read models (production: 90 days).
     pub job_retention: Option<Duration>,
+    /// Devices may be on loopback (the tests' sshd is); production's default is false.
+    pub allow_internal_devices: bool,
+    /// Requests a second per client address, before auth; 0 (the default in tests) is
+    /// unlimited.
+    pub address_rate_limit_per_s: u32,
 }
 
 impl Default for StackOptions {
@@ -195,6 +200,8 @@ impl Default for StackOptions {
             replicas: 1,
             command_templates: false,
             job_retention: None,
+            allow_internal_devices: true,
+            address_rate_limit_per_s: 0,
         }
     }
 }
@@ -315,7 +322,9 @@ impl TestStack {
             }
             .into(),
             job_retention_s: job_retention.as_secs(),
-            allow_internal_devices: true,
+            allow_internal_devices: options.allow_internal_devices,
+            address_rate_limit_per_s: options.address_rate_limit_per_s,
+            address_rate_limit_burst: options.address_rate_limit_per_s,
             ..Default::default()
         };
         let app = sshq_api::Application::build(&api)

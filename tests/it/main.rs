@@ -5,6 +5,7 @@ mod api;
 mod cluster;
 mod exec;
 mod fleet;
+mod hostile;
 mod live;
 mod openapi;
 mod outage;
