@@ -8,6 +8,7 @@ mod fleet;
 mod live;
 mod openapi;
 mod outage;
+mod poison;
 mod policy;
 mod projection;
 mod read_models;
