@@ -412,7 +412,10 @@ impl Projector {
         let info = message
             .info()
             .map_err(|e| anyhow::anyhow!("no stream metadata: {e}"))?;
-        let (seq, published) = (info.stream_sequence, micros(info.published.unix_timestamp_nanos()));
+        let (seq, published) = (
+            info.stream_sequence,
+            micros(info.published.unix_timestamp_nanos()),
+        );
         let entry = quarantine::Quarantined::new(
             &self.topology,
             seq,
@@ -451,7 +454,10 @@ impl Projector {
                 &message.subject,
                 message.headers.as_ref(),
                 &message.payload,
-                chrono::DateTime::from_timestamp_micros(micros(info.published.unix_timestamp_nanos())).unwrap_or_default(),
+                chrono::DateTime::from_timestamp_micros(micros(
+                    info.published.unix_timestamp_nanos(),
+                ))
+                .unwrap_or_default(),
             );
             last = info.stream_sequence;
         }

@@ -59,7 +59,10 @@ impl Quarantined {
     ) -> Self {
         let (kind, tenant) = match topology.classify(subject) {
             Some(SubjectKind::Event) => match Event::decode(payload) {
-                Ok(event) => (Some(event.kind().to_owned()), Some(event.tenant.to_string())),
+                Ok(event) => (
+                    Some(event.kind().to_owned()),
+                    Some(event.tenant.to_string()),
+                ),
                 Err(_) => (None, None),
             },
             Some(SubjectKind::Output { tenant, .. }) => {

@@ -14,9 +14,7 @@ use schemas::{
 };
 use serde_json::{Value, json};
 use sshq_projector::quarantine::{self, Quarantined};
-use sshq_tests::{
-    ProjectorProcess, SshDevice, TestStack, create_database, digest, wait_caught_up,
-};
+use sshq_tests::{ProjectorProcess, SshDevice, TestStack, create_database, digest, wait_caught_up};
 
 fn target() -> SshTarget {
     SshTarget {
@@ -75,7 +73,12 @@ async fn publish_job(stack: &TestStack, tenant: &TenantId) -> JobId {
     let mut acks = Vec::new();
     for (n, event) in events.iter().enumerate() {
         if n == 2 {
-            acks.push(topology.publish_output(js, tenant, job, &output).await.unwrap());
+            acks.push(
+                topology
+                    .publish_output(js, tenant, job, &output)
+                    .await
+                    .unwrap(),
+            );
         }
         acks.push(topology.publish_event(js, event).await.unwrap());
     }
@@ -86,7 +89,11 @@ async fn publish_job(stack: &TestStack, tenant: &TenantId) -> JobId {
 }
 
 async fn publish_event(stack: &TestStack, event: &Event) -> u64 {
-    let ack = stack.topology.publish_event(&stack.js, event).await.unwrap();
+    let ack = stack
+        .topology
+        .publish_event(&stack.js, event)
+        .await
+        .unwrap();
     ack.await.unwrap().sequence
 }
 
@@ -124,7 +131,10 @@ async fn health_at(projector: &ProjectorProcess, last: u64) -> Value {
         {
             return health.clone();
         }
-        assert!(Instant::now() < deadline, "health never showed {last}: {health:?}");
+        assert!(
+            Instant::now() < deadline,
+            "health never showed {last}: {health:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -212,12 +222,18 @@ async fn a_poison_event_is_set_aside_and_every_tenant_is_still_projected() {
     }
     let set_aside = quarantine::list(&live).await.unwrap();
     let seqs: Vec<u64> = set_aside.iter().map(|q| q.stream_seq as u64).collect();
-    assert_eq!(seqs, poison.iter().map(|(s, _)| *s).collect::<Vec<_>>(), "{set_aside:?}");
+    assert_eq!(
+        seqs,
+        poison.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        "{set_aside:?}"
+    );
     for (entry, (_, kind)) in set_aside.iter().zip(&poison) {
         assert_eq!(entry.kind.as_deref().unwrap_or(""), *kind, "{entry:?}");
         assert!(!entry.error.contains('\0'), "{entry:?}");
     }
-    let nul = set_aside.iter().find(|q| q.kind.as_deref() == Some("exec_rejected"));
+    let nul = set_aside
+        .iter()
+        .find(|q| q.kind.as_deref() == Some("exec_rejected"));
     let nul = nul.unwrap();
     assert_eq!(nul.tenant.as_deref(), Some("default"));
     assert!(nul.error.contains("0x00"), "{nul:?}");
@@ -232,14 +248,20 @@ async fn a_poison_event_is_set_aside_and_every_tenant_is_still_projected() {
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(health["quarantined"], poison.len(), "{health}");
     assert_eq!(health["lag_events"], 0, "{health}");
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", projector.health_port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = reqwest::get(format!(
+        "http://127.0.0.1:{}/metrics",
+        projector.health_port
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
     assert!(
-        metrics.contains(&format!("sshq_projector_quarantined_total {}", poison.len())),
+        metrics.contains(&format!(
+            "sshq_projector_quarantined_total {}",
+            poison.len()
+        )),
         "{metrics}"
     );
     let process = sqlx::PgPool::connect(&process_url).await.unwrap();
@@ -301,8 +323,16 @@ async fn an_exec_audit_entry_shows_env_names_pty_and_stdin_length_but_no_values(
             .clone()
     };
     let entry = entry_of(&job_id);
-    assert_eq!(entry["env_keys"], json!(["GREETING", "SSHQ_MODE"]), "{entry}");
-    assert_eq!(entry["pty"], json!({ "term": "vt100", "cols": 100, "rows": 30 }), "{entry}");
+    assert_eq!(
+        entry["env_keys"],
+        json!(["GREETING", "SSHQ_MODE"]),
+        "{entry}"
+    );
+    assert_eq!(
+        entry["pty"],
+        json!({ "term": "vt100", "cols": 100, "rows": 30 }),
+        "{entry}"
+    );
     assert_eq!(entry["stdin_bytes"], stdin.len(), "{entry}");
     // The terminal echoes stdin into the job's output, which the entry quotes as output; no
     // other field may hold a value or stdin.
