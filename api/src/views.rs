@@ -163,7 +163,9 @@ impl From<&DeviceRecord> for Device {
 }
 
 /// One audit entry. For `action = exec`: `outcome` is `accepted`, then the job's terminal
-/// status, or `rejected` (reason in `detail`); stdout/stderr hold the first 10 KiB.
+/// status, or `rejected` (reason in `detail`); stdout/stderr hold the first 10 KiB. An
+/// accepted exec also shows what it ran with besides its argv: `env_keys` (names only, never
+/// values), `pty` and `stdin_bytes` (a length, never the content).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEntry {
     pub id: Uuid,
@@ -181,6 +183,20 @@ pub struct AuditEntry {
     pub stdout_base64: Option<String>,
     pub stderr_base64: Option<String>,
     pub output_truncated: bool,
+    /// Accepted execs: names of the environment variables set (values are never shown).
+    pub env_keys: Option<Vec<String>>,
+    /// Accepted execs that ran under a pseudo-terminal.
+    pub pty: Option<AuditPty>,
+    /// Accepted execs: bytes sent on stdin (the content is never shown).
+    pub stdin_bytes: Option<i32>,
+}
+
+/// The pseudo-terminal an exec asked for.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPty {
+    pub term: String,
+    pub cols: i32,
+    pub rows: i32,
 }
 
 impl From<&AuditRecord> for AuditEntry {
@@ -205,6 +221,13 @@ impl From<&AuditRecord> for AuditEntry {
             stdout_base64: entry.stdout.as_deref().map(b64),
             stderr_base64: entry.stderr.as_deref().map(b64),
             output_truncated: entry.output_truncated,
+            env_keys: entry.env_keys.clone(),
+            pty: entry.pty_term.as_ref().map(|term| AuditPty {
+                term: term.clone(),
+                cols: entry.pty_cols.unwrap_or_default(),
+                rows: entry.pty_rows.unwrap_or_default(),
+            }),
+            stdin_bytes: entry.stdin_bytes,
         }
     }
 }

@@ -14,6 +14,11 @@
 //! outcomes, the ones the stream kept are read back from it: what the caller gets is what the
 //! log holds. Anything incomplete (a chunk missed, the `end` never coming) yields `None`, and
 //! the caller falls back to the read model.
+//!
+//! Memory is bounded whatever the job prints: chunks are folded into the record as soon as
+//! they are next in sequence, and the record keeps at most `OUTPUT_CAP_BYTES` per stream, as
+//! the read model does. Chunks that arrive ahead of a gap wait, up to [`PENDING_LIMIT_BYTES`];
+//! past that the watch gives up and the caller reads the read model.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,7 +26,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use schemas::topology::JobFacet;
 use schemas::{Event, EventBody, JobId, OutputChunk, OutputMessage, TenantId};
-use sshq_projector::jobs::JobRecord;
+use sshq_projector::jobs::{JobRecord, OUTPUT_CAP_BYTES};
 use tokio::time::Instant;
 
 use crate::AppState;
@@ -29,6 +34,9 @@ use crate::error::ApiError;
 
 /// How long to wait for the `end` message and the last chunks once the outcome is in.
 const TAIL_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Output held back while waiting for a missing earlier chunk; past this the watch gives up.
+const PENDING_LIMIT_BYTES: usize = 2 * OUTPUT_CAP_BYTES as usize;
 
 /// How a watch ended.
 pub enum Watched {
@@ -94,12 +102,12 @@ impl JobWatch {
         deadline: Instant,
     ) -> Option<JobRecord> {
         let mut events: Vec<Event> = Vec::new();
-        let mut chunks: BTreeMap<u64, OutputChunk> = BTreeMap::new();
+        let mut output = OutputFold::default();
         let mut end: Option<u64> = None;
         let mut deadline = deadline;
         let mut concluded = false;
         loop {
-            if concluded && end.is_some_and(|n| complete(&chunks, n)) {
+            if concluded && end.is_some_and(|n| output.is_complete(n)) {
                 break;
             }
             tokio::select! {
@@ -119,7 +127,11 @@ impl JobWatch {
                     let message = message?;
                     let part = message.subject.rsplit('.').next().unwrap_or_default();
                     match OutputMessage::parse(part, message.headers.as_ref(), message.payload.clone()) {
-                        Ok(OutputMessage::Chunk(chunk)) => { chunks.entry(chunk.seq).or_insert(chunk); }
+                        Ok(OutputMessage::Chunk(chunk)) => {
+                            if !output.push(chunk, &mut job) {
+                                return None;
+                            }
+                        }
                         Ok(OutputMessage::End(e)) => end = Some(e.seq),
                         Err(_) => return None,
                     }
@@ -153,10 +165,40 @@ impl JobWatch {
         for event in &events {
             job.apply(event);
         }
-        for chunk in chunks.values() {
-            job.append_output(chunk);
-        }
         job.is_terminal().then_some(job)
+    }
+}
+
+/// A job's output chunks, folded into its record in sequence order as they arrive.
+#[derive(Default)]
+struct OutputFold {
+    /// The sequence number of the next chunk to fold.
+    next: u64,
+    /// Chunks that arrived ahead of `next`.
+    pending: BTreeMap<u64, OutputChunk>,
+    pending_bytes: usize,
+}
+
+impl OutputFold {
+    /// Takes a chunk (once per sequence number) and folds whatever is now in order into `job`.
+    /// `false` when too much waits behind a missing chunk.
+    fn push(&mut self, chunk: OutputChunk, job: &mut JobRecord) -> bool {
+        if chunk.seq < self.next || self.pending.contains_key(&chunk.seq) {
+            return true;
+        }
+        self.pending_bytes += chunk.data.len();
+        self.pending.insert(chunk.seq, chunk);
+        while let Some(chunk) = self.pending.remove(&self.next) {
+            self.pending_bytes -= chunk.data.len();
+            job.append_output(&chunk);
+            self.next += 1;
+        }
+        self.pending_bytes <= PENDING_LIMIT_BYTES
+    }
+
+    /// Chunks `0..n`, each folded exactly once, and none beyond.
+    fn is_complete(&self, n: u64) -> bool {
+        self.next == n && self.pending.is_empty()
     }
 }
 
@@ -172,11 +214,6 @@ fn is_start(body: &EventBody) -> bool {
 
 fn is_outcome(body: &EventBody) -> bool {
     matches!(body, EventBody::ExecFinished(_) | EventBody::ExecFailed(_))
-}
-
-/// Chunks `0..n`, each exactly once (keys are unique; `n` of them, the largest `n - 1`).
-fn complete(chunks: &BTreeMap<u64, OutputChunk>, n: u64) -> bool {
-    chunks.len() as u64 == n && chunks.keys().next_back().is_none_or(|last| last + 1 == n)
 }
 
 #[cfg(test)]
@@ -223,14 +260,81 @@ mod tests {
         assert!(needs_readback(&[started("a"), failed(), failed()]));
     }
 
+    fn record() -> JobRecord {
+        use schemas::{DeviceId, ExecRequested, SshTarget, TenantId, Timestamp};
+        let requested = ExecRequested {
+            job_id: JobId::new(),
+            device_id: DeviceId::new(),
+            target: SshTarget {
+                host: "192.0.2.1".into(),
+                port: 22,
+                username: "u".into(),
+                host_key: "k".into(),
+            },
+            argv: vec!["seq".into()],
+            env: vec![],
+            stdin: vec![],
+            timeout_ms: 1000,
+            pty: None,
+            keep_open_ms: 0,
+            close: false,
+            queue_deadline: Timestamp::now(),
+        };
+        let event = Event::new(
+            TenantId::parse("t").unwrap(),
+            None,
+            EventBody::ExecRequested(requested.clone()),
+        );
+        JobRecord::queued(&event, &requested)
+    }
+
+    fn folded(seqs: &[u64]) -> OutputFold {
+        let (mut output, mut job) = (OutputFold::default(), record());
+        for seq in seqs {
+            assert!(output.push(chunk(*seq).1, &mut job));
+        }
+        output
+    }
+
     #[test]
     fn output_is_complete_only_with_every_chunk_before_the_end() {
-        let chunks = |seqs: &[u64]| seqs.iter().map(|s| chunk(*s)).collect::<BTreeMap<_, _>>();
-        assert!(complete(&chunks(&[]), 0));
-        assert!(complete(&chunks(&[0, 1, 2]), 3));
-        assert!(!complete(&chunks(&[0, 2]), 3));
-        assert!(!complete(&chunks(&[1, 2]), 3));
-        assert!(!complete(&chunks(&[0, 1]), 3));
-        assert!(!complete(&chunks(&[0, 1, 2, 3]), 3));
+        assert!(folded(&[]).is_complete(0));
+        assert!(folded(&[0, 1, 2]).is_complete(3));
+        assert!(folded(&[2, 0, 1, 1]).is_complete(3), "reordered, repeated");
+        assert!(!folded(&[0, 2]).is_complete(3));
+        assert!(!folded(&[1, 2]).is_complete(3));
+        assert!(!folded(&[0, 1]).is_complete(3));
+        assert!(!folded(&[0, 1, 2, 3]).is_complete(3));
+    }
+
+    #[test]
+    fn a_watch_keeps_no_more_output_than_the_read_model() {
+        let (mut output, mut job) = (OutputFold::default(), record());
+        let mib = Bytes::from(vec![b'x'; 1024 * 1024]);
+        for seq in 0..5 {
+            let chunk = OutputChunk {
+                seq,
+                stream: OutputStream::Stdout,
+                data: mib.clone(),
+            };
+            assert!(output.push(chunk, &mut job));
+        }
+        assert!(output.is_complete(5));
+        assert_eq!(job.stdout.len(), OUTPUT_CAP_BYTES as usize);
+        assert!(job.stdout_truncated && !job.stderr_truncated);
+        assert_eq!(output.pending_bytes, 0);
+
+        // Chunks piling up behind a missing one are dropped, and the watch gives up.
+        let (mut output, mut job) = (OutputFold::default(), record());
+        let gave_up = (1..5).any(|seq| {
+            let chunk = OutputChunk {
+                seq,
+                stream: OutputStream::Stdout,
+                data: mib.clone(),
+            };
+            !output.push(chunk, &mut job)
+        });
+        assert!(gave_up);
+        assert!(job.stdout.is_empty());
     }
 }

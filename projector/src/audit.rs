@@ -8,7 +8,9 @@
 //! not resurrect what retention removed.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use schemas::{DeviceConfig, Event, ExecCancelRequested, ExecRejected, ExecRequested, TenantId};
+use schemas::{
+    DeviceConfig, Event, ExecCancelRequested, ExecRejected, ExecRequested, PtySize, TenantId,
+};
 use sqlx::{PgExecutor, PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
@@ -135,6 +137,29 @@ pub(crate) struct AuditRows {
     command: Vec<Option<String>>,
     outcome: Vec<&'static str>,
     detail: Vec<Option<String>>,
+    env_keys: Vec<Option<serde_json::Value>>,
+    pty_term: Vec<Option<String>>,
+    pty_cols: Vec<Option<i32>>,
+    pty_rows: Vec<Option<i32>>,
+    stdin_bytes: Vec<Option<i32>>,
+}
+
+/// What an exec request asked for besides its argv, as far as the audit may show it: the
+/// environment's names (values may be secrets), the pseudo-terminal, and the length of stdin.
+pub(crate) struct ExecShape {
+    pub env_keys: Vec<String>,
+    pub pty: Option<PtySize>,
+    pub stdin_bytes: i32,
+}
+
+impl ExecShape {
+    fn of(e: &ExecRequested) -> Self {
+        Self {
+            env_keys: e.env.iter().map(|(name, _)| name.clone()).collect(),
+            pty: e.pty.clone(),
+            stdin_bytes: i32::try_from(e.stdin.len()).unwrap_or(i32::MAX),
+        }
+    }
 }
 
 pub(crate) struct Entry {
@@ -145,6 +170,8 @@ pub(crate) struct Entry {
     pub command: Option<String>,
     pub outcome: &'static str,
     pub detail: Option<String>,
+    /// Exec requests only.
+    pub exec: Option<ExecShape>,
 }
 
 impl AuditRows {
@@ -162,6 +189,11 @@ impl AuditRows {
             command: Vec::new(),
             outcome: Vec::new(),
             detail: Vec::new(),
+            env_keys: Vec::new(),
+            pty_term: Vec::new(),
+            pty_cols: Vec::new(),
+            pty_rows: Vec::new(),
+            stdin_bytes: Vec::new(),
         }
     }
 
@@ -180,6 +212,15 @@ impl AuditRows {
         self.command.push(entry.command);
         self.outcome.push(entry.outcome);
         self.detail.push(entry.detail);
+        let exec = entry.exec.as_ref();
+        let pty = exec.and_then(|x| x.pty.as_ref());
+        let dimension = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        self.env_keys
+            .push(exec.map(|x| serde_json::json!(x.env_keys)));
+        self.pty_term.push(pty.map(|p| p.term.clone()));
+        self.pty_cols.push(pty.map(|p| dimension(p.cols)));
+        self.pty_rows.push(pty.map(|p| dimension(p.rows)));
+        self.stdin_bytes.push(exec.map(|x| x.stdin_bytes));
     }
 
     pub fn exec_requested(&mut self, event: &Event, e: &ExecRequested) {
@@ -193,6 +234,7 @@ impl AuditRows {
                 command: Some(display_command(&e.argv)),
                 outcome: "accepted",
                 detail: None,
+                exec: Some(ExecShape::of(e)),
             },
         );
     }
@@ -208,6 +250,7 @@ impl AuditRows {
                 command: Some(e.command.clone()),
                 outcome: "rejected",
                 detail: Some(e.reason.clone()),
+                exec: None,
             },
         );
     }
@@ -223,6 +266,7 @@ impl AuditRows {
                 command: None,
                 outcome: "requested",
                 detail: None,
+                exec: None,
             },
         );
     }
@@ -258,6 +302,7 @@ impl AuditRows {
                 command: None,
                 outcome: "ok",
                 detail: Some(detail),
+                exec: None,
             },
         );
     }
@@ -276,9 +321,17 @@ impl AuditRows {
         let action: Vec<String> = self.action.iter().map(|s| s.to_string()).collect();
         let outcome: Vec<String> = self.outcome.iter().map(|s| s.to_string()).collect();
         sqlx::query(
-            "INSERT INTO audit_entries (at, id, tenant, actor, action, device_id, job_id, command, outcome, detail)
-             SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::uuid[],
-                                  $7::uuid[], $8::text[], $9::text[], $10::text[])
+            "INSERT INTO audit_entries (at, id, tenant, actor, action, device_id, job_id, command, outcome, detail,
+                 env_keys, pty_term, pty_cols, pty_rows, stdin_bytes)
+             SELECT r.at, r.id, r.tenant, r.actor, r.action, r.device_id, r.job_id, r.command, r.outcome, r.detail,
+                    CASE WHEN r.env_keys IS NULL THEN NULL
+                         ELSE ARRAY(SELECT jsonb_array_elements_text(r.env_keys)) END,
+                    r.pty_term, r.pty_cols, r.pty_rows, r.stdin_bytes
+             FROM UNNEST($1::timestamptz[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::uuid[],
+                         $7::uuid[], $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::text[],
+                         $13::int[], $14::int[], $15::int[])
+                  AS r(at, id, tenant, actor, action, device_id, job_id, command, outcome, detail,
+                       env_keys, pty_term, pty_cols, pty_rows, stdin_bytes)
              ON CONFLICT DO NOTHING",
         )
         .bind(&self.at)
@@ -291,6 +344,11 @@ impl AuditRows {
         .bind(&self.command)
         .bind(&outcome)
         .bind(&self.detail)
+        .bind(&self.env_keys)
+        .bind(&self.pty_term)
+        .bind(&self.pty_cols)
+        .bind(&self.pty_rows)
+        .bind(&self.stdin_bytes)
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -354,6 +412,14 @@ pub struct AuditRecord {
     pub stdout: Option<Vec<u8>>,
     pub stderr: Option<Vec<u8>>,
     pub output_truncated: bool,
+    /// Exec requests: the names of the environment variables set (never their values).
+    pub env_keys: Option<Vec<String>>,
+    /// Exec requests under a pseudo-terminal: its `TERM` and size.
+    pub pty_term: Option<String>,
+    pub pty_cols: Option<i32>,
+    pub pty_rows: Option<i32>,
+    /// Exec requests: how many bytes of stdin were sent (never the bytes).
+    pub stdin_bytes: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default)]

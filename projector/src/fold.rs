@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::audit::{self, AuditRows};
 use crate::jobs::{self, JobRecord, OutputDelta};
+use crate::quarantine::{self, Quarantined};
 use crate::{devices, keys};
 
 pub(crate) struct Fold {
@@ -34,6 +35,8 @@ pub(crate) struct Fold {
     finished: Vec<(DateTime<Utc>, ExecFinished)>,
     failed: Vec<(DateTime<Utc>, ExecFailed)>,
     audit: AuditRows,
+    /// Messages that cannot be read (undecodable, foreign subject): set aside, not applied.
+    pub quarantined: Vec<Quarantined>,
     /// Jobs requested before this have aged out: not written (a replay does not resurrect them).
     job_cutoff: DateTime<Utc>,
     /// Jobs whose outcome this batch applies, to announce after commit.
@@ -51,13 +54,15 @@ impl Fold {
             finished: Vec::new(),
             failed: Vec::new(),
             audit: AuditRows::new(retention, now),
+            quarantined: Vec::new(),
             job_cutoff: retention.job_cutoff(now),
             concluded: Vec::new(),
         }
     }
 
-    /// Sorts one stored message into its phase. Malformed messages are logged and skipped: one
-    /// bad message must not stop projection of everything after it (it stays in the log).
+    /// Sorts one stored message into its phase. Malformed messages are set aside in the
+    /// quarantine: one bad message must not stop projection of everything after it (it stays
+    /// in the log).
     pub fn add(
         &mut self,
         topology: &Topology,
@@ -65,11 +70,28 @@ impl Fold {
         subject: &str,
         headers: Option<&async_nats::HeaderMap>,
         payload: &bytes::Bytes,
+        published: DateTime<Utc>,
     ) {
+        if let Err(error) = self.sort(topology, subject, headers, payload) {
+            warn!(seq, subject, %error, "setting a message aside");
+            self.quarantined.push(Quarantined::new(
+                topology, seq, subject, payload, published, &error,
+            ));
+        }
+    }
+
+    /// Sorts a message into its phase, or says why it cannot be read.
+    fn sort(
+        &mut self,
+        topology: &Topology,
+        subject: &str,
+        headers: Option<&async_nats::HeaderMap>,
+        payload: &bytes::Bytes,
+    ) -> Result<(), String> {
         match topology.classify(subject) {
             Some(SubjectKind::Event) => match Event::decode(payload) {
                 Ok(event) => self.add_event(event),
-                Err(error) => warn!(seq, subject, %error, "skipping undecodable event"),
+                Err(error) => return Err(format!("undecodable event: {error}")),
             },
             Some(SubjectKind::Output { tenant, job, part }) => {
                 match (
@@ -90,17 +112,15 @@ impl Fold {
                         self.output[index].1.push(&chunk);
                     }
                     (Ok(OutputMessage::End(_)), Ok(_)) => {}
-                    (parsed, job) => warn!(
-                        seq,
-                        subject,
-                        ?parsed,
-                        ?job,
-                        "skipping malformed output message"
-                    ),
+                    (Err(error), _) => return Err(format!("malformed output message: {error}")),
+                    (Ok(_), Err(error)) => {
+                        return Err(format!("output message of a malformed job id: {error}"));
+                    }
                 }
             }
-            None => warn!(seq, subject, "skipping message on a foreign subject"),
+            None => return Err("not a subject of this log".to_owned()),
         }
+        Ok(())
     }
 
     fn add_event(&mut self, event: Event) {
@@ -195,6 +215,7 @@ impl Fold {
             .map(|(_, job)| job.as_uuid())
             .collect();
         audit::exec_concluded(tx, &concluded).await?;
+        quarantine::record(tx, &self.quarantined).await?;
         Ok(self.concluded)
     }
 }

@@ -4,7 +4,10 @@
 //! checkpoint, applies a batch of messages in one transaction and stores the batch's last
 //! stream sequence in that same transaction. A crash anywhere therefore either keeps the whole
 //! batch with its checkpoint or neither: every event takes effect exactly once. When Postgres
-//! is unavailable the batch is retried with backoff and nothing is skipped.
+//! is unavailable the batch is retried with backoff and nothing is skipped. When Postgres
+//! refuses the data itself (a NUL byte in text), the batch is applied one message at a time
+//! and the message it refuses alone is set aside in the [`quarantine`]: one bad event never
+//! stops projection for everyone.
 //!
 //! Only this crate writes the read-model tables; their SQL lives here, next to the model, and
 //! the API reads through the `get`/list functions of [`jobs`] and [`devices`].
@@ -16,6 +19,7 @@ mod fold;
 pub mod jobs;
 pub mod keys;
 pub mod progress;
+pub mod quarantine;
 pub mod retention;
 
 use std::sync::Arc;
@@ -259,10 +263,14 @@ impl Projector {
                         // Resume the lag figures where the last run left them.
                         if seq > 0 {
                             let published = match self.stream.direct_get(seq).await {
-                                Ok(message) => (message.time.unix_timestamp_nanos() / 1000) as i64,
+                                Ok(message) => micros(message.time.unix_timestamp_nanos()),
                                 Err(_) => chrono::Utc::now().timestamp_micros(),
                             };
                             self.progress.applied(seq, published);
+                        }
+                        match quarantine::count(&self.pool).await {
+                            Ok(n) => self.progress.set_quarantined(n),
+                            Err(error) => warn!(?error, "cannot count the quarantine"),
                         }
                         break seq + 1;
                     }
@@ -323,39 +331,137 @@ impl Projector {
                     None => break,
                 }
             }
-            let mut delay = Duration::from_millis(100);
-            while let Err(error) = self.apply_batch(&batch).await {
-                warn!(
-                    ?error,
-                    size = batch.len(),
-                    "applying a batch failed; retrying"
-                );
-                if sleep_or_shutdown(delay, shutdown).await {
-                    return Ok(());
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
+            if !self.settle(&batch, shutdown).await {
+                return Ok(());
             }
         }
     }
 
+    /// Applies `batch` for good: transient failures are retried with backoff for as long as
+    /// they last; on a data error the messages are applied one at a time (the fold gives the
+    /// same result one by one), and one that Postgres refuses alone is quarantined. Returns
+    /// `false` if shutdown came first.
+    async fn settle(&self, batch: &[jetstream::Message], shutdown: &CancellationToken) -> bool {
+        let error = match self.retry(shutdown, || self.apply_batch(batch)).await {
+            None => return false,
+            Some(Ok(())) => return true,
+            Some(Err(error)) => error,
+        };
+        if batch.len() == 1 {
+            return self
+                .retry(shutdown, || self.quarantine(&batch[0], &error))
+                .await
+                .is_some();
+        }
+        warn!(
+            %error,
+            size = batch.len(),
+            "Postgres refuses data in this batch; applying it one message at a time"
+        );
+        for message in batch {
+            let one = std::slice::from_ref(message);
+            let error = match self.retry(shutdown, || self.apply_batch(one)).await {
+                None => return false,
+                Some(Ok(())) => continue,
+                Some(Err(error)) => error,
+            };
+            if self
+                .retry(shutdown, || self.quarantine(message, &error))
+                .await
+                .is_none()
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Runs `attempt` until it succeeds or fails with a data error, sleeping with backoff
+    /// (100 ms doubling to 5 s) after each transient failure. `None` on shutdown.
+    async fn retry<F, Fut>(
+        &self,
+        shutdown: &CancellationToken,
+        mut attempt: F,
+    ) -> Option<Result<(), sqlx::Error>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), ApplyError>>,
+    {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match attempt().await {
+                Ok(()) => return Some(Ok(())),
+                Err(ApplyError::Data(error)) => return Some(Err(error)),
+                Err(ApplyError::Transient(error)) => {
+                    warn!(?error, "applying to the read models failed; retrying")
+                }
+            }
+            if sleep_or_shutdown(delay, shutdown).await {
+                return None;
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Sets one message aside and moves the checkpoint past it, in one transaction.
+    async fn quarantine(
+        &self,
+        message: &jetstream::Message,
+        error: &sqlx::Error,
+    ) -> Result<(), ApplyError> {
+        let info = message
+            .info()
+            .map_err(|e| anyhow::anyhow!("no stream metadata: {e}"))?;
+        let (seq, published) = (
+            info.stream_sequence,
+            micros(info.published.unix_timestamp_nanos()),
+        );
+        let entry = quarantine::Quarantined::new(
+            &self.topology,
+            seq,
+            &message.subject,
+            &message.payload,
+            chrono::DateTime::from_timestamp_micros(published).unwrap_or_default(),
+            &error.to_string(),
+        );
+        warn!(seq, subject = %message.subject, kind = ?entry.kind, %error, "setting a message aside");
+        // Whatever the entry holds is escaped: a failure here is Postgres', retried.
+        let write = async {
+            let mut tx = self.pool.begin().await?;
+            quarantine::record(&mut tx, std::slice::from_ref(&entry)).await?;
+            checkpoint::save(&mut tx, seq).await?;
+            tx.commit().await
+        };
+        write
+            .await
+            .map_err(|e| ApplyError::Transient(anyhow::Error::new(e)))?;
+        self.progress.applied(seq, published);
+        self.progress.quarantined(1);
+        Ok(())
+    }
+
     /// Applies messages and moves the checkpoint, all in one transaction.
-    pub async fn apply_batch(&self, batch: &[jetstream::Message]) -> anyhow::Result<()> {
+    pub async fn apply_batch(&self, batch: &[jetstream::Message]) -> Result<(), ApplyError> {
         let mut fold = fold::Fold::new(self.retention, chrono::Utc::now());
         let mut last = 0;
         for message in batch {
-            let seq = message
+            let info = message
                 .info()
-                .map_err(|e| anyhow::anyhow!("no stream metadata: {e}"))?
-                .stream_sequence;
+                .map_err(|e| anyhow::anyhow!("no stream metadata: {e}"))?;
             fold.add(
                 &self.topology,
-                seq,
+                info.stream_sequence,
                 &message.subject,
                 message.headers.as_ref(),
                 &message.payload,
+                chrono::DateTime::from_timestamp_micros(micros(
+                    info.published.unix_timestamp_nanos(),
+                ))
+                .unwrap_or_default(),
             );
-            last = seq;
+            last = info.stream_sequence;
         }
+        let set_aside = fold.quarantined.len() as u64;
         let began = std::time::Instant::now();
         let mut tx = self.pool.begin().await?;
         let concluded = fold.apply(&mut tx).await?;
@@ -370,10 +476,12 @@ impl Projector {
         let published = batch
             .last()
             .and_then(|m| m.info().ok())
-            .map(|i| (i.published.unix_timestamp_nanos() / 1000) as i64)
+            .map(|i| micros(i.published.unix_timestamp_nanos()))
             .unwrap_or_default();
         self.progress.applied(last, published);
-        metrics::counter!("sshq_projector_events_applied_total").increment(batch.len() as u64);
+        self.progress.quarantined(set_aside);
+        metrics::counter!("sshq_projector_events_applied_total")
+            .increment(batch.len() as u64 - set_aside);
         // Tell bounded-wait submitters their job is readable now. At most once and best
         // effort: a waiter that misses this reads Postgres once when its wait runs out.
         for (tenant, job) in concluded {
@@ -384,6 +492,32 @@ impl Projector {
         }
         Ok(())
     }
+}
+
+/// Why applying to the read models failed, as the retry policy needs it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Postgres refuses the data itself ([`quarantine::is_data_error`]): retrying cannot help.
+    #[error("the read models refuse this data: {0}")]
+    Data(#[source] sqlx::Error),
+    /// Anything else (Postgres unreachable, a timeout, a conflict): retry later.
+    #[error(transparent)]
+    Transient(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ApplyError {
+    fn from(error: sqlx::Error) -> Self {
+        if quarantine::is_data_error(&error) {
+            ApplyError::Data(error)
+        } else {
+            ApplyError::Transient(error.into())
+        }
+    }
+}
+
+/// A stream timestamp (nanoseconds since the epoch) in microseconds.
+fn micros(unix_nanos: i128) -> i64 {
+    (unix_nanos / 1000) as i64
 }
 
 /// Sleeps, returning early with `true` if shutdown was requested meanwhile.
@@ -407,6 +541,7 @@ pub async fn reset_read_models(database_url: &str) -> anyhow::Result<()> {
         "devices",
         "api_keys",
         "tenants",
+        "projector_quarantine",
         "projector_checkpoint",
         "_sqlx_migrations",
     ] {

@@ -2,7 +2,10 @@
 //!
 //! `lag_events` is the stream's last sequence minus the last applied one (sampled twice a
 //! second); `lag_seconds` is the age of the newest applied event while behind, zero when
-//! caught up.
+//! caught up. `quarantined` is how many messages the projector set aside
+//! ([`crate::quarantine`]); while it is not zero `/healthz` says `"status": "degraded"` —
+//! still with `200 OK`: the projector is live and applying everything else, and restarting it
+//! would set the same messages aside again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -20,6 +23,18 @@ pub struct Progress {
     applied_seq: AtomicU64,
     applied_published_micros: AtomicI64,
     stream_last_seq: AtomicU64,
+    quarantined: AtomicU64,
+}
+
+/// What `/healthz` answers.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Health {
+    /// `ok`, or `degraded` when messages were set aside.
+    pub status: &'static str,
+    /// Messages in the quarantine table.
+    pub quarantined: u64,
+    #[serde(flatten)]
+    pub lag: Lag,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -40,6 +55,29 @@ impl Progress {
             self.stream_last_seq.store(seq, Ordering::Release);
         }
         metrics::counter!("sshq_projector_applied_seq").absolute(seq);
+    }
+
+    /// The quarantine holds `n` messages (read from the table when following starts).
+    pub fn set_quarantined(&self, n: u64) {
+        self.quarantined.store(n, Ordering::Release);
+        metrics::counter!("sshq_projector_quarantined_total").absolute(n);
+    }
+
+    /// `n` more messages were set aside.
+    pub fn quarantined(&self, n: u64) {
+        if n > 0 {
+            let total = self.quarantined.fetch_add(n, Ordering::AcqRel) + n;
+            metrics::counter!("sshq_projector_quarantined_total").absolute(total);
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        let quarantined = self.quarantined.load(Ordering::Acquire);
+        Health {
+            status: if quarantined == 0 { "ok" } else { "degraded" },
+            quarantined,
+            lag: self.lag(),
+        }
     }
 
     pub fn applied_seq(&self) -> u64 {
@@ -100,12 +138,12 @@ struct HealthState {
     prometheus: Option<PrometheusHandle>,
 }
 
-/// `/healthz` (JSON lag) and `/metrics` (Prometheus text, when a recorder is installed).
+/// `/healthz` (JSON status, quarantine and lag) and `/metrics` (Prometheus text, when a recorder is installed).
 pub fn router(progress: Arc<Progress>, prometheus: Option<PrometheusHandle>) -> Router {
     Router::new()
         .route(
             "/healthz",
-            get(|State(s): State<HealthState>| async move { axum::Json(s.progress.lag()) }),
+            get(|State(s): State<HealthState>| async move { axum::Json(s.progress.health()) }),
         )
         .route(
             "/metrics",

@@ -9,6 +9,7 @@ mod hostile;
 mod live;
 mod openapi;
 mod outage;
+mod poison;
 mod policy;
 mod projection;
 mod read_models;
