@@ -1,0 +1,148 @@
+//! Noisy neighbours: one tenant's flood or one job's output must not cost the others.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sshq_tests::fake_ssh::{Behaviour, FakeDevice};
+use sshq_tests::{SshDevice, StackOptions, TestStack};
+
+/// A host key to pin for a device that never gets as far as showing one.
+const SOME_HOST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+async fn create_tenant(stack: &TestStack, id: &str) -> String {
+    let (status, body) = stack
+        .post(
+            "/v1/tenants",
+            &json!({ "id": id, "name": format!("Tenant {id}") }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["owner_key"]["key"].as_str().unwrap().to_owned()
+}
+
+async fn job_as(stack: &TestStack, key: &str, job: &str) -> Value {
+    let (status, body) = stack
+        .call(Method::GET, &format!("/v1/jobs/{job}"), Some(key), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+fn is_terminal(job: &Value) -> bool {
+    !matches!(job["status"].as_str(), Some("queued" | "running"))
+}
+
+#[tokio::test]
+async fn a_tenant_flooding_a_dead_address_does_not_starve_another_tenant() {
+    let stack = TestStack::start_with(StackOptions {
+        // Few run slots, so a worker whose slots a flood can hold is visibly starved.
+        tune_worker: Some(|w| {
+            w.concurrency = 4;
+            w.tenant_concurrency = 2;
+        }),
+        ..Default::default()
+    })
+    .await;
+
+    // Tenant A (the bootstrap tenant) floods a device that accepts and never speaks SSH.
+    let tarpit = FakeDevice::start(Behaviour::Tarpit).await;
+    let (status, dead) = stack
+        .post(
+            "/v1/devices",
+            &json!({ "name": "tarpit", "host": "127.0.0.1", "port": tarpit.port,
+                     "username": "ops", "host_key": SOME_HOST_KEY }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{dead}");
+    let dead = dead["id"].as_str().unwrap().to_owned();
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        flood.push(stack.submit(&dead, json!({ "command": "uptime" })).await);
+    }
+
+    // Tenant B's jobs on a healthy device still finish promptly, one after another.
+    let b = create_tenant(&stack, "bee").await;
+    let device = SshDevice::start();
+    let body = json!({ "name": "b-dev", "host": "127.0.0.1", "port": device.port,
+                       "username": device.user, "host_key": device.host_key });
+    let (status, dev) = stack
+        .call(Method::POST, "/v1/devices", Some(&b), Some(&body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{dev}");
+    let dev = dev["id"].as_str().unwrap().to_owned();
+    for i in 0..5 {
+        let began = Instant::now();
+        let (status, job) = stack
+            .call(
+                Method::POST,
+                &format!("/v1/devices/{dev}/exec"),
+                Some(&b),
+                Some(&json!({ "command": format!("echo b{i}") })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+        let job = job["job_id"].as_str().unwrap().to_owned();
+        loop {
+            let body = job_as(&stack, &b, &job).await;
+            if is_terminal(&body) {
+                assert_eq!(body["status"], "finished", "{body}");
+                assert_eq!(body["stdout"], format!("b{i}\n"));
+                break;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "tenant B's job {i} still {} after 10 s behind tenant A's flood",
+                body["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // All this while, A's flood was still being worked through.
+    let last = job_as(&stack, &stack.api_key, flood.last().unwrap()).await;
+    assert!(!is_terminal(&last), "the flood already ended: {last}");
+    assert!(
+        tarpit.accepted() <= 2,
+        "connects to one dead target are coalesced, not one per job: {}",
+        tarpit.accepted()
+    );
+}
+
+#[tokio::test]
+async fn a_command_past_the_output_cap_is_killed_and_keeps_only_the_cap() {
+    const CAP: u64 = 64 * 1024;
+    let stack = TestStack::start_with(StackOptions {
+        tune_worker: Some(|w| w.max_output_bytes = CAP),
+        ..Default::default()
+    })
+    .await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+
+    let began = Instant::now();
+    let job = stack
+        .run(
+            &id,
+            json!({ "command": "yes sshq-output-flood", "timeout": 20 }),
+        )
+        .await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error_code"], "output_limit_exceeded", "{job}");
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "killed at the cap, not at its timeout"
+    );
+    let kept = job["stdout"].as_str().unwrap().len() + job["stderr"].as_str().unwrap().len();
+    assert!(kept as u64 <= CAP, "kept {kept} bytes, cap {CAP}");
+    assert!(
+        kept as u64 >= CAP / 2,
+        "output up to the cap is kept: {kept}"
+    );
+
+    // The worker is healthy afterwards.
+    let next = stack.run(&id, json!({ "command": "echo still-here" })).await;
+    assert_eq!(next["status"], "finished", "{next}");
+    assert_eq!(next["stdout"], "still-here\n");
+}
