@@ -46,10 +46,11 @@ pub struct Settings {
     /// Commands running at once in this process (run slots, taken once a session is open).
     /// Twice as many requests may be in hand (connecting, waiting for a device).
     pub concurrency: usize,
-    /// Requests one tenant may hold in this process at once; 0 means a quarter of
-    /// `concurrency` (at least 1). Past it, the tenant's requests wait in the queue.
+    /// Requests one tenant may hold in this process at once; 0 means `concurrency`, so a
+    /// lone tenant can still use every run slot while the other half of the requests in hand
+    /// stays open to other tenants. Past it, the tenant's requests wait in the queue.
     pub tenant_concurrency: usize,
-    /// Requests for one device this process may hold at once; 0 means `2 ×
+    /// Requests for one device this process may hold at once; 0 means `4 ×
     /// channels_per_device`, at most the tenant cap.
     pub device_concurrency: usize,
     /// Output (stdout and stderr together) one job may write; past it the command is killed
@@ -106,7 +107,7 @@ impl Settings {
     /// Requests one tenant may hold at once (`tenant_concurrency`, or its default).
     pub fn tenant_cap(&self) -> usize {
         match self.tenant_concurrency {
-            0 => self.concurrency.div_ceil(4).max(1),
+            0 => self.concurrency.max(1),
             n => n,
         }
     }
@@ -114,7 +115,7 @@ impl Settings {
     /// Requests for one device held at once (`device_concurrency`, or its default).
     pub fn device_cap(&self) -> usize {
         match self.device_concurrency {
-            0 => (2 * self.channels_per_device.max(1)).min(self.tenant_cap()),
+            0 => (4 * self.channels_per_device.max(1)).min(self.tenant_cap()),
             n => n,
         }
     }
@@ -146,6 +147,8 @@ pub struct Worker {
     pub cancels: Arc<cancel::CancelRegistry>,
     /// Each tenant's and device's requests in hand, against their caps.
     pub shares: Arc<share::Shares>,
+    /// Requests handed back for being over a cap, ever (the pull loop paces itself by it).
+    pub deferrals: std::sync::atomic::AtomicUsize,
     /// Commands running at once: taken once a job's session channel is open.
     pub run_slots: Arc<Semaphore>,
     client: async_nats::Client,
@@ -194,6 +197,7 @@ impl Worker {
             ack_wait,
             cancels: Arc::default(),
             shares,
+            deferrals: Default::default(),
             run_slots,
             client,
         }))
@@ -224,12 +228,25 @@ impl Worker {
             })
         };
         let mut running = JoinSet::new();
+        // What the last pull brought, and the deferrals counted before it.
+        let (mut received, mut deferrals_before) = (0usize, 0usize);
         info!(worker = %self.settings.worker_id, "pulling exec requests");
         'pull: loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 permit = permits.clone().acquire_owned() => permit.expect("never closed"),
             };
+            // When everything the last pull brought was over a cap (a tenant with a backlog
+            // larger than its share), pulling again at once would only hand the same backlog
+            // back again: pause briefly. Other tenants' requests wait at most this long.
+            let deferrals = self.deferrals.load(std::sync::atomic::Ordering::Relaxed);
+            if received > 0 && deferrals - deferrals_before >= received {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(DEFERRAL_PAUSE) => {}
+                }
+            }
+            (received, deferrals_before) = (0, deferrals);
             let mut held = vec![first];
             while held.len() < 512 {
                 match permits.clone().try_acquire_owned() {
@@ -274,6 +291,7 @@ impl Worker {
                         break;
                     }
                     Some(Ok(message)) => {
+                        received += 1;
                         let permit = held.pop().expect("never more messages than permits");
                         let worker = self.clone();
                         running.spawn(async move {
@@ -310,6 +328,9 @@ impl Worker {
         Ok(())
     }
 }
+
+/// How long the pull loop pauses when its whole last pull was handed back for being over a cap.
+const DEFERRAL_PAUSE: Duration = Duration::from_millis(100);
 
 /// Hands a message back for immediate redelivery to another worker.
 pub async fn hand_back(message: &jetstream::Message) {

@@ -88,10 +88,11 @@ fn release<K: Eq + Hash>(map: &mut HashMap<K, usize>, key: &K) {
 }
 
 /// How long a request over a cap waits before it is delivered again: growing with how often
-/// it was delivered (so a long backlog does not spin), from about 250 ms to about 5 s,
-/// jittered by ±50 % so deferred requests do not come back in lockstep.
+/// it was delivered (so a long backlog does not spin), from about 500 ms to about 5 s,
+/// jittered by ±50 % so deferred requests do not come back in lockstep. Only the deferred
+/// tenant waits longer for it: its free places are filled by whatever the queue holds next.
 pub fn deferral(delivered: u64) -> Duration {
-    let base = 250u64.saturating_mul(delivered.clamp(1, 20));
+    let base = 500u64.saturating_mul(delivered.clamp(1, 10));
     let jitter = rand::rng().random_range(0.5..1.5);
     Duration::from_millis((base as f64 * jitter) as u64)
 }
@@ -119,7 +120,7 @@ mod tests {
 
     #[test]
     fn deferrals_grow_and_stay_bounded() {
-        assert!(deferral(1) <= Duration::from_millis(375));
+        assert!(deferral(1) <= Duration::from_millis(750));
         assert!(deferral(1_000) <= Duration::from_millis(7_500));
         assert!(deferral(1_000) >= Duration::from_millis(2_500));
     }
