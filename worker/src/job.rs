@@ -90,9 +90,6 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
     let Some(_share) = worker.shares.try_take(&event.tenant, request.device_id) else {
         let delivered = message.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
         let delay = crate::share::deferral(delivered);
-        worker
-            .deferrals
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         debug!(
             retry_in_ms = delay.as_millis() as u64,
             "tenant or device at its cap here; deferring"

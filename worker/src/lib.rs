@@ -147,8 +147,6 @@ pub struct Worker {
     pub cancels: Arc<cancel::CancelRegistry>,
     /// Each tenant's and device's requests in hand, against their caps.
     pub shares: Arc<share::Shares>,
-    /// Requests handed back for being over a cap, ever (the pull loop paces itself by it).
-    pub deferrals: std::sync::atomic::AtomicUsize,
     /// Commands running at once: taken once a job's session channel is open.
     pub run_slots: Arc<Semaphore>,
     client: async_nats::Client,
@@ -197,7 +195,6 @@ impl Worker {
             ack_wait,
             cancels: Arc::default(),
             shares,
-            deferrals: Default::default(),
             run_slots,
             client,
         }))
@@ -228,25 +225,12 @@ impl Worker {
             })
         };
         let mut running = JoinSet::new();
-        // What the last pull brought, and the deferrals counted before it.
-        let (mut received, mut deferrals_before) = (0usize, 0usize);
         info!(worker = %self.settings.worker_id, "pulling exec requests");
         'pull: loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 permit = permits.clone().acquire_owned() => permit.expect("never closed"),
             };
-            // When everything the last pull brought was over a cap (a tenant with a backlog
-            // larger than its share), pulling again at once would only hand the same backlog
-            // back again: pause briefly. Other tenants' requests wait at most this long.
-            let deferrals = self.deferrals.load(std::sync::atomic::Ordering::Relaxed);
-            if received > 0 && deferrals - deferrals_before >= received {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(DEFERRAL_PAUSE) => {}
-                }
-            }
-            (received, deferrals_before) = (0, deferrals);
             let mut held = vec![first];
             while held.len() < 512 {
                 match permits.clone().try_acquire_owned() {
@@ -291,7 +275,6 @@ impl Worker {
                         break;
                     }
                     Some(Ok(message)) => {
-                        received += 1;
                         let permit = held.pop().expect("never more messages than permits");
                         let worker = self.clone();
                         running.spawn(async move {
@@ -328,9 +311,6 @@ impl Worker {
         Ok(())
     }
 }
-
-/// How long the pull loop pauses when its whole last pull was handed back for being over a cap.
-const DEFERRAL_PAUSE: Duration = Duration::from_millis(100);
 
 /// Hands a message back for immediate redelivery to another worker.
 pub async fn hand_back(message: &jetstream::Message) {
