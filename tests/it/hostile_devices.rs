@@ -64,7 +64,12 @@ async fn control_characters_in_a_devices_exit_signal_are_escaped_and_projection_
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let (status, body) = stack
-            .call(Method::GET, &format!("/v1/jobs/{later}"), Some(&other), None)
+            .call(
+                Method::GET,
+                &format!("/v1/jobs/{later}"),
+                Some(&other),
+                None,
+            )
             .await;
         if status == StatusCode::OK && body["status"] == "finished" {
             assert_eq!(body["stdout"], "later\n");
@@ -150,5 +155,71 @@ async fn a_wrong_pinned_key_shows_only_the_presented_keys_fingerprint() {
         .to_string();
     let message = job["error_message"].as_str().unwrap();
     assert!(message.contains(&fingerprint), "{message}");
-    assert!(!message.contains(presented), "the key itself is not shown: {message}");
+    assert!(
+        !message.contains(presented),
+        "the key itself is not shown: {message}"
+    );
+}
+
+#[tokio::test]
+async fn the_stacks_own_services_are_refused_even_when_internal_devices_are_allowed() {
+    use schemas::{
+        DeviceConfig, DeviceId, DeviceStatus, Event, EventBody, ExecRequested, JobId, SshTarget,
+        TenantId, Timestamp,
+    };
+    // This worker allows loopback devices (the test stack's default); its NATS port is still
+    // not a device. Published straight to the log, as an API that refused it never would.
+    let stack = TestStack::start().await;
+    let nats_port: u16 = stack.nats_url.rsplit(':').next().unwrap().parse().unwrap();
+    let tenant = TenantId::parse("default").unwrap();
+    let device_id = DeviceId::new();
+    let target = SshTarget {
+        host: "127.0.0.1".into(),
+        port: nats_port,
+        username: "ops".into(),
+        host_key: SOME_HOST_KEY.into(),
+    };
+    stack
+        .append(&Event::new(
+            tenant.clone(),
+            None,
+            EventBody::DeviceRegistered(DeviceConfig {
+                device_id,
+                name: "nats".into(),
+                target: target.clone(),
+                tags: vec![],
+                status: DeviceStatus::Accepted,
+            }),
+        ))
+        .await;
+    let job_id = JobId::new();
+    stack
+        .append(&Event::new(
+            tenant,
+            None,
+            EventBody::ExecRequested(ExecRequested {
+                job_id,
+                device_id,
+                target,
+                argv: vec!["uptime".into()],
+                env: vec![],
+                stdin: vec![],
+                timeout_ms: 10_000,
+                pty: None,
+                keep_open_ms: 0,
+                close: true,
+                queue_deadline: Timestamp::from(chrono::Utc::now() + chrono::Duration::seconds(60)),
+            }),
+        ))
+        .await;
+    let job = stack
+        .wait_job(&job_id.to_string(), Duration::from_secs(20))
+        .await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error_code"], "connect_failed", "{job}");
+    assert_eq!(
+        job["error_message"],
+        schemas::address::AddressError::OwnService.to_string(),
+        "{job}"
+    );
 }

@@ -142,7 +142,9 @@ async fn a_command_past_the_output_cap_is_killed_and_keeps_only_the_cap() {
     );
 
     // The worker is healthy afterwards.
-    let next = stack.run(&id, json!({ "command": "echo still-here" })).await;
+    let next = stack
+        .run(&id, json!({ "command": "echo still-here" }))
+        .await;
     assert_eq!(next["status"], "finished", "{next}");
     assert_eq!(next["stdout"], "still-here\n");
 }

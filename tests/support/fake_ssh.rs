@@ -101,7 +101,10 @@ impl HostileSsh {
         let client_pub =
             std::fs::read_to_string(format!("{}.pub", crate::env("SSHQ_TEST_SSH_KEY"))).unwrap();
         let client = russh::keys::parse_public_key_base64(
-            client_pub.split_whitespace().nth(1).expect("a public key line"),
+            client_pub
+                .split_whitespace()
+                .nth(1)
+                .expect("a public key line"),
         )
         .unwrap();
         let config = Arc::new(server::Config {

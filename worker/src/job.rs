@@ -29,12 +29,12 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, AckKind, context::PublishErrorKind};
 use bytes::Bytes;
 use russh::{ChannelMsg, Sig};
+use schemas::text::escape_controls;
 use schemas::topology::JobFacet;
 use schemas::{
     DeviceStatus, Event, EventBody, ExecAttemptFailed, ExecFailed, ExecFinished, ExecRequested,
     ExecStarted, FailureCode, OutputChunk, OutputEnd, OutputMessage, OutputStream, TopologyError,
 };
-use schemas::text::escape_controls;
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, debug, info, warn};
 
@@ -88,7 +88,10 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
     // Fair sharing comes before anything else: a tenant or device over its cap in this
     // process waits in the queue, and the wait is not an attempt.
     let Some(_share) = worker.shares.try_take(&event.tenant, request.device_id) else {
-        let delivered = message.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
+        let delivered = message
+            .info()
+            .map(|i| i.delivered.max(1) as u64)
+            .unwrap_or(1);
         let delay = crate::share::deferral(delivered);
         debug!(
             retry_in_ms = delay.as_millis() as u64,
@@ -183,7 +186,11 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
                 .settings
                 .backoff(attempt)
                 .min(until_deadline + Duration::from_millis(10));
-            info!(?error, retry_in_ms = delay.as_millis() as u64, "transient failure before start; handing back");
+            info!(
+                ?error,
+                retry_in_ms = delay.as_millis() as u64,
+                "transient failure before start; handing back"
+            );
             let failed = job_event(
                 &event,
                 EventBody::ExecAttemptFailed(ExecAttemptFailed {
@@ -299,11 +306,11 @@ async fn run(
     let timed_out = loop {
         tokio::select! {
             msg = channel.wait() => match msg {
-                Some(ChannelMsg::Data { data }) => if !output.chunk(OutputStream::Stdout, data.into()).await {
+                Some(ChannelMsg::Data { data }) => if !output.chunk(OutputStream::Stdout, data).await {
                     over_limit = true;
                     break false;
                 },
-                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => if !output.chunk(OutputStream::Stderr, data.into()).await {
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => if !output.chunk(OutputStream::Stderr, data).await {
                     over_limit = true;
                     break false;
                 },

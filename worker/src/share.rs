@@ -111,7 +111,10 @@ mod tests {
         assert!(shares.try_take(&a, d1).is_none(), "device cap");
         let second = shares.try_take(&a, d2).expect("room");
         assert!(shares.try_take(&a, d3).is_none(), "tenant cap");
-        assert!(shares.try_take(&b, d3).is_some(), "another tenant is not affected");
+        assert!(
+            shares.try_take(&b, d3).is_some(),
+            "another tenant is not affected"
+        );
         drop(first);
         assert_eq!(shares.held_by(&a), 1);
         assert!(shares.try_take(&a, d1).is_some());

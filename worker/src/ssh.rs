@@ -27,8 +27,8 @@ pub const FAIL_FAST: Duration = Duration::from_secs(3);
 
 use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
-use schemas::address::{AddressError, AddressGuard};
 use schemas::SshTarget;
+use schemas::address::{AddressError, AddressGuard};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
 /// Why an SSH operation failed, in the terms the retry policy needs.
@@ -64,8 +64,7 @@ pub enum SshError {
 }
 
 /// The one text for every way a connection can fail before it is an authenticated SSH session.
-pub const CONNECT_FAILED: &str =
-    "could not connect to the device over SSH (refused, unreachable, timed out or not an SSH server)";
+pub const CONNECT_FAILED: &str = "could not connect to the device over SSH (refused, unreachable, timed out or not an SSH server)";
 
 impl SshError {
     /// Whether the command certainly did not start and a later attempt may succeed.
