@@ -1,8 +1,8 @@
 //! The worker pulls exec requests from the shared durable consumer and runs them over SSH.
 //!
-//! Lifecycle, all visible in [`Worker::run`]: a semaphore bounds the requests in hand (twice
-//! `concurrency`: pulled and being checked, connecting, waiting for a device's channel, or
-//! running); the pull loop asks JetStream for exactly as many messages as there are free
+//! Lifecycle, all visible in [`Worker::run`]: a semaphore bounds the requests in hand
+//! (`concurrency` and a quarter more: pulled and being checked, connecting, waiting for a
+//! device's channel, or running); the pull loop asks JetStream for exactly as many messages as there are free
 //! places, so no message waits in a local buffer while its ack timer runs; on shutdown the
 //! loop stops pulling and running jobs get a grace period to finish before the process exits.
 //!
@@ -44,11 +44,13 @@ pub struct Settings {
     pub ssh_key: PathBuf,
     pub worker_id: String,
     /// Commands running at once in this process (run slots, taken once a session is open).
-    /// Twice as many requests may be in hand (connecting, waiting for a device).
+    /// A quarter more requests may be in hand (connecting, waiting for a device): enough that
+    /// jobs stuck connecting do not block the others, few enough that a worker does not hoard
+    /// requests another worker with free slots could run.
     pub concurrency: usize,
     /// Requests one tenant may hold in this process at once; 0 means `concurrency`, so a
-    /// lone tenant can still use every run slot while the other half of the requests in hand
-    /// stays open to other tenants. Past it, the tenant's requests wait in the queue.
+    /// lone tenant can still use every run slot while the extra quarter of the requests in
+    /// hand stays open to other tenants. Past it, the tenant's requests wait in the queue.
     pub tenant_concurrency: usize,
     /// Requests for one device this process may hold at once; 0 means `4 ×
     /// channels_per_device`, at most the tenant cap.
@@ -122,7 +124,8 @@ impl Settings {
 
     /// Requests in hand at once: pulled and not yet done with.
     pub fn in_hand(&self) -> usize {
-        self.concurrency.max(1).saturating_mul(2)
+        let slots = self.concurrency.max(1);
+        slots + slots.div_ceil(4)
     }
 
     /// Exponential backoff with ±25 % jitter for the given (1-based) attempt, capped at 30 s.
@@ -232,7 +235,7 @@ impl Worker {
                 permit = permits.clone().acquire_owned() => permit.expect("never closed"),
             };
             let mut held = vec![first];
-            while held.len() < 512 {
+            while held.len() < 320 {
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => held.push(permit),
                     Err(_) => break,
