@@ -291,8 +291,12 @@ def verdict(value, goal, higher_is_better=True, unit="×"):
         if value >= goal:
             return f"**met** ({value:,.1f}{unit} ≥ {goal:,g}{unit})"
         return f"**missed** by {(1 - value / goal) * 100:.0f} % ({value:,.2f}{unit} of the {goal:,g}{unit} wanted)"
-    if value < goal:
+    # "Under the goal" is judged at the precision shown: a tie as printed is a miss, never
+    # "met (7.8 ms < 7.8 ms)".
+    if round(value, 1) < round(goal, 1):
         return f"**met** ({value:,.1f}{unit} < {goal:,.1f}{unit})"
+    if round(value, 1) == round(goal, 1):
+        return f"**missed**: a tie ({value:,.2f}{unit} against {goal:,.2f}{unit}), not under it"
     return f"**missed**: {value:,.1f}{unit}, {(value / goal - 1) * 100:.0f} % over {goal:,.1f}{unit}"
 
 

@@ -184,6 +184,11 @@ pub struct StackOptions {
     pub job_retention: Option<Duration>,
     /// Changes the in-process worker's settings (concurrency, caps, address guard, …).
     pub tune_worker: Option<fn(&mut sshq_worker::Settings)>,
+    /// Devices may be on loopback (the tests' sshd is); production's default is false.
+    pub allow_internal_devices: bool,
+    /// Requests a second per client address, before auth; 0 (the default in tests) is
+    /// unlimited.
+    pub address_rate_limit_per_s: u32,
 }
 
 impl Default for StackOptions {
@@ -201,6 +206,8 @@ impl Default for StackOptions {
             command_templates: false,
             job_retention: None,
             tune_worker: None,
+            allow_internal_devices: true,
+            address_rate_limit_per_s: 0,
         }
     }
 }
@@ -324,7 +331,9 @@ impl TestStack {
             }
             .into(),
             job_retention_s: job_retention.as_secs(),
-            allow_internal_devices: true,
+            allow_internal_devices: options.allow_internal_devices,
+            address_rate_limit_per_s: options.address_rate_limit_per_s,
+            address_rate_limit_burst: options.address_rate_limit_per_s,
             ..Default::default()
         };
         let app = sshq_api::Application::build(&api)

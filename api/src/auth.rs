@@ -7,6 +7,11 @@
 //! and stops the moment it is revoked. Lookups are cached per process; one NATS subscription
 //! on the keys' subjects evicts an entry as soon as anything happens to that key.
 //!
+//! The cache is a bounded LRU (`SSHQ_KEY_CACHE_SIZE` entries): a flood of made-up key ids
+//! evicts the least recently used entries instead of growing the process. A presented key that
+//! does not have the shape of an issued key (`sk_`, 12 hex digits, `_`, 64 hex digits) is
+//! refused before any lookup, so a malformed key never reaches the log or the cache.
+//!
 //! The deployment's bootstrap key (`SSHQ_BOOTSTRAP_KEY`) is an owner of the bootstrap tenant
 //! and the only key that may create tenants.
 //!
@@ -14,7 +19,6 @@
 //! administrator — devices, keys (not owner keys), exec, read; operator — exec and read;
 //! observer — read.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +26,7 @@ use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use futures::StreamExt;
+use hashlink::LruCache;
 use schemas::{EventBody, KeyId, Role, TenantId, Topology};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -93,13 +98,28 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Bytes of randomness in a key id and in a secret (each shown as lowercase hex).
+const KEY_ID_BYTES: usize = 6;
+const SECRET_BYTES: usize = 32;
+
 /// A new key: its id and the full secret string to show once.
 pub fn new_key() -> (KeyId, String, [u8; 32]) {
-    let id = KeyId(hex(&rand::random::<[u8; 6]>()));
-    let secret = hex(&rand::random::<[u8; 32]>());
+    let id = KeyId(hex(&rand::random::<[u8; KEY_ID_BYTES]>()));
+    let secret = hex(&rand::random::<[u8; SECRET_BYTES]>());
     let presented = format!("sk_{id}_{secret}");
     let hash = sha256(&presented);
     (id, presented, hash)
+}
+
+/// The key id of a presented key that has the shape [`new_key`] gives every key:
+/// `sk_<12 hex digits>_<64 hex digits>`, lowercase. Anything else is not a key of ours.
+pub fn issued_key_id(presented: &str) -> Option<KeyId> {
+    let rest = presented.strip_prefix("sk_")?;
+    let (id, secret) = rest.split_once('_')?;
+    let lower_hex = |s: &str, bytes: usize| {
+        s.len() == 2 * bytes && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    (lower_hex(id, KEY_ID_BYTES) && lower_hex(secret, SECRET_BYTES)).then(|| KeyId(id.to_owned()))
 }
 
 /// What the log says about a key, cached.
@@ -116,7 +136,7 @@ pub struct KeyStore {
     bootstrap_hash: [u8; 32],
     bootstrap_id: KeyId,
     bootstrap_tenant: TenantId,
-    cache: Mutex<HashMap<KeyId, (Instant, Option<KnownKey>)>>,
+    cache: Mutex<LruCache<KeyId, (Instant, Option<KnownKey>)>>,
 }
 
 /// How long a looked-up key is trusted without asking the log again. Eviction on key events
@@ -124,14 +144,20 @@ pub struct KeyStore {
 const CACHE_TTL: Duration = Duration::from_secs(30);
 
 impl KeyStore {
-    pub fn new(bootstrap_secret: &str, bootstrap_tenant: TenantId) -> Self {
+    /// A store that remembers at most `cache_size` looked-up keys (at least one).
+    pub fn new(bootstrap_secret: &str, bootstrap_tenant: TenantId, cache_size: usize) -> Self {
         let bootstrap_hash = sha256(bootstrap_secret);
         Self {
             bootstrap_id: KeyId(format!("bootstrap-{}", hex(&bootstrap_hash[..4]))),
             bootstrap_hash,
             bootstrap_tenant,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(LruCache::new(cache_size.max(1))),
         }
+    }
+
+    /// How many keys (known or unknown) the cache holds now.
+    pub fn cached(&self) -> usize {
+        self.cache.lock().expect("not poisoned").len()
     }
 
     /// Evicts cached keys as their events arrive; ends when the subscription does.
@@ -212,11 +238,7 @@ impl KeyStore {
             });
         }
         let invalid = || ApiError::unauthenticated("invalid API key");
-        let mut parts = presented.splitn(3, '_');
-        let (Some("sk"), Some(id), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(invalid());
-        };
-        let id = KeyId::parse(id).ok_or_else(invalid)?;
+        let id = issued_key_id(presented).ok_or_else(invalid)?;
         let known = self.lookup(state, &id).await?.ok_or_else(invalid)?;
         if !bool::from(hash.ct_eq(&known.hash)) {
             return Err(invalid());
@@ -261,4 +283,47 @@ pub async fn watch_keys(
     let subscriber = client.subscribe(topology.all_keys_subject()).await?;
     tokio::spawn(store.evict_on_events(subscriber));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_keys_shaped_like_issued_ones_are_looked_up() {
+        let (id, presented, _) = new_key();
+        assert_eq!(issued_key_id(&presented), Some(id));
+        let secret = "0".repeat(64);
+        for malformed in [
+            String::new(),
+            "sk_".into(),
+            "sk_nope".into(),
+            "sk__".into(),
+            format!("sk_0123456789ab_{}", &secret[1..]),
+            format!("sk_0123456789ab_{secret}0"),
+            format!("sk_0123456789AB_{secret}"),
+            format!("sk_0123456789a_{secret}"),
+            format!("sk_0123456789ab_{}g", &secret[1..]),
+            format!("sk_0123456789ab_{secret}_x"),
+            format!("pk_0123456789ab_{secret}"),
+            "sk_../../x_y".into(),
+            format!("sk_{}_x", "a".repeat(12)),
+        ] {
+            assert_eq!(issued_key_id(&malformed), None, "{malformed:?}");
+        }
+        assert!(issued_key_id(&format!("sk_0123456789ab_{secret}")).is_some());
+    }
+
+    #[test]
+    fn the_cache_is_bounded_least_recently_used_first() {
+        let store = KeyStore::new("bootstrap-secret-0000", TenantId::parse("t").unwrap(), 3);
+        for i in 0..10 {
+            store
+                .cache
+                .lock()
+                .unwrap()
+                .insert(KeyId(format!("k{i}")), (Instant::now(), None));
+        }
+        assert_eq!(store.cached(), 3);
+    }
 }

@@ -43,6 +43,23 @@ pub struct UpdateDevice {
     pub status: Option<String>,
 }
 
+/// Refuses caller text holding a control character (NUL, escape, newline, tab, DEL, C1): every
+/// string of a request may end up in the log, where Postgres refuses NUL and the others only
+/// hide what happened. The property names the field; the character is shown escaped.
+pub fn printable(value: &str, property: &str) -> Result<(), ApiError> {
+    match schemas::text::first_control(value) {
+        None => Ok(()),
+        Some((at, c)) => Err(ApiError::invalid(
+            ErrorCode::ValueIncorrectFormat,
+            property,
+            format!(
+                "{property} must not contain control characters (U+{:04X} at byte {at})",
+                c as u32
+            ),
+        )),
+    }
+}
+
 fn valid_name(name: &str) -> Result<String, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
@@ -96,6 +113,7 @@ fn valid_username(username: &str) -> Result<String, ApiError> {
 }
 
 fn valid_host_key(text: &str) -> Result<String, ApiError> {
+    printable(text, "host_key")?;
     normalise_host_key(text).ok_or_else(|| {
         ApiError::invalid(
             ErrorCode::ValueIncorrectFormat,
@@ -335,7 +353,31 @@ impl ExecRequest {
         }
     }
 
+    /// Refuses a control character in any text of the request, before anything else looks at
+    /// it: a refusal that is audited must not carry one into the log.
+    pub fn check_text(&self) -> Result<(), ApiError> {
+        if let Some(command) = &self.command {
+            printable(command, "command")?;
+        }
+        if let Some(template) = &self.template {
+            printable(template, "template")?;
+        }
+        for (key, value) in &self.args {
+            printable(key, "args")?;
+            printable(value, &format!("args.{key}"))?;
+        }
+        for (i, var) in self.env.iter().enumerate() {
+            printable(&var.key, &format!("env[{i}].key"))?;
+            printable(&var.value, &format!("env[{i}].value"))?;
+        }
+        if let Some(term) = self.pty.as_ref().and_then(|p| p.term.as_deref()) {
+            printable(term, "pty.term")?;
+        }
+        Ok(())
+    }
+
     pub fn validate(self, limits: ExecLimits, policy: &Policy) -> Result<ExecSpec, ApiError> {
+        self.check_text()?;
         let approved = match (&self.command, &self.template) {
             (Some(command), None) => {
                 let argv = command::parse(command).map_err(|e| {
@@ -371,12 +413,11 @@ impl ExecRequest {
                 ));
             }
         };
-        let argv = approved
-            .map_err(|e| {
-                ApiError::invalid(ErrorCode::CommandNotAllowed, &e.property(), e.to_string())
-            })?
-            .argv;
-        if argv[0].contains('=') {
+        let not_allowed = |e: crate::templates::PolicyError| {
+            ApiError::invalid(ErrorCode::CommandNotAllowed, &e.property(), e.to_string())
+        };
+        let approved = approved.map_err(not_allowed)?;
+        if approved.argv[0].contains('=') {
             return Err(ApiError::invalid(
                 ErrorCode::ValueIncorrectFormat,
                 "command",
@@ -424,6 +465,14 @@ impl ExecRequest {
                 "at most 64 environment variables",
             ));
         }
+        policy
+            .check_extras(
+                &approved,
+                env.iter().map(|(key, _)| key.as_str()),
+                self.pty.is_some(),
+                self.stdin_base64.is_some(),
+            )
+            .map_err(not_allowed)?;
         let stdin = match self.stdin_base64 {
             None => Vec::new(),
             Some(b64) => base64::engine::general_purpose::STANDARD
@@ -479,7 +528,7 @@ impl ExecRequest {
             "queue_timeout",
         )?;
         Ok(ExecSpec {
-            argv,
+            argv: approved.argv,
             env,
             stdin,
             timeout_ms: timeout_s * 1000,

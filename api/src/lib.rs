@@ -21,7 +21,7 @@ pub mod views;
 pub mod waiters;
 pub mod watch;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +29,8 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use schemas::{StreamSettings, TenantId, Topology};
+use schemas::address::AddressGuard;
+use schemas::{KeyId, StreamSettings, TenantId, Topology};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::net::TcpListener;
@@ -65,6 +66,12 @@ pub struct Settings {
     /// Requests a second per key (0: unlimited), and the burst allowed above it.
     pub rate_limit_per_s: u32,
     pub rate_limit_burst: u32,
+    /// Requests a second per client address (0: unlimited), and the burst allowed above it;
+    /// checked before authentication.
+    pub address_rate_limit_per_s: u32,
+    pub address_rate_limit_burst: u32,
+    /// How many looked-up API keys (known or not) each API process remembers.
+    pub key_cache_size: usize,
     /// Devices that send heartbeats are expected every `heartbeat_interval_s` and turn offline
     /// after `missed_heartbeats` missed ones; the check runs every `presence_check_s` (0: off).
     pub heartbeat_interval_s: u32,
@@ -102,6 +109,9 @@ impl Default for Settings {
             max_stdin_bytes: 1024 * 1024,
             rate_limit_per_s: 200,
             rate_limit_burst: 400,
+            address_rate_limit_per_s: 1000,
+            address_rate_limit_burst: 2000,
+            key_cache_size: 10_000,
             heartbeat_interval_s: 30,
             missed_heartbeats: 3,
             presence_check_s: 10,
@@ -140,7 +150,10 @@ pub struct Shared {
     pub stream: jetstream::stream::Stream,
     pub db: PgPool,
     pub keys: Arc<KeyStore>,
-    pub limiter: Arc<RateLimiter>,
+    pub limiter: Arc<RateLimiter<KeyId>>,
+    pub address_limiter: Arc<RateLimiter<IpAddr>>,
+    /// Where devices may be: refuses internal addresses (unless allowed) and our own services.
+    pub address_guard: AddressGuard,
     /// A device that sent heartbeats is offline after this long without one.
     pub offline_after: Duration,
     pub policy: Arc<templates::Policy>,
@@ -188,7 +201,11 @@ impl Application {
         let waiters = Arc::new(Waiters::default());
         let subscriber = client.subscribe(topology.all_projected_subject()).await?;
         tokio::spawn(waiters.clone().dispatch(subscriber));
-        let keys = Arc::new(KeyStore::new(&settings.bootstrap_key, tenant));
+        let keys = Arc::new(KeyStore::new(
+            &settings.bootstrap_key,
+            tenant,
+            settings.key_cache_size,
+        ));
         auth::watch_keys(keys.clone(), &client, &topology).await?;
         let device_cache = Arc::new(device_cache::DeviceCache::default());
         let notices = client
@@ -213,7 +230,17 @@ impl Application {
             limiter: Arc::new(RateLimiter::new(
                 settings.rate_limit_per_s,
                 settings.rate_limit_burst,
+                "key",
             )),
+            address_limiter: Arc::new(RateLimiter::new(
+                settings.address_rate_limit_per_s,
+                settings.address_rate_limit_burst,
+                "address",
+            )),
+            address_guard: AddressGuard::new(settings.allow_internal_devices)
+                .with_service(&settings.nats_url)
+                .with_service(&settings.database_url)
+                .with_socket(settings.listen),
             offline_after: Duration::from_secs(
                 u64::from(settings.heartbeat_interval_s) * u64::from(settings.missed_heartbeats),
             ),
@@ -230,6 +257,10 @@ impl Application {
             waiters,
             device_cache,
         }));
+        tokio::spawn(limits::sweep(
+            Arc::downgrade(&state.0),
+            Duration::from_secs(60),
+        ));
         if settings.presence_check_s > 0 {
             tokio::spawn(presence::monitor(
                 state.clone(),
@@ -242,9 +273,18 @@ impl Application {
         })
     }
 
+    /// The API's key store (its cache size is observable in-process).
+    pub fn keys(&self) -> Arc<KeyStore> {
+        self.state.keys.clone()
+    }
+
     pub fn router(&self) -> Router {
         routes::router()
             .layer(DefaultBodyLimit::max(self.max_body_bytes))
+            .layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                limits::limit_address,
+            ))
             .layer(axum::middleware::map_response(error::json_errors))
             .layer(tower_http::catch_panic::CatchPanicLayer::custom(
                 error::panic_response,
@@ -253,13 +293,17 @@ impl Application {
             .with_state(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown`, finishing in-flight requests.
+    /// Serves on `listener` until `shutdown`, finishing in-flight requests. Each request
+    /// carries its peer address (`ConnectInfo`) for the per-address limit.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
     }

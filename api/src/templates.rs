@@ -21,6 +21,14 @@
 //!    miss names the closest template and what differs.
 //! 4. The worker single-quotes every word, so the remote shell interprets nothing.
 //!
+//! What surrounds the argv is policy too ([`Policy::check_extras`]): environment variables,
+//! a pseudo-terminal and standard input change what a command does (`LD_PRELOAD` loads a
+//! library into `uptime`, `PATH` makes it another program, `BASH_ENV` runs code in any bash
+//! script, `SYSTEMD_PAGER` under a pty turns `systemctl status` into a shell). So in templates
+//! mode each is refused unless the template that approved the argv declares it (env by name),
+//! and names that make programs load code or run commands ([`dangerous_env`]) are refused even
+//! when declared; only open mode allows them. The built-in templates declare none.
+//!
 //! Layer 2 is redundant with layer 4 for quoted chaining characters; they are refused anyway,
 //! because Scalelite's callers expect them refused and every refusal is audited: an attempt
 //! should show up as a rejection, not as a command that happened to fail.
@@ -200,9 +208,35 @@ pub struct Template {
     /// As a person would write it: `docker logs {container} [--tail {lines}]`.
     pub usage: String,
     pub words: Vec<Word>,
+    /// Environment variables a call may set, by name (none by default). A dangerous name
+    /// ([`dangerous_env`]) is refused even when declared.
+    pub env: Vec<&'static str>,
+    /// A call may ask for a pseudo-terminal (interactive programs behave differently on one:
+    /// pagers, colours, prompts).
+    pub pty: bool,
+    /// A call may send standard input.
+    pub stdin: bool,
 }
 
 impl Template {
+    /// Declares environment variables a call may set.
+    pub fn with_env(mut self, names: &[&'static str]) -> Self {
+        self.env.extend_from_slice(names);
+        self
+    }
+
+    /// Declares that a call may run under a pseudo-terminal.
+    pub fn with_pty(mut self) -> Self {
+        self.pty = true;
+        self
+    }
+
+    /// Declares that a call may send standard input.
+    pub fn with_stdin(mut self) -> Self {
+        self.stdin = true;
+        self
+    }
+
     /// The program, when the template starts with a fixed word (every default one does).
     fn program(&self) -> Option<&'static str> {
         match self.words.first() {
@@ -231,7 +265,77 @@ fn template(name: &'static str, description: &'static str, words: Vec<Word>) -> 
         description,
         usage,
         words,
+        env: Vec::new(),
+        pty: false,
+        stdin: false,
     }
+}
+
+/// Environment variables that make a program load code or run a command of the caller's
+/// choosing, and so turn any allow-listed command into an arbitrary one. Names are compared
+/// in upper case (refusing a harmless lower-case twin costs nothing).
+///
+/// - the dynamic linker and libc: `LD_*` (`LD_PRELOAD`, `LD_LIBRARY_PATH`, `LD_AUDIT`),
+///   `GCONV_PATH`, `GLIBC_TUNABLES`, `MALLOC_*`, `LOCPATH`, `NLSPATH`, `HOSTALIASES`,
+///   `RESOLV_HOST_CONF`, and macOS's `DYLD_*`;
+/// - where programs are found: `PATH`, `CDPATH`;
+/// - shells: `BASH_ENV`, `ENV` (sourced by non-interactive bash and sh), `BASH_*`,
+///   `SHELLOPTS`, `BASHOPTS` (`xtrace` with `PS4` runs substitutions), `PS1`…`PS4`,
+///   `PROMPT_COMMAND`, `IFS`, `GLOBIGNORE`, `ZDOTDIR`, `SHELL` (what programs spawn for `!`);
+/// - programs that other programs run: `*PAGER` (`PAGER`, `MANPAGER`, `SYSTEMD_PAGER`,
+///   `GIT_PAGER`), `*EDITOR` (`EDITOR`, `SUDO_EDITOR`), `VISUAL`, `BROWSER`, `*ASKPASS`,
+///   `LESS*` (`LESSOPEN` runs a preprocessor), `MORE`, `MANOPT`;
+/// - interpreters' start-up code and module paths: `PYTHON*`, `PERL*`, `RUBY*`, `GEM_*`,
+///   `NODE_*`, `LUA_*`, `JAVA_TOOL_OPTIONS`, `_JAVA_OPTIONS`, `JDK_JAVA_OPTIONS`, `CLASSPATH`,
+///   `PHPRC`, `PHP_INI_SCAN_DIR`, `TCLLIBPATH`;
+/// - tools whose configuration runs commands or loads modules: `GIT_*`, `SYSTEMD_*`,
+///   `DOCKER_*` (another daemon, credential helpers), `OPENSSL_*` (engines), `KRB5_CONFIG`,
+///   and the places configuration is read from: `HOME`, `XDG_*`.
+pub fn dangerous_env(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "PATH",
+        "CDPATH",
+        "ENV",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "PS1",
+        "PS2",
+        "PS3",
+        "PS4",
+        "PROMPT_COMMAND",
+        "IFS",
+        "GLOBIGNORE",
+        "ZDOTDIR",
+        "SHELL",
+        "GCONV_PATH",
+        "GLIBC_TUNABLES",
+        "LOCPATH",
+        "NLSPATH",
+        "HOSTALIASES",
+        "RESOLV_HOST_CONF",
+        "VISUAL",
+        "BROWSER",
+        "MORE",
+        "MANOPT",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "CLASSPATH",
+        "PHPRC",
+        "PHP_INI_SCAN_DIR",
+        "TCLLIBPATH",
+        "KRB5_CONFIG",
+        "HOME",
+    ];
+    const PREFIXES: &[&str] = &[
+        "LD_", "DYLD_", "MALLOC_", "BASH_", "LESS", "PYTHON", "PERL", "RUBY", "GEM_", "NODE_",
+        "LUA_", "GIT_", "SYSTEMD_", "DOCKER_", "OPENSSL_", "XDG_",
+    ];
+    const SUFFIXES: &[&str] = &["PAGER", "EDITOR", "ASKPASS"];
+    let name = name.to_ascii_uppercase();
+    NAMES.contains(&name.as_str())
+        || PREFIXES.iter().any(|p| name.starts_with(p))
+        || SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
 /// What an argv or a template call was refused for.
@@ -267,6 +371,22 @@ pub enum PolicyError {
         template: &'static str,
         name: String,
     },
+    /// An environment variable that makes programs load code or run commands.
+    #[error(
+        "environment variable {name} is not allowed: it can make the command load code or run \
+         another command (only the open command policy allows it)"
+    )]
+    DangerousEnv { index: usize, name: String },
+    #[error("template {template} does not declare environment variable {name}")]
+    EnvNotDeclared {
+        index: usize,
+        template: &'static str,
+        name: String,
+    },
+    #[error("template {0} does not declare a pseudo-terminal (pty)")]
+    PtyNotDeclared(&'static str),
+    #[error("template {0} does not declare standard input (stdin_base64)")]
+    StdinNotDeclared(&'static str),
 }
 
 impl PolicyError {
@@ -278,6 +398,11 @@ impl PolicyError {
                 format!("args.{name}")
             }
             PolicyError::UnexpectedArgument { name, .. } => format!("args.{name}"),
+            PolicyError::DangerousEnv { index, .. } | PolicyError::EnvNotDeclared { index, .. } => {
+                format!("env[{index}].key")
+            }
+            PolicyError::PtyNotDeclared(_) => "pty".into(),
+            PolicyError::StdinNotDeclared(_) => "stdin_base64".into(),
             PolicyError::Blocked { .. }
             | PolicyError::NotAllowed { .. }
             | PolicyError::Ambiguous(_) => "command".into(),
@@ -804,6 +929,47 @@ impl Policy {
         }
     }
 
+    /// What surrounds an approved argv: in open mode anything; otherwise no dangerous
+    /// environment variable, and env (by name), a pty and stdin only where the template that
+    /// approved the argv declares them. Templates are the whole policy.
+    pub fn check_extras<'a>(
+        &self,
+        approved: &Approved,
+        env: impl IntoIterator<Item = &'a str>,
+        pty: bool,
+        stdin: bool,
+    ) -> Result<(), PolicyError> {
+        if self.open {
+            return Ok(());
+        }
+        let template = approved
+            .template
+            .and_then(|name| self.templates.iter().find(|t| t.name == name));
+        let name = template.map_or("(none)", |t| t.name);
+        for (index, var) in env.into_iter().enumerate() {
+            if dangerous_env(var) {
+                return Err(PolicyError::DangerousEnv {
+                    index,
+                    name: var.to_owned(),
+                });
+            }
+            if !template.is_some_and(|t| t.env.contains(&var)) {
+                return Err(PolicyError::EnvNotDeclared {
+                    index,
+                    template: name,
+                    name: var.to_owned(),
+                });
+            }
+        }
+        if pty && !template.is_some_and(|t| t.pty) {
+            return Err(PolicyError::PtyNotDeclared(name));
+        }
+        if stdin && !template.is_some_and(|t| t.stdin) {
+            return Err(PolicyError::StdinNotDeclared(name));
+        }
+        Ok(())
+    }
+
     /// Builds the argv of a template from named arguments, then checks it like any argv (so
     /// the two ways in always agree).
     pub fn render(
@@ -870,6 +1036,87 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dangerous_environment_names_are_recognised() {
+        for name in [
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "ld_audit",
+            "BASH_ENV",
+            "ENV",
+            "PATH",
+            "SYSTEMD_PAGER",
+            "PAGER",
+            "MANPAGER",
+            "GIT_SSH_COMMAND",
+            "PS4",
+            "PROMPT_COMMAND",
+            "SHELLOPTS",
+            "IFS",
+            "GCONV_PATH",
+            "PYTHONPATH",
+            "PERL5OPT",
+            "RUBYOPT",
+            "NODE_OPTIONS",
+            "EDITOR",
+            "VISUAL",
+            "LESSOPEN",
+            "MORE",
+            "GLIBC_TUNABLES",
+            "DOCKER_HOST",
+            "HOME",
+        ] {
+            assert!(dangerous_env(name), "{name}");
+        }
+        for name in ["LANG", "LC_ALL", "TZ", "TERM", "COLUMNS", "MY_SETTING"] {
+            assert!(!dangerous_env(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn env_pty_and_stdin_need_the_template_to_declare_them() {
+        let mut policy = Policy::scalelite(false);
+        policy.templates.push(
+            template("greet", "", vec![fixed("greet")])
+                .with_env(&["GREETING", "LD_PRELOAD"])
+                .with_pty()
+                .with_stdin(),
+        );
+        let uptime = policy.check(&words(&["uptime"])).unwrap();
+        let greet = policy.check(&words(&["greet"])).unwrap();
+        assert_eq!(policy.check_extras(&uptime, [], false, false), Ok(()));
+        assert_eq!(
+            policy
+                .check_extras(&uptime, ["GREETING"], false, false)
+                .unwrap_err()
+                .property(),
+            "env[0].key"
+        );
+        assert_eq!(
+            policy.check_extras(&uptime, [], true, false),
+            Err(PolicyError::PtyNotDeclared("uptime"))
+        );
+        assert_eq!(
+            policy.check_extras(&uptime, [], false, true),
+            Err(PolicyError::StdinNotDeclared("uptime"))
+        );
+        assert_eq!(
+            policy.check_extras(&greet, ["GREETING"], true, true),
+            Ok(())
+        );
+        // Declared or not, a dangerous name is refused outside open mode.
+        assert!(matches!(
+            policy.check_extras(&greet, ["GREETING", "LD_PRELOAD"], false, false),
+            Err(PolicyError::DangerousEnv { index: 1, .. })
+        ));
+        let open = Policy::scalelite(true);
+        let any = open.check(&words(&["anything"])).unwrap();
+        assert_eq!(
+            open.check_extras(&any, ["LD_PRELOAD", "PATH"], true, true),
+            Ok(())
+        );
+    }
 
     fn argv(s: &str) -> Vec<String> {
         crate::command::parse(s).unwrap_or_else(|e| panic!("{s:?}: {e}"))

@@ -185,16 +185,37 @@ async fn a_device_missing_its_heartbeats_goes_offline_and_refuses_exec() {
         "{error}"
     );
     assert!(error["error_message"].as_str().unwrap().contains("offline"));
-    let offline_events = stack
-        .subject_counts(&format!(
-            "{}.evt.default.device.{id}.presence",
-            stack.prefix
-        ))
-        .await;
+    // Presence events roll their subject up, so the subject holds the last one only; exactly
+    // one offline event means that last message stays the same through further sweeps.
+    let presence = format!("{}.evt.default.device.{id}.presence", stack.prefix);
+    let last = || async {
+        let (seq, event) = stack
+            .topology
+            .last_event(&stack.stream, presence.clone())
+            .await
+            .unwrap()
+            .expect("a presence event");
+        assert!(
+            matches!(event.body, schemas::EventBody::DeviceOffline(_)),
+            "{event:?}"
+        );
+        seq
+    };
+    let first = last().await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(
-        offline_events.values().sum::<usize>(),
-        2,
+        last().await,
+        first,
         "one heartbeat, exactly one offline event"
+    );
+    assert_eq!(
+        stack
+            .subject_counts(&presence)
+            .await
+            .values()
+            .sum::<usize>(),
+        1,
+        "one presence message per device"
     );
 
     stack

@@ -14,8 +14,9 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use schemas::address::AddressError;
 use schemas::{
-    DeviceConfig, DeviceDeleted, DeviceId, DeviceOnline, DeviceStatus, Event, EventBody,
+    DeviceConfig, DeviceDeleted, DeviceId, DeviceOnline, DeviceStatus, Event, EventBody, SshTarget,
 };
 use serde_json::Value;
 use sshq_projector::devices::{self, DeviceFilter, DeviceRecord, DeviceSort};
@@ -70,6 +71,28 @@ fn record_json(record: &DeviceRecord) -> Value {
     serde_json::to_value(views::Device::from(record)).expect("views serialise")
 }
 
+/// How long a device's host may take to resolve at registration before it is taken as
+/// unresolvable for now.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refuses a device address that resolves to an internal address (unless the deployment allows
+/// them) or to one of the stack's own services, with the guard's message (which names the rule,
+/// never what listens there). A host that does not resolve yet is accepted: DNS may lag behind
+/// a registration, and the worker checks every address again right before it connects.
+async fn check_address(state: &AppState, target: &SshTarget) -> Result<(), ApiError> {
+    let checked = tokio::time::timeout(
+        RESOLVE_TIMEOUT,
+        state.address_guard.resolve(&target.host, target.port),
+    )
+    .await;
+    match checked {
+        Ok(Err(error @ (AddressError::Internal | AddressError::OwnService))) => Err(
+            ApiError::invalid(ErrorCode::ValueIncorrectFormat, "host", error.to_string()),
+        ),
+        Ok(Ok(_)) | Ok(Err(AddressError::Unresolvable)) | Err(_) => Ok(()),
+    }
+}
+
 async fn publish(state: &AppState, event: &Event, after: Option<u64>) -> Result<(), ApiError> {
     let ack = match after {
         None => state.topology.publish_event(&state.js, event).await,
@@ -101,6 +124,7 @@ pub async fn register(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Scope::Devices)?;
     let config = body.validate(DeviceId::new())?;
+    check_address(&state, &config.target).await?;
     tracing::Span::current().record("device_id", tracing::field::display(config.device_id));
     let event = Event::new(
         caller.tenant,
@@ -143,7 +167,11 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Devices)?;
     let device = lookup(&state, &caller, &id).await?;
+    let moved = body.host.is_some() || body.port.is_some();
     let config = body.apply(device.config)?;
+    if moved {
+        check_address(&state, &config.target).await?;
+    }
     let event = Event::new(
         caller.tenant.clone(),
         Some(caller.key.clone()),

@@ -17,6 +17,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use schemas::text::escape_controls;
 use schemas::topology::JobFacet;
 use schemas::{
     DeviceStatus, Event, EventBody, ExecRejected, ExecRequested, JobId, TenantId, Timestamp,
@@ -51,7 +52,7 @@ fn idempotent_job_id(tenant: &TenantId, headers: &HeaderMap) -> Result<Option<Jo
     let key = value
         .to_str()
         .ok()
-        .filter(|k| (1..=255).contains(&k.len()))
+        .filter(|k| (1..=255).contains(&k.len()) && schemas::text::first_control(k).is_none())
         .ok_or_else(|| {
             ApiError::invalid(
                 ErrorCode::ValueIncorrectFormat,
@@ -216,10 +217,12 @@ async fn audit_rejection(
     let event = Event::new(
         caller.tenant.clone(),
         Some(caller.key.clone()),
+        // The request's text was checked for control characters before the policy looked at
+        // it; escaping again keeps a poison event out of the log whatever a later check adds.
         EventBody::ExecRejected(ExecRejected {
             device_id: device.parse().ok(),
-            command,
-            reason: error.error_message.clone(),
+            command: escape_controls(&command).into_owned(),
+            reason: escape_controls(&error.error_message).into_owned(),
         }),
     );
     state
