@@ -41,6 +41,7 @@ async fn a_tenant_flooding_a_dead_address_does_not_starve_another_tenant() {
         tune_worker: Some(|w| {
             w.concurrency = 4;
             w.tenant_concurrency = 2;
+            w.connect_timeout_ms = 3_000;
         }),
         ..Default::default()
     })
@@ -107,6 +108,36 @@ async fn a_tenant_flooding_a_dead_address_does_not_starve_another_tenant() {
         tarpit.accepted() <= 2,
         "connects to one dead target are coalesced, not one per job: {}",
         tarpit.accepted()
+    );
+
+    // Being handed back for the tenant's cap is not an attempt, and cannot use up deliveries:
+    // the flood's last job, deferred many times over, still gets its three real attempts.
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stack
+        .stream
+        .get_consumer(schemas::Topology::WORKERS)
+        .await
+        .unwrap();
+    let max_deliver = consumer.info().await.unwrap().config.max_deliver;
+    assert!(
+        max_deliver <= 0,
+        "the workers' consumer caps deliveries at {max_deliver}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let last = loop {
+        let job = job_as(&stack, &stack.api_key, flood.last().unwrap()).await;
+        if is_terminal(&job) {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "the flood did not drain: {job}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(last["status"], "failed", "{last}");
+    assert_eq!(last["error_code"], "connect_failed", "{last}");
+    assert_eq!(last["attempts"], 3, "{last}");
+    assert_eq!(
+        last["attempt_errors"].as_array().unwrap().len(),
+        2,
+        "two retried attempts, then the final failure: {last}"
     );
 }
 
