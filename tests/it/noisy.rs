@@ -90,6 +90,11 @@ async fn a_tenant_flooding_a_dead_address_does_not_starve_another_tenant() {
             if is_terminal(&body) {
                 assert_eq!(body["status"], "finished", "{body}");
                 assert_eq!(body["stdout"], format!("b{i}\n"));
+                if i == 0 {
+                    // This is while A's flood is still being worked through.
+                    let last = job_as(&stack, &stack.api_key, flood.last().unwrap()).await;
+                    assert!(!is_terminal(&last), "the flood already ended: {last}");
+                }
                 break;
             }
             assert!(
@@ -100,15 +105,6 @@ async fn a_tenant_flooding_a_dead_address_does_not_starve_another_tenant() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-
-    // All this while, A's flood was still being worked through.
-    let last = job_as(&stack, &stack.api_key, flood.last().unwrap()).await;
-    assert!(!is_terminal(&last), "the flood already ended: {last}");
-    assert!(
-        tarpit.accepted() <= 2,
-        "connects to one dead target are coalesced, not one per job: {}",
-        tarpit.accepted()
-    );
 
     // Being handed back for the tenant's cap is not an attempt, and cannot use up deliveries:
     // the flood's last job, deferred many times over, still gets its three real attempts.
@@ -138,6 +134,13 @@ async fn a_tenant_flooding_a_dead_address_does_not_starve_another_tenant() {
         last["attempt_errors"].as_array().unwrap().len(),
         2,
         "two retried attempts, then the final failure: {last}"
+    );
+    // 900 attempts on one dead target cost a handful of connects: one in flight at a time,
+    // and a failure just seen is everyone's failure for a few seconds.
+    assert!(
+        tarpit.accepted() < 30,
+        "connects to one dead target are coalesced, not one per attempt: {}",
+        tarpit.accepted()
     );
 }
 
