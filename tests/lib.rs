@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+#[path = "support/fake_ssh.rs"]
+pub mod fake_ssh;
+
 pub fn env(name: &str) -> String {
     std::env::var(name)
         .unwrap_or_else(|_| panic!("{name} is not set: run the tests through ops/test"))
@@ -179,6 +182,8 @@ pub struct StackOptions {
     pub command_templates: bool,
     /// How long jobs stay in the log and read models (production: 90 days).
     pub job_retention: Option<Duration>,
+    /// Changes the in-process worker's settings (concurrency, caps, address guard, …).
+    pub tune_worker: Option<fn(&mut sshq_worker::Settings)>,
     /// Devices may be on loopback (the tests' sshd is); production's default is false.
     pub allow_internal_devices: bool,
     /// Requests a second per client address, before auth; 0 (the default in tests) is
@@ -200,6 +205,7 @@ impl Default for StackOptions {
             replicas: 1,
             command_templates: false,
             job_retention: None,
+            tune_worker: None,
             allow_internal_devices: true,
             address_rate_limit_per_s: 0,
         }
@@ -280,7 +286,7 @@ impl TestStack {
             tokio::spawn(async move { projector.run(token).await.expect("projector runs") });
         }
 
-        let worker = sshq_worker::Settings {
+        let mut worker = sshq_worker::Settings {
             nats_url: nats_url.clone(),
             prefix: prefix.clone(),
             ssh_key: PathBuf::from(env("SSHQ_TEST_SSH_KEY")),
@@ -293,6 +299,9 @@ impl TestStack {
             allow_internal_devices: true,
             ..Default::default()
         };
+        if let Some(tune) = options.tune_worker {
+            tune(&mut worker);
+        }
         if options.in_process_worker {
             let worker = sshq_worker::Worker::connect(worker)
                 .await

@@ -139,7 +139,13 @@ mod tests {
         assert_eq!(error.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(error.retry_after, Some(1));
         assert!(error.error_message.contains("this address"));
-        assert!(limiter.check(&8).is_ok(), "another caller has its own bucket");
-        assert!(RateLimiter::<u32>::new(0, 0, "key").check(&7).is_ok(), "0 is off");
+        assert!(
+            limiter.check(&8).is_ok(),
+            "another caller has its own bucket"
+        );
+        assert!(
+            RateLimiter::<u32>::new(0, 0, "key").check(&7).is_ok(),
+            "0 is off"
+        );
     }
 }

@@ -282,6 +282,9 @@ pub enum FailureCode {
     /// Before the job started, its device was deleted, rejected or given another address or
     /// host key; nothing ran. Submit again to run on the device as it is now.
     DeviceChanged,
+    /// The command wrote more output than the worker's per-job cap (`SSHQ_MAX_OUTPUT_BYTES`)
+    /// and was killed; the output up to the cap is kept.
+    OutputLimitExceeded,
 }
 
 impl FailureCode {
@@ -306,6 +309,7 @@ impl FailureCode {
             FailureCode::Canceled => "canceled",
             FailureCode::Expired => "expired",
             FailureCode::DeviceChanged => "device_changed",
+            FailureCode::OutputLimitExceeded => "output_limit_exceeded",
         }
     }
 }

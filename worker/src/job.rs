@@ -1,14 +1,19 @@
 //! One exec job, from its request message to its acknowledged outcome.
 //!
 //! The order of steps is what makes "never twice, never lost" hold:
+//! 0. A request whose tenant or device is at its cap in this process is handed back with a
+//!    short delay, before anything else (see [`crate::share`]); that is not an attempt.
 //! 1. A request whose job already has an outcome is a duplicate delivery: ack and stop.
 //! 2. A request whose job already *started* means an earlier worker died mid-command: the
 //!    command may have run, so it is not run again; the job ends as `worker_lost`.
 //! 3. Connect and open a session. Failures here are before the command exists on the device,
-//!    so transient ones are handed back with a delay (nak) and retried up to a bound.
+//!    so transient ones are handed back with a delay (nak) and retried up to a bound (the
+//!    attempt number is read from the job's last `ExecAttemptFailed`, not from deliveries).
+//!    Only with the session channel open does the job take a run slot.
 //! 4. Publish `ExecStarted` only if the job's started subject is still empty (JetStream
 //!    rejects a second one), then send the command. Only one worker can ever get here.
-//! 5. Stream output, enforce the timeout, keep the message's lease with progress acks.
+//! 5. Stream output with a bounded window of acks in flight, enforce the timeout and the
+//!    output cap (both kill the command), keep the message's lease with progress acks.
 //! 6. Publish the outcome (again first-wins on its subject), then the live `end` message,
 //!    and only then ack the request.
 //!
@@ -16,12 +21,15 @@
 //! JetStream node dying, a leader election) is retried with the same message id, which the
 //! stream deduplicates, so a result in hand is not turned into `worker_lost` by a NATS blip.
 
+use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind, context::PublishErrorKind};
 use bytes::Bytes;
 use russh::{ChannelMsg, Sig};
+use schemas::text::escape_controls;
 use schemas::topology::JobFacet;
 use schemas::{
     DeviceStatus, Event, EventBody, ExecAttemptFailed, ExecFailed, ExecFinished, ExecRequested,
@@ -52,10 +60,6 @@ pub enum JobError {
 
 #[tracing::instrument(skip_all, fields(job_id = tracing::field::Empty, device_id = tracing::field::Empty, tenant = tracing::field::Empty, attempt = tracing::field::Empty))]
 pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<(), JobError> {
-    let attempt = message
-        .info()
-        .map(|i| i.delivered.max(1) as u32)
-        .unwrap_or(1);
     let event = match Event::decode(&message.payload) {
         Ok(event) => event,
         Err(error) => {
@@ -80,14 +84,31 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
     span.record("job_id", tracing::field::display(request.job_id));
     span.record("device_id", tracing::field::display(request.device_id));
     span.record("tenant", tracing::field::display(&event.tenant));
-    span.record("attempt", attempt);
+
+    // Fair sharing comes before anything else: a tenant or device over its cap in this
+    // process waits in the queue, and the wait is not an attempt.
+    let Some(_share) = worker.shares.try_take(&event.tenant, request.device_id) else {
+        let delivered = message
+            .info()
+            .map(|i| i.delivered.max(1) as u64)
+            .unwrap_or(1);
+        let delay = crate::share::deferral(delivered);
+        debug!(
+            retry_in_ms = delay.as_millis() as u64,
+            "tenant or device at its cap here; deferring"
+        );
+        return message
+            .ack_with(AckKind::Nak(Some(delay)))
+            .await
+            .map_err(|e| JobError::Ack(e.to_string()));
+    };
 
     // Registered before any check, so a cancel published from here on reaches this job.
     let cancel = worker.cancels.register(request.job_id);
     let topo = &worker.topology;
-    // The four reads below are independent: one round trip instead of four.
+    // The five reads below are independent: one round trip instead of five.
     let subject = |facet| topo.job_subject(&event.tenant, request.job_id, facet);
-    let (outcome, started, canceled, device) = tokio::join!(
+    let (outcome, started, canceled, device, last_attempt) = tokio::join!(
         topo.last_event(&worker.stream, subject(JobFacet::Outcome)),
         topo.last_event(&worker.stream, subject(JobFacet::Started)),
         topo.last_event(&worker.stream, subject(JobFacet::Cancel)),
@@ -95,7 +116,15 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
             &worker.stream,
             topo.device_config_subject(&event.tenant, request.device_id)
         ),
+        topo.last_event(&worker.stream, subject(JobFacet::Attempt)),
     );
+    // The attempt number counts failed attempts in the log, not deliveries: a request handed
+    // back because its tenant was at its cap has not been attempted.
+    let attempt = match last_attempt?.map(|(_, e)| e.body) {
+        Some(EventBody::ExecAttemptFailed(failed)) => failed.attempt.saturating_add(1),
+        _ => 1,
+    };
+    span.record("attempt", attempt);
     if outcome?.is_some() {
         debug!("duplicate delivery of a finished job");
         return ack(&message).await;
@@ -132,8 +161,10 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
         return ack(&message).await;
     }
 
-    // Steps 3-4: get a session channel; nothing has run yet if this fails.
-    let prepared = async {
+    // Steps 3-4: get a session channel; nothing has run yet if this fails. Waiting for the
+    // connection (coalesced with other jobs for the device) or for the device's channel budget
+    // holds no run slot, and keeps the request's lease.
+    let prepared = keeping_lease(&worker, &message, async {
         let lease = worker.pool.lease(&request.target).await?;
         match lease.handle.channel_open_session().await {
             Ok(channel) => Ok((lease, channel)),
@@ -142,7 +173,7 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
                 Err(SshError::Session(e.to_string()))
             }
         }
-    }
+    })
     .await;
     let (lease, channel) = match prepared {
         Ok(ready) => ready,
@@ -155,10 +186,13 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
                 .settings
                 .backoff(attempt)
                 .min(until_deadline + Duration::from_millis(10));
-            info!(%error, retry_in_ms = delay.as_millis() as u64, "transient failure before start; handing back");
-            let failed = Event::new(
-                event.tenant.clone(),
-                None,
+            info!(
+                ?error,
+                retry_in_ms = delay.as_millis() as u64,
+                "transient failure before start; handing back"
+            );
+            let failed = job_event(
+                &event,
                 EventBody::ExecAttemptFailed(ExecAttemptFailed {
                     job_id: request.job_id,
                     attempt,
@@ -175,7 +209,7 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
         }
         Err(error) => {
             let code = failure_code(&error);
-            warn!(%error, "job failed before start");
+            warn!(?error, "job failed before start");
             conclude(
                 &worker,
                 &event,
@@ -188,10 +222,12 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
             return ack(&message).await;
         }
     };
+    let _run_slot = keeping_lease(&worker, &message, worker.run_slots.clone().acquire_owned())
+        .await
+        .expect("the run slots are never closed");
 
-    let started = Event::new(
-        event.tenant.clone(),
-        None,
+    let started = job_event(
+        &event,
         EventBody::ExecStarted(ExecStarted {
             job_id: request.job_id,
             attempt,
@@ -236,9 +272,7 @@ async fn run(
     let mut progress = tokio::time::interval(worker.ack_wait / 3);
     progress.tick().await;
 
-    let mut seq = 0u64;
-    let mut pending_acks = Vec::new();
-    let mut bytes = [0u64; 2];
+    let mut output = Output::new(worker, event, request);
     let (mut exit_status, mut exit_signal, mut exit_signal_message) = (None, None, None);
 
     let line = command_line(&request.argv, &request.env);
@@ -256,22 +290,30 @@ async fn run(
     }
     .await;
     if let Err(error) = sent {
+        warn!(?error, "sending the command failed");
         return (
             Outcome::Failed(
                 FailureCode::ConnectFailed,
-                format!("sending the command failed: {error}"),
+                "sending the command to the device failed".into(),
             ),
-            seq,
+            0,
         );
     }
 
     let mut ended_by_close = false;
     let mut canceled = false;
+    let mut over_limit = false;
     let timed_out = loop {
         tokio::select! {
             msg = channel.wait() => match msg {
-                Some(ChannelMsg::Data { data }) => publish_chunk(worker, event, request, OutputStream::Stdout, data, &mut seq, &mut bytes, &mut pending_acks).await,
-                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => publish_chunk(worker, event, request, OutputStream::Stderr, data, &mut seq, &mut bytes, &mut pending_acks).await,
+                Some(ChannelMsg::Data { data }) => if !output.chunk(OutputStream::Stdout, data).await {
+                    over_limit = true;
+                    break false;
+                },
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => if !output.chunk(OutputStream::Stderr, data).await {
+                    over_limit = true;
+                    break false;
+                },
                 Some(ChannelMsg::ExitStatus { exit_status: code }) => exit_status = Some(code),
                 Some(ChannelMsg::ExitSignal { signal_name, error_message, .. }) => {
                     exit_signal = Some(signal_name_of(&signal_name));
@@ -299,15 +341,15 @@ async fn run(
         }
     };
 
-    if timed_out || canceled {
+    if timed_out || canceled || over_limit {
         // sshd delivers the signal to the command's whole process group (it runs in a session
         // of its own), so nothing it started is left behind on the device.
         if let Err(error) = channel.signal(Sig::KILL).await {
-            warn!(%error, "could not signal the timed-out command");
+            warn!(%error, "could not signal the command to stop");
         }
         let _ = channel.close().await;
     }
-    store_output(worker, event, request, pending_acks).await;
+    let (seq, bytes) = output.finish().await;
     let outcome = if canceled {
         Outcome::Failed(
             FailureCode::Canceled,
@@ -319,6 +361,14 @@ async fn run(
             format!(
                 "the command ran longer than its timeout of {} ms and was killed",
                 request.timeout_ms
+            ),
+        )
+    } else if over_limit {
+        Outcome::Failed(
+            FailureCode::OutputLimitExceeded,
+            format!(
+                "the command wrote more than {} bytes of output and was killed; the first {} bytes are kept",
+                worker.settings.max_output_bytes, worker.settings.max_output_bytes
             ),
         )
     } else if exit_status.is_none() && exit_signal.is_none() && !ended_by_close {
@@ -340,55 +390,158 @@ async fn run(
     (outcome, seq)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn publish_chunk(
-    worker: &Worker,
-    event: &Event,
-    request: &ExecRequested,
-    stream: OutputStream,
-    data: impl Into<Bytes>,
-    seq: &mut u64,
-    bytes: &mut [u64; 2],
-    pending: &mut Vec<(OutputMessage, Option<jetstream::context::PublishAckFuture>)>,
-) {
-    let data = data.into();
-    bytes[stream as usize] += data.len() as u64;
-    let message = OutputMessage::Chunk(OutputChunk {
-        seq: *seq,
-        stream,
-        data,
-    });
-    *seq += 1;
-    let ack = worker
-        .topology
-        .publish_output(&worker.js, &event.tenant, request.job_id, &message)
-        .await
-        .ok();
-    pending.push((message, ack));
+/// Output chunks published and not yet acknowledged, at most this many per job. A full window
+/// waits for its oldest ack, so a job's output in memory stays bounded (each chunk is at most
+/// one SSH packet, about 32 KiB) however much the command writes.
+const OUTPUT_WINDOW: usize = 64;
+
+/// A job's output on its way to the log: numbered, counted against the job's cap, and
+/// streamed with a bounded window of acks in flight.
+struct Output<'a> {
+    worker: &'a Worker,
+    event: &'a Event,
+    request: &'a ExecRequested,
+    seq: u64,
+    bytes: [u64; 2],
+    in_flight: VecDeque<(OutputMessage, Option<jetstream::context::PublishAckFuture>)>,
 }
 
-/// Waits for every output chunk's ack and publishes again, durably, any that was not stored.
-async fn store_output(
-    worker: &Worker,
-    event: &Event,
-    request: &ExecRequested,
-    pending: Vec<(OutputMessage, Option<jetstream::context::PublishAckFuture>)>,
-) {
-    for (message, ack) in pending {
+impl<'a> Output<'a> {
+    fn new(worker: &'a Worker, event: &'a Event, request: &'a ExecRequested) -> Self {
+        Self {
+            worker,
+            event,
+            request,
+            seq: 0,
+            bytes: [0; 2],
+            in_flight: VecDeque::with_capacity(OUTPUT_WINDOW),
+        }
+    }
+
+    /// Publishes a chunk. Returns false when it would take the job past its output cap: then
+    /// only the part up to the cap is published and the command is to be stopped.
+    async fn chunk(&mut self, stream: OutputStream, mut data: Bytes) -> bool {
+        let cap = self.worker.settings.max_output_bytes;
+        let room = cap.saturating_sub(self.bytes[0] + self.bytes[1]);
+        let within = (data.len() as u64) <= room;
+        if !within {
+            data.truncate(room as usize);
+        }
+        if data.is_empty() {
+            return within;
+        }
+        self.bytes[stream as usize] += data.len() as u64;
+        let message = OutputMessage::Chunk(OutputChunk {
+            seq: self.seq,
+            stream,
+            data,
+        });
+        self.seq += 1;
+        if self.in_flight.len() >= OUTPUT_WINDOW
+            && let Some(oldest) = self.in_flight.pop_front()
+        {
+            self.settle(oldest).await;
+        }
+        let ack = self
+            .worker
+            .topology
+            .publish_output(
+                &self.worker.js,
+                &self.event.tenant,
+                self.request.job_id,
+                &message,
+            )
+            .await
+            .ok();
+        self.in_flight.push_back((message, ack));
+        within
+    }
+
+    /// Waits for every chunk still in flight; returns the next sequence number and the bytes
+    /// published per stream.
+    async fn finish(mut self) -> (u64, [u64; 2]) {
+        while let Some(oldest) = self.in_flight.pop_front() {
+            self.settle(oldest).await;
+        }
+        (self.seq, self.bytes)
+    }
+
+    /// Waits for a chunk's ack and publishes it again, durably, if it was not stored.
+    async fn settle(
+        &self,
+        (message, ack): (OutputMessage, Option<jetstream::context::PublishAckFuture>),
+    ) {
         let stored = match ack {
             Some(ack) => ack.await.is_ok(),
             None => false,
         };
         if !stored {
             let republish = || {
-                worker
-                    .topology
-                    .publish_output(&worker.js, &event.tenant, request.job_id, &message)
+                self.worker.topology.publish_output(
+                    &self.worker.js,
+                    &self.event.tenant,
+                    self.request.job_id,
+                    &message,
+                )
             };
             if let Err(error) = durably("output", republish).await {
                 warn!(%error, seq = message.seq(), "an output chunk could not be stored");
             }
         }
+    }
+}
+
+/// Awaits `work` while keeping the request's lease with progress acks, so a job waiting for
+/// its device (a coalesced connect, a busy device's channel budget, a run slot) is not handed
+/// to another worker meanwhile.
+async fn keeping_lease<T>(
+    worker: &Worker,
+    message: &jetstream::Message,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut progress = tokio::time::interval(worker.ack_wait / 3);
+    progress.tick().await;
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = progress.tick() => {
+                if let Err(error) = message.ack_with(AckKind::Progress).await {
+                    warn!(%error, "progress ack failed");
+                }
+            }
+        }
+    }
+}
+
+/// Every event this worker publishes is made here, so text that came from a device (exit
+/// signal names and messages, error messages) is escaped in this one place before it enters
+/// the log: a control character there would otherwise reach Postgres, which refuses NUL, and
+/// every terminal that shows it. Output chunks are bytes and stay as the device sent them.
+fn job_event(event: &Event, body: EventBody) -> Event {
+    let body = match body {
+        EventBody::ExecFinished(mut finished) => {
+            finished.exit_signal = finished.exit_signal.map(escaped);
+            finished.exit_signal_message = finished.exit_signal_message.map(escaped);
+            EventBody::ExecFinished(finished)
+        }
+        EventBody::ExecFailed(mut failed) => {
+            failed.message = escaped(failed.message);
+            EventBody::ExecFailed(failed)
+        }
+        EventBody::ExecAttemptFailed(mut failed) => {
+            failed.message = escaped(failed.message);
+            EventBody::ExecAttemptFailed(failed)
+        }
+        other => other,
+    };
+    Event::new(event.tenant.clone(), None, body)
+}
+
+fn escaped(text: String) -> String {
+    match escape_controls(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(escaped) => escaped,
     }
 }
 
@@ -446,35 +599,32 @@ async fn conclude(
     attempt: u32,
     seq: Option<u64>,
 ) -> Result<(), JobError> {
-    let (body, end) = match outcome {
-        Outcome::Finished(finished) => {
-            let end = OutputEnd {
-                seq: 0,
-                status: "finished".into(),
-                exit_status: finished.exit_status,
-                exit_signal: finished.exit_signal.clone(),
-            };
-            (EventBody::ExecFinished(finished), end)
-        }
-        Outcome::Failed(code, message) => {
-            let end = OutputEnd {
-                seq: 0,
-                status: code.status().into(),
-                exit_status: None,
-                exit_signal: None,
-            };
-            (
-                EventBody::ExecFailed(ExecFailed {
-                    job_id: request.job_id,
-                    code,
-                    message,
-                    attempt,
-                }),
-                end,
-            )
-        }
+    let body = match outcome {
+        Outcome::Finished(finished) => EventBody::ExecFinished(finished),
+        Outcome::Failed(code, message) => EventBody::ExecFailed(ExecFailed {
+            job_id: request.job_id,
+            code,
+            message,
+            attempt,
+        }),
     };
-    let outcome = Event::new(event.tenant.clone(), None, body);
+    // The live `end` message repeats what the (escaped) outcome says.
+    let outcome = job_event(event, body);
+    let end = match &outcome.body {
+        EventBody::ExecFinished(finished) => OutputEnd {
+            seq: 0,
+            status: "finished".into(),
+            exit_status: finished.exit_status,
+            exit_signal: finished.exit_signal.clone(),
+        },
+        EventBody::ExecFailed(failed) => OutputEnd {
+            seq: 0,
+            status: failed.code.status().into(),
+            exit_status: None,
+            exit_signal: None,
+        },
+        _ => unreachable!("an outcome is finished or failed"),
+    };
     let published = durably("outcome", || {
         worker.topology.publish_first_event(&worker.js, &outcome)
     })

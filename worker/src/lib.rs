@@ -1,13 +1,20 @@
 //! The worker pulls exec requests from the shared durable consumer and runs them over SSH.
 //!
-//! Lifecycle, all visible in [`Worker::run`]: a semaphore bounds the jobs in flight; the pull
-//! loop asks JetStream for exactly as many messages as there are free permits, so no message
-//! waits in a local buffer while its ack timer runs; on shutdown the loop stops pulling and
-//! running jobs get a grace period to finish before the process exits.
+//! Lifecycle, all visible in [`Worker::run`]: a semaphore bounds the requests in hand
+//! (`concurrency` and a quarter more: pulled and being checked, connecting, waiting for a
+//! device's channel, or running); the pull loop asks JetStream for exactly as many messages as there are free
+//! places, so no message waits in a local buffer while its ack timer runs; on shutdown the
+//! loop stops pulling and running jobs get a grace period to finish before the process exits.
+//!
+//! Two more bounds keep one tenant from starving the others ([`share`]): each request takes a
+//! share of its tenant's and its device's caps first (over a cap it is handed back with a short
+//! delay), and a *run slot* (`concurrency` of them) is taken only once the job's session channel
+//! is open, so connecting to a dead address or waiting for a busy device holds no run slot.
 
 pub mod cancel;
 pub mod job;
 pub mod quote;
+pub mod share;
 pub mod ssh;
 
 use std::path::PathBuf;
@@ -36,8 +43,21 @@ pub struct Settings {
     /// The private key the worker authenticates with (OpenSSH format). Never logged.
     pub ssh_key: PathBuf,
     pub worker_id: String,
-    /// Jobs in flight at once in this process.
+    /// Commands running at once in this process (run slots, taken once a session is open).
+    /// A quarter more requests may be in hand (connecting, waiting for a device): enough that
+    /// jobs stuck connecting do not block the others, few enough that a worker does not hoard
+    /// requests another worker with free slots could run.
     pub concurrency: usize,
+    /// Requests one tenant may hold in this process at once; 0 means `concurrency`, so a
+    /// lone tenant can still use every run slot while the extra quarter of the requests in
+    /// hand stays open to other tenants. Past it, the tenant's requests wait in the queue.
+    pub tenant_concurrency: usize,
+    /// Requests for one device this process may hold at once; 0 means `4 ×
+    /// channels_per_device`, at most the tenant cap.
+    pub device_concurrency: usize,
+    /// Output (stdout and stderr together) one job may write; past it the command is killed
+    /// and the job fails with `output_limit_exceeded`.
+    pub max_output_bytes: u64,
     /// Session channels at once per device connection.
     pub channels_per_device: usize,
     pub connect_timeout_ms: u64,
@@ -63,6 +83,9 @@ impl Default for Settings {
             ssh_key: PathBuf::from(".run/keys/worker_ed25519"),
             worker_id: format!("worker-{}", std::process::id()),
             concurrency: 256,
+            tenant_concurrency: 0,
+            device_concurrency: 0,
+            max_output_bytes: 64 * 1024 * 1024,
             channels_per_device: 8,
             connect_timeout_ms: 10_000,
             max_attempts: 5,
@@ -81,6 +104,28 @@ impl Settings {
             .merge(Env::prefixed("SSHQ_"))
             .extract()
             .map_err(Box::new)
+    }
+
+    /// Requests one tenant may hold at once (`tenant_concurrency`, or its default).
+    pub fn tenant_cap(&self) -> usize {
+        match self.tenant_concurrency {
+            0 => self.concurrency.max(1),
+            n => n,
+        }
+    }
+
+    /// Requests for one device held at once (`device_concurrency`, or its default).
+    pub fn device_cap(&self) -> usize {
+        match self.device_concurrency {
+            0 => (4 * self.channels_per_device.max(1)).min(self.tenant_cap()),
+            n => n,
+        }
+    }
+
+    /// Requests in hand at once: pulled and not yet done with.
+    pub fn in_hand(&self) -> usize {
+        let slots = self.concurrency.max(1);
+        slots + slots.div_ceil(4)
     }
 
     /// Exponential backoff with ±25 % jitter for the given (1-based) attempt, capped at 30 s.
@@ -103,6 +148,10 @@ pub struct Worker {
     /// The consumer's ack wait, read from JetStream: progress acks go out at a third of it.
     pub ack_wait: Duration,
     pub cancels: Arc<cancel::CancelRegistry>,
+    /// Each tenant's and device's requests in hand, against their caps.
+    pub shares: Arc<share::Shares>,
+    /// Commands running at once: taken once a job's session channel is open.
+    pub run_slots: Arc<Semaphore>,
     client: async_nats::Client,
 }
 
@@ -130,11 +179,16 @@ impl Worker {
             .await
             .map(|i| i.config.ack_wait)
             .unwrap_or(Duration::from_secs(30));
+        let guard = schemas::address::AddressGuard::new(settings.allow_internal_devices)
+            .with_service(&settings.nats_url);
         let pool = ssh::Pool::new(
             key,
             Duration::from_millis(settings.connect_timeout_ms),
             settings.channels_per_device.max(1),
+            guard,
         );
+        let shares = share::Shares::new(settings.tenant_cap(), settings.device_cap());
+        let run_slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
         Ok(Arc::new(Self {
             settings,
             topology,
@@ -143,6 +197,8 @@ impl Worker {
             pool,
             ack_wait,
             cancels: Arc::default(),
+            shares,
+            run_slots,
             client,
         }))
     }
@@ -154,7 +210,8 @@ impl Worker {
             .get_consumer(Topology::WORKERS)
             .await
             .map_err(|e| anyhow::anyhow!("opening the workers' consumer: {e}"))?;
-        let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        // A place in hand per request pulled; the run slots are taken inside `job::handle`.
+        let permits = Arc::new(Semaphore::new(self.settings.in_hand()));
         let cancels = self
             .client
             .subscribe(self.topology.all_cancels_subject())
@@ -178,7 +235,7 @@ impl Worker {
                 permit = permits.clone().acquire_owned() => permit.expect("never closed"),
             };
             let mut held = vec![first];
-            while held.len() < 256 {
+            while held.len() < 320 {
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => held.push(permit),
                     Err(_) => break,

@@ -7,6 +7,11 @@
 //! sessions past its `MaxSessions`. A connection nobody uses is closed once the keep-open
 //! time of the last job on it has passed (PrivX's `keep_open_sec`), or at once after a job
 //! that asked to `close` it.
+//!
+//! Every new connection first resolves the device's host through the [`AddressGuard`] and
+//! connects only to the addresses it checked. Connects to one target are coalesced and a
+//! target that just failed fails fast ([`FAIL_FAST`]), so a dead address costs one connect
+//! timeout per few seconds, not one per queued job.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,19 +20,35 @@ use std::time::{Duration, Instant};
 /// How long an idle device connection stays open when no job said otherwise.
 pub const DEFAULT_KEEP_OPEN: Duration = Duration::from_secs(60);
 
+/// How long a target whose connect just failed fails at once. Connects to one target are
+/// coalesced (one in flight, the other jobs wait for its result), and the jobs queued behind a
+/// dead address then get its failure within this window rather than a connect timeout each.
+pub const FAIL_FAST: Duration = Duration::from_secs(3);
+
 use russh::client::{self, Handle};
-use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use schemas::SshTarget;
+use schemas::address::{AddressError, AddressGuard};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
 /// Why an SSH operation failed, in the terms the retry policy needs.
+///
+/// The `Display` text of each kind is what callers see (in `ExecAttemptFailed` and
+/// `ExecFailed`), so it never tells apart what answered at an address: refused, timed out and
+/// "not an SSH server" read the same, or the worker would be a port scanner for whoever may
+/// register a device. The detail (the `reason` fields) is for the worker's own log (`?error`).
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
     /// Could not reach the device or finish the handshake: worth retrying later.
-    #[error("cannot connect to {addr}: {reason}")]
+    #[error("{CONNECT_FAILED}")]
     Connect { addr: String, reason: String },
+    /// The device's address is not one sshq may connect to. Never retried; nothing connected.
+    #[error("{0}")]
+    Refused(#[from] AddressError),
     /// The device presented another host key than the pinned one. Never retried.
-    #[error("host key mismatch: the device presented {presented}, which is not its pinned key")]
+    #[error(
+        "host key mismatch: the device presented a key with fingerprint {presented}, which is not its pinned key"
+    )]
     HostKeyMismatch { presented: String },
     /// The pinned key in the request cannot be parsed.
     #[error("the device's pinned host key is not a valid OpenSSH public key")]
@@ -36,11 +57,14 @@ pub enum SshError {
     #[error("authentication as {user} was refused")]
     AuthFailed { user: String },
     /// The connection was up but a session could not be opened (e.g. too many sessions).
-    #[error("cannot open a session: {0}")]
+    #[error("the device did not open a session")]
     Session(String),
-    #[error("ssh: {0}")]
+    #[error("{CONNECT_FAILED}")]
     Protocol(#[from] russh::Error),
 }
+
+/// The one text for every way a connection can fail before it is an authenticated SSH session.
+pub const CONNECT_FAILED: &str = "could not connect to the device over SSH (refused, unreachable, timed out or not an SSH server)";
 
 impl SshError {
     /// Whether the command certainly did not start and a later attempt may succeed.
@@ -72,9 +96,8 @@ impl client::Handler for PinnedKey {
             }
             russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => {
                 Err(SshError::HostKeyMismatch {
-                    presented: key
-                        .to_openssh()
-                        .unwrap_or_else(|_| key.algorithm().to_string()),
+                    // Only the fingerprint: the key itself is the device's to show.
+                    presented: key.fingerprint(HashAlg::Sha256).to_string(),
                 })
             }
             russh::keys::PublicKeyOrCertificate::Certificate(_) => Err(SshError::HostKeyMismatch {
@@ -119,6 +142,9 @@ impl From<&SshTarget> for PoolKey {
 /// One device's slot in the pool: its live connection (if any) and its channel budget.
 struct Slot {
     connection: Mutex<Option<Arc<Handle<PinnedKey>>>>,
+    /// When the last connect failed and why (for the log): jobs arriving within
+    /// [`FAIL_FAST`] of it fail at once instead of each waiting out the connect timeout.
+    failed: std::sync::Mutex<Option<(Instant, String)>>,
     channels: Arc<Semaphore>,
     idle: std::sync::Mutex<Idle>,
 }
@@ -188,11 +214,18 @@ pub struct Pool {
     key: Arc<PrivateKey>,
     connect_timeout: Duration,
     channels_per_device: usize,
+    guard: AddressGuard,
     slots: Mutex<HashMap<PoolKey, Arc<Slot>>>,
 }
 
 impl Pool {
-    pub fn new(key: PrivateKey, connect_timeout: Duration, channels_per_device: usize) -> Self {
+    /// `guard` decides, right before each connection, which addresses a device may be at.
+    pub fn new(
+        key: PrivateKey,
+        connect_timeout: Duration,
+        channels_per_device: usize,
+        guard: AddressGuard,
+    ) -> Self {
         let config = client::Config {
             // Small exec round trips otherwise stall on delayed ACKs (about 40 ms each).
             nodelay: true,
@@ -205,6 +238,7 @@ impl Pool {
             key: Arc::new(key),
             connect_timeout,
             channels_per_device,
+            guard,
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -218,6 +252,7 @@ impl Pool {
                 .or_insert_with(|| {
                     Arc::new(Slot {
                         connection: Mutex::new(None),
+                        failed: std::sync::Mutex::new(None),
                         channels: Arc::new(Semaphore::new(self.channels_per_device)),
                         idle: std::sync::Mutex::new(Idle {
                             since: Instant::now(),
@@ -234,12 +269,27 @@ impl Pool {
             .await
             .expect("the semaphore is never closed");
         // Holding the slot's lock while connecting makes concurrent jobs for one device share a
-        // single new connection instead of racing to open several.
+        // single new connection instead of racing to open several; a connect that just failed
+        // is that failure for everyone waiting behind it, for a short while.
         let mut connection = slot.connection.lock().await;
         let handle = match connection.as_ref().filter(|h| !h.is_closed()) {
             Some(handle) => handle.clone(),
             None => {
-                let handle = Arc::new(self.connect(target).await?);
+                if let Some((at, reason)) = slot.failed.lock().expect("not poisoned").as_ref()
+                    && at.elapsed() < FAIL_FAST
+                {
+                    return Err(SshError::Connect {
+                        addr: format!("{}:{}", target.host, target.port),
+                        reason: format!("failed {} ms ago: {reason}", at.elapsed().as_millis()),
+                    });
+                }
+                let connected = self.connect(target).await;
+                *slot.failed.lock().expect("not poisoned") = match &connected {
+                    Err(SshError::Connect { reason, .. }) => Some((Instant::now(), reason.clone())),
+                    Err(SshError::Protocol(e)) => Some((Instant::now(), e.to_string())),
+                    _ => None,
+                };
+                let handle = Arc::new(connected?);
                 *connection = Some(handle.clone());
                 handle
             }
@@ -295,11 +345,20 @@ impl Pool {
     async fn connect(&self, target: &SshTarget) -> Result<Handle<PinnedKey>, SshError> {
         let pinned = parse_pinned_key(&target.host_key)?;
         let addr = format!("{}:{}", target.host, target.port);
-        let connect = client::connect(
-            self.config.clone(),
-            (target.host.as_str(), target.port),
-            PinnedKey { pinned },
-        );
+        // Resolve and check once, then connect only to the addresses checked: a DNS answer
+        // that changes in between cannot point the connection somewhere else.
+        // A name that does not resolve (yet) is like an address that does not answer: retried.
+        let checked = match self.guard.resolve(&target.host, target.port).await {
+            Ok(checked) => checked,
+            Err(AddressError::Unresolvable) => {
+                return Err(SshError::Connect {
+                    addr,
+                    reason: "the host does not resolve".into(),
+                });
+            }
+            Err(refused) => return Err(SshError::Refused(refused)),
+        };
+        let connect = client::connect(self.config.clone(), &checked[..], PinnedKey { pinned });
         let mut handle = match tokio::time::timeout(self.connect_timeout, connect).await {
             Err(_) => {
                 return Err(SshError::Connect {
