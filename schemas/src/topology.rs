@@ -236,7 +236,10 @@ impl Topology {
             deliver_policy: consumer::DeliverPolicy::All,
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: settings.worker_ack_wait,
-            max_ack_pending: 10_000,
+            // Requests a worker handed back with a delay (over a tenant's or device's cap)
+            // count as pending until they return; past this many, JetStream delivers nothing
+            // new. Large, so that one tenant's capped backlog leaves room for everyone else's.
+            max_ack_pending: 100_000,
             ..Default::default()
         }
     }
