@@ -11,8 +11,9 @@
 //!   broadcast addresses, and the known metadata addresses outside those ranges, are internal:
 //!   refused unless the operator allows internal devices (`SSHQ_ALLOW_INTERNAL_DEVICES`; the
 //!   demo and the tests do, since their devices are on loopback);
-//! - the stack's own services (NATS, Postgres, the API and projector listeners) are refused
-//!   always, allowed or not.
+//! - cloud metadata services (169.254.169.254, fd00:ec2::254, 100.100.100.200, 192.0.0.192)
+//!   and the stack's own services (NATS, Postgres, the API and projector listeners) are
+//!   refused always, allowed or not: no SSH device lives there.
 //!
 //! Private LAN ranges (10/8, 172.16/12, 192.168/16, fc00::/7) are where fleets live and are
 //! allowed.
@@ -31,6 +32,10 @@ pub enum AddressError {
     Internal,
     #[error("the host and port are one of sshq's own services")]
     OwnService,
+    #[error(
+        "the host resolves to a cloud metadata service: an internal address that devices may never use, whatever the settings"
+    )]
+    Metadata,
 }
 
 /// The rules for device addresses, from the service's settings.
@@ -87,6 +92,9 @@ impl AddressGuard {
     /// Checks one resolved address of `host`.
     async fn check(&self, host: &str, addr: SocketAddr) -> Result<(), AddressError> {
         let ip = canonical(addr.ip());
+        if is_metadata(ip) {
+            return Err(AddressError::Metadata);
+        }
         for (service_host, service_port) in &self.own_services {
             if *service_port != addr.port() {
                 continue;
@@ -140,6 +148,17 @@ fn is_local(ip: IpAddr) -> bool {
     ip.is_loopback() || ip.is_unspecified()
 }
 
+/// Cloud metadata services: refused even where internal addresses are allowed.
+pub fn is_metadata(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => matches!(
+            v4.octets(),
+            [169, 254, 169, 254] | [169, 254, 170, 2] | [100, 100, 100, 200] | [192, 0, 0, 192]
+        ),
+        IpAddr::V6(v6) => v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+    }
+}
+
 /// Addresses a device may not have unless the operator allows internal devices.
 pub fn is_internal(ip: IpAddr) -> bool {
     match canonical(ip) {
@@ -189,12 +208,10 @@ mod tests {
             "127.0.0.1",
             "127.9.9.9",
             "0.0.0.0",
-            "169.254.169.254",
+            "169.254.1.1",
             "::1",
             "::ffff:127.0.0.1",
             "fe80::1",
-            "fd00:ec2::254",
-            "100.100.100.200",
             "224.0.0.1",
             "255.255.255.255",
             "localhost",
@@ -238,6 +255,18 @@ mod tests {
             );
         }
         assert!(run(guard.resolve("127.0.0.1", 2222)).is_ok());
+        for host in [
+            "169.254.169.254",
+            "::ffff:169.254.169.254",
+            "fd00:ec2::254",
+            "100.100.100.200",
+        ] {
+            assert_eq!(
+                run(guard.resolve(host, 22)),
+                Err(AddressError::Metadata),
+                "{host}"
+            );
+        }
         assert!(run(guard.resolve("10.1.1.2", 4222)).is_ok());
     }
 

@@ -493,6 +493,19 @@ async fn devices_cannot_point_the_worker_at_internal_services() {
             );
         }
     }
+    // Cloud metadata services are no device's address, whatever the settings.
+    for host in ["169.254.169.254", "fd00:ec2::254"] {
+        let answer = allowed.post("/v1/devices", &device_body(host, 80)).await;
+        assert_refused(&answer, "VALUE_INCORRECT_FORMAT", "host", &host);
+        assert!(
+            answer.1["error_message"]
+                .as_str()
+                .unwrap()
+                .contains("metadata"),
+            "{}",
+            answer.1
+        );
+    }
     let sshd = SshDevice::start();
     allowed.register(&sshd).await;
 }

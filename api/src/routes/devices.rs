@@ -86,9 +86,13 @@ async fn check_address(state: &AppState, target: &SshTarget) -> Result<(), ApiEr
     )
     .await;
     match checked {
-        Ok(Err(error @ (AddressError::Internal | AddressError::OwnService))) => Err(
-            ApiError::invalid(ErrorCode::ValueIncorrectFormat, "host", error.to_string()),
-        ),
+        Ok(Err(
+            error @ (AddressError::Internal | AddressError::OwnService | AddressError::Metadata),
+        )) => Err(ApiError::invalid(
+            ErrorCode::ValueIncorrectFormat,
+            "host",
+            error.to_string(),
+        )),
         Ok(Ok(_)) | Ok(Err(AddressError::Unresolvable)) | Err(_) => Ok(()),
     }
 }
