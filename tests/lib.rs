@@ -325,11 +325,10 @@ impl TestStack {
             missed_heartbeats: 2,
             presence_check_s: 1,
             command_policy: if options.command_templates {
-                "templates"
+                sshq_api::policy::CommandPolicy::Templates
             } else {
-                "open"
-            }
-            .into(),
+                sshq_api::policy::CommandPolicy::Open
+            },
             job_retention_s: job_retention.as_secs(),
             allow_internal_devices: options.allow_internal_devices,
             address_rate_limit_per_s: options.address_rate_limit_per_s,

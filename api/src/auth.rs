@@ -49,6 +49,8 @@ pub enum Scope {
     Keys,
     /// Create tenants (the bootstrap key only).
     Tenants,
+    /// Add and remove the tenant's own command templates (owners only).
+    Templates,
 }
 
 pub fn role_allows(role: Role, scope: Scope) -> bool {
@@ -57,6 +59,7 @@ pub fn role_allows(role: Role, scope: Scope) -> bool {
         Scope::Exec => matches!(role, Role::Owner | Role::Administrator | Role::Operator),
         Scope::Devices | Scope::Keys => matches!(role, Role::Owner | Role::Administrator),
         Scope::Tenants => false,
+        Scope::Templates => role == Role::Owner,
     }
 }
 

@@ -9,7 +9,7 @@ use schemas::{DeviceConfig, DeviceId, DeviceStatus, SshTarget};
 
 use crate::command;
 use crate::error::{ApiError, ErrorCode};
-use crate::templates::Policy;
+use crate::policy::Policy;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -413,7 +413,7 @@ impl ExecRequest {
                 ));
             }
         };
-        let not_allowed = |e: crate::templates::PolicyError| {
+        let not_allowed = |e: crate::policy::PolicyError| {
             ApiError::invalid(ErrorCode::CommandNotAllowed, &e.property(), e.to_string())
         };
         let approved = approved.map_err(not_allowed)?;
@@ -591,21 +591,30 @@ mod tests {
         };
         assert_eq!(
             req(None)
-                .validate(limits(), &Policy::scalelite(false))
+                .validate(
+                    limits(),
+                    &Policy::builtin(crate::policy::CommandPolicy::Templates)
+                )
                 .unwrap()
                 .timeout_ms,
             30_000
         );
         assert_eq!(
             req(Some(120))
-                .validate(limits(), &Policy::scalelite(false))
+                .validate(
+                    limits(),
+                    &Policy::builtin(crate::policy::CommandPolicy::Templates)
+                )
                 .unwrap()
                 .timeout_ms,
             120_000
         );
         for bad in [0, 121] {
             let e = req(Some(bad))
-                .validate(limits(), &Policy::scalelite(false))
+                .validate(
+                    limits(),
+                    &Policy::builtin(crate::policy::CommandPolicy::Templates),
+                )
                 .unwrap_err();
             assert_eq!(
                 (e.error_code, e.property.as_deref()),

@@ -14,9 +14,9 @@ pub mod error;
 pub mod json;
 pub mod limits;
 pub mod openapi;
+pub mod policy;
 pub mod presence;
 pub mod routes;
-pub mod templates;
 pub mod views;
 pub mod waiters;
 pub mod watch;
@@ -40,6 +40,8 @@ use tower_http::trace::TraceLayer;
 use crate::auth::KeyStore;
 use crate::domain::ExecLimits;
 use crate::limits::RateLimiter;
+use crate::policy::tenants::TenantTemplates;
+use crate::policy::{CommandPolicy, Policy};
 use crate::waiters::Waiters;
 
 /// The API's settings, from `SSHQ_*` variables and `DATABASE_URL`.
@@ -79,7 +81,7 @@ pub struct Settings {
     pub presence_check_s: u32,
     /// `templates` (default): only allow-listed command templates run. `open`: any command
     /// that passes the blocked patterns (for fleets whose operators are all trusted).
-    pub command_policy: String,
+    pub command_policy: CommandPolicy,
     /// How long a job's events and output stay in the log (seconds; default 90 days). The
     /// registry (tenants, keys, devices) never ages out.
     pub job_retention_s: u64,
@@ -115,7 +117,7 @@ impl Default for Settings {
             heartbeat_interval_s: 30,
             missed_heartbeats: 3,
             presence_check_s: 10,
-            command_policy: "templates".into(),
+            command_policy: CommandPolicy::Templates,
             job_retention_s: Topology::DEFAULT_JOB_RETENTION.as_secs(),
             allow_internal_devices: false,
         }
@@ -156,11 +158,25 @@ pub struct Shared {
     pub address_guard: AddressGuard,
     /// A device that sent heartbeats is offline after this long without one.
     pub offline_after: Duration,
-    pub policy: Arc<templates::Policy>,
+    /// The built-in templates in the configured mode; a request is judged by
+    /// [`Shared::policy_for`] its tenant, which adds the tenant's own templates.
+    pub policy: Arc<Policy>,
+    pub tenant_templates: Arc<TenantTemplates>,
     pub limits: ExecLimits,
     pub max_wait: Duration,
     pub waiters: Arc<Waiters>,
     pub device_cache: Arc<device_cache::DeviceCache>,
+}
+
+impl Shared {
+    /// The policy a request of `tenant` is judged by: the built-in templates and the tenant's
+    /// own (cached per process; see `policy::tenants`).
+    pub async fn policy_for(&self, tenant: &TenantId) -> Result<Arc<Policy>, error::ApiError> {
+        self.tenant_templates
+            .policy(&self.policy, &self.topology, &self.stream, tenant)
+            .await
+            .map_err(error::ApiError::log_unavailable)
+    }
 }
 
 pub struct Application {
@@ -212,21 +228,23 @@ impl Application {
             .subscribe(topology.all_device_events_subject())
             .await?;
         tokio::spawn(device_cache.clone().follow(notices));
+        let tenant_templates = Arc::new(TenantTemplates::default());
+        let template_notices = client
+            .subscribe(topology.all_template_events_subject())
+            .await?;
+        tokio::spawn(
+            tenant_templates
+                .clone()
+                .follow(topology.clone(), template_notices),
+        );
         let state = AppState(Arc::new(Shared {
             topology,
             js,
             stream,
             db,
             keys: keys.clone(),
-            policy: Arc::new(templates::Policy::scalelite(
-                match settings.command_policy.as_str() {
-                    "templates" => false,
-                    "open" => true,
-                    other => {
-                        anyhow::bail!("SSHQ_COMMAND_POLICY is templates or open, not {other:?}")
-                    }
-                },
-            )),
+            policy: Arc::new(Policy::builtin(settings.command_policy)),
+            tenant_templates,
             limiter: Arc::new(RateLimiter::new(
                 settings.rate_limit_per_s,
                 settings.rate_limit_burst,

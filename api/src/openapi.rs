@@ -30,6 +30,8 @@ use crate::routes;
         routes::jobs::cancel,
         routes::audit::list,
         routes::templates::list,
+        routes::templates::add,
+        routes::templates::remove,
         routes::keys::create,
         routes::keys::list,
         routes::keys::revoke,

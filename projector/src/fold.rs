@@ -177,6 +177,14 @@ impl Fold {
                     .admin(&event, "tenant_create", None, e.name.clone());
                 self.rare.push(event);
             }
+            EventBody::TemplateAdded(e) => {
+                let detail = format!("template {}: {}", e.name, e.template);
+                self.audit.admin(&event, "template_add", None, detail);
+            }
+            EventBody::TemplateRemoved(e) => {
+                let detail = format!("template {}", e.name);
+                self.audit.admin(&event, "template_remove", None, detail);
+            }
             EventBody::DeviceOnline(_)
             | EventBody::DeviceOffline(_)
             | EventBody::ExecAttemptFailed(_) => self.rare.push(event),

@@ -62,6 +62,8 @@ pub enum EventBody {
     ApiKeyCreated(ApiKeyCreated),
     ApiKeyRevoked(ApiKeyRevoked),
     TenantCreated(TenantCreated),
+    TemplateAdded(TemplateAdded),
+    TemplateRemoved(TemplateRemoved),
 }
 
 /// Where and as whom to connect. Carried by value in [`ExecRequested`] so a worker needs no
@@ -176,6 +178,29 @@ pub struct ApiKeyRevoked {
 /// A tenant (namespace) exists from this event on; its id is the envelope's tenant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantCreated {
+    pub name: String,
+}
+
+/// A tenant's owner added a command template (`POST /v1/templates`). The definition is kept
+/// as written: the API parses it with the same parser as the built-in set whenever it reads
+/// the tenant's templates, so the log holds what the owner said, not one release's reading of
+/// it. The last event on the template's subject is its current state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateAdded {
+    /// Unique within the built-in set and the tenant's own; also the subject's last token.
+    pub name: String,
+    /// The template syntax: `tail -n {lines:count} {unit:service}`.
+    pub template: String,
+    pub description: String,
+    /// Environment variables a call may set, by name.
+    pub env: Vec<String>,
+    pub pty: bool,
+    pub stdin: bool,
+}
+
+/// A tenant's owner removed one of the tenant's templates; it no longer runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateRemoved {
     pub name: String,
 }
 
@@ -375,7 +400,9 @@ impl Event {
             | EventBody::DeviceOffline(_)
             | EventBody::ApiKeyCreated(_)
             | EventBody::ApiKeyRevoked(_)
-            | EventBody::TenantCreated(_) => None,
+            | EventBody::TenantCreated(_)
+            | EventBody::TemplateAdded(_)
+            | EventBody::TemplateRemoved(_) => None,
         }
     }
 
@@ -397,6 +424,8 @@ impl Event {
             EventBody::ApiKeyCreated(_) => "api_key_created",
             EventBody::ApiKeyRevoked(_) => "api_key_revoked",
             EventBody::TenantCreated(_) => "tenant_created",
+            EventBody::TemplateAdded(_) => "template_added",
+            EventBody::TemplateRemoved(_) => "template_removed",
         }
     }
 }

@@ -22,7 +22,7 @@ pub use event::{
     ApiKeyCreated, ApiKeyRevoked, DecodeError, DeviceConfig, DeviceDeleted, DeviceOffline,
     DeviceOnline, DeviceStatus, Event, EventBody, ExecAttemptFailed, ExecCancelRequested,
     ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted, FailureCode, PtySize, Role,
-    SshTarget, TenantCreated, Timestamp,
+    SshTarget, TemplateAdded, TemplateRemoved, TenantCreated, Timestamp,
 };
 pub use ids::{DeviceId, IdError, JobId, KeyId, TenantId};
 pub use output::{OutputChunk, OutputEnd, OutputError, OutputMessage, OutputStream};

@@ -15,6 +15,7 @@
 //! <p>.evt.<tenant>.device.<id>.presence   DeviceOnline | DeviceOffline
 //! <p>.evt._sys.key.<key_id>               ApiKeyCreated | ApiKeyRevoked (last = current)
 //! <p>.evt._sys.tenant.<tenant>            TenantCreated
+//! <p>.evt.<tenant>.template.<name>        TemplateAdded | TemplateRemoved (last = current)
 //! <p>.out.<tenant>.<job>.stdout|stderr|end  live output, raw bytes (see `output`)
 //! <p>.projected.<tenant>.<job>            core NATS only: "this job's outcome is in Postgres"
 //! ```
@@ -25,8 +26,8 @@
 //!
 //! Retention is per message (JetStream's `Nats-TTL`, the stream allows it): a job's events,
 //! refused requests and live output carry the deployment's job retention (default 90 days)
-//! and age out of the log on their own; the registry — tenants, keys, device configs and
-//! presence — carries none and is kept for ever, because authentication and `rebuild` read it.
+//! and age out of the log on their own; the registry — tenants, keys, device configs,
+//! presence and tenants' command templates — carries none and is kept for ever, because authentication and `rebuild` read it.
 //! Which events are which is decided in one place, [`Topology::retained_forever`].
 
 use std::time::Duration;
@@ -175,7 +176,9 @@ impl Topology {
             | EventBody::DeviceOffline(_)
             | EventBody::ApiKeyCreated(_)
             | EventBody::ApiKeyRevoked(_)
-            | EventBody::TenantCreated(_) => true,
+            | EventBody::TenantCreated(_)
+            | EventBody::TemplateAdded(_)
+            | EventBody::TemplateRemoved(_) => true,
             EventBody::ExecRequested(_)
             | EventBody::ExecStarted(_)
             | EventBody::ExecFinished(_)
@@ -316,6 +319,31 @@ impl Topology {
         format!("{}.evt._sys.tenant.{tenant}", self.prefix)
     }
 
+    /// One of a tenant's command templates: the last event is its current state.
+    pub fn template_subject(&self, tenant: &TenantId, name: &str) -> String {
+        format!("{}.evt.{tenant}.template.{name}", self.prefix)
+    }
+
+    /// Every template subject of one tenant.
+    pub fn tenant_templates_filter(&self, tenant: &TenantId) -> String {
+        format!("{}.evt.{tenant}.template.*", self.prefix)
+    }
+
+    /// Template events of every tenant: the API's template caches follow it.
+    pub fn all_template_events_subject(&self) -> String {
+        format!("{}.evt.*.template.*", self.prefix)
+    }
+
+    /// The tenant a template event's subject belongs to, or `None` if `subject` is not one.
+    pub fn template_subject_tenant<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(".evt.")?;
+        let (tenant, rest) = rest.split_once('.')?;
+        let name = rest.strip_prefix("template.")?;
+        (!name.is_empty() && !name.contains('.')).then_some(tenant)
+    }
+
     /// Outcome events of every job of every tenant: what a bounded-wait submit listens to.
     pub fn all_outcomes_subject(&self) -> String {
         format!("{}.evt.*.job.*.outcome", self.prefix)
@@ -353,6 +381,8 @@ impl Topology {
             EventBody::ApiKeyCreated(e) => self.key_subject(&e.key_id),
             EventBody::ApiKeyRevoked(e) => self.key_subject(&e.key_id),
             EventBody::TenantCreated(_) => self.tenant_subject(t),
+            EventBody::TemplateAdded(e) => self.template_subject(t, &e.name),
+            EventBody::TemplateRemoved(e) => self.template_subject(t, &e.name),
             EventBody::ExecRequested(e) => self.job_subject(t, e.job_id, JobFacet::Requested),
             EventBody::ExecStarted(e) => self.job_subject(t, e.job_id, JobFacet::Started),
             EventBody::ExecFinished(e) => self.job_subject(t, e.job_id, JobFacet::Outcome),
@@ -521,6 +551,37 @@ mod tests {
         assert_eq!(topo.classify("t2.evt.a"), None);
         assert_eq!(topo.classify("t1x.evt.a"), None);
         assert_eq!(topo.classify("t1.out.a.j.stdout.more"), None);
+    }
+
+    #[test]
+    fn template_subjects_are_built_and_parsed_back() {
+        let topo = Topology::new("t1").unwrap();
+        let tenant = TenantId::parse("acme").unwrap();
+        let removed = Event::new(
+            tenant.clone(),
+            None,
+            EventBody::TemplateRemoved(crate::event::TemplateRemoved {
+                name: "tail_n".into(),
+            }),
+        );
+        let subject = topo.event_subject(&removed);
+        assert_eq!(subject, "t1.evt.acme.template.tail_n");
+        assert_eq!(subject, topo.template_subject(&tenant, "tail_n"));
+        assert!(Topology::retained_forever(&removed.body));
+        assert_eq!(
+            topo.tenant_templates_filter(&tenant),
+            "t1.evt.acme.template.*"
+        );
+        assert_eq!(topo.all_template_events_subject(), "t1.evt.*.template.*");
+        assert_eq!(topo.template_subject_tenant(&subject), Some("acme"));
+        for other in [
+            "t1.evt.acme.device.d.config",
+            "t1.evt.acme.template.",
+            "t1.evt.acme.template.a.b",
+            "t2.evt.acme.template.a",
+        ] {
+            assert_eq!(topo.template_subject_tenant(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use schemas::{
     ApiKeyCreated, ApiKeyRevoked, DeviceConfig, DeviceDeleted, DeviceId, DeviceOffline,
     DeviceOnline, DeviceStatus, Event, EventBody, ExecAttemptFailed, ExecCancelRequested,
     ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted, FailureCode, JobId, KeyId,
-    PtySize, Role, SshTarget, TenantCreated, TenantId, Timestamp,
+    PtySize, Role, SshTarget, TemplateAdded, TemplateRemoved, TenantCreated, TenantId, Timestamp,
 };
 use uuid::Uuid;
 
@@ -117,6 +117,17 @@ fn samples() -> Vec<(String, Event)> {
         }),
         EventBody::TenantCreated(TenantCreated {
             name: "Acme Corp".into(),
+        }),
+        EventBody::TemplateAdded(TemplateAdded {
+            name: "tail_n".into(),
+            template: "tail -n {lines:count} {unit:service}".into(),
+            description: "The last lines of a unit's log".into(),
+            env: vec!["LANG".into()],
+            pty: false,
+            stdin: true,
+        }),
+        EventBody::TemplateRemoved(TemplateRemoved {
+            name: "tail_n".into(),
         }),
     ];
     bodies

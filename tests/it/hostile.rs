@@ -301,7 +301,7 @@ async fn api_with(
         rate_limit_per_s: 0,
         address_rate_limit_per_s: 0,
         presence_check_s: 0,
-        command_policy: "open".into(),
+        command_policy: sshq_api::policy::CommandPolicy::Open,
         allow_internal_devices: true,
         ..Default::default()
     };

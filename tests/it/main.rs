@@ -18,4 +18,5 @@ mod read_models;
 mod registry;
 mod retention;
 mod semantics;
+mod templates;
 mod tenancy;

@@ -81,7 +81,7 @@ pub async fn submit(
     let Query(params) = params
         .map_err(|e| ApiError::invalid(ErrorCode::ValueIncorrectType, "wait", e.body_text()))?;
     let command = body.described();
-    let spec = match body.validate(state.limits, &state.policy) {
+    let spec = match body.validate(state.limits, &*state.policy_for(&caller.tenant).await?) {
         Ok(spec) => spec,
         Err(error) if error.error_code == ErrorCode::CommandNotAllowed => {
             audit_rejection(&state, &caller, &device, command, &error).await?;

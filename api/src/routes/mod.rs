@@ -29,7 +29,11 @@ pub fn router() -> Router<AppState> {
         .route("/v1/devices/{id}/history", get(jobs::history))
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/audit", get(audit::list))
-        .route("/v1/templates", get(templates::list))
+        .route("/v1/templates", get(templates::list).post(templates::add))
+        .route(
+            "/v1/templates/{name}",
+            axum::routing::delete(templates::remove),
+        )
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/v1/tenants", post(keys::create_tenant))
