@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod presence;
 pub mod routes;
 pub mod templates;
+pub mod usecase;
 pub mod views;
 pub mod waiters;
 pub mod watch;
