@@ -144,7 +144,18 @@ fn job_plan() -> impl Strategy<Value = JobPlan> {
                     0..3,
                 ),
                 if started {
-                    proptest::collection::vec(chunk(), 0..8).boxed()
+                    (
+                        proptest::collection::vec(chunk(), 0..8),
+                        proptest::option::weighted(0.25, any::<bool>()),
+                    )
+                        .prop_map(|(mut chunks, flood)| {
+                            // A flood: one stream well past the stored cap.
+                            if let Some(stdout) = flood {
+                                chunks.extend([(stdout, 400_000); 3]);
+                            }
+                            chunks
+                        })
+                        .boxed()
                 } else {
                     Just(Vec::new()).boxed()
                 },
@@ -345,7 +356,10 @@ async fn the_projection_and_the_rust_fold_agree_on_every_field() {
         max_shrink_iters: 16,
         ..Config::default()
     });
-    let plans = proptest::collection::vec(job_plan(), 1..5);
+    let plans = proptest::collection::vec(job_plan(), 2..6);
+    // What the generated jobs went through, so that a run that never reached a part of the
+    // lifecycle fails rather than passes unseen.
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
     let result = runner.run(&plans, |plans| {
         tokio::task::block_in_place(|| {
             runtime.block_on(async {
@@ -362,6 +376,18 @@ async fn the_projection_and_the_rust_fold_agree_on_every_field() {
                         .await
                         .unwrap()
                         .ok_or_else(|| TestCaseError::fail(format!("{job} not projected")))?;
+                    let mut seen = seen.lock().unwrap();
+                    seen.insert(projected.status.as_str());
+                    if projected.stdout_truncated || projected.stderr_truncated {
+                        seen.insert("truncated output");
+                    }
+                    if !projected.attempt_errors.is_empty() {
+                        seen.insert("failed attempts");
+                    }
+                    if projected.cancel_requested_at.is_some() {
+                        seen.insert("cancel requested");
+                    }
+                    drop(seen);
                     if &projected != expected {
                         return Err(TestCaseError::fail(format!(
                             "{plan:?}\nprojected: {}\nfolded:    {}",
@@ -376,6 +402,18 @@ async fn the_projection_and_the_rust_fold_agree_on_every_field() {
     });
     if let Err(error) = result {
         panic!("{error}");
+    }
+    let seen = seen.into_inner().unwrap();
+    for part in [
+        "queued",
+        "running",
+        "finished",
+        "failed",
+        "truncated output",
+        "failed attempts",
+        "cancel requested",
+    ] {
+        assert!(seen.contains(part), "no generated job had {part}: {seen:?}");
     }
 }
 

@@ -246,15 +246,8 @@ async fn same_request_or_conflict(
     tenant: &TenantId,
     request: &ExecRequested,
 ) -> Result<(), ApiError> {
-    let subject = state
-        .topology
-        .job_subject(tenant, request.job_id, JobFacet::Requested);
-    let stored = state
-        .topology
-        .last_event(&state.stream, subject)
-        .await
-        .map_err(ApiError::log_unavailable)?;
-    match stored.map(|(_, e)| e.body) {
+    let stored = jobs::last_event(state, tenant, request.job_id, JobFacet::Requested).await?;
+    match stored.map(|e| e.body) {
         // The deadline is derived from the time of each submit; everything else must match.
         Some(EventBody::ExecRequested(stored))
             if stored

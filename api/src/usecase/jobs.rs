@@ -2,7 +2,7 @@
 
 use read_models::jobs;
 use schemas::topology::JobFacet;
-use schemas::{EventBody, JobId, JobRecord};
+use schemas::{Event, EventBody, JobId, JobRecord, TenantId};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -26,15 +26,10 @@ pub async fn load_settled(
     if job.as_ref().is_none_or(|j| j.is_terminal()) {
         return Ok(job);
     }
-    let subject = state
-        .topology
-        .job_subject(&caller.tenant, id, JobFacet::Outcome);
-    let outcome = state
-        .topology
-        .last_event(&state.stream, subject)
-        .await
-        .map_err(ApiError::log_unavailable)?;
-    if outcome.is_none() {
+    if last_event(state, &caller.tenant, id, JobFacet::Outcome)
+        .await?
+        .is_none()
+    {
         return Ok(job);
     }
     let _ = tokio::time::timeout(SETTLE_PATIENCE, &mut waiting.ready).await;
@@ -51,16 +46,26 @@ pub async fn load(
     if let Some(job) = jobs::get(&state.db, &caller.tenant, id).await? {
         return Ok(Some(job));
     }
-    let subject = state
-        .topology
-        .job_subject(&caller.tenant, id, JobFacet::Requested);
-    let requested = state
-        .topology
-        .last_event(&state.stream, subject)
-        .await
-        .map_err(ApiError::log_unavailable)?;
-    Ok(requested.and_then(|(_, event)| match &event.body {
+    let requested = last_event(state, &caller.tenant, id, JobFacet::Requested).await?;
+    Ok(requested.and_then(|event| match &event.body {
         EventBody::ExecRequested(e) => Some(JobRecord::queued(&event, e)),
         _ => None,
     }))
+}
+
+/// The event the log holds for one facet of a job (its request, start or outcome), read by
+/// subject: current the moment it was acknowledged.
+pub async fn last_event(
+    state: &AppState,
+    tenant: &TenantId,
+    job: JobId,
+    facet: JobFacet,
+) -> Result<Option<Event>, ApiError> {
+    let subject = state.topology.job_subject(tenant, job, facet);
+    Ok(state
+        .topology
+        .last_event(&state.stream, subject)
+        .await
+        .map_err(ApiError::log_unavailable)?
+        .map(|(_, event)| event))
 }
