@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use crate::routes::devices::{Device, Presence};
+use crate::usecase::devices::{Device, Presence};
 
 /// The longest an entry is used without a notice.
 pub const TTL: Duration = Duration::from_secs(5);
@@ -112,7 +112,7 @@ mod tests {
             updated_at: chrono::Utc::now(),
         };
         let presence = Presence {
-            state: "unknown",
+            state: schemas::DevicePresence::Unknown,
             last_seen: None,
         };
         (device, presence)

@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod policy;
 pub mod presence;
 pub mod routes;
+pub mod usecase;
 pub mod views;
 pub mod waiters;
 pub mod watch;

@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
+use read_models::devices;
 use schemas::{DeviceId, DeviceOffline, Event, EventBody, TenantId};
-use sshq_projector::devices;
 use tracing::{info, warn};
 
 use crate::AppState;

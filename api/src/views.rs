@@ -3,11 +3,11 @@
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use read_models::audit::AuditRecord;
+use read_models::devices::DeviceRecord;
+use read_models::keys::KeyRecord;
+use schemas::{DevicePresence, JobRecord, JobStatus};
 use serde::{Deserialize, Serialize};
-use sshq_projector::audit::AuditRecord;
-use sshq_projector::devices::DeviceRecord;
-use sshq_projector::jobs::JobRecord;
-use sshq_projector::keys::KeyRecord;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -23,6 +23,18 @@ pub struct AttemptError {
     pub code: String,
     pub message: String,
     pub retry_in_ms: u64,
+}
+
+impl From<&schemas::AttemptError> for AttemptError {
+    fn from(e: &schemas::AttemptError) -> Self {
+        Self {
+            attempt: e.attempt,
+            at: e.at,
+            code: e.code.clone(),
+            message: e.message.clone(),
+            retry_in_ms: e.retry_in_ms,
+        }
+    }
 }
 
 /// A job: one command on one device. `status` is `queued`, `running`, or a terminal status:
@@ -77,13 +89,13 @@ impl Job {
         Self {
             job_id: job.id,
             device_id: job.device_id,
-            status: job.status.clone(),
-            is_ok: job.status == "finished" && job.exit_status == Some(0),
+            status: job.status.as_str().to_owned(),
+            is_ok: job.status == JobStatus::Finished && job.exit_status == Some(0),
             argv: job.argv.clone(),
             env_keys: job.env_keys.clone(),
             timeout: job.timeout_ms / 1000,
             attempts: job.attempts,
-            attempt_errors: serde_json::from_value(job.attempt_errors.clone()).unwrap_or_default(),
+            attempt_errors: job.attempt_errors.iter().map(AttemptError::from).collect(),
             pty: job.pty,
             queue_deadline: job.queue_deadline,
             cancel_requested_at: job.cancel_requested_at,
@@ -154,8 +166,8 @@ impl From<&DeviceRecord> for Device {
             host_key: record.host_key.clone(),
             tags: record.tags.clone(),
             status: record.status.clone(),
-            online: record.presence == "online",
-            presence: record.presence.clone(),
+            online: record.presence == DevicePresence::Online,
+            presence: record.presence.as_str().to_owned(),
             last_seen_at: record.last_seen_at,
             updated_at: record.updated_at.unwrap_or(record.registered_at),
         }

@@ -4,9 +4,10 @@
 //! outcome, the projector folds it into Postgres and announces it, and the API reads the row.
 //! On an idle system that return path cost more than the SSH exec itself. A watch instead
 //! subscribes to the job's events and output on NATS *before* the request is published (so
-//! nothing the worker publishes can slip by), folds them in memory with the projector's own
-//! fold ([`JobRecord::apply`], [`JobRecord::append_output`]) and answers as soon as it holds the
-//! outcome and every output chunk up to the `end` message's count.
+//! nothing the worker publishes can slip by), folds them in memory with the one job fold that
+//! the projector's statements also follow ([`JobRecord::apply`], [`JobRecord::append_output`])
+//! and answers as soon as it holds the outcome and every output chunk up to the `end`
+//! message's count.
 //!
 //! Core NATS also delivers publishes the stream refused (the losing side of a first-wins
 //! `started` or `outcome`) and publishes retried after a lost ack. So chunks are taken once
@@ -26,7 +27,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use schemas::topology::JobFacet;
 use schemas::{Event, EventBody, JobId, OutputChunk, OutputMessage, TenantId};
-use sshq_projector::jobs::{JobRecord, OUTPUT_CAP_BYTES};
+use schemas::{JobRecord, OUTPUT_CAP_BYTES};
 use tokio::time::Instant;
 
 use crate::AppState;
@@ -36,7 +37,7 @@ use crate::error::ApiError;
 const TAIL_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Output held back while waiting for a missing earlier chunk; past this the watch gives up.
-const PENDING_LIMIT_BYTES: usize = 2 * OUTPUT_CAP_BYTES as usize;
+const PENDING_LIMIT_BYTES: usize = 2 * OUTPUT_CAP_BYTES;
 
 /// How a watch ended.
 pub enum Watched {
@@ -320,7 +321,7 @@ mod tests {
             assert!(output.push(chunk, &mut job));
         }
         assert!(output.is_complete(5));
-        assert_eq!(job.stdout.len(), OUTPUT_CAP_BYTES as usize);
+        assert_eq!(job.stdout.len(), OUTPUT_CAP_BYTES);
         assert!(job.stdout_truncated && !job.stderr_truncated);
         assert_eq!(output.pending_bytes, 0);
 

@@ -13,15 +13,15 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use schemas::{
-    Event, EventBody, ExecFailed, ExecFinished, ExecStarted, JobId, OutputMessage, SubjectKind,
-    TenantId, Topology,
+    Event, EventBody, ExecFailed, ExecFinished, ExecStarted, JobId, JobRecord, OutputMessage,
+    SubjectKind, TenantId, Topology,
 };
 use sqlx::{Postgres, Transaction};
 use tracing::warn;
 use uuid::Uuid;
 
 use crate::audit::{self, AuditRows};
-use crate::jobs::{self, JobRecord, OutputDelta};
+use crate::jobs::{self, OutputDelta};
 use crate::quarantine::{self, Quarantined};
 use crate::{devices, keys};
 

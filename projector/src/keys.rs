@@ -2,21 +2,8 @@
 //! (the API authenticates against the log, so a key works the moment it is created and stops
 //! the moment it is revoked, whatever the projector's lag).
 
-use chrono::{DateTime, Utc};
-use schemas::{ApiKeyCreated, ApiKeyRevoked, Event, TenantCreated, TenantId};
-use sqlx::{PgPool, Postgres, Transaction};
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct KeyRecord {
-    pub id: String,
-    pub tenant: String,
-    pub name: String,
-    pub role: String,
-    pub created_by: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
-}
+use schemas::{ApiKeyCreated, ApiKeyRevoked, Event, TenantCreated};
+use sqlx::{Postgres, Transaction};
 
 pub(crate) async fn created(
     tx: &mut Transaction<'_, Postgres>,
@@ -68,27 +55,4 @@ pub(crate) async fn tenant_created(
         .execute(&mut **tx)
         .await?;
     Ok(())
-}
-
-/// A tenant's keys, newest first, with the total count.
-pub async fn list(
-    db: &PgPool,
-    tenant: &TenantId,
-    page: &crate::Page,
-) -> sqlx::Result<(Vec<KeyRecord>, i64)> {
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE tenant = $1")
-        .bind(tenant.as_str())
-        .fetch_one(db)
-        .await?;
-    let order = if page.ascending { "ASC" } else { "DESC" };
-    let sql = format!(
-        "SELECT * FROM api_keys WHERE tenant = $1 ORDER BY created_at {order}, id {order} LIMIT $2 OFFSET $3"
-    );
-    let keys = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(tenant.as_str())
-        .bind(page.per_page)
-        .bind(page.offset())
-        .fetch_all(db)
-        .await?;
-    Ok((keys, total))
 }

@@ -9,8 +9,8 @@
 //! and the message it refuses alone is set aside in the [`quarantine`]: one bad event never
 //! stops projection for everyone.
 //!
-//! Only this crate writes the read-model tables; their SQL lives here, next to the model, and
-//! the API reads through the `get`/list functions of [`jobs`] and [`devices`].
+//! Only this crate writes the read-model tables; their SQL lives here, next to the model. Readers
+//! (the API) select through the `sshq-read-models` crate, never through this one.
 
 pub mod audit;
 pub mod checkpoint;
@@ -53,50 +53,6 @@ pub struct Settings {
     pub retention_interval_s: u64,
     /// Where `/healthz` (lag) and `/metrics` are served.
     pub listen: std::net::SocketAddr,
-}
-
-/// A page of a list, as ShellHub's API pages: `page` from 1, `per_page` 1..=100.
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub page: i64,
-    pub per_page: i64,
-    pub ascending: bool,
-}
-
-impl Page {
-    pub fn offset(&self) -> i64 {
-        (self.page - 1) * self.per_page
-    }
-
-    /// One page of `SELECT {columns} FROM {table}` and the total count, both under the same
-    /// filters; rows ordered by `sort_column` in the page's direction, then by `id` so pages
-    /// are stable. `table`, `columns` and `sort_column` are code, never input.
-    pub(crate) async fn fetch<T>(
-        &self,
-        db: &PgPool,
-        table: &str,
-        columns: &str,
-        sort_column: &str,
-        filters: impl Fn(&mut sqlx::QueryBuilder<sqlx::Postgres>),
-    ) -> sqlx::Result<(Vec<T>, i64)>
-    where
-        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
-    {
-        let mut count = sqlx::QueryBuilder::new(format!("SELECT count(*) FROM {table}"));
-        filters(&mut count);
-        let total: i64 = count.build_query_scalar().fetch_one(db).await?;
-        let mut rows = sqlx::QueryBuilder::new(format!("SELECT {columns} FROM {table}"));
-        filters(&mut rows);
-        let direction = if self.ascending { "ASC" } else { "DESC" };
-        rows.push(format_args!(
-            " ORDER BY {sort_column} {direction} NULLS LAST, id {direction}"
-        ));
-        rows.push(" LIMIT ")
-            .push_bind(self.per_page)
-            .push(" OFFSET ")
-            .push_bind(self.offset());
-        Ok((rows.build_query_as().fetch_all(db).await?, total))
-    }
 }
 
 impl Default for Settings {

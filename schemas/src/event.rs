@@ -313,16 +313,6 @@ pub enum FailureCode {
 }
 
 impl FailureCode {
-    /// The job status this failure ends in, as the API and read models spell it.
-    pub fn status(self) -> &'static str {
-        match self {
-            FailureCode::TimedOut => "timed_out",
-            FailureCode::WorkerLost => "worker_lost",
-            FailureCode::Canceled => "canceled",
-            FailureCode::Expired => "expired",
-            _ => "failed",
-        }
-    }
     pub fn as_str(self) -> &'static str {
         match self {
             FailureCode::TimedOut => "timed_out",

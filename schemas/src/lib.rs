@@ -3,7 +3,9 @@
 //! Everything that crosses NATS is defined here and nowhere else: the event types and their
 //! versioned envelope ([`event`]), the raw live-output messages that any plain NATS client can
 //! read ([`output`]), the typed identifiers that appear in subjects ([`ids`]), and the subject
-//! names plus stream and consumer settings ([`topology`]). Other crates never build a subject
+//! names plus stream and consumer settings ([`topology`]). It also owns the domain lifecycle
+//! that every side reads the same way: job states, device presence and the job fold
+//! ([`lifecycle`]). Other crates never build a subject
 //! with `format!` and never touch postcard bytes; they call into this crate.
 //!
 //! Compatibility rule: postcard is positional, so an enum only ever gains variants at its end
@@ -14,6 +16,7 @@
 pub mod address;
 pub mod event;
 pub mod ids;
+pub mod lifecycle;
 pub mod output;
 pub mod text;
 pub mod topology;
@@ -25,5 +28,6 @@ pub use event::{
     SshTarget, TemplateAdded, TemplateRemoved, TenantCreated, Timestamp,
 };
 pub use ids::{DeviceId, IdError, JobId, KeyId, TenantId};
+pub use lifecycle::{AttemptError, DevicePresence, JobRecord, JobStatus, OUTPUT_CAP_BYTES};
 pub use output::{OutputChunk, OutputEnd, OutputError, OutputMessage, OutputStream};
 pub use topology::{JobFacet, StreamSettings, SubjectKind, Topology, TopologyError};

@@ -7,6 +7,7 @@ mod exec;
 mod fleet;
 mod hostile;
 mod hostile_devices;
+mod lifecycle;
 mod live;
 mod noisy;
 mod openapi;

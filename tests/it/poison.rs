@@ -363,7 +363,7 @@ async fn a_waited_answer_past_the_output_cap_holds_the_cap_like_the_read_model()
         .post(&format!("/v1/devices/{id}/exec?wait=60"), &body)
         .await;
     assert_eq!(status, StatusCode::OK, "{waited}");
-    let cap = sshq_projector::jobs::OUTPUT_CAP_BYTES as usize;
+    let cap = schemas::OUTPUT_CAP_BYTES;
     let decode = |v: &Value| {
         base64::engine::general_purpose::STANDARD
             .decode(v.as_str().unwrap())

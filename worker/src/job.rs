@@ -33,7 +33,8 @@ use schemas::text::escape_controls;
 use schemas::topology::JobFacet;
 use schemas::{
     DeviceStatus, Event, EventBody, ExecAttemptFailed, ExecFailed, ExecFinished, ExecRequested,
-    ExecStarted, FailureCode, OutputChunk, OutputEnd, OutputMessage, OutputStream, TopologyError,
+    ExecStarted, FailureCode, JobStatus, OutputChunk, OutputEnd, OutputMessage, OutputStream,
+    TopologyError,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, debug, info, warn};
@@ -613,13 +614,13 @@ async fn conclude(
     let end = match &outcome.body {
         EventBody::ExecFinished(finished) => OutputEnd {
             seq: 0,
-            status: "finished".into(),
+            status: JobStatus::Finished.as_str().into(),
             exit_status: finished.exit_status,
             exit_signal: finished.exit_signal.clone(),
         },
         EventBody::ExecFailed(failed) => OutputEnd {
             seq: 0,
-            status: failed.code.status().into(),
+            status: failed.code.status().as_str().into(),
             exit_status: None,
             exit_signal: None,
         },

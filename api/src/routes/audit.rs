@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use axum::extract::{Query, State};
 use axum::response::Response;
+use read_models::audit::{self, AuditFilter, AuditRecord};
 use serde_json::Value;
-use sshq_projector::audit::{self, AuditFilter, AuditRecord};
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};

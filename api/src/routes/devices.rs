@@ -1,9 +1,7 @@
 //! The device registry: register, read, list, update, delete, heartbeat.
 //!
-//! The log is the registry: a device's config subject holds its whole configuration in its
-//! last event (`DeviceRegistered`/`DeviceUpdated`, or `DeviceDeleted`), and its presence
-//! subject holds `DeviceOnline`/`DeviceOffline`. Reads of one device come from there, so they
-//! are current the moment a write is acknowledged; lists come from the read model. Updates
+//! The log is the registry ([`crate::usecase::devices`] reads one device from it), so reads of
+//! one device are current the moment a write is acknowledged; lists come from the read model. Updates
 //! are read-modify-write guarded by the subject's last sequence, so concurrent updates cannot
 //! silently overwrite each other (the loser gets 409 and retries).
 
@@ -14,12 +12,13 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use read_models::devices::{self, DeviceFilter, DeviceRecord, DeviceSort};
 use schemas::address::AddressError;
 use schemas::{
-    DeviceConfig, DeviceDeleted, DeviceId, DeviceOnline, DeviceStatus, Event, EventBody, SshTarget,
+    DeviceConfig, DeviceDeleted, DeviceId, DeviceOnline, DevicePresence, DeviceStatus, Event,
+    EventBody, SshTarget,
 };
 use serde_json::Value;
-use sshq_projector::devices::{self, DeviceFilter, DeviceRecord, DeviceSort};
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
@@ -27,23 +26,8 @@ use crate::domain::{RegisterDevice, UpdateDevice, valid_tags};
 use crate::error::{ApiError, ErrorCode};
 use crate::json::JsonBody;
 use crate::routes::list::{ListQuery, paged};
+use crate::usecase::devices::{Presence, lookup, presence};
 use crate::views;
-
-/// A device as the log knows it now.
-#[derive(Clone)]
-pub struct Device {
-    pub config: DeviceConfig,
-    /// Stream sequence of the config event (for optimistic concurrency).
-    pub seq: u64,
-    pub updated_at: chrono::DateTime<chrono::Utc>,
-}
-
-/// Heartbeat presence: `unknown` until a device sends one.
-#[derive(Clone)]
-pub struct Presence {
-    pub state: &'static str,
-    pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
-}
 
 fn device_json(
     config: &DeviceConfig,
@@ -59,8 +43,8 @@ fn device_json(
         host_key: config.target.host_key.clone(),
         tags: config.tags.clone(),
         status: config.status.as_str().to_owned(),
-        online: presence.state == "online",
-        presence: presence.state.to_owned(),
+        online: presence.state == DevicePresence::Online,
+        presence: presence.state.as_str().to_owned(),
         last_seen_at: presence.last_seen,
         updated_at,
     };
@@ -137,7 +121,7 @@ pub async fn register(
     );
     publish(&state, &event, None).await?;
     let presence = Presence {
-        state: "unknown",
+        state: DevicePresence::Unknown,
         last_seen: None,
     };
     Ok((
@@ -288,80 +272,4 @@ pub async fn list(
     };
     let (records, total) = devices::list(&state.db, &caller.tenant, &filter, sort, &page).await?;
     Ok(paged(records.iter().map(record_json).collect(), total))
-}
-
-/// The device as the log knows it now. Another tenant's device, a deleted one, or a malformed
-/// id, is 404.
-pub async fn lookup(state: &AppState, caller: &Caller, id: &str) -> Result<Device, ApiError> {
-    let id: DeviceId = id.parse().map_err(|_| ApiError::not_found("device"))?;
-    let subject = state.topology.device_config_subject(&caller.tenant, id);
-    match state
-        .topology
-        .last_event(&state.stream, subject)
-        .await
-        .map_err(ApiError::log_unavailable)?
-    {
-        Some((seq, event)) => match event.body {
-            EventBody::DeviceRegistered(config) | EventBody::DeviceUpdated(config) => Ok(Device {
-                config,
-                seq,
-                updated_at: event.at.to_datetime(),
-            }),
-            _ => Err(ApiError::not_found("device")),
-        },
-        None => Err(ApiError::not_found("device")),
-    }
-}
-
-/// The device and its presence for an exec request: from the per-process cache, else both read
-/// from the log at once (see [`crate::device_cache`] for why a stale entry is safe here).
-pub async fn for_exec(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> Result<(Device, Presence), ApiError> {
-    let device_id: DeviceId = id.parse().map_err(|_| ApiError::not_found("device"))?;
-    let key = state
-        .topology
-        .device_config_subject(&caller.tenant, device_id);
-    if let Some(cached) = state.device_cache.get(&key) {
-        return Ok(cached);
-    }
-    let generation = state.device_cache.generation();
-    let (device, presence) = tokio::try_join!(
-        lookup(state, caller, id),
-        presence(state, caller, device_id)
-    )?;
-    state
-        .device_cache
-        .put(key, generation, device.clone(), presence.clone());
-    Ok((device, presence))
-}
-
-/// The device's heartbeat presence, from the log.
-pub async fn presence(
-    state: &AppState,
-    caller: &Caller,
-    id: DeviceId,
-) -> Result<Presence, ApiError> {
-    let subject = state.topology.device_presence_subject(&caller.tenant, id);
-    let last = state
-        .topology
-        .last_event(&state.stream, subject)
-        .await
-        .map_err(ApiError::log_unavailable)?;
-    Ok(match last.map(|(_, e)| (e.at, e.body)) {
-        Some((at, EventBody::DeviceOnline(_))) => Presence {
-            state: "online",
-            last_seen: Some(at.to_datetime()),
-        },
-        Some((_, EventBody::DeviceOffline(o))) => Presence {
-            state: "offline",
-            last_seen: Some(o.last_seen.to_datetime()),
-        },
-        _ => Presence {
-            state: "unknown",
-            last_seen: None,
-        },
-    })
 }

@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use schemas::topology::JobFacet;
+use read_models::jobs::{self, JobFilter, JobSort};
+use schemas::JobRecord;
 use schemas::{Event, EventBody, ExecCancelRequested, JobId};
 use serde_json::Value;
-use sshq_projector::jobs::{self, JobFilter, JobRecord, JobSort};
+
+use crate::usecase::jobs as jobs_usecase;
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
@@ -25,67 +27,10 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
     let id: JobId = id.parse().map_err(|_| ApiError::not_found("job"))?;
-    let job = load_settled(&state, &caller, id)
+    let job = jobs_usecase::load_settled(&state, &caller, id)
         .await?
         .ok_or_else(|| ApiError::not_found("job"))?;
     Ok(Json(job_json(&job)))
-}
-
-/// How long a read waits for the projector to fold an outcome the log already holds.
-const SETTLE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// [`load`], but never a job as queued or running once its outcome is in the log: a bounded
-/// wait answers from the log, and a caller who then reads the job must see what it was told.
-/// Costs a direct get when the read model says the job is not over; waits (up to
-/// [`SETTLE_PATIENCE`]) only in the few milliseconds before the projector has folded the outcome.
-pub async fn load_settled(
-    state: &AppState,
-    caller: &Caller,
-    id: JobId,
-) -> Result<Option<JobRecord>, ApiError> {
-    // Parked before the first read, so a notice sent after it cannot slip by.
-    let mut waiting = state.waiters.park(id);
-    let job = load(state, caller, id).await?;
-    if job.as_ref().is_none_or(|j| j.is_terminal()) {
-        return Ok(job);
-    }
-    let subject = state
-        .topology
-        .job_subject(&caller.tenant, id, JobFacet::Outcome);
-    let outcome = state
-        .topology
-        .last_event(&state.stream, subject)
-        .await
-        .map_err(ApiError::log_unavailable)?;
-    if outcome.is_none() {
-        return Ok(job);
-    }
-    let _ = tokio::time::timeout(SETTLE_PATIENCE, &mut waiting.ready).await;
-    load(state, caller, id).await
-}
-
-/// The job from the read model; a job accepted but not yet projected is read from the log,
-/// so a caller polling right after `202` never sees 404.
-pub async fn load(
-    state: &AppState,
-    caller: &Caller,
-    id: JobId,
-) -> Result<Option<JobRecord>, ApiError> {
-    if let Some(job) = jobs::get(&state.db, &caller.tenant, id).await? {
-        return Ok(Some(job));
-    }
-    let subject = state
-        .topology
-        .job_subject(&caller.tenant, id, JobFacet::Requested);
-    let requested = state
-        .topology
-        .last_event(&state.stream, subject)
-        .await
-        .map_err(ApiError::log_unavailable)?;
-    Ok(requested.and_then(|(_, event)| match &event.body {
-        EventBody::ExecRequested(e) => Some(JobRecord::queued(&event, e)),
-        _ => None,
-    }))
 }
 
 /// The job as callers see it. `stdout`/`stderr` are UTF-8 (invalid bytes replaced); the
@@ -105,7 +50,7 @@ pub async fn cancel(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Scope::Exec)?;
     let id: JobId = id.parse().map_err(|_| ApiError::not_found("job"))?;
-    let job = load(&state, &caller, id)
+    let job = jobs_usecase::load(&state, &caller, id)
         .await?
         .ok_or_else(|| ApiError::not_found("job"))?;
     if job.is_terminal() {
@@ -133,7 +78,7 @@ pub async fn cancel(
         Json(
             serde_json::to_value(CancelRequested {
                 job_id: id.as_uuid(),
-                status: job.status,
+                status: job.status.as_str().to_owned(),
                 cancel_requested: true,
             })
             .expect("views serialise"),
@@ -166,7 +111,7 @@ pub async fn history(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
-    let device = crate::routes::devices::lookup(&state, &caller, &id)
+    let device = crate::usecase::devices::lookup(&state, &caller, &id)
         .await?
         .config;
     let query = ListQuery(query);

@@ -11,12 +11,12 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use read_models::keys::{self, KeyRecord};
 use schemas::{
     ApiKeyCreated, ApiKeyRevoked, Event, EventBody, KeyId, Role, TenantCreated, TenantId, Timestamp,
 };
 use serde::Deserialize;
 use serde_json::Value;
-use sshq_projector::keys::{self, KeyRecord};
 
 use crate::AppState;
 use crate::auth::{Caller, Scope, new_key};

@@ -8,8 +8,8 @@ use axum::Json;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use read_models::Page;
 use serde_json::Value;
-use sshq_projector::Page;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorCode};

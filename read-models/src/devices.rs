@@ -1,0 +1,121 @@
+//! Devices: one device, pages of a tenant's devices, and the devices gone silent.
+
+use chrono::{DateTime, Utc};
+use schemas::{DeviceId, DevicePresence, TenantId};
+use sqlx::{PgExecutor, PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeviceRecord {
+    pub id: Uuid,
+    pub tenant: String,
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+    pub username: String,
+    pub host_key: String,
+    pub registered_by: Option<String>,
+    pub registered_at: DateTime<Utc>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub tags: Vec<String>,
+    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub presence: DevicePresence,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// One device of one tenant; another tenant's device is simply not found.
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant: &TenantId,
+    id: DeviceId,
+) -> sqlx::Result<Option<DeviceRecord>> {
+    sqlx::query_as("SELECT * FROM devices WHERE id = $1 AND tenant = $2")
+        .bind(id.as_uuid())
+        .bind(tenant.as_str())
+        .fetch_optional(db)
+        .await
+}
+
+/// Online devices (of every tenant) last seen before `before`: candidates to go offline.
+pub async fn silent_since(db: &PgPool, before: DateTime<Utc>) -> sqlx::Result<Vec<(String, Uuid)>> {
+    sqlx::query_as("SELECT tenant, id FROM devices WHERE presence = 'online' AND last_seen_at < $1")
+        .bind(before)
+        .fetch_all(db)
+        .await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSort {
+    Name,
+    RegisteredAt,
+    LastSeenAt,
+}
+
+impl DeviceSort {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "name" => DeviceSort::Name,
+            "registered_at" | "created_at" => DeviceSort::RegisteredAt,
+            "last_seen_at" | "last_seen" => DeviceSort::LastSeenAt,
+            _ => return None,
+        })
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            DeviceSort::Name => "name",
+            DeviceSort::RegisteredAt => "registered_at",
+            DeviceSort::LastSeenAt => "last_seen_at",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    /// Devices carrying every one of these tags.
+    pub tags: Vec<String>,
+    pub status: Option<String>,
+    pub online: Option<bool>,
+    /// Case-insensitive substring of the name.
+    pub name: Option<String>,
+}
+
+/// One page of a tenant's devices, with the total count.
+pub async fn list(
+    db: &PgPool,
+    tenant: &TenantId,
+    filter: &DeviceFilter,
+    sort: DeviceSort,
+    page: &crate::Page,
+) -> sqlx::Result<(Vec<DeviceRecord>, i64)> {
+    let push_filters = |q: &mut QueryBuilder<Postgres>| {
+        q.push(" WHERE tenant = ").push_bind(tenant.to_string());
+        if !filter.tags.is_empty() {
+            q.push(" AND tags @> ").push_bind(filter.tags.clone());
+        }
+        if let Some(status) = &filter.status {
+            q.push(" AND status = ").push_bind(status.clone());
+        }
+        match filter.online {
+            Some(true) => {
+                q.push(" AND presence = 'online'");
+            }
+            Some(false) => {
+                q.push(" AND presence <> 'online'");
+            }
+            None => {}
+        }
+        if let Some(name) = &filter.name {
+            let pattern = format!(
+                "%{}%",
+                name.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            );
+            q.push(" AND name ILIKE ").push_bind(pattern);
+        }
+    };
+    page.fetch(db, "devices", "*", sort.column(), push_filters)
+        .await
+}
