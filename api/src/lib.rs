@@ -200,7 +200,7 @@ impl Application {
             .context("DATABASE_URL")?;
         let waiters = Arc::new(Waiters::default());
         let subscriber = client.subscribe(topology.all_projected_subject()).await?;
-        tokio::spawn(waiters.clone().dispatch(subscriber));
+        tokio::spawn(waiters.clone().dispatch(topology.clone(), subscriber));
         let keys = Arc::new(KeyStore::new(
             &settings.bootstrap_key,
             tenant,

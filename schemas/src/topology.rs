@@ -67,6 +67,14 @@ pub enum JobFacet {
 }
 
 impl JobFacet {
+    const ALL: [JobFacet; 5] = [
+        JobFacet::Requested,
+        JobFacet::Started,
+        JobFacet::Outcome,
+        JobFacet::Attempt,
+        JobFacet::Cancel,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             JobFacet::Requested => "requested",
@@ -75,6 +83,10 @@ impl JobFacet {
             JobFacet::Attempt => "attempt",
             JobFacet::Cancel => "cancel",
         }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|facet| facet.as_str() == s)
     }
 }
 
@@ -372,6 +384,61 @@ impl Topology {
         format!("{}.out.{tenant}.{job}.>", self.prefix)
     }
 
+    /// The dot-separated tokens of `subject` after this deployment's prefix, or `None` for a
+    /// subject of another deployment.
+    fn tokens<'a>(&self, subject: &'a str) -> Option<std::str::Split<'a, char>> {
+        Some(
+            subject
+                .strip_prefix(self.prefix.as_str())?
+                .strip_prefix('.')?
+                .split('.'),
+        )
+    }
+
+    /// The job and facet of a job subject, the inverse of [`Self::job_subject`].
+    pub fn parse_job_subject(&self, subject: &str) -> Option<(TenantId, JobId, JobFacet)> {
+        let mut t = self.tokens(subject)?;
+        let (evt, tenant, job_word, job, facet) =
+            (t.next()?, t.next()?, t.next()?, t.next()?, t.next()?);
+        if evt != "evt" || job_word != "job" || t.next().is_some() {
+            return None;
+        }
+        Some((
+            TenantId::parse(tenant).ok()?,
+            job.parse().ok()?,
+            JobFacet::parse(facet)?,
+        ))
+    }
+
+    /// The key of a key subject, the inverse of [`Self::key_subject`].
+    pub fn parse_key_subject(&self, subject: &str) -> Option<KeyId> {
+        let mut t = self.tokens(subject)?;
+        let (evt, sys, key_word, key) = (t.next()?, t.next()?, t.next()?, t.next()?);
+        if evt != "evt" || sys != "_sys" || key_word != "key" || t.next().is_some() {
+            return None;
+        }
+        KeyId::parse(key)
+    }
+
+    /// The job of a projected notice, the inverse of [`Self::projected_subject`].
+    pub fn parse_projected_subject(&self, subject: &str) -> Option<(TenantId, JobId)> {
+        let mut t = self.tokens(subject)?;
+        let (projected, tenant, job) = (t.next()?, t.next()?, t.next()?);
+        if projected != "projected" || t.next().is_some() {
+            return None;
+        }
+        Some((TenantId::parse(tenant).ok()?, job.parse().ok()?))
+    }
+
+    /// The part (`stdout`, `stderr`, `end`) of an output subject, the inverse of
+    /// [`Self::output_subject`]; what [`OutputMessage::parse`] is given.
+    pub fn parse_output_part<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        match self.classify(subject)? {
+            SubjectKind::Output { part, .. } => Some(part),
+            SubjectKind::Event => None,
+        }
+    }
+
     pub fn classify<'a>(&self, subject: &'a str) -> Option<SubjectKind<'a>> {
         let rest = subject
             .strip_prefix(self.prefix.as_str())?
@@ -521,6 +588,46 @@ mod tests {
         assert_eq!(topo.classify("t2.evt.a"), None);
         assert_eq!(topo.classify("t1x.evt.a"), None);
         assert_eq!(topo.classify("t1.out.a.j.stdout.more"), None);
+    }
+
+    #[test]
+    fn subjects_parse_back_to_what_built_them() {
+        let topo = Topology::new("t1").unwrap();
+        let tenant = TenantId::parse("acme").unwrap();
+        let job = JobId::new();
+        for facet in JobFacet::ALL {
+            let subject = topo.job_subject(&tenant, job, facet);
+            assert_eq!(
+                topo.parse_job_subject(&subject),
+                Some((tenant.clone(), job, facet))
+            );
+        }
+        let key = KeyId::parse("0123456789ab").unwrap();
+        assert_eq!(topo.parse_key_subject(&topo.key_subject(&key)), Some(key));
+        assert_eq!(
+            topo.parse_projected_subject(&topo.projected_subject(&tenant, job)),
+            Some((tenant.clone(), job))
+        );
+        let end = OutputMessage::End(crate::output::OutputEnd {
+            seq: 0,
+            status: "finished".into(),
+            exit_status: Some(0),
+            exit_signal: None,
+        });
+        assert_eq!(
+            topo.parse_output_part(&topo.output_subject(&tenant, job, &end)),
+            Some("end")
+        );
+
+        // Another deployment's subjects, other kinds and extra tokens are not mistaken for them.
+        let other = Topology::new("t2").unwrap();
+        let cancel = topo.job_subject(&tenant, job, JobFacet::Cancel);
+        assert_eq!(other.parse_job_subject(&cancel), None);
+        assert_eq!(topo.parse_job_subject(&format!("{cancel}.x")), None);
+        assert_eq!(topo.parse_job_subject(&topo.tenant_subject(&tenant)), None);
+        assert_eq!(topo.parse_key_subject(&topo.tenant_subject(&tenant)), None);
+        assert_eq!(topo.parse_projected_subject(&cancel), None);
+        assert_eq!(topo.parse_output_part(&cancel), None);
     }
 
     #[test]

@@ -216,7 +216,7 @@ impl Worker {
             .client
             .subscribe(self.topology.all_cancels_subject())
             .await?;
-        let listener = tokio::spawn(self.cancels.clone().listen(cancels));
+        let listener = tokio::spawn(self.cancels.clone().listen(self.topology.clone(), cancels));
         let reaper = {
             let worker = self.clone();
             tokio::spawn(async move {
