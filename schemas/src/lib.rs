@@ -26,4 +26,7 @@ pub use event::{
 };
 pub use ids::{DeviceId, IdError, JobId, KeyId, TenantId};
 pub use output::{OutputChunk, OutputEnd, OutputError, OutputMessage, OutputStream};
-pub use topology::{JobFacet, StreamSettings, SubjectKind, Topology, TopologyError};
+pub use topology::{
+    AppendError, AppendErrorKind, Expectation, JobFacet, StreamSettings, SubjectKind, Topology,
+    TopologyError,
+};

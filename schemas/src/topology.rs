@@ -46,14 +46,72 @@ pub enum TopologyError {
     Stream(#[from] jetstream::context::CreateStreamError),
     #[error("creating the consumer failed: {0}")]
     Consumer(#[from] jetstream::stream::ConsumerError),
-    #[error("publishing failed: {0}")]
-    Publish(#[from] jetstream::context::PublishError),
     #[error("reading the stream failed: {0}")]
     Get(#[from] jetstream::stream::DirectGetError),
     #[error("reading the stream's configuration failed: {0}")]
     Info(String),
     #[error("stored message is not a valid event: {0}")]
     Decode(#[from] crate::event::DecodeError),
+}
+
+/// What an append expects of the log at the event's subject: optimistic concurrency, checked
+/// by JetStream itself (`Nats-Expected-Last-Subject-Sequence`), so that concurrent writers
+/// cannot silently overwrite each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expectation {
+    /// Nothing: the event is appended whatever the subject holds.
+    Any,
+    /// The subject holds no message yet (first wins). This is how the log itself guarantees
+    /// that a job is requested and started at most once and has exactly one outcome, whatever
+    /// workers die, stall or race, and that an id (key, tenant) is issued once.
+    Empty,
+    /// The subject's last message is still the one at this stream sequence: read-modify-write
+    /// of a device's config, the offline verdict on a device's presence, a key's revocation.
+    LastSequence(u64),
+}
+
+/// Why an append failed, by what the caller can do about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendErrorKind {
+    /// The [`Expectation`] did not hold: someone else appended to the subject first.
+    Conflict,
+    /// The log did not confirm the write (no ack in time, no responders, connection lost, the
+    /// stream missing or at its limits): it may or may not be stored. Retrying with the same
+    /// event is safe, the stream deduplicates by event id.
+    Unavailable,
+    /// The log refused this message for good (too large for the server).
+    Rejected,
+    /// Any other refusal the server reported.
+    Other,
+}
+
+impl std::fmt::Display for AppendErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Conflict => "the subject changed: another writer appended first",
+            Self::Unavailable => "the log did not confirm the append",
+            Self::Rejected => "the log refused the message",
+            Self::Other => "the append failed",
+        })
+    }
+}
+
+/// An append's error, as async-nats shapes its own: match on [`AppendError::kind`].
+pub type AppendError = async_nats::error::Error<AppendErrorKind>;
+
+fn append_error(error: jetstream::context::PublishError) -> AppendError {
+    use jetstream::context::PublishErrorKind as P;
+    let kind = match error.kind() {
+        P::WrongLastSequence | P::WrongLastMessageId => AppendErrorKind::Conflict,
+        // "No responders" on a publish is reported as a missing stream: the stream's leader
+        // is gone for the moment (an election, a restart), which is unavailability.
+        P::TimedOut | P::BrokenPipe | P::StreamNotFound | P::MaxAckPending => {
+            AppendErrorKind::Unavailable
+        }
+        P::MaxPayloadExceeded => AppendErrorKind::Rejected,
+        _ => AppendErrorKind::Other,
+    };
+    AppendError::with_source(kind, error)
 }
 
 /// The facets of a job's subjects.
@@ -454,44 +512,47 @@ impl Topology {
             .then_some(SubjectKind::Output { tenant, job, part })
     }
 
-    /// Publishes an event, deduplicated by its id, and returns the ack future: await it to know
-    /// the event is durably stored.
-    pub async fn publish_event(
+    /// Appends an event to the log, deduplicated by its id, if the log still meets
+    /// `expectation` on the event's subject, and returns the stream sequence it is stored at.
+    ///
+    /// The errors have kinds so that callers decide by kind, never by parsing messages:
+    /// [`AppendErrorKind::Conflict`] means the expectation failed (someone else appended first),
+    /// [`AppendErrorKind::Unavailable`] that the log did not confirm the write (it may or may
+    /// not be stored: retrying with the same event id is safe, the stream deduplicates it).
+    pub async fn append(
         &self,
         js: &Context,
         event: &Event,
-    ) -> Result<jetstream::context::PublishAckFuture, TopologyError> {
+        expectation: Expectation,
+    ) -> Result<u64, AppendError> {
+        Self::acknowledged(self.send(js, event, expectation).await?).await
+    }
+
+    /// The first half of [`Self::append`]: sends the event and returns the ack future without
+    /// waiting for it, for bulk loaders (tests, benchmarks) that keep many appends in flight.
+    /// Await the future through [`Self::acknowledged`] to learn the outcome as kinds.
+    pub async fn send(
+        &self,
+        js: &Context,
+        event: &Event,
+        expectation: Expectation,
+    ) -> Result<jetstream::context::PublishAckFuture, AppendError> {
         let msg = self.event_message(event);
-        Ok(js.send_publish(self.event_subject(event), msg).await?)
+        let msg = match expectation {
+            Expectation::Any => msg,
+            Expectation::Empty => msg.expected_last_subject_sequence(0),
+            Expectation::LastSequence(seq) => msg.expected_last_subject_sequence(seq),
+        };
+        js.send_publish(self.event_subject(event), msg)
+            .await
+            .map_err(append_error)
     }
 
-    /// Publishes an event only if its subject holds no message yet, and returns the ack future.
-    /// The ack fails with `WrongLastSequence` when another publisher got there first. This is
-    /// how the log itself guarantees that a job starts at most once and has exactly one
-    /// outcome, whatever workers die, stall or race.
-    pub async fn publish_first_event(
-        &self,
-        js: &Context,
-        event: &Event,
-    ) -> Result<jetstream::context::PublishAckFuture, TopologyError> {
-        let msg = self.event_message(event).expected_last_subject_sequence(0);
-        Ok(js.send_publish(self.event_subject(event), msg).await?)
-    }
-
-    /// Publishes an event only if the last message on its subject is still `expected_seq`
-    /// (optimistic concurrency): the ack fails with `WrongLastSequence` if anything was
-    /// stored there meanwhile. Read-modify-write of a device's config and the offline verdict
-    /// on a device's presence use it, so concurrent writers cannot silently overwrite each other.
-    pub async fn publish_event_after(
-        &self,
-        js: &Context,
-        event: &Event,
-        expected_seq: u64,
-    ) -> Result<jetstream::context::PublishAckFuture, TopologyError> {
-        let msg = self
-            .event_message(event)
-            .expected_last_subject_sequence(expected_seq);
-        Ok(js.send_publish(self.event_subject(event), msg).await?)
+    /// Waits for a sent append (or output message) to be confirmed; its stream sequence.
+    pub async fn acknowledged(
+        ack: jetstream::context::PublishAckFuture,
+    ) -> Result<u64, AppendError> {
+        ack.await.map(|ack| ack.sequence).map_err(append_error)
     }
 
     /// Publishes one live-output message of a job, deduplicated by job and sequence.
@@ -501,7 +562,7 @@ impl Topology {
         tenant: &TenantId,
         job: JobId,
         message: &OutputMessage,
-    ) -> Result<jetstream::context::PublishAckFuture, TopologyError> {
+    ) -> Result<jetstream::context::PublishAckFuture, AppendError> {
         let mut headers: HeaderMap = message.headers();
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,
@@ -511,9 +572,9 @@ impl Topology {
             .payload(message.payload())
             .headers(headers)
             .ttl(self.job_retention());
-        Ok(js
-            .send_publish(self.output_subject(tenant, job, message), msg)
-            .await?)
+        js.send_publish(self.output_subject(tenant, job, message), msg)
+            .await
+            .map_err(append_error)
     }
 
     /// The last event stored under `subject`, with its stream sequence, or `None`.

@@ -11,7 +11,6 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishErrorKind;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -19,6 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use schemas::text::escape_controls;
 use schemas::topology::JobFacet;
+use schemas::{AppendErrorKind, Expectation};
 use schemas::{
     DeviceStatus, Event, EventBody, ExecRejected, ExecRequested, JobId, TenantId, Timestamp,
 };
@@ -147,14 +147,12 @@ pub async fn submit(
 
     let stored = state
         .topology
-        .publish_first_event(&state.js, &event)
-        .await
-        .map_err(ApiError::log_unavailable)?
+        .append(&state.js, &event, Expectation::Empty)
         .await;
     let mut repeat = false;
     match stored {
         Ok(_) => {}
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+        Err(e) if e.kind() == AppendErrorKind::Conflict => {
             same_request_or_conflict(&state, &caller.tenant, &request).await?;
             repeat = true;
         }
@@ -227,9 +225,7 @@ async fn audit_rejection(
     );
     state
         .topology
-        .publish_event(&state.js, &event)
-        .await
-        .map_err(ApiError::log_unavailable)?
+        .append(&state.js, &event, Expectation::Any)
         .await
         .map_err(ApiError::log_unavailable)?;
     Ok(())
