@@ -30,6 +30,7 @@ use async_nats::jetstream;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use schemas::address::AddressGuard;
+use schemas::service::Log;
 use schemas::{KeyId, StreamSettings, TenantId, Topology};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -184,15 +185,12 @@ impl Application {
             TenantId::parse(settings.bootstrap_tenant.as_str()).context("SSHQ_BOOTSTRAP_TENANT")?;
         let topology = Topology::new(&settings.prefix)?
             .with_job_retention(Duration::from_secs(settings.job_retention_s));
-        let client = schemas::topology::connect(&settings.nats_url)
-            .await
-            .context("connecting to NATS")?;
-        let js = jetstream::new(client.clone());
         let stream_settings = StreamSettings {
             replicas: settings.stream_replicas,
             ..Default::default()
         };
-        let stream = topology.ensure(&js, &stream_settings).await?;
+        let Log { client, js, stream } =
+            Log::connect(&settings.nats_url, &topology, &stream_settings).await?;
         let db = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(2))

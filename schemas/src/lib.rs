@@ -15,6 +15,7 @@ pub mod address;
 pub mod event;
 pub mod ids;
 pub mod output;
+pub mod service;
 pub mod text;
 pub mod topology;
 
