@@ -283,10 +283,9 @@ pub async fn watch_keys(
     store: Arc<KeyStore>,
     client: &async_nats::Client,
     topology: &Topology,
-) -> Result<(), async_nats::SubscribeError> {
+) -> Result<impl std::future::Future<Output = ()> + use<>, async_nats::SubscribeError> {
     let subscriber = client.subscribe(topology.all_keys_subject()).await?;
-    tokio::spawn(store.evict_on_events(topology.clone(), subscriber));
-    Ok(())
+    Ok(store.evict_on_events(topology.clone(), subscriber))
 }
 
 #[cfg(test)]

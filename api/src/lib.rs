@@ -167,6 +167,38 @@ pub struct Shared {
 pub struct Application {
     state: AppState,
     max_body_bytes: usize,
+    background: Background,
+}
+
+/// The API's background tasks: the projected-notice dispatcher (bounded waits), the key
+/// watcher (cache eviction), the device-cache listener, the rate limiters' sweep and the
+/// presence monitor. They are owned by the [`Application`] and stop together with one token:
+/// when [`Application::serve`] returns, or when the application is dropped unserved.
+#[derive(Default)]
+struct Background {
+    shutdown: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Background {
+    fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            shutdown.run_until_cancelled(task).await;
+        });
+    }
+
+    /// Stops every task and waits until they are gone.
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 impl Application {
@@ -196,20 +228,23 @@ impl Application {
             .acquire_timeout(Duration::from_secs(2))
             .connect_lazy(&settings.database_url)
             .context("DATABASE_URL")?;
+        // Every task that lives as long as the API is spawned into `background`, here and
+        // nowhere else, and stops with its token (see `Background`).
+        let mut background = Background::default();
         let waiters = Arc::new(Waiters::default());
         let subscriber = client.subscribe(topology.all_projected_subject()).await?;
-        tokio::spawn(waiters.clone().dispatch(topology.clone(), subscriber));
+        background.spawn(waiters.clone().dispatch(topology.clone(), subscriber));
         let keys = Arc::new(KeyStore::new(
             &settings.bootstrap_key,
             tenant,
             settings.key_cache_size,
         ));
-        auth::watch_keys(keys.clone(), &client, &topology).await?;
+        background.spawn(auth::watch_keys(keys.clone(), &client, &topology).await?);
         let device_cache = Arc::new(device_cache::DeviceCache::default());
         let notices = client
             .subscribe(topology.all_device_events_subject())
             .await?;
-        tokio::spawn(device_cache.clone().follow(notices));
+        background.spawn(device_cache.clone().follow(notices));
         let state = AppState(Arc::new(Shared {
             topology,
             js,
@@ -255,12 +290,12 @@ impl Application {
             waiters,
             device_cache,
         }));
-        tokio::spawn(limits::sweep(
+        background.spawn(limits::sweep(
             Arc::downgrade(&state.0),
             Duration::from_secs(60),
         ));
         if settings.presence_check_s > 0 {
-            tokio::spawn(presence::monitor(
+            background.spawn(presence::monitor(
                 state.clone(),
                 Duration::from_secs(u64::from(settings.presence_check_s)),
             ));
@@ -268,6 +303,7 @@ impl Application {
         Ok(Self {
             state,
             max_body_bytes: settings.max_body_bytes,
+            background,
         })
     }
 
@@ -291,8 +327,9 @@ impl Application {
             .with_state(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown`, finishing in-flight requests. Each request
-    /// carries its peer address (`ConnectInfo`) for the per-address limit.
+    /// Serves on `listener` until `shutdown`, finishing in-flight requests, then stops the
+    /// background tasks. Each request carries its peer address (`ConnectInfo`) for the
+    /// per-address limit.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -301,8 +338,10 @@ impl Application {
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+            .await;
+        self.background.stop().await;
+        served
     }
 }
