@@ -543,9 +543,7 @@ impl TestStack {
     /// Appends an event to this test's log directly, as a service would.
     pub async fn append(&self, event: &schemas::Event) {
         self.topology
-            .publish_event(&self.js, event)
-            .await
-            .unwrap()
+            .append(&self.js, event, schemas::Expectation::Any)
             .await
             .unwrap();
     }

@@ -164,9 +164,13 @@ impl KeyStore {
     }
 
     /// Evicts cached keys as their events arrive; ends when the subscription does.
-    pub async fn evict_on_events(self: Arc<Self>, mut subscriber: async_nats::Subscriber) {
+    pub async fn evict_on_events(
+        self: Arc<Self>,
+        topology: Topology,
+        mut subscriber: async_nats::Subscriber,
+    ) {
         while let Some(message) = subscriber.next().await {
-            if let Some(id) = message.subject.rsplit('.').next().and_then(KeyId::parse) {
+            if let Some(id) = topology.parse_key_subject(&message.subject) {
                 self.cache.lock().expect("not poisoned").remove(&id);
             }
         }
@@ -282,10 +286,9 @@ pub async fn watch_keys(
     store: Arc<KeyStore>,
     client: &async_nats::Client,
     topology: &Topology,
-) -> Result<(), async_nats::SubscribeError> {
+) -> Result<impl std::future::Future<Output = ()> + use<>, async_nats::SubscribeError> {
     let subscriber = client.subscribe(topology.all_keys_subject()).await?;
-    tokio::spawn(store.evict_on_events(subscriber));
-    Ok(())
+    Ok(store.evict_on_events(topology.clone(), subscriber))
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use async_nats::jetstream;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use schemas::address::AddressGuard;
+use schemas::service::Log;
 use schemas::{KeyId, StreamSettings, TenantId, Topology};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -183,6 +184,38 @@ impl Shared {
 pub struct Application {
     state: AppState,
     max_body_bytes: usize,
+    background: Background,
+}
+
+/// The API's background tasks: the projected-notice dispatcher (bounded waits), the key
+/// watcher (cache eviction), the device-cache listener, the rate limiters' sweep and the
+/// presence monitor. They are owned by the [`Application`] and stop together with one token:
+/// when [`Application::serve`] returns, or when the application is dropped unserved.
+#[derive(Default)]
+struct Background {
+    shutdown: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Background {
+    fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            shutdown.run_until_cancelled(task).await;
+        });
+    }
+
+    /// Stops every task and waits until they are gone.
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 impl Application {
@@ -201,39 +234,39 @@ impl Application {
             TenantId::parse(settings.bootstrap_tenant.as_str()).context("SSHQ_BOOTSTRAP_TENANT")?;
         let topology = Topology::new(&settings.prefix)?
             .with_job_retention(Duration::from_secs(settings.job_retention_s));
-        let client = schemas::topology::connect(&settings.nats_url)
-            .await
-            .context("connecting to NATS")?;
-        let js = jetstream::new(client.clone());
         let stream_settings = StreamSettings {
             replicas: settings.stream_replicas,
             ..Default::default()
         };
-        let stream = topology.ensure(&js, &stream_settings).await?;
+        let Log { client, js, stream } =
+            Log::connect(&settings.nats_url, &topology, &stream_settings).await?;
         let db = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(2))
             .connect_lazy(&settings.database_url)
             .context("DATABASE_URL")?;
+        // Every task that lives as long as the API is spawned into `background`, here and
+        // nowhere else, and stops with its token (see `Background`).
+        let mut background = Background::default();
         let waiters = Arc::new(Waiters::default());
         let subscriber = client.subscribe(topology.all_projected_subject()).await?;
-        tokio::spawn(waiters.clone().dispatch(subscriber));
+        background.spawn(waiters.clone().dispatch(topology.clone(), subscriber));
         let keys = Arc::new(KeyStore::new(
             &settings.bootstrap_key,
             tenant,
             settings.key_cache_size,
         ));
-        auth::watch_keys(keys.clone(), &client, &topology).await?;
+        background.spawn(auth::watch_keys(keys.clone(), &client, &topology).await?);
         let device_cache = Arc::new(device_cache::DeviceCache::default());
         let notices = client
             .subscribe(topology.all_device_events_subject())
             .await?;
-        tokio::spawn(device_cache.clone().follow(notices));
+        background.spawn(device_cache.clone().follow(notices));
         let tenant_templates = Arc::new(TenantTemplates::default());
         let template_notices = client
             .subscribe(topology.all_template_events_subject())
             .await?;
-        tokio::spawn(
+        background.spawn(
             tenant_templates
                 .clone()
                 .follow(topology.clone(), template_notices),
@@ -276,12 +309,12 @@ impl Application {
             waiters,
             device_cache,
         }));
-        tokio::spawn(limits::sweep(
+        background.spawn(limits::sweep(
             Arc::downgrade(&state.0),
             Duration::from_secs(60),
         ));
         if settings.presence_check_s > 0 {
-            tokio::spawn(presence::monitor(
+            background.spawn(presence::monitor(
                 state.clone(),
                 Duration::from_secs(u64::from(settings.presence_check_s)),
             ));
@@ -289,6 +322,7 @@ impl Application {
         Ok(Self {
             state,
             max_body_bytes: settings.max_body_bytes,
+            background,
         })
     }
 
@@ -312,8 +346,9 @@ impl Application {
             .with_state(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown`, finishing in-flight requests. Each request
-    /// carries its peer address (`ConnectInfo`) for the per-address limit.
+    /// Serves on `listener` until `shutdown`, finishing in-flight requests, then stops the
+    /// background tasks. Each request carries its peer address (`ConnectInfo`) for the
+    /// per-address limit.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -322,8 +357,10 @@ impl Application {
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+            .await;
+        self.background.stop().await;
+        served
     }
 }

@@ -22,17 +22,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", settings.listen))?;
     tracing::info!(listen = %settings.listen, "serving");
     let shutdown = CancellationToken::new();
-    tokio::spawn(shutdown_on_signal(shutdown.clone()));
+    schemas::service::cancel_on_signal(shutdown.clone());
     app.serve(listener, shutdown).await?;
     Ok(())
-}
-
-async fn shutdown_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    shutdown.cancel();
 }

@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishErrorKind;
 use read_models::devices;
+use schemas::{AppendErrorKind, Expectation};
 use schemas::{DeviceId, DeviceOffline, Event, EventBody, TenantId};
 use tracing::{info, warn};
 
@@ -49,15 +49,14 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<usize> {
         );
         match state
             .topology
-            .publish_event_after(&state.js, &offline, seq)
-            .await?
+            .append(&state.js, &offline, Expectation::LastSequence(seq))
             .await
         {
             Ok(_) => {
                 info!(device_id = %device, "device missed its heartbeats; now offline");
                 declared += 1;
             }
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {}
+            Err(e) if e.kind() == AppendErrorKind::Conflict => {}
             Err(e) => return Err(e.into()),
         }
     }

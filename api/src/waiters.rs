@@ -69,14 +69,13 @@ impl Waiters {
     }
 
     /// Wakes callers as notices arrive on `subscriber`; ends when the subscription does.
-    pub async fn dispatch(self: Arc<Self>, mut subscriber: async_nats::Subscriber) {
+    pub async fn dispatch(
+        self: Arc<Self>,
+        topology: schemas::Topology,
+        mut subscriber: async_nats::Subscriber,
+    ) {
         while let Some(message) = subscriber.next().await {
-            if let Some(job) = message
-                .subject
-                .rsplit('.')
-                .next()
-                .and_then(|s| s.parse().ok())
-            {
+            if let Some((_, job)) = topology.parse_projected_subject(&message.subject) {
                 self.wake(job);
             }
         }

@@ -126,7 +126,7 @@ impl JobWatch {
                 }
                 message = self.output.next() => {
                     let message = message?;
-                    let part = message.subject.rsplit('.').next().unwrap_or_default();
+                    let part = state.topology.parse_output_part(&message.subject).unwrap_or_default();
                     match OutputMessage::parse(part, message.headers.as_ref(), message.payload.clone()) {
                         Ok(OutputMessage::Chunk(chunk)) => {
                             if !output.push(chunk, &mut job) {

@@ -121,15 +121,12 @@ impl Projector {
             .await
             .context("connecting to Postgres")?;
         migrate(&pool).await.context("migrating the read models")?;
-        let client = schemas::topology::connect(&settings.nats_url)
-            .await
-            .context("connecting to NATS")?;
-        let js = jetstream::new(client.clone());
         let stream_settings = StreamSettings {
             replicas: settings.stream_replicas,
             ..Default::default()
         };
-        let stream = topology.ensure(&js, &stream_settings).await?;
+        let schemas::service::Log { client, stream, .. } =
+            schemas::service::Log::connect(&settings.nats_url, &topology, &stream_settings).await?;
         Ok(Self {
             pool,
             client,

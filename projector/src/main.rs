@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {}", settings.listen))?;
             let shutdown = CancellationToken::new();
-            tokio::spawn(shutdown_on_signal(shutdown.clone()));
+            schemas::service::cancel_on_signal(shutdown.clone());
             sshq_projector::run(settings, Some(listener), Some(prometheus), shutdown).await
         }
         Command::Rebuild => {
@@ -56,14 +56,4 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-async fn shutdown_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    shutdown.cancel();
 }

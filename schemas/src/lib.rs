@@ -18,6 +18,7 @@ pub mod event;
 pub mod ids;
 pub mod lifecycle;
 pub mod output;
+pub mod service;
 pub mod text;
 pub mod topology;
 
@@ -30,4 +31,7 @@ pub use event::{
 pub use ids::{DeviceId, IdError, JobId, KeyId, TenantId};
 pub use lifecycle::{AttemptError, DevicePresence, JobRecord, JobStatus, OUTPUT_CAP_BYTES};
 pub use output::{OutputChunk, OutputEnd, OutputError, OutputMessage, OutputStream};
-pub use topology::{JobFacet, StreamSettings, SubjectKind, Topology, TopologyError};
+pub use topology::{
+    AppendError, AppendErrorKind, Expectation, JobFacet, StreamSettings, SubjectKind, Topology,
+    TopologyError,
+};

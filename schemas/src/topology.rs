@@ -47,14 +47,72 @@ pub enum TopologyError {
     Stream(#[from] jetstream::context::CreateStreamError),
     #[error("creating the consumer failed: {0}")]
     Consumer(#[from] jetstream::stream::ConsumerError),
-    #[error("publishing failed: {0}")]
-    Publish(#[from] jetstream::context::PublishError),
     #[error("reading the stream failed: {0}")]
     Get(#[from] jetstream::stream::DirectGetError),
     #[error("reading the stream's configuration failed: {0}")]
     Info(String),
     #[error("stored message is not a valid event: {0}")]
     Decode(#[from] crate::event::DecodeError),
+}
+
+/// What an append expects of the log at the event's subject: optimistic concurrency, checked
+/// by JetStream itself (`Nats-Expected-Last-Subject-Sequence`), so that concurrent writers
+/// cannot silently overwrite each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expectation {
+    /// Nothing: the event is appended whatever the subject holds.
+    Any,
+    /// The subject holds no message yet (first wins). This is how the log itself guarantees
+    /// that a job is requested and started at most once and has exactly one outcome, whatever
+    /// workers die, stall or race, and that an id (key, tenant) is issued once.
+    Empty,
+    /// The subject's last message is still the one at this stream sequence: read-modify-write
+    /// of a device's config, the offline verdict on a device's presence, a key's revocation.
+    LastSequence(u64),
+}
+
+/// Why an append failed, by what the caller can do about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendErrorKind {
+    /// The [`Expectation`] did not hold: someone else appended to the subject first.
+    Conflict,
+    /// The log did not confirm the write (no ack in time, no responders, connection lost, the
+    /// stream missing or at its limits): it may or may not be stored. Retrying with the same
+    /// event is safe, the stream deduplicates by event id.
+    Unavailable,
+    /// The log refused this message for good (too large for the server).
+    Rejected,
+    /// Any other refusal the server reported.
+    Other,
+}
+
+impl std::fmt::Display for AppendErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Conflict => "the subject changed: another writer appended first",
+            Self::Unavailable => "the log did not confirm the append",
+            Self::Rejected => "the log refused the message",
+            Self::Other => "the append failed",
+        })
+    }
+}
+
+/// An append's error, as async-nats shapes its own: match on [`AppendError::kind`].
+pub type AppendError = async_nats::error::Error<AppendErrorKind>;
+
+fn append_error(error: jetstream::context::PublishError) -> AppendError {
+    use jetstream::context::PublishErrorKind as P;
+    let kind = match error.kind() {
+        P::WrongLastSequence | P::WrongLastMessageId => AppendErrorKind::Conflict,
+        // "No responders" on a publish is reported as a missing stream: the stream's leader
+        // is gone for the moment (an election, a restart), which is unavailability.
+        P::TimedOut | P::BrokenPipe | P::StreamNotFound | P::MaxAckPending => {
+            AppendErrorKind::Unavailable
+        }
+        P::MaxPayloadExceeded => AppendErrorKind::Rejected,
+        _ => AppendErrorKind::Other,
+    };
+    AppendError::with_source(kind, error)
 }
 
 /// The facets of a job's subjects.
@@ -68,6 +126,14 @@ pub enum JobFacet {
 }
 
 impl JobFacet {
+    const ALL: [JobFacet; 5] = [
+        JobFacet::Requested,
+        JobFacet::Started,
+        JobFacet::Outcome,
+        JobFacet::Attempt,
+        JobFacet::Cancel,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             JobFacet::Requested => "requested",
@@ -76,6 +142,10 @@ impl JobFacet {
             JobFacet::Attempt => "attempt",
             JobFacet::Cancel => "cancel",
         }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|facet| facet.as_str() == s)
     }
 }
 
@@ -402,6 +472,61 @@ impl Topology {
         format!("{}.out.{tenant}.{job}.>", self.prefix)
     }
 
+    /// The dot-separated tokens of `subject` after this deployment's prefix, or `None` for a
+    /// subject of another deployment.
+    fn tokens<'a>(&self, subject: &'a str) -> Option<std::str::Split<'a, char>> {
+        Some(
+            subject
+                .strip_prefix(self.prefix.as_str())?
+                .strip_prefix('.')?
+                .split('.'),
+        )
+    }
+
+    /// The job and facet of a job subject, the inverse of [`Self::job_subject`].
+    pub fn parse_job_subject(&self, subject: &str) -> Option<(TenantId, JobId, JobFacet)> {
+        let mut t = self.tokens(subject)?;
+        let (evt, tenant, job_word, job, facet) =
+            (t.next()?, t.next()?, t.next()?, t.next()?, t.next()?);
+        if evt != "evt" || job_word != "job" || t.next().is_some() {
+            return None;
+        }
+        Some((
+            TenantId::parse(tenant).ok()?,
+            job.parse().ok()?,
+            JobFacet::parse(facet)?,
+        ))
+    }
+
+    /// The key of a key subject, the inverse of [`Self::key_subject`].
+    pub fn parse_key_subject(&self, subject: &str) -> Option<KeyId> {
+        let mut t = self.tokens(subject)?;
+        let (evt, sys, key_word, key) = (t.next()?, t.next()?, t.next()?, t.next()?);
+        if evt != "evt" || sys != "_sys" || key_word != "key" || t.next().is_some() {
+            return None;
+        }
+        KeyId::parse(key)
+    }
+
+    /// The job of a projected notice, the inverse of [`Self::projected_subject`].
+    pub fn parse_projected_subject(&self, subject: &str) -> Option<(TenantId, JobId)> {
+        let mut t = self.tokens(subject)?;
+        let (projected, tenant, job) = (t.next()?, t.next()?, t.next()?);
+        if projected != "projected" || t.next().is_some() {
+            return None;
+        }
+        Some((TenantId::parse(tenant).ok()?, job.parse().ok()?))
+    }
+
+    /// The part (`stdout`, `stderr`, `end`) of an output subject, the inverse of
+    /// [`Self::output_subject`]; what [`OutputMessage::parse`] is given.
+    pub fn parse_output_part<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        match self.classify(subject)? {
+            SubjectKind::Output { part, .. } => Some(part),
+            SubjectKind::Event => None,
+        }
+    }
+
     pub fn classify<'a>(&self, subject: &'a str) -> Option<SubjectKind<'a>> {
         let rest = subject
             .strip_prefix(self.prefix.as_str())?
@@ -417,44 +542,47 @@ impl Topology {
             .then_some(SubjectKind::Output { tenant, job, part })
     }
 
-    /// Publishes an event, deduplicated by its id, and returns the ack future: await it to know
-    /// the event is durably stored.
-    pub async fn publish_event(
+    /// Appends an event to the log, deduplicated by its id, if the log still meets
+    /// `expectation` on the event's subject, and returns the stream sequence it is stored at.
+    ///
+    /// The errors have kinds so that callers decide by kind, never by parsing messages:
+    /// [`AppendErrorKind::Conflict`] means the expectation failed (someone else appended first),
+    /// [`AppendErrorKind::Unavailable`] that the log did not confirm the write (it may or may
+    /// not be stored: retrying with the same event id is safe, the stream deduplicates it).
+    pub async fn append(
         &self,
         js: &Context,
         event: &Event,
-    ) -> Result<jetstream::context::PublishAckFuture, TopologyError> {
+        expectation: Expectation,
+    ) -> Result<u64, AppendError> {
+        Self::acknowledged(self.send(js, event, expectation).await?).await
+    }
+
+    /// The first half of [`Self::append`]: sends the event and returns the ack future without
+    /// waiting for it, for bulk loaders (tests, benchmarks) that keep many appends in flight.
+    /// Await the future through [`Self::acknowledged`] to learn the outcome as kinds.
+    pub async fn send(
+        &self,
+        js: &Context,
+        event: &Event,
+        expectation: Expectation,
+    ) -> Result<jetstream::context::PublishAckFuture, AppendError> {
         let msg = self.event_message(event);
-        Ok(js.send_publish(self.event_subject(event), msg).await?)
+        let msg = match expectation {
+            Expectation::Any => msg,
+            Expectation::Empty => msg.expected_last_subject_sequence(0),
+            Expectation::LastSequence(seq) => msg.expected_last_subject_sequence(seq),
+        };
+        js.send_publish(self.event_subject(event), msg)
+            .await
+            .map_err(append_error)
     }
 
-    /// Publishes an event only if its subject holds no message yet, and returns the ack future.
-    /// The ack fails with `WrongLastSequence` when another publisher got there first. This is
-    /// how the log itself guarantees that a job starts at most once and has exactly one
-    /// outcome, whatever workers die, stall or race.
-    pub async fn publish_first_event(
-        &self,
-        js: &Context,
-        event: &Event,
-    ) -> Result<jetstream::context::PublishAckFuture, TopologyError> {
-        let msg = self.event_message(event).expected_last_subject_sequence(0);
-        Ok(js.send_publish(self.event_subject(event), msg).await?)
-    }
-
-    /// Publishes an event only if the last message on its subject is still `expected_seq`
-    /// (optimistic concurrency): the ack fails with `WrongLastSequence` if anything was
-    /// stored there meanwhile. Read-modify-write of a device's config and the offline verdict
-    /// on a device's presence use it, so concurrent writers cannot silently overwrite each other.
-    pub async fn publish_event_after(
-        &self,
-        js: &Context,
-        event: &Event,
-        expected_seq: u64,
-    ) -> Result<jetstream::context::PublishAckFuture, TopologyError> {
-        let msg = self
-            .event_message(event)
-            .expected_last_subject_sequence(expected_seq);
-        Ok(js.send_publish(self.event_subject(event), msg).await?)
+    /// Waits for a sent append (or output message) to be confirmed; its stream sequence.
+    pub async fn acknowledged(
+        ack: jetstream::context::PublishAckFuture,
+    ) -> Result<u64, AppendError> {
+        ack.await.map(|ack| ack.sequence).map_err(append_error)
     }
 
     /// Publishes one live-output message of a job, deduplicated by job and sequence.
@@ -464,7 +592,7 @@ impl Topology {
         tenant: &TenantId,
         job: JobId,
         message: &OutputMessage,
-    ) -> Result<jetstream::context::PublishAckFuture, TopologyError> {
+    ) -> Result<jetstream::context::PublishAckFuture, AppendError> {
         let mut headers: HeaderMap = message.headers();
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,
@@ -474,9 +602,9 @@ impl Topology {
             .payload(message.payload())
             .headers(headers)
             .ttl(self.job_retention());
-        Ok(js
-            .send_publish(self.output_subject(tenant, job, message), msg)
-            .await?)
+        js.send_publish(self.output_subject(tenant, job, message), msg)
+            .await
+            .map_err(append_error)
     }
 
     /// The last event stored under `subject`, with its stream sequence, or `None`.
@@ -582,6 +710,46 @@ mod tests {
         ] {
             assert_eq!(topo.template_subject_tenant(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn subjects_parse_back_to_what_built_them() {
+        let topo = Topology::new("t1").unwrap();
+        let tenant = TenantId::parse("acme").unwrap();
+        let job = JobId::new();
+        for facet in JobFacet::ALL {
+            let subject = topo.job_subject(&tenant, job, facet);
+            assert_eq!(
+                topo.parse_job_subject(&subject),
+                Some((tenant.clone(), job, facet))
+            );
+        }
+        let key = KeyId::parse("0123456789ab").unwrap();
+        assert_eq!(topo.parse_key_subject(&topo.key_subject(&key)), Some(key));
+        assert_eq!(
+            topo.parse_projected_subject(&topo.projected_subject(&tenant, job)),
+            Some((tenant.clone(), job))
+        );
+        let end = OutputMessage::End(crate::output::OutputEnd {
+            seq: 0,
+            status: "finished".into(),
+            exit_status: Some(0),
+            exit_signal: None,
+        });
+        assert_eq!(
+            topo.parse_output_part(&topo.output_subject(&tenant, job, &end)),
+            Some("end")
+        );
+
+        // Another deployment's subjects, other kinds and extra tokens are not mistaken for them.
+        let other = Topology::new("t2").unwrap();
+        let cancel = topo.job_subject(&tenant, job, JobFacet::Cancel);
+        assert_eq!(other.parse_job_subject(&cancel), None);
+        assert_eq!(topo.parse_job_subject(&format!("{cancel}.x")), None);
+        assert_eq!(topo.parse_job_subject(&topo.tenant_subject(&tenant)), None);
+        assert_eq!(topo.parse_key_subject(&topo.tenant_subject(&tenant)), None);
+        assert_eq!(topo.parse_projected_subject(&cancel), None);
+        assert_eq!(topo.parse_output_part(&cancel), None);
     }
 
     #[test]

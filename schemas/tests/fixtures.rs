@@ -39,14 +39,19 @@ fn config(device: DeviceId) -> DeviceConfig {
     }
 }
 
-/// One deterministic sample per variant of the current version, named `v1/<kind>`.
-fn samples() -> Vec<(String, Event)> {
-    let job = JobId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001));
-    let device = DeviceId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002));
-    let bodies = vec![
-        EventBody::DeviceRegistered(config(device)),
-        EventBody::DeviceOnline(DeviceOnline { device_id: device }),
-        EventBody::ExecRequested(ExecRequested {
+/// The sample that follows `previous` (the first one for `None`), `None` after the last.
+///
+/// The match is exhaustive on purpose: a new `EventBody` variant does not compile until it is
+/// given a place in this chain, which gives it a sample, which the test below requires a
+/// committed fixture for. Append a new variant's sample at the end of the chain: a sample's
+/// position is part of its id and time, so reordering would change the committed bytes.
+fn sample_after(previous: Option<&EventBody>, job: JobId, device: DeviceId) -> Option<EventBody> {
+    Some(match previous {
+        None => EventBody::DeviceRegistered(config(device)),
+        Some(EventBody::DeviceRegistered(_)) => {
+            EventBody::DeviceOnline(DeviceOnline { device_id: device })
+        }
+        Some(EventBody::DeviceOnline(_)) => EventBody::ExecRequested(ExecRequested {
             job_id: job,
             device_id: device,
             target: target(),
@@ -63,12 +68,12 @@ fn samples() -> Vec<(String, Event)> {
             close: false,
             queue_deadline: Timestamp(1_790_000_300_000_000),
         }),
-        EventBody::ExecStarted(ExecStarted {
+        Some(EventBody::ExecRequested(_)) => EventBody::ExecStarted(ExecStarted {
             job_id: job,
             attempt: 1,
             worker: "worker-a".into(),
         }),
-        EventBody::ExecFinished(ExecFinished {
+        Some(EventBody::ExecStarted(_)) => EventBody::ExecFinished(ExecFinished {
             job_id: job,
             exit_status: Some(0),
             exit_signal: None,
@@ -77,48 +82,52 @@ fn samples() -> Vec<(String, Event)> {
             stderr_bytes: 0,
             duration_ms: 4,
         }),
-        EventBody::ExecFailed(ExecFailed {
+        Some(EventBody::ExecFinished(_)) => EventBody::ExecFailed(ExecFailed {
             job_id: job,
             code: FailureCode::TimedOut,
             message: "timed out after 1s".into(),
             attempt: 1,
         }),
-        EventBody::ExecAttemptFailed(ExecAttemptFailed {
+        Some(EventBody::ExecFailed(_)) => EventBody::ExecAttemptFailed(ExecAttemptFailed {
             job_id: job,
             code: FailureCode::ConnectFailed,
             message: "cannot connect to 10.0.0.7:2222: Connection refused".into(),
             attempt: 1,
             retry_in_ms: 500,
         }),
-        EventBody::ExecCancelRequested(ExecCancelRequested { job_id: job }),
-        EventBody::ExecRejected(ExecRejected {
+        Some(EventBody::ExecAttemptFailed(_)) => {
+            EventBody::ExecCancelRequested(ExecCancelRequested { job_id: job })
+        }
+        Some(EventBody::ExecCancelRequested(_)) => EventBody::ExecRejected(ExecRejected {
             device_id: Some(device),
             command: "uptime; reboot".into(),
             reason: "';' would be interpreted by a shell (command chaining)".into(),
         }),
-        EventBody::DeviceUpdated(DeviceConfig {
+        Some(EventBody::ExecRejected(_)) => EventBody::DeviceUpdated(DeviceConfig {
             status: DeviceStatus::Rejected,
             ..config(device)
         }),
-        EventBody::DeviceDeleted(DeviceDeleted { device_id: device }),
-        EventBody::DeviceOffline(DeviceOffline {
+        Some(EventBody::DeviceUpdated(_)) => {
+            EventBody::DeviceDeleted(DeviceDeleted { device_id: device })
+        }
+        Some(EventBody::DeviceDeleted(_)) => EventBody::DeviceOffline(DeviceOffline {
             device_id: device,
             last_seen: Timestamp(1_789_999_000_000_000),
         }),
-        EventBody::ApiKeyCreated(ApiKeyCreated {
+        Some(EventBody::DeviceOffline(_)) => EventBody::ApiKeyCreated(ApiKeyCreated {
             key_id: KeyId("k-0190".into()),
             name: "ci".into(),
             role: Role::Operator,
             secret_sha256: [7; 32],
             expires_at: Some(Timestamp(1_800_000_000_000_000)),
         }),
-        EventBody::ApiKeyRevoked(ApiKeyRevoked {
+        Some(EventBody::ApiKeyCreated(_)) => EventBody::ApiKeyRevoked(ApiKeyRevoked {
             key_id: KeyId("k-0190".into()),
         }),
-        EventBody::TenantCreated(TenantCreated {
+        Some(EventBody::ApiKeyRevoked(_)) => EventBody::TenantCreated(TenantCreated {
             name: "Acme Corp".into(),
         }),
-        EventBody::TemplateAdded(TemplateAdded {
+        Some(EventBody::TenantCreated(_)) => EventBody::TemplateAdded(TemplateAdded {
             name: "tail_n".into(),
             template: "tail -n {lines:count} {unit:service}".into(),
             description: "The last lines of a unit's log".into(),
@@ -126,10 +135,21 @@ fn samples() -> Vec<(String, Event)> {
             pty: false,
             stdin: true,
         }),
-        EventBody::TemplateRemoved(TemplateRemoved {
+        Some(EventBody::TemplateAdded(_)) => EventBody::TemplateRemoved(TemplateRemoved {
             name: "tail_n".into(),
         }),
-    ];
+        Some(EventBody::TemplateRemoved(_)) => return None,
+    })
+}
+
+/// One deterministic sample per variant of the current version, named `v1/<kind>`.
+fn samples() -> Vec<(String, Event)> {
+    let job = JobId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001));
+    let device = DeviceId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002));
+    let mut bodies: Vec<EventBody> = Vec::new();
+    while let Some(body) = sample_after(bodies.last(), job, device) {
+        bodies.push(body);
+    }
     bodies
         .into_iter()
         .enumerate()
@@ -188,4 +208,15 @@ fn every_committed_fixture_still_decodes() {
         }
     }
     assert!(seen >= samples().len(), "found only {seen} fixtures");
+}
+
+#[test]
+fn the_sample_chain_has_one_sample_per_variant() {
+    let names: Vec<String> = samples().into_iter().map(|(name, _)| name).collect();
+    let distinct: std::collections::HashSet<&String> = names.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        names.len(),
+        "a variant sampled twice: {names:?}"
+    );
 }

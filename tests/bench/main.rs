@@ -142,12 +142,16 @@ async fn publish_jobs(
         let (job, events, output, finished) = job_messages(&tenant, n);
         let mut acks = Vec::with_capacity(5);
         for event in &events {
-            acks.push(topology.publish_event(js, event).await?);
+            acks.push(topology.send(js, event, schemas::Expectation::Any).await?);
         }
         for message in &output {
             acks.push(topology.publish_output(js, &tenant, job, message).await?);
         }
-        acks.push(topology.publish_event(js, &finished).await?);
+        acks.push(
+            topology
+                .send(js, &finished, schemas::Expectation::Any)
+                .await?,
+        );
         for ack in acks {
             sent += 1;
             inflight.push(ack.into_future());

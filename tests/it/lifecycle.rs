@@ -325,7 +325,12 @@ fn folded(messages: &[Message]) -> JobRecord {
 async fn append(stack: &TestStack, tenant: &TenantId, job: JobId, messages: &[Message]) {
     for message in messages {
         let ack = match message {
-            Message::Event(event) => stack.topology.publish_event(&stack.js, event).await,
+            Message::Event(event) => {
+                stack
+                    .topology
+                    .send(&stack.js, event, schemas::Expectation::Any)
+                    .await
+            }
             Message::Output(chunk) => {
                 let message = OutputMessage::Chunk(chunk.clone());
                 stack

@@ -80,7 +80,12 @@ async fn publish_job(stack: &TestStack, tenant: &TenantId) -> JobId {
                     .unwrap(),
             );
         }
-        acks.push(topology.publish_event(js, event).await.unwrap());
+        acks.push(
+            topology
+                .send(js, event, schemas::Expectation::Any)
+                .await
+                .unwrap(),
+        );
     }
     for ack in acks {
         ack.await.unwrap();
@@ -89,12 +94,11 @@ async fn publish_job(stack: &TestStack, tenant: &TenantId) -> JobId {
 }
 
 async fn publish_event(stack: &TestStack, event: &Event) -> u64 {
-    let ack = stack
+    stack
         .topology
-        .publish_event(&stack.js, event)
+        .append(&stack.js, event, schemas::Expectation::Any)
         .await
-        .unwrap();
-    ack.await.unwrap().sequence
+        .unwrap()
 }
 
 async fn publish_raw(stack: &TestStack, subject: String, payload: &'static [u8]) -> u64 {

@@ -130,8 +130,14 @@ async fn a_projector_killed_repeatedly_applies_every_event_exactly_once() {
                 let (requested, output, started, finished) = synthetic_job(&tenant, n);
                 let job = requested.job_id().unwrap();
                 let mut acks = vec![
-                    topology.publish_event(&js, &requested).await.unwrap(),
-                    topology.publish_event(&js, &started).await.unwrap(),
+                    topology
+                        .send(&js, &requested, schemas::Expectation::Any)
+                        .await
+                        .unwrap(),
+                    topology
+                        .send(&js, &started, schemas::Expectation::Any)
+                        .await
+                        .unwrap(),
                 ];
                 for message in &output {
                     acks.push(
@@ -141,7 +147,12 @@ async fn a_projector_killed_repeatedly_applies_every_event_exactly_once() {
                             .unwrap(),
                     );
                 }
-                acks.push(topology.publish_event(&js, &finished).await.unwrap());
+                acks.push(
+                    topology
+                        .send(&js, &finished, schemas::Expectation::Any)
+                        .await
+                        .unwrap(),
+                );
                 for ack in acks {
                     ack.await.unwrap();
                 }

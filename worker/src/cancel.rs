@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use schemas::JobId;
+use schemas::{JobFacet, JobId, Topology};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
@@ -55,12 +55,13 @@ impl CancelRegistry {
     }
 
     /// Fires tokens as cancel events arrive (`<p>.evt.<tenant>.job.<job>.cancel`).
-    pub async fn listen(self: Arc<Self>, mut subscriber: async_nats::Subscriber) {
+    pub async fn listen(
+        self: Arc<Self>,
+        topology: Topology,
+        mut subscriber: async_nats::Subscriber,
+    ) {
         while let Some(message) = subscriber.next().await {
-            let mut tokens = message.subject.rsplit('.');
-            if let (Some("cancel"), Some(job)) = (tokens.next(), tokens.next())
-                && let Ok(job) = job.parse()
-            {
+            if let Some((_, job, JobFacet::Cancel)) = topology.parse_job_subject(&message.subject) {
                 self.cancel(job);
             }
         }

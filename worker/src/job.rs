@@ -26,11 +26,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, AckKind, context::PublishErrorKind};
+use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use russh::{ChannelMsg, Sig};
 use schemas::text::escape_controls;
 use schemas::topology::JobFacet;
+use schemas::{AppendError, AppendErrorKind, Expectation, Topology};
 use schemas::{
     DeviceStatus, Event, EventBody, ExecAttemptFailed, ExecFailed, ExecFinished, ExecRequested,
     ExecStarted, FailureCode, JobStatus, OutputChunk, OutputEnd, OutputMessage, OutputStream,
@@ -51,35 +52,81 @@ enum Outcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
+    /// The message on the work subject is not an exec request and never will be.
+    #[error("not an exec request: {0}")]
+    Poison(String),
+    /// The log could not be read (the job's or device's last events).
     #[error(transparent)]
-    Topology(#[from] TopologyError),
-    #[error("publish not acknowledged: {0}")]
-    Publish(#[from] jetstream::context::PublishError),
+    Read(#[from] TopologyError),
+    /// The log did not store an event or output message, even after retrying.
+    #[error("append failed: {0}")]
+    Append(#[from] AppendError),
+    /// The request's ack itself did not reach JetStream.
     #[error("ack failed: {0}")]
     Ack(String),
 }
 
+/// How far a request got, as far as the work queue is concerned.
+#[derive(Debug)]
+enum Settled {
+    /// The job is concluded in the log, or another worker holds it: nothing is left to do.
+    Done,
+    /// Not now: hand the request back to the queue to come again after this delay (a cap on
+    /// its tenant or device here, a transient failure before the command started).
+    Later(Duration),
+}
+
+/// The one place where a request's fate in the work queue is decided, from how handling it
+/// ended. `None` leaves the message unacknowledged, so JetStream redelivers it after the
+/// consumer's ack wait.
+///
+/// - Done: `Ack` (sent as a double ack, confirmed by the server, so a concluded job is not
+///   redelivered because an ack was lost).
+/// - Later: `Nak` with the delay; the request returns then and is not counted as an attempt
+///   here (attempts are counted from `ExecAttemptFailed` events in the log).
+/// - Poison: `Term`; an undecodable message or a non-request would fail the same way on
+///   every delivery.
+/// - The log unreadable or an append unconfirmed after retrying (`Read`, `Append`): leave
+///   it. The redelivery rereads the log, which is what makes "never twice, never lost"
+///   hold: a job whose `ExecStarted` may be stored is not run again, it ends `worker_lost`.
+/// - The ack itself failed: nothing more can be sent; JetStream redelivers.
+fn ack_decision(result: &Result<Settled, JobError>) -> Option<AckKind> {
+    match result {
+        Ok(Settled::Done) => Some(AckKind::Ack),
+        Ok(Settled::Later(delay)) => Some(AckKind::Nak(Some(*delay))),
+        Err(JobError::Poison(_)) => Some(AckKind::Term),
+        Err(JobError::Read(_) | JobError::Append(_) | JobError::Ack(_)) => None,
+    }
+}
+
+/// Handles one request and settles its message as [`ack_decision`] says. Returns the error of
+/// a request left for redelivery.
 #[tracing::instrument(skip_all, fields(job_id = tracing::field::Empty, device_id = tracing::field::Empty, tenant = tracing::field::Empty, attempt = tracing::field::Empty))]
 pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<(), JobError> {
-    let event = match Event::decode(&message.payload) {
-        Ok(event) => event,
-        Err(error) => {
-            warn!(%error, subject = %message.subject, "terminating an undecodable request");
-            return message
-                .ack_with(AckKind::Term)
-                .await
-                .map_err(|e| JobError::Ack(e.to_string()));
-        }
+    let result = process(worker, &message).await;
+    let acked = match ack_decision(&result) {
+        Some(AckKind::Ack) => message.double_ack().await,
+        Some(kind) => message.ack_with(kind).await,
+        None => Ok(()),
     };
+    match result {
+        Err(JobError::Poison(reason)) => {
+            warn!(%reason, subject = %message.subject, "terminated a request that can never run");
+        }
+        Err(error) => return Err(error),
+        Ok(_) => {}
+    }
+    acked.map_err(|e| JobError::Ack(e.to_string()))
+}
+
+async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Settled, JobError> {
+    let event = Event::decode(&message.payload)
+        .map_err(|error| JobError::Poison(format!("undecodable: {error}")))?;
     let EventBody::ExecRequested(request) = &event.body else {
-        warn!(
-            kind = event.kind(),
-            "terminating a non-request on the work subject"
-        );
-        return message
-            .ack_with(AckKind::Term)
-            .await
-            .map_err(|e| JobError::Ack(e.to_string()));
+        return Err(JobError::Poison(format!(
+            "a {} event on the work subject",
+            event.kind()
+        )));
     };
     let span = Span::current();
     span.record("job_id", tracing::field::display(request.job_id));
@@ -98,10 +145,7 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
             retry_in_ms = delay.as_millis() as u64,
             "tenant or device at its cap here; deferring"
         );
-        return message
-            .ack_with(AckKind::Nak(Some(delay)))
-            .await
-            .map_err(|e| JobError::Ack(e.to_string()));
+        return Ok(Settled::Later(delay));
     };
 
     // Registered before any check, so a cancel published from here on reaches this job.
@@ -128,7 +172,7 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
     span.record("attempt", attempt);
     if outcome?.is_some() {
         debug!("duplicate delivery of a finished job");
-        return ack(&message).await;
+        return Ok(Settled::Done);
     }
     if started?.is_some() {
         warn!("an earlier worker started this job and vanished; not running it again");
@@ -143,7 +187,7 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
             None,
         )
         .await?;
-        return ack(&message).await;
+        return Ok(Settled::Done);
     }
 
     let device = device?.map(|(_, e)| e.body);
@@ -159,13 +203,13 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
             None,
         )
         .await?;
-        return ack(&message).await;
+        return Ok(Settled::Done);
     }
 
     // Steps 3-4: get a session channel; nothing has run yet if this fails. Waiting for the
     // connection (coalesced with other jobs for the device) or for the device's channel budget
     // holds no run slot, and keeps the request's lease.
-    let prepared = keeping_lease(&worker, &message, async {
+    let prepared = keeping_lease(&worker, message, async {
         let lease = worker.pool.lease(&request.target).await?;
         match lease.handle.channel_open_session().await {
             Ok(channel) => Ok((lease, channel)),
@@ -202,11 +246,11 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
                     retry_in_ms: delay.as_millis() as u64,
                 }),
             );
-            durably("attempt", || topo.publish_event(&worker.js, &failed)).await?;
-            return message
-                .ack_with(AckKind::Nak(Some(delay)))
-                .await
-                .map_err(|e| JobError::Ack(e.to_string()));
+            durably("attempt", || {
+                topo.append(&worker.js, &failed, Expectation::Any)
+            })
+            .await?;
+            return Ok(Settled::Later(delay));
         }
         Err(error) => {
             let code = failure_code(&error);
@@ -220,10 +264,10 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
                 None,
             )
             .await?;
-            return ack(&message).await;
+            return Ok(Settled::Done);
         }
     };
-    let _run_slot = keeping_lease(&worker, &message, worker.run_slots.clone().acquire_owned())
+    let _run_slot = keeping_lease(&worker, message, worker.run_slots.clone().acquire_owned())
         .await
         .expect("the run slots are never closed");
 
@@ -235,15 +279,18 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
             worker: worker.settings.worker_id.clone(),
         }),
     );
-    if durably("started", || topo.publish_first_event(&worker.js, &started)).await?
+    if durably("started", || {
+        topo.append(&worker.js, &started, Expectation::Empty)
+    })
+    .await?
         == Published::Conflict
     {
         info!("another worker started this job first; leaving it to them");
         let _ = channel.close().await;
-        return ack(&message).await;
+        return Ok(Settled::Done);
     }
 
-    let (outcome, seq) = run(&worker, &event, request, channel, &message, &cancel.token).await;
+    let (outcome, seq) = run(&worker, &event, request, channel, message, &cancel.token).await;
     if matches!(&outcome, Outcome::Failed(FailureCode::ConnectFailed, _)) {
         worker.pool.discard(&request.target, &lease.handle).await;
     }
@@ -254,7 +301,7 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
         )
         .await;
     conclude(&worker, &event, request, outcome, attempt, Some(seq)).await?;
-    ack(&message).await
+    Ok(Settled::Done)
 }
 
 /// Sends the command and follows the channel to its end. Returns the outcome and the next
@@ -477,13 +524,14 @@ impl<'a> Output<'a> {
             None => false,
         };
         if !stored {
-            let republish = || {
-                self.worker.topology.publish_output(
-                    &self.worker.js,
-                    &self.event.tenant,
-                    self.request.job_id,
-                    &message,
-                )
+            let (worker, event, request, message) =
+                (self.worker, self.event, self.request, &message);
+            let republish = || async move {
+                let ack = worker
+                    .topology
+                    .publish_output(&worker.js, &event.tenant, request.job_id, message)
+                    .await?;
+                Topology::acknowledged(ack).await
             };
             if let Err(error) = durably("output", republish).await {
                 warn!(%error, seq = message.seq(), "an output chunk could not be stored");
@@ -558,27 +606,24 @@ pub(crate) enum Published {
 /// window (120 s), so every retry of the same message is still deduplicated.
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(90);
 
-/// Publishes until acknowledged. An ack that is lost or refused (a stream electing a new
+/// Appends until acknowledged. An ack that is lost or refused (a stream electing a new
 /// leader after a node died, a reconnect) is retried with the same message id, which
 /// JetStream deduplicates, so a result the worker holds is not dropped because NATS blinked.
+/// A [`AppendErrorKind::Conflict`] is an answer, not a failure: someone else got there first.
 pub(crate) async fn durably<F, Fut>(
     what: &'static str,
-    mut publish: F,
+    mut append: F,
 ) -> Result<Published, JobError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<jetstream::context::PublishAckFuture, TopologyError>>,
+    Fut: std::future::Future<Output = Result<u64, AppendError>>,
 {
     let deadline = Instant::now() + PUBLISH_PATIENCE;
     let mut delay = Duration::from_millis(100);
     loop {
-        let result = match publish().await {
-            Ok(ack) => ack.await.map_err(JobError::from),
-            Err(error) => Err(JobError::from(error)),
-        };
-        match result {
+        match append().await {
             Ok(_) => return Ok(Published::Stored),
-            Err(JobError::Publish(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+            Err(e) if e.kind() == AppendErrorKind::Conflict => {
                 return Ok(Published::Conflict);
             }
             Err(error) if Instant::now() < deadline => {
@@ -586,7 +631,7 @@ where
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
-            Err(error) => return Err(error),
+            Err(error) => return Err(error.into()),
         }
     }
 }
@@ -627,7 +672,9 @@ async fn conclude(
         _ => unreachable!("an outcome is finished or failed"),
     };
     let published = durably("outcome", || {
-        worker.topology.publish_first_event(&worker.js, &outcome)
+        worker
+            .topology
+            .append(&worker.js, &outcome, Expectation::Empty)
     })
     .await?;
     if published == Published::Conflict {
@@ -639,10 +686,13 @@ async fn conclude(
         None => next_output_seq(worker, event, request).await,
     };
     let end = OutputMessage::End(OutputEnd { seq, ..end });
-    durably("end", || {
-        worker
+    let end = &end;
+    durably("end", || async move {
+        let ack = worker
             .topology
-            .publish_output(&worker.js, &event.tenant, request.job_id, &end)
+            .publish_output(&worker.js, &event.tenant, request.job_id, end)
+            .await?;
+        Topology::acknowledged(ack).await
     })
     .await?;
     Ok(())
@@ -731,9 +781,36 @@ fn signal_name_of(sig: &Sig) -> String {
     }
 }
 
-async fn ack(message: &jetstream::Message) -> Result<(), JobError> {
-    message
-        .double_ack()
-        .await
-        .map_err(|e| JobError::Ack(e.to_string()))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_way_a_request_ends_maps_to_one_ack_decision() {
+        let delay = Duration::from_millis(250);
+        let cases: [(Result<Settled, JobError>, Option<AckKind>); 6] = [
+            (Ok(Settled::Done), Some(AckKind::Ack)),
+            (Ok(Settled::Later(delay)), Some(AckKind::Nak(Some(delay)))),
+            (Err(JobError::Poison("x".into())), Some(AckKind::Term)),
+            (
+                Err(JobError::Read(TopologyError::Info("down".into()))),
+                None,
+            ),
+            (
+                Err(JobError::Append(AppendError::new(
+                    AppendErrorKind::Unavailable,
+                ))),
+                None,
+            ),
+            (Err(JobError::Ack("lost".into())), None),
+        ];
+        for (result, expected) in cases {
+            let decided = ack_decision(&result);
+            assert_eq!(
+                format!("{decided:?}"),
+                format!("{expected:?}"),
+                "{result:?}"
+            );
+        }
+    }
 }

@@ -17,6 +17,7 @@ pub mod quote;
 pub mod share;
 pub mod ssh;
 
+use schemas::service::Log;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,15 +162,12 @@ impl Worker {
             .with_job_retention(Duration::from_secs(settings.job_retention_s));
         let key = russh::keys::load_secret_key(&settings.ssh_key, None)
             .with_context(|| format!("loading the SSH key {}", settings.ssh_key.display()))?;
-        let client = schemas::topology::connect(&settings.nats_url)
-            .await
-            .context("connecting to NATS")?;
-        let js = jetstream::new(client.clone());
         let stream_settings = StreamSettings {
             replicas: settings.stream_replicas,
             worker_ack_wait: Duration::from_millis(settings.worker_ack_wait_ms),
         };
-        let stream = topology.ensure(&js, &stream_settings).await?;
+        let Log { client, js, stream } =
+            Log::connect(&settings.nats_url, &topology, &stream_settings).await?;
         let mut consumer: consumer::PullConsumer = stream
             .get_consumer(Topology::WORKERS)
             .await
@@ -216,7 +214,7 @@ impl Worker {
             .client
             .subscribe(self.topology.all_cancels_subject())
             .await?;
-        let listener = tokio::spawn(self.cancels.clone().listen(cancels));
+        let listener = tokio::spawn(self.cancels.clone().listen(self.topology.clone(), cancels));
         let reaper = {
             let worker = self.clone();
             tokio::spawn(async move {

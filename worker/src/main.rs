@@ -15,16 +15,6 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let settings = sshq_worker::Settings::load()?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(shutdown_on_signal(shutdown.clone()));
+    schemas::service::cancel_on_signal(shutdown.clone());
     sshq_worker::run(settings, shutdown).await
-}
-
-async fn shutdown_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    shutdown.cancel();
 }

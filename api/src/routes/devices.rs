@@ -7,13 +7,13 @@
 
 use std::collections::HashMap;
 
-use async_nats::jetstream::context::PublishErrorKind;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use read_models::devices::{self, DeviceFilter, DeviceRecord, DeviceSort};
 use schemas::address::AddressError;
+use schemas::{AppendErrorKind, Expectation};
 use schemas::{
     DeviceConfig, DeviceDeleted, DeviceId, DeviceOnline, DevicePresence, DeviceStatus, Event,
     EventBody, SshTarget,
@@ -82,19 +82,13 @@ async fn check_address(state: &AppState, target: &SshTarget) -> Result<(), ApiEr
 }
 
 async fn publish(state: &AppState, event: &Event, after: Option<u64>) -> Result<(), ApiError> {
-    let ack = match after {
-        None => state.topology.publish_event(&state.js, event).await,
-        Some(seq) => {
-            state
-                .topology
-                .publish_event_after(&state.js, event, seq)
-                .await
-        }
-    }
-    .map_err(ApiError::log_unavailable)?;
-    match ack.await {
+    let expectation = match after {
+        None => Expectation::Any,
+        Some(seq) => Expectation::LastSequence(seq),
+    };
+    match state.topology.append(&state.js, event, expectation).await {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(ApiError::new(
+        Err(e) if e.kind() == AppendErrorKind::Conflict => Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::ValueDuplicate,
             "the device was changed concurrently; read it again and retry",

@@ -68,9 +68,7 @@ pub async fn cancel(
     );
     state
         .topology
-        .publish_event(&state.js, &event)
-        .await
-        .map_err(ApiError::log_unavailable)?
+        .append(&state.js, &event, schemas::Expectation::Any)
         .await
         .map_err(ApiError::log_unavailable)?;
     Ok((

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 
-use async_nats::jetstream::context::PublishErrorKind;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -15,6 +14,7 @@ use read_models::keys::{self, KeyRecord};
 use schemas::{
     ApiKeyCreated, ApiKeyRevoked, Event, EventBody, KeyId, Role, TenantCreated, TenantId, Timestamp,
 };
+use schemas::{AppendErrorKind, Expectation};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -89,9 +89,7 @@ async fn issue(
     // an error instead of an overwrite.
     state
         .topology
-        .publish_first_event(&state.js, &event)
-        .await
-        .map_err(ApiError::log_unavailable)?
+        .append(&state.js, &event, Expectation::Empty)
         .await
         .map_err(ApiError::log_unavailable)?;
     Ok(NewKey {
@@ -194,13 +192,11 @@ pub async fn revoke(
     );
     match state
         .topology
-        .publish_event_after(&state.js, &event, seq)
-        .await
-        .map_err(ApiError::log_unavailable)?
+        .append(&state.js, &event, Expectation::LastSequence(seq))
         .await
     {
         Ok(_) => {}
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {}
+        Err(e) if e.kind() == AppendErrorKind::Conflict => {}
         Err(e) => return Err(ApiError::log_unavailable(e)),
     }
     state.keys.evict(&id);
@@ -243,13 +239,11 @@ pub async fn create_tenant(
     }
     match state
         .topology
-        .publish_first_event(&state.js, &event)
-        .await
-        .map_err(ApiError::log_unavailable)?
+        .append(&state.js, &event, Expectation::Empty)
         .await
     {
         Ok(_) => {}
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => return Err(exists()),
+        Err(e) if e.kind() == AppendErrorKind::Conflict => return Err(exists()),
         Err(e) => return Err(ApiError::log_unavailable(e)),
     }
     let owner_key = issue(

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
-use async_nats::jetstream::context::PublishErrorKind;
+use schemas::{AppendErrorKind, Expectation};
 use schemas::{Event, EventBody, TemplateAdded, TemplateRemoved};
 
 use crate::AppState;
@@ -126,13 +126,11 @@ pub async fn add(
     );
     match state
         .topology
-        .publish_event_after(&state.js, &event, expected)
-        .await
-        .map_err(ApiError::log_unavailable)?
+        .append(&state.js, &event, Expectation::LastSequence(expected))
         .await
     {
         Ok(_) => {}
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => return Err(taken()),
+        Err(e) if e.kind() == AppendErrorKind::Conflict => return Err(taken()),
         Err(e) => return Err(ApiError::log_unavailable(e)),
     }
     // This process answers the owner's next request with the new set at once; the others
@@ -178,15 +176,13 @@ pub async fn remove(
     );
     match state
         .topology
-        .publish_event_after(&state.js, &event, seq)
-        .await
-        .map_err(ApiError::log_unavailable)?
+        .append(&state.js, &event, Expectation::LastSequence(seq))
         .await
     {
         Ok(_) => {}
         // Someone removed (or removed and re-added) it meanwhile: the template is not the one
         // this call meant to remove; say so rather than remove the new one.
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+        Err(e) if e.kind() == AppendErrorKind::Conflict => {
             return Err(ApiError::not_found("template"));
         }
         Err(e) => return Err(ApiError::log_unavailable(e)),

@@ -13,10 +13,10 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishErrorKind;
 use axum::http::{HeaderValue, StatusCode};
 use schemas::text::escape_controls;
 use schemas::topology::JobFacet;
+use schemas::{AppendErrorKind, Expectation};
 use schemas::{
     DevicePresence, DeviceStatus, Event, EventBody, ExecRejected, ExecRequested, JobId, JobRecord,
     TenantId, Timestamp,
@@ -194,15 +194,13 @@ async fn append_request(
     event: &Event,
     request: &ExecRequested,
 ) -> Result<bool, ApiError> {
-    let stored = state
+    match state
         .topology
-        .publish_first_event(&state.js, event)
+        .append(&state.js, event, Expectation::Empty)
         .await
-        .map_err(ApiError::log_unavailable)?
-        .await;
-    match stored {
+    {
         Ok(_) => Ok(false),
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+        Err(e) if e.kind() == AppendErrorKind::Conflict => {
             same_request_or_conflict(state, &event.tenant, request).await?;
             Ok(true)
         }
@@ -232,9 +230,7 @@ async fn append_rejection(
     );
     state
         .topology
-        .publish_event(&state.js, &event)
-        .await
-        .map_err(ApiError::log_unavailable)?
+        .append(&state.js, &event, Expectation::Any)
         .await
         .map_err(ApiError::log_unavailable)?;
     Ok(())
