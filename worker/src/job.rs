@@ -135,11 +135,11 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
 
     // Fair sharing comes before anything else: a tenant or device over its cap in this
     // process waits in the queue, and the wait is not an attempt.
+    let delivered = message
+        .info()
+        .map(|i| i.delivered.max(1) as u64)
+        .unwrap_or(1);
     let Some(_share) = worker.shares.try_take(&event.tenant, request.device_id) else {
-        let delivered = message
-            .info()
-            .map(|i| i.delivered.max(1) as u64)
-            .unwrap_or(1);
         let delay = crate::share::deferral(delivered);
         debug!(
             retry_in_ms = delay.as_millis() as u64,
@@ -151,7 +151,9 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
     // Registered before any check, so a cancel published from here on reaches this job.
     let cancel = worker.cancels.register(request.job_id);
     let topo = &worker.topology;
-    // The five reads below are independent: one round trip instead of five.
+    // The reads below are independent: one round trip instead of four or five. A first
+    // delivery has no failed attempt in the log (only a worker that held the request can
+    // write one), so the attempts are read only on a redelivery.
     let subject = |facet| topo.job_subject(&event.tenant, request.job_id, facet);
     let (outcome, started, canceled, device, last_attempt) = tokio::join!(
         topo.last_event(&worker.stream, subject(JobFacet::Outcome)),
@@ -161,7 +163,14 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
             &worker.stream,
             topo.device_config_subject(&event.tenant, request.device_id)
         ),
-        topo.last_event(&worker.stream, subject(JobFacet::Attempt)),
+        async {
+            if delivered > 1 {
+                topo.last_event(&worker.stream, subject(JobFacet::Attempt))
+                    .await
+            } else {
+                Ok(None)
+            }
+        },
     );
     // The attempt number counts failed attempts in the log, not deliveries: a request handed
     // back because its tenant was at its cap has not been attempted.
