@@ -7,7 +7,7 @@ use read_models::audit::AuditRecord;
 use read_models::devices::DeviceRecord;
 use read_models::keys::KeyRecord;
 use schemas::{DevicePresence, JobRecord, JobStatus};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -15,27 +15,8 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// A failed attempt before the command began; the job was retried after `retry_in_ms`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AttemptError {
-    pub attempt: u32,
-    pub at: DateTime<Utc>,
-    pub code: String,
-    pub message: String,
-    pub retry_in_ms: u64,
-}
-
-impl From<&schemas::AttemptError> for AttemptError {
-    fn from(e: &schemas::AttemptError) -> Self {
-        Self {
-            attempt: e.attempt,
-            at: e.at,
-            code: e.code.clone(),
-            message: e.message.clone(),
-            retry_in_ms: e.retry_in_ms,
-        }
-    }
-}
+/// A failed attempt before the command began, as the job's lifecycle records it.
+pub use schemas::AttemptError;
 
 /// A job: one command on one device. `status` is `queued`, `running`, or a terminal status:
 /// `finished` (see `exit_status`/`exit_signal`), `failed`, `timed_out`, `canceled`,
@@ -95,7 +76,7 @@ impl Job {
             env_keys: job.env_keys.clone(),
             timeout: job.timeout_ms / 1000,
             attempts: job.attempts,
-            attempt_errors: job.attempt_errors.iter().map(AttemptError::from).collect(),
+            attempt_errors: job.attempt_errors.clone(),
             pty: job.pty,
             queue_deadline: job.queue_deadline,
             cancel_requested_at: job.cancel_requested_at,

@@ -186,6 +186,7 @@ pub const OUTPUT_CAP_BYTES: usize = 1024 * 1024;
 /// A failed attempt before the command began (a connect that failed transiently); the job was
 /// handed back to the queue for `retry_in_ms`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptError {
     pub attempt: u32,
     pub at: DateTime<Utc>,
