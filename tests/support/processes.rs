@@ -1,0 +1,97 @@
+//! The real binaries: `sshq-worker` and `sshq-projector` as OS processes of their own, on a
+//! test's stack, for kill -9 and SIGTERM tests.
+
+use std::process::{Child, Command, Stdio};
+
+use crate::services::{env, free_port};
+use crate::stack::TestStack;
+
+/// A worker as its own OS process (the `sshq-worker` binary), for kill -9 and SIGTERM tests.
+pub struct WorkerProcess {
+    pub id: String,
+    pub child: Child,
+}
+
+impl WorkerProcess {
+    pub fn spawn(stack: &TestStack, id: &str, extra_env: &[(&str, &str)]) -> Self {
+        let bin_dir = std::env::var("SSHQ_TEST_BIN_DIR")
+            .unwrap_or_else(|_| format!("{}/../target/debug", env!("CARGO_MANIFEST_DIR")));
+        let mut command = Command::new(format!("{bin_dir}/sshq-worker"));
+        command
+            .env("SSHQ_NATS_URL", &stack.nats_url)
+            .env("SSHQ_PREFIX", &stack.prefix)
+            .env("SSHQ_SSH_KEY", env("SSHQ_TEST_SSH_KEY"))
+            .env("SSHQ_WORKER_ID", id)
+            .env("SSHQ_ALLOW_INTERNAL_DEVICES", "true")
+            .env("SSHQ_RETRY_BASE_MS", "50")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        let child = command
+            .spawn()
+            .expect("sshq-worker binary: run through ops/test, which builds it");
+        Self {
+            id: id.to_owned(),
+            child,
+        }
+    }
+
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// The projector as its own OS process, for kill -9 tests.
+pub struct ProjectorProcess {
+    pub child: Child,
+    pub health_port: u16,
+}
+
+impl ProjectorProcess {
+    pub fn spawn(stack: &TestStack, database_url: &str) -> Self {
+        let bin_dir = std::env::var("SSHQ_TEST_BIN_DIR")
+            .unwrap_or_else(|_| format!("{}/../target/debug", env!("CARGO_MANIFEST_DIR")));
+        let health_port = free_port();
+        let child = Command::new(format!("{bin_dir}/sshq-projector"))
+            .env("SSHQ_NATS_URL", &stack.nats_url)
+            .env("SSHQ_PREFIX", &stack.prefix)
+            .env("DATABASE_URL", database_url)
+            .env("SSHQ_LISTEN", format!("127.0.0.1:{health_port}"))
+            .env("SSHQ_BATCH_SIZE", "50")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("sshq-projector binary: run through ops/test, which builds it");
+        Self { child, health_port }
+    }
+
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ProjectorProcess {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}

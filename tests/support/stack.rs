@@ -1,0 +1,341 @@
+//! The in-process stack: API, worker and projector on a prefix and database of the test's
+//! own (`StackOptions`, `TestStack`), with the HTTP helpers tests call it through.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::devices::SshDevice;
+use crate::services::{create_database, create_database_on, env, unique};
+
+/// Knobs a test may turn before the stack starts.
+#[derive(Clone)]
+pub struct StackOptions {
+    pub max_attempts: u32,
+    pub retry_base_ms: u64,
+    /// Run a worker inside the test process (tests of worker processes turn this off).
+    pub in_process_worker: bool,
+    /// Run the projector inside the test process; without it the database is only migrated
+    /// (a test may start a `ProjectorProcess` later).
+    pub in_process_projector: bool,
+    pub worker_ack_wait: Duration,
+    /// Create the test's database on this server instead of the shared one.
+    pub admin_database_url: Option<String>,
+    /// Requests a second per key; 0 (the default in tests) is unlimited.
+    pub rate_limit_per_s: u32,
+    /// Another NATS (a cluster's comma-separated seed URLs) instead of the shared server.
+    pub nats_url: Option<String>,
+    /// Stream replicas (3 on a cluster).
+    pub replicas: usize,
+    /// Enforce the template allow-list (production's default); most tests run open mode to
+    /// use arbitrary commands (the blocked patterns still apply).
+    pub command_templates: bool,
+    /// How long jobs stay in the log and read models (production: 90 days).
+    pub job_retention: Option<Duration>,
+    /// Changes the in-process worker's settings (concurrency, caps, address guard, …).
+    pub tune_worker: Option<fn(&mut sshq_worker::Settings)>,
+    /// Devices may be on loopback (the tests' sshd is); production's default is false.
+    pub allow_internal_devices: bool,
+    /// Requests a second per client address, before auth; 0 (the default in tests) is
+    /// unlimited.
+    pub address_rate_limit_per_s: u32,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            retry_base_ms: 50,
+            in_process_worker: true,
+            in_process_projector: true,
+            worker_ack_wait: Duration::from_secs(30),
+            admin_database_url: None,
+            rate_limit_per_s: 0,
+            nats_url: None,
+            replicas: 1,
+            command_templates: false,
+            job_retention: None,
+            tune_worker: None,
+            allow_internal_devices: true,
+            address_rate_limit_per_s: 0,
+        }
+    }
+}
+
+/// API, worker and projector running in-process against the real services, on a prefix and
+/// database of the test's own.
+pub struct TestStack {
+    pub base: String,
+    pub api_key: String,
+    pub prefix: String,
+    pub database_url: String,
+    pub nats_url: String,
+    pub http: reqwest::Client,
+    pub stream: async_nats::jetstream::stream::Stream,
+    pub js: async_nats::jetstream::Context,
+    pub topology: schemas::Topology,
+    shutdown: CancellationToken,
+}
+
+impl TestStack {
+    pub async fn start() -> Self {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    pub async fn start_with(options: StackOptions) -> Self {
+        let prefix = unique("t");
+        let nats_url = options
+            .nats_url
+            .clone()
+            .unwrap_or_else(|| env("SSHQ_TEST_NATS_URL"));
+        let database_url = match &options.admin_database_url {
+            Some(admin) => create_database_on(admin, &prefix).await,
+            None => create_database(&prefix).await,
+        };
+        let api_key = format!("test-key-{}", uuid::Uuid::new_v4().simple());
+        let shutdown = CancellationToken::new();
+
+        // Create the stream and consumer first, with this test's settings.
+        let client = schemas::topology::connect(&nats_url)
+            .await
+            .expect("test NATS reachable");
+        let stream_settings = schemas::StreamSettings {
+            worker_ack_wait: options.worker_ack_wait,
+            replicas: options.replicas,
+        };
+        let job_retention = options
+            .job_retention
+            .unwrap_or(schemas::Topology::DEFAULT_JOB_RETENTION);
+        let topology = schemas::Topology::new(&prefix)
+            .unwrap()
+            .with_job_retention(job_retention);
+        let js = async_nats::jetstream::new(client);
+        let stream = topology
+            .ensure(&js, &stream_settings)
+            .await
+            .expect("stream created");
+
+        let projector = sshq_projector::Settings {
+            nats_url: nats_url.clone(),
+            prefix: prefix.clone(),
+            database_url: database_url.clone(),
+            job_retention_s: job_retention.as_secs(),
+            // A test of retention needs it enforced within seconds.
+            retention_interval_s: if options.job_retention.is_some() {
+                1
+            } else {
+                3600
+            },
+            ..Default::default()
+        };
+        let projector = sshq_projector::Projector::connect(&projector)
+            .await
+            .expect("projector starts");
+        if options.in_process_projector {
+            let token = shutdown.clone();
+            tokio::spawn(async move { projector.run(token).await.expect("projector runs") });
+        }
+
+        let mut worker = sshq_worker::Settings {
+            nats_url: nats_url.clone(),
+            prefix: prefix.clone(),
+            ssh_key: PathBuf::from(env("SSHQ_TEST_SSH_KEY")),
+            worker_id: format!("{prefix}-worker"),
+            max_attempts: options.max_attempts,
+            retry_base_ms: options.retry_base_ms,
+            shutdown_grace_ms: 2_000,
+            job_retention_s: job_retention.as_secs(),
+            // Test devices are sshd processes on loopback.
+            allow_internal_devices: true,
+            ..Default::default()
+        };
+        if let Some(tune) = options.tune_worker {
+            tune(&mut worker);
+        }
+        if options.in_process_worker {
+            let worker = sshq_worker::Worker::connect(worker)
+                .await
+                .expect("worker starts");
+            let token = shutdown.clone();
+            tokio::spawn(async move { worker.run(token).await.expect("worker runs") });
+        }
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let api = sshq_api::Settings {
+            nats_url: nats_url.clone(),
+            prefix: prefix.clone(),
+            database_url: database_url.clone(),
+            bootstrap_key: api_key.clone(),
+            bootstrap_tenant: "default".into(),
+            rate_limit_per_s: options.rate_limit_per_s,
+            rate_limit_burst: options.rate_limit_per_s,
+            // Fast heartbeats so presence tests take seconds, not minutes.
+            heartbeat_interval_s: 1,
+            missed_heartbeats: 2,
+            presence_check_s: 1,
+            command_policy: if options.command_templates {
+                sshq_api::policy::CommandPolicy::Templates
+            } else {
+                sshq_api::policy::CommandPolicy::Open
+            },
+            job_retention_s: job_retention.as_secs(),
+            allow_internal_devices: options.allow_internal_devices,
+            address_rate_limit_per_s: options.address_rate_limit_per_s,
+            address_rate_limit_burst: options.address_rate_limit_per_s,
+            ..Default::default()
+        };
+        let app = sshq_api::Application::build(&api)
+            .await
+            .expect("api starts");
+        tokio::spawn(app.serve(listener, shutdown.clone()));
+
+        Self {
+            base,
+            api_key,
+            prefix,
+            database_url,
+            nats_url,
+            http: reqwest::Client::new(),
+            stream,
+            js,
+            topology,
+            shutdown,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs JSON with the stack's key; returns status and parsed body.
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .header("X-API-Key", &self.api_key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        read(response).await
+    }
+
+    /// Any method, with any key (or none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(key) = key {
+            request = request.header("X-API-Key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .header("X-API-Key", &self.api_key)
+            .send()
+            .await
+            .unwrap();
+        read(response).await
+    }
+
+    pub async fn register(&self, device: &SshDevice) -> String {
+        self.register_with_key(device, &device.host_key).await
+    }
+
+    pub async fn register_with_key(&self, device: &SshDevice, host_key: &str) -> String {
+        let body = json!({
+            "name": format!("dev-{}", device.port),
+            "host": "127.0.0.1",
+            "port": device.port,
+            "username": device.user,
+            "host_key": host_key,
+        });
+        let (status, body) = self.post("/v1/devices", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Submits and returns the job id, asserting `202`.
+    pub async fn submit(&self, device_id: &str, body: Value) -> String {
+        let (status, body) = self
+            .post(&format!("/v1/devices/{device_id}/exec"), &body)
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["job_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls until the job is terminal (or panics after `limit`).
+    pub async fn wait_job(&self, job_id: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (status, body) = self.get(&format!("/v1/jobs/{job_id}")).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if !matches!(body["status"].as_str(), Some("queued" | "running")) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} still {} after {limit:?}",
+                body["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn run(&self, device_id: &str, body: Value) -> Value {
+        let job = self.submit(device_id, body).await;
+        self.wait_job(&job, Duration::from_secs(30)).await
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+impl TestStack {
+    /// A connection pool on this test's database.
+    pub async fn db(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.database_url).await.unwrap()
+    }
+
+    /// Appends an event to this test's log directly, as a service would.
+    pub async fn append(&self, event: &schemas::Event) {
+        self.topology
+            .append(&self.js, event, schemas::Expectation::Any)
+            .await
+            .unwrap();
+    }
+
+    /// How many messages each subject matching `filter` holds in the log.
+    pub async fn subject_counts(&self, filter: &str) -> std::collections::HashMap<String, usize> {
+        use futures::TryStreamExt;
+        let stream = self.stream.clone();
+        let subjects = stream.info_with_subjects(filter).await.unwrap();
+        subjects.try_collect().await.unwrap()
+    }
+}
