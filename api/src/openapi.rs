@@ -1,10 +1,19 @@
 //! The OpenAPI 3.1 document (`/openapi.json`) and its reader (`/docs`), generated from the
 //! handlers' annotations and the view and request types, so it describes what the code does.
+//!
+//! `ApiDoc` holds what is not about one route (info, the `X-API-Key` scheme, the default
+//! security); the paths and their schemas are added by `routes::api`, which routes and documents
+//! each handler in one step.
 
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::header;
+use axum::routing::get;
+use utoipa::Modify;
+use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
-use utoipa::{Modify, OpenApi};
 
-use crate::routes;
+use crate::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,28 +23,6 @@ use crate::routes;
             Every request needs an `X-API-Key`. Errors have one shape: `error_code`, `error_message`, \
             `property`, `details`.",
         version = env!("CARGO_PKG_VERSION")
-    ),
-    paths(
-        routes::health::healthz,
-        routes::devices::register,
-        routes::devices::list,
-        routes::devices::get,
-        routes::devices::update,
-        routes::devices::delete,
-        routes::devices::heartbeat,
-        routes::exec::submit,
-        routes::jobs::get,
-        routes::jobs::list,
-        routes::jobs::history,
-        routes::jobs::cancel,
-        routes::audit::list,
-        routes::templates::list,
-        routes::templates::add,
-        routes::templates::remove,
-        routes::keys::create,
-        routes::keys::list,
-        routes::keys::revoke,
-        routes::keys::create_tenant,
     ),
     modifiers(&ApiKeyAuth),
     security(("api_key" = []))
@@ -52,4 +39,22 @@ impl Modify for ApiKeyAuth {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
         );
     }
+}
+
+/// The whole document: `ApiDoc` with every route of `routes::api`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    crate::routes::api().into_openapi()
+}
+
+/// `/openapi.json` (serialized once, it does not change while the process runs) and `/docs`.
+pub(crate) fn serve(document: utoipa::openapi::OpenApi) -> Router<AppState> {
+    use utoipa_scalar::{Scalar, Servable};
+    let json = Bytes::from(document.to_json().expect("the OpenAPI document serializes"));
+    // The one route besides the API's own (see `routes`): the document is not an API route.
+    #[allow(clippy::disallowed_methods)]
+    let router = Router::new().route(
+        "/openapi.json",
+        get(move || async move { ([(header::CONTENT_TYPE, "application/json")], json) }),
+    );
+    router.merge(Scalar::with_url("/docs", document))
 }
