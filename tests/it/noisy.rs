@@ -11,17 +11,6 @@ use sshq_tests::{SshDevice, StackOptions, TestStack};
 const SOME_HOST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
-async fn create_tenant(stack: &TestStack, id: &str) -> String {
-    let (status, body) = stack
-        .post(
-            "/v1/tenants",
-            &json!({ "id": id, "name": format!("Tenant {id}") }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["owner_key"]["key"].as_str().unwrap().to_owned()
-}
-
 async fn job_as(stack: &TestStack, key: &str, job: &str) -> Value {
     let (status, body) = stack
         .call(Method::GET, &format!("/v1/jobs/{job}"), Some(key), None)
@@ -64,7 +53,7 @@ async fn a_tenant_flooding_a_dead_address_does_not_starve_another_tenant() {
     }
 
     // Tenant B's jobs on a healthy device still finish promptly, one after another.
-    let b = create_tenant(&stack, "bee").await;
+    let b = stack.create_tenant("bee").await;
     let device = SshDevice::start();
     let body = json!({ "name": "b-dev", "host": "127.0.0.1", "port": device.port,
                        "username": device.user, "host_key": device.host_key });

@@ -10,17 +10,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// A tenant with an owner key; returns the key.
-async fn create_tenant(stack: &TestStack, id: &str) -> String {
-    let (status, body) = stack
-        .post(
-            "/v1/tenants",
-            &json!({ "id": id, "name": format!("Tenant {id}") }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["owner_key"]["key"].as_str().unwrap().to_owned()
-}
-
 /// A key of `role` made by the holder of `with`.
 async fn create_key(stack: &TestStack, with: &str, role: &str) -> String {
     let (status, body) = stack
@@ -126,10 +115,10 @@ async fn an_owners_template_runs_for_its_tenant_only_until_removed() {
         ..Default::default()
     })
     .await;
-    let acme = create_tenant(&stack, "acme").await;
+    let acme = stack.create_tenant("acme").await;
     let operator = create_key(&stack, &acme, "operator").await;
     let admin = create_key(&stack, &acme, "administrator").await;
-    let other = create_tenant(&stack, "other").await;
+    let other = stack.create_tenant("other").await;
     let device = SshDevice::start();
     let acme_device = register(&stack, &acme, &device).await;
     let other_device = register(&stack, &other, &device).await;
@@ -319,7 +308,7 @@ async fn invalid_templates_are_refused_with_the_property_named() {
         ..Default::default()
     })
     .await;
-    let owner = create_tenant(&stack, "acme").await;
+    let owner = stack.create_tenant("acme").await;
     for (body, status, code, property) in [
         (
             json!({ "name": "uptime", "template": "uptime -p" }),
@@ -391,7 +380,7 @@ async fn a_tenants_templates_survive_an_api_restart_and_a_rebuild() {
         ..Default::default()
     })
     .await;
-    let owner = create_tenant(&stack, "acme").await;
+    let owner = stack.create_tenant("acme").await;
     let device = SshDevice::start();
     let id = register(&stack, &owner, &device).await;
     for name in ["say_count", "say_other"] {

@@ -6,17 +6,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sshq_tests::{SshDevice, StackOptions, TestStack};
 
-async fn create_tenant(stack: &TestStack, id: &str) -> String {
-    let (status, body) = stack
-        .post(
-            "/v1/tenants",
-            &json!({ "id": id, "name": format!("Tenant {id}") }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["owner_key"]["key"].as_str().unwrap().to_owned()
-}
-
 async fn create_key(stack: &TestStack, with: &str, role: &str, days: i32) -> (StatusCode, Value) {
     stack
         .call(
@@ -37,7 +26,7 @@ async fn another_tenants_objects_are_404_on_every_endpoint() {
     let job_id = job["job_id"].as_str().unwrap().to_owned();
     let running = stack.submit(&id, json!({ "command": "sleep 3" })).await;
 
-    let other = create_tenant(&stack, "acme").await;
+    let other = stack.create_tenant("acme").await;
     let cases = [
         (Method::GET, format!("/v1/devices/{id}"), None),
         (
@@ -91,7 +80,7 @@ async fn roles_map_to_scopes_and_keys_are_shown_once_and_stored_hashed() {
     let stack = TestStack::start().await;
     let device = SshDevice::start();
     let id = stack.register(&device).await;
-    let owner = create_tenant(&stack, "roles").await;
+    let owner = stack.create_tenant("roles").await;
     let (status, admin) = create_key(&stack, &owner, "administrator", 30).await;
     assert_eq!(status, StatusCode::CREATED, "{admin}");
     assert!(admin["key"].as_str().unwrap().starts_with("sk_"), "{admin}");
@@ -222,7 +211,7 @@ async fn roles_map_to_scopes_and_keys_are_shown_once_and_stored_hashed() {
 #[tokio::test]
 async fn revoked_unknown_and_malformed_keys_are_401_at_once() {
     let stack = TestStack::start().await;
-    let owner = create_tenant(&stack, "revoke").await;
+    let owner = stack.create_tenant("revoke").await;
     let (_, key) = create_key(&stack, &owner, "operator", 30).await;
     let (secret, key_id) = (
         key["key"].as_str().unwrap().to_owned(),
@@ -271,7 +260,7 @@ async fn revoked_unknown_and_malformed_keys_are_401_at_once() {
         );
     }
     // Another tenant cannot revoke this tenant's keys.
-    let other = create_tenant(&stack, "revoke2").await;
+    let other = stack.create_tenant("revoke2").await;
     let (_, key) = create_key(&stack, &owner, "observer", -1).await;
     let (status, _) = stack
         .call(
@@ -302,7 +291,7 @@ async fn revoked_unknown_and_malformed_keys_are_401_at_once() {
 #[tokio::test]
 async fn key_changes_are_audited() {
     let stack = TestStack::start().await;
-    let owner = create_tenant(&stack, "auditkeys").await;
+    let owner = stack.create_tenant("auditkeys").await;
     let (_, key) = create_key(&stack, &owner, "observer", -1).await;
     stack
         .call(

@@ -254,6 +254,18 @@ impl TestStack {
         read(response).await
     }
 
+    /// Creates a tenant with the bootstrap key and returns its first owner key.
+    pub async fn create_tenant(&self, id: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/v1/tenants",
+                &json!({ "id": id, "name": format!("Tenant {id}") }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["owner_key"]["key"].as_str().unwrap().to_owned()
+    }
+
     pub async fn register(&self, device: &SshDevice) -> String {
         self.register_with_key(device, &device.host_key).await
     }
