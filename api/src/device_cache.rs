@@ -105,6 +105,7 @@ mod tests {
             },
             tags: vec![],
             status: DeviceStatus::Accepted,
+            allowed_usernames: vec![],
         };
         let device = Device {
             config,

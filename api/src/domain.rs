@@ -24,6 +24,10 @@ pub struct RegisterDevice {
     pub tags: Vec<String>,
     /// `accepted` (default), `pending` or `rejected`.
     pub status: Option<String>,
+    /// SSH usernames an exec request may ask for (`username`) besides `username`, which is
+    /// always allowed and the default. At most 16.
+    #[serde(default)]
+    pub allowed_usernames: Vec<String>,
 }
 
 fn default_port() -> u32 {
@@ -41,6 +45,8 @@ pub struct UpdateDevice {
     pub host_key: Option<String>,
     pub tags: Option<Vec<String>>,
     pub status: Option<String>,
+    /// Replaces the other usernames exec requests may log in as (`[]`: only `username`).
+    pub allowed_usernames: Option<Vec<String>>,
 }
 
 /// Refuses caller text holding a control character (NUL, escape, newline, tab, DEL, C1): every
@@ -112,6 +118,30 @@ fn valid_username(username: &str) -> Result<String, ApiError> {
     Ok(username.to_owned())
 }
 
+/// The usernames besides the registered one: each a valid username, at most 16, sorted and
+/// unique, without the registered one (always allowed).
+fn valid_usernames(usernames: Vec<String>, registered: &str) -> Result<Vec<String>, ApiError> {
+    if usernames.len() > 16 {
+        return Err(ApiError::invalid(
+            ErrorCode::ValueOutOfBounds,
+            "allowed_usernames",
+            "at most 16 allowed usernames",
+        ));
+    }
+    let mut out = Vec::with_capacity(usernames.len());
+    for (i, name) in usernames.iter().enumerate() {
+        printable(name, &format!("allowed_usernames[{i}]"))?;
+        let name = valid_username(name)
+            .map_err(|e| e.property(format!("allowed_usernames[{i}]")))?;
+        if name != registered {
+            out.push(name);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 fn valid_host_key(text: &str) -> Result<String, ApiError> {
     printable(text, "host_key")?;
     normalise_host_key(text).ok_or_else(|| {
@@ -164,13 +194,15 @@ fn valid_status(status: &str) -> Result<DeviceStatus, ApiError> {
 
 impl RegisterDevice {
     pub fn validate(self, device_id: DeviceId) -> Result<DeviceConfig, ApiError> {
+        let username = valid_username(&self.username)?;
         Ok(DeviceConfig {
+            allowed_usernames: valid_usernames(self.allowed_usernames, &username)?,
             device_id,
             name: valid_name(&self.name)?,
             target: SshTarget {
                 host: valid_host(&self.host)?,
                 port: valid_port(self.port)?,
-                username: valid_username(&self.username)?,
+                username,
                 host_key: valid_host_key(&self.host_key)?,
             },
             tags: valid_tags(self.tags)?,
@@ -187,8 +219,20 @@ impl RegisterDevice {
 impl UpdateDevice {
     /// The device's new configuration: `current` with the given fields replaced.
     pub fn apply(self, current: DeviceConfig) -> Result<DeviceConfig, ApiError> {
+        let username = self
+            .username
+            .as_deref()
+            .map(valid_username)
+            .transpose()?
+            .unwrap_or(current.target.username);
+        let allowed_usernames = valid_usernames(
+            self.allowed_usernames
+                .unwrap_or(current.allowed_usernames),
+            &username,
+        )?;
         Ok(DeviceConfig {
             device_id: current.device_id,
+            allowed_usernames,
             name: self
                 .name
                 .as_deref()
@@ -207,12 +251,7 @@ impl UpdateDevice {
                     .map(valid_port)
                     .transpose()?
                     .unwrap_or(current.target.port),
-                username: self
-                    .username
-                    .as_deref()
-                    .map(valid_username)
-                    .transpose()?
-                    .unwrap_or(current.target.username),
+                username,
                 host_key: self
                     .host_key
                     .as_deref()
@@ -285,6 +324,9 @@ pub struct ExecRequest {
     pub close: bool,
     /// Seconds the job may wait in the queue (device down, workers busy) before it expires.
     pub queue_timeout: Option<u32>,
+    /// The SSH username to log in as; one the device allows (its `username`, the default, or
+    /// one of its `allowed_usernames`), else `403`.
+    pub username: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -372,6 +414,10 @@ impl ExecRequest {
         }
         if let Some(term) = self.pty.as_ref().and_then(|p| p.term.as_deref()) {
             printable(term, "pty.term")?;
+        }
+        if let Some(username) = &self.username {
+            printable(username, "username")?;
+            valid_username(username)?;
         }
         Ok(())
     }
@@ -588,6 +634,7 @@ mod tests {
             keep_open_sec: None,
             close: false,
             queue_timeout: None,
+            username: None,
         };
         assert_eq!(
             req(None)

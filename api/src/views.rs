@@ -134,6 +134,8 @@ pub struct Device {
     pub presence: String,
     pub last_seen_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// Every SSH username an exec request may ask for: `username` first, then the others.
+    pub allowed_usernames: Vec<String>,
 }
 
 impl From<&DeviceRecord> for Device {
@@ -151,6 +153,15 @@ impl From<&DeviceRecord> for Device {
             presence: record.presence.as_str().to_owned(),
             last_seen_at: record.last_seen_at,
             updated_at: record.updated_at.unwrap_or(record.registered_at),
+            allowed_usernames: std::iter::once(record.username.clone())
+                .chain(
+                    record
+                        .allowed_usernames
+                        .iter()
+                        .filter(|u| **u != record.username)
+                        .cloned(),
+                )
+                .collect(),
         }
     }
 }

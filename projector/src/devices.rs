@@ -10,11 +10,12 @@ pub(crate) async fn configured(
     e: &DeviceConfig,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO devices (id, tenant, name, host, port, username, host_key, registered_by, registered_at, tags, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        "INSERT INTO devices (id, tenant, name, host, port, username, host_key, registered_by, registered_at, tags, status, allowed_usernames)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, host = EXCLUDED.host, port = EXCLUDED.port,
              username = EXCLUDED.username, host_key = EXCLUDED.host_key, tags = EXCLUDED.tags,
-             status = EXCLUDED.status, updated_at = EXCLUDED.registered_at",
+             status = EXCLUDED.status, updated_at = EXCLUDED.registered_at,
+             allowed_usernames = EXCLUDED.allowed_usernames",
     )
     .bind(e.device_id.as_uuid())
     .bind(event.tenant.as_str())
@@ -27,6 +28,7 @@ pub(crate) async fn configured(
     .bind(event.at.to_datetime())
     .bind(&e.tags)
     .bind(e.status.as_str())
+    .bind(&e.allowed_usernames)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -22,6 +22,8 @@ pub struct DeviceRecord {
     #[sqlx(try_from = "String")]
     pub presence: DevicePresence,
     pub updated_at: Option<DateTime<Utc>>,
+    /// Usernames exec requests may ask for besides `username`.
+    pub allowed_usernames: Vec<String>,
 }
 
 /// One device of one tenant; another tenant's device is simply not found.

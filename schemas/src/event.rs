@@ -88,6 +88,46 @@ pub struct DeviceConfig {
     pub target: SshTarget,
     pub tags: Vec<String>,
     pub status: DeviceStatus,
+    /// SSH usernames an exec request may log in as, besides `target.username` (which is always
+    /// allowed and is the default). Empty: only the registered username. Added at the end of
+    /// the struct, which is the end of its event: events written before it existed decode with
+    /// an empty list, and an empty list is not written, so their bytes are unchanged.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "trailing"
+    )]
+    pub allowed_usernames: Vec<String>,
+}
+
+impl DeviceConfig {
+    /// Whether a request may log in to this device as `username`.
+    pub fn allows_username(&self, username: &str) -> bool {
+        self.target.username == username || self.allowed_usernames.iter().any(|u| u == username)
+    }
+
+    /// Every username a request may log in as: the registered one first, then the others.
+    pub fn usernames(&self) -> Vec<String> {
+        let mut all = vec![self.target.username.clone()];
+        for u in &self.allowed_usernames {
+            if !all.contains(u) {
+                all.push(u.clone());
+            }
+        }
+        all
+    }
+}
+
+/// A field at the very end of an event that older events do not have. postcard is positional
+/// and has no field names, so a missing trailing field shows as the input ending where the
+/// field would start; that reads as the default. Only for the last field of a body whose
+/// variant carries nothing after it.
+fn trailing<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(T::deserialize(deserializer).unwrap_or_default())
 }
 
 /// Whether a device may be used (ShellHub's states). Only accepted devices run commands.
@@ -436,6 +476,46 @@ mod tests {
         let bytes = event.encode();
         assert_eq!(bytes[0], 0, "variant 0 of the envelope is version 1");
         assert_eq!(Event::decode(&bytes).unwrap(), event);
+    }
+
+    #[test]
+    fn allowed_usernames_are_optional_on_the_wire() {
+        let mut config = DeviceConfig {
+            device_id: DeviceId::new(),
+            name: "d".into(),
+            target: SshTarget {
+                host: "h".into(),
+                port: 22,
+                username: "ops".into(),
+                host_key: "k".into(),
+            },
+            tags: vec![],
+            status: DeviceStatus::Accepted,
+            allowed_usernames: vec![],
+        };
+        let event = |c: &DeviceConfig| {
+            Event::new(
+                TenantId::parse("t").unwrap(),
+                None,
+                EventBody::DeviceUpdated(c.clone()),
+            )
+        };
+        // Without usernames the bytes are those of an event written before the field existed.
+        let old = event(&config);
+        let old_bytes = old.encode();
+        assert_eq!(Event::decode(&old_bytes).unwrap(), old);
+        config.allowed_usernames = vec!["deploy".into(), "backup".into()];
+        let new = event(&config);
+        let new_bytes = new.encode();
+        assert!(new_bytes.len() > old_bytes.len());
+        let decoded = Event::decode(&new_bytes).unwrap();
+        assert_eq!(decoded, new);
+        let EventBody::DeviceUpdated(c) = decoded.body else {
+            panic!()
+        };
+        assert!(c.allows_username("ops") && c.allows_username("backup"));
+        assert!(!c.allows_username("root"));
+        assert_eq!(c.usernames(), ["ops", "deploy", "backup"]);
     }
 
     #[test]

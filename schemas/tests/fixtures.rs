@@ -36,6 +36,7 @@ fn config(device: DeviceId) -> DeviceConfig {
         target: target(),
         tags: vec!["edge".into(), "eu".into()],
         status: DeviceStatus::Accepted,
+        allowed_usernames: vec![],
     }
 }
 
@@ -105,6 +106,7 @@ fn sample_after(previous: Option<&EventBody>, job: JobId, device: DeviceId) -> O
         }),
         Some(EventBody::ExecRejected(_)) => EventBody::DeviceUpdated(DeviceConfig {
             status: DeviceStatus::Rejected,
+            allowed_usernames: vec![],
             ..config(device)
         }),
         Some(EventBody::DeviceUpdated(_)) => {

@@ -189,6 +189,7 @@ async fn the_stacks_own_services_are_refused_even_when_internal_devices_are_allo
                 target: target.clone(),
                 tags: vec![],
                 status: DeviceStatus::Accepted,
+                allowed_usernames: vec![],
             }),
         ))
         .await;

@@ -180,6 +180,7 @@ async fn a_poison_event_is_set_aside_and_every_tenant_is_still_projected() {
                         target: target(),
                         tags: vec![],
                         status: DeviceStatus::Accepted,
+                        allowed_usernames: vec![],
                     }),
                 );
                 poison.push((publish_event(&stack, &device).await, "device_registered"));

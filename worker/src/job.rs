@@ -757,7 +757,7 @@ fn not_to_start(
         Some(EventBody::DeviceRegistered(now) | EventBody::DeviceUpdated(now)) => {
             if now.status != DeviceStatus::Accepted {
                 Some(format!("the device is now {}", now.status.as_str()))
-            } else if now.target != request.target {
+            } else if !same_device(&now, &request.target) {
                 Some("the device's address, user or host key changed".to_owned())
             } else {
                 None
@@ -772,6 +772,16 @@ fn not_to_start(
         ));
     }
     None
+}
+
+/// Whether a queued request still names the device as it is now: the same address and host
+/// key, and a username the device still allows (the request may log in as one of the device's
+/// allowed usernames rather than the registered one).
+fn same_device(now: &schemas::DeviceConfig, queued: &schemas::SshTarget) -> bool {
+    now.target.host == queued.host
+        && now.target.port == queued.port
+        && now.target.host_key == queued.host_key
+        && now.allows_username(&queued.username)
 }
 
 fn failure_code(error: &SshError) -> FailureCode {

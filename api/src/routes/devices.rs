@@ -47,6 +47,7 @@ fn device_json(
         presence: presence.state.as_str().to_owned(),
         last_seen_at: presence.last_seen,
         updated_at,
+        allowed_usernames: config.usernames(),
     };
     serde_json::to_value(view).expect("views serialise")
 }

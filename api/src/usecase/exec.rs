@@ -64,6 +64,7 @@ pub async fn submit(
         wait,
     } = submission;
     let command = body.described();
+    let username = body.username.clone();
     let spec = match body.validate(state.limits, &*state.policy_for(&caller.tenant).await?) {
         Ok(spec) => spec,
         Err(error) if error.error_code == ErrorCode::CommandNotAllowed => {
@@ -72,6 +73,7 @@ pub async fn submit(
         }
         Err(error) => return Err(error),
     };
+    let submission_device = device;
     let (device, presence) = devices::for_exec(state, caller, device).await?;
     let device = device.config;
     if device.status != DeviceStatus::Accepted {
@@ -96,13 +98,29 @@ pub async fn submit(
             format!("the device is offline: it missed its heartbeats (last seen {seen})"),
         ));
     }
+    // The username is checked against the device, never trusted: a request may log in only as
+    // the registered username or one the device's owner allowed.
+    let mut target = device.target.clone();
+    if let Some(username) = username {
+        if !device.allows_username(&username) {
+            let error = ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::PermissionDenied,
+                format!("the device does not allow logging in as {username}"),
+            )
+            .property("username");
+            append_rejection(state, caller, submission_device, command, &error).await?;
+            return Err(error);
+        }
+        target.username = username;
+    }
     let job_id = idempotent_job_id(&caller.tenant, idempotency_key)?.unwrap_or_default();
     tracing::Span::current().record("job_id", tracing::field::display(job_id));
 
     let request = ExecRequested {
         job_id,
         device_id: device.device_id,
-        target: device.target,
+        target,
         argv: spec.argv,
         env: spec.env,
         stdin: spec.stdin,
