@@ -131,8 +131,8 @@ fn valid_usernames(usernames: Vec<String>, registered: &str) -> Result<Vec<Strin
     let mut out = Vec::with_capacity(usernames.len());
     for (i, name) in usernames.iter().enumerate() {
         printable(name, &format!("allowed_usernames[{i}]"))?;
-        let name = valid_username(name)
-            .map_err(|e| e.property(format!("allowed_usernames[{i}]")))?;
+        let name =
+            valid_username(name).map_err(|e| e.property(format!("allowed_usernames[{i}]")))?;
         if name != registered {
             out.push(name);
         }
@@ -226,8 +226,7 @@ impl UpdateDevice {
             .transpose()?
             .unwrap_or(current.target.username);
         let allowed_usernames = valid_usernames(
-            self.allowed_usernames
-                .unwrap_or(current.allowed_usernames),
+            self.allowed_usernames.unwrap_or(current.allowed_usernames),
             &username,
         )?;
         Ok(DeviceConfig {

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod command;
+pub mod compat;
 pub mod device_cache;
 pub mod domain;
 pub mod error;

@@ -121,3 +121,42 @@ pub async fn list(
     page.fetch(db, "devices", "*", sort.column(), push_filters)
         .await
 }
+
+/// A tenant's devices whose `host` (case-insensitive) or `name` is `host`, on `port` if one is
+/// given: how a drop-in request that names a host (PrivX's `hostname`, Zato's `host`) finds the
+/// registered device it means. At most `limit`, by name.
+pub async fn by_host(
+    db: &PgPool,
+    tenant: &TenantId,
+    host: &str,
+    port: Option<u16>,
+    limit: i64,
+) -> sqlx::Result<Vec<DeviceRecord>> {
+    sqlx::query_as(
+        "SELECT * FROM devices WHERE tenant = $1 AND (lower(host) = lower($2) OR name = $2)
+         AND ($3::int IS NULL OR port = $3) ORDER BY name, id LIMIT $4",
+    )
+    .bind(tenant.as_str())
+    .bind(host)
+    .bind(port.map(i32::from))
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// A tenant's devices carrying `tag`, by name, at most `limit`.
+pub async fn tagged(
+    db: &PgPool,
+    tenant: &TenantId,
+    tag: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<DeviceRecord>> {
+    sqlx::query_as(
+        "SELECT * FROM devices WHERE tenant = $1 AND tags @> ARRAY[$2]::text[] ORDER BY name, id LIMIT $3",
+    )
+    .bind(tenant.as_str())
+    .bind(tag)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

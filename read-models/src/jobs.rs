@@ -126,6 +126,8 @@ pub struct JobFilter {
     pub status: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+    /// Jobs on any of these devices (`Some(vec![])` matches nothing).
+    pub device_ids: Option<Vec<Uuid>>,
 }
 
 /// One page of a tenant's jobs (without their output), with the total count.
@@ -143,6 +145,11 @@ pub async fn list(
         }
         if let Some(status) = &filter.status {
             q.push(" AND status = ").push_bind(status.clone());
+        }
+        if let Some(devices) = &filter.device_ids {
+            q.push(" AND device_id = ANY(")
+                .push_bind(devices.clone())
+                .push(")");
         }
         if let Some(from) = filter.from {
             q.push(" AND requested_at >= ").push_bind(from);

@@ -126,6 +126,7 @@ fn job_filter(query: &ListQuery) -> Result<JobFilter, ApiError> {
         status: query.text("status"),
         from: query.time("from")?,
         to: query.time("to")?,
+        device_ids: None,
     })
 }
 

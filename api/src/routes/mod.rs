@@ -14,7 +14,7 @@ pub(crate) mod exec;
 pub(crate) mod health;
 pub(crate) mod jobs;
 pub(crate) mod keys;
-mod list;
+pub(crate) mod list;
 pub(crate) mod templates;
 
 use axum::Router;
@@ -45,6 +45,12 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::create, keys::list))
         .routes(routes!(keys::revoke))
         .routes(routes!(keys::create_tenant))
+        // Drop-in adapters (issue 16), each over the one exec path.
+        .routes(routes!(crate::compat::scalelite::execute))
+        .routes(routes!(crate::compat::scalelite::history))
+        .routes(routes!(crate::compat::scalelite::templates))
+        .routes(routes!(crate::compat::privx::exec))
+        .routes(routes!(crate::compat::zato::ssh))
 }
 
 /// The API's routes, `/openapi.json` and `/docs` (both serving the document split off the API's
