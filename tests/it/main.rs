@@ -3,6 +3,7 @@
 
 mod api;
 mod cluster;
+mod compat;
 mod exec;
 mod fleet;
 mod hostile;
