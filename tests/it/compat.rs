@@ -33,7 +33,12 @@ async fn register(stack: &TestStack, device: &SshDevice, name: &str, extra: Valu
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, list) = stack.get(&format!("/v1/devices?name={name}")).await;
-        if list.as_array().unwrap().iter().any(|d| d["id"] == id.as_str()) {
+        if list
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == id.as_str())
+        {
             return id;
         }
         assert!(Instant::now() < deadline, "device {name} never projected");
@@ -43,7 +48,10 @@ async fn register(stack: &TestStack, device: &SshDevice, name: &str, extra: Valu
 
 async fn new_key(stack: &TestStack, role: &str) -> String {
     let (status, body) = stack
-        .post("/v1/keys", &json!({ "name": format!("compat-{role}"), "role": role }))
+        .post(
+            "/v1/keys",
+            &json!({ "name": format!("compat-{role}"), "role": role }),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     body["key"].as_str().unwrap().to_owned()
@@ -62,7 +70,10 @@ async fn send(
         request = request.header(*name, value);
     }
     if let Some(body) = body {
-        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        {
             request = request.header("content-type", "application/json");
         }
         request = request.body(body.to_owned());
@@ -115,12 +126,18 @@ async fn scalelite_requests_run_unchanged_with_scalelite_status_codes() {
     assert_eq!(body["success"], true, "{body}");
     assert_eq!(body["exit_code"], 0);
     assert_eq!(body["target"], "edge-1");
-    assert!(body["stdout"].as_str().unwrap().contains("Filesystem"), "{body}");
+    assert!(
+        body["stdout"].as_str().unwrap().contains("Filesystem"),
+        "{body}"
+    );
     // The job keeps its id and is the native API's job.
     let job = job.expect("X-SSHQ-Job-Id");
     assert_eq!(body["job_id"], job.as_str());
     let (status, native) = stack.get(&format!("/v1/jobs/{job}")).await;
-    assert_eq!((status, native["status"].as_str()), (StatusCode::OK, Some("finished")));
+    assert_eq!(
+        (status, native["status"].as_str()),
+        (StatusCode::OK, Some("finished"))
+    );
     // target naming the instance's own device, and "scalelite", both mean it.
     for target in ["edge-1", "scalelite", single.as_str()] {
         let body = format!(r#"{{"command": "uptime", "target": "{target}", "timeout": 30}}"#);
@@ -145,20 +162,42 @@ async fn scalelite_requests_run_unchanged_with_scalelite_status_codes() {
     assert_eq!(body["device_id"], bbb.as_str());
 
     // 400: blocked by the security policy (and audited), or a bad request.
-    for blocked in [r#"{"command": "rm -rf /"}"#, r#"{"command": "uptime; reboot"}"#, r#"{"command": "shutdown now"}"#] {
+    for blocked in [
+        r#"{"command": "rm -rf /"}"#,
+        r#"{"command": "uptime; reboot"}"#,
+        r#"{"command": "shutdown now"}"#,
+    ] {
         let (status, job, body) = scalelite(&stack, &key, &single, blocked).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{blocked}: {body}");
-        assert_eq!((body["success"].as_bool(), body["error_code"].as_str()), (Some(false), Some("COMMAND_NOT_ALLOWED")));
+        assert_eq!(
+            (body["success"].as_bool(), body["error_code"].as_str()),
+            (Some(false), Some("COMMAND_NOT_ALLOWED"))
+        );
         assert!(job.is_none());
     }
-    let (status, _, body) = scalelite(&stack, &key, &single, r#"{"command": "uptime", "timeout": 121}"#).await;
-    assert_eq!((status, body["property"].as_str()), (StatusCode::BAD_REQUEST, Some("timeout")), "{body}");
+    let (status, _, body) = scalelite(
+        &stack,
+        &key,
+        &single,
+        r#"{"command": "uptime", "timeout": 121}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["property"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("timeout")),
+        "{body}"
+    );
     let (status, _, body) = scalelite(&stack, &key, &single, r#"{"cmd": "uptime"}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, audit) = stack.get("/v1/audit?outcome=rejected").await;
-        if audit.as_array().unwrap().iter().any(|e| e["command"] == "rm -rf /") {
+        if audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["command"] == "rm -rf /")
+        {
             break;
         }
         assert!(Instant::now() < deadline, "the refusal is audited: {audit}");
@@ -174,7 +213,11 @@ async fn scalelite_requests_run_unchanged_with_scalelite_status_codes() {
         Some(r#"{"command": "uptime"}"#),
     )
     .await;
-    assert_eq!((status, body["success"].as_bool()), (StatusCode::UNAUTHORIZED, Some(false)), "{body}");
+    assert_eq!(
+        (status, body["success"].as_bool()),
+        (StatusCode::UNAUTHORIZED, Some(false)),
+        "{body}"
+    );
     let bad = format!("sk_{}_{}", "0".repeat(12), "0".repeat(64));
     let (status, _, _) = scalelite(&stack, &bad, &single, r#"{"command": "uptime"}"#).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -182,16 +225,46 @@ async fn scalelite_requests_run_unchanged_with_scalelite_status_codes() {
     // 403: a key without SSH permission (an observer) — before anything else is looked at.
     let observer = new_key(&stack, "observer").await;
     let (status, _, body) = scalelite(&stack, &observer, &single, r#"{"command": "uptime"}"#).await;
-    assert_eq!((status, body["error_code"].as_str()), (StatusCode::FORBIDDEN, Some("PERMISSION_DENIED")), "{body}");
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("PERMISSION_DENIED")),
+        "{body}"
+    );
 
     // 404: instance or target server not found.
-    for instance in ["no-such-instance", "0190a1b2-0000-7000-8000-000000000000", "Not A Tag"] {
-        let (status, _, body) = scalelite(&stack, &key, &instance.replace(' ', "%20"), r#"{"command": "uptime"}"#).await;
+    for instance in [
+        "no-such-instance",
+        "0190a1b2-0000-7000-8000-000000000000",
+        "Not A Tag",
+    ] {
+        let (status, _, body) = scalelite(
+            &stack,
+            &key,
+            &instance.replace(' ', "%20"),
+            r#"{"command": "uptime"}"#,
+        )
+        .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{instance}: {body}");
     }
-    let (status, _, body) = scalelite(&stack, &key, "bbb-prod", r#"{"command": "uptime", "target": "bbb-9"}"#).await;
-    assert_eq!((status, body["property"].as_str()), (StatusCode::NOT_FOUND, Some("target")), "{body}");
-    let (status, _, body) = scalelite(&stack, &key, &single, r#"{"command": "uptime", "target": "bbb-1"}"#).await;
+    let (status, _, body) = scalelite(
+        &stack,
+        &key,
+        "bbb-prod",
+        r#"{"command": "uptime", "target": "bbb-9"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["property"].as_str()),
+        (StatusCode::NOT_FOUND, Some("target")),
+        "{body}"
+    );
+    let (status, _, body) = scalelite(
+        &stack,
+        &key,
+        &single,
+        r#"{"command": "uptime", "target": "bbb-1"}"#,
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     // Another tenant's device is not an instance either.
     let stranger = stack.create_tenant("stranger").await;
@@ -206,8 +279,13 @@ async fn scalelite_requests_run_unchanged_with_scalelite_status_codes() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, job, body) =
-        scalelite(&stack, &key, &single, r#"{"command": "sleep 5", "timeout": 1}"#).await;
+    let (status, job, body) = scalelite(
+        &stack,
+        &key,
+        &single,
+        r#"{"command": "sleep 5", "timeout": 1}"#,
+    )
+    .await;
     assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{body}");
     let job = job.expect("a timed-out job keeps its id");
     assert_eq!(body["job_id"], job.as_str());
@@ -220,7 +298,10 @@ async fn scalelite_requests_run_unchanged_with_scalelite_status_codes() {
     dead.kill();
     let (status, job, body) = scalelite(&stack, &key, &dead_id, r#"{"command": "uptime"}"#).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("connect_failed"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("connect_failed"),
+        "{body}"
+    );
     assert!(job.is_some());
 
     // History: the instance's commands, newest first, from the read models.
@@ -238,7 +319,10 @@ async fn scalelite_requests_run_unchanged_with_scalelite_status_codes() {
         if body["total"] == 5 {
             break body;
         }
-        assert!(Instant::now() < deadline, "history never showed 5 jobs: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "history never showed 5 jobs: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let entries = history["history"].as_array().unwrap();
@@ -284,9 +368,19 @@ async fn scalelite_requests_run_unchanged_with_scalelite_status_codes() {
         .map(|t| t["usage"].as_str().unwrap())
         .collect();
     for expected in ["df -h", "uptime", "bbb-conf --status", "sleep {seconds}"] {
-        assert!(usages.iter().any(|u| u.starts_with(expected)), "{expected} in {usages:?}");
+        assert!(
+            usages.iter().any(|u| u.starts_with(expected)),
+            "{expected} in {usages:?}"
+        );
     }
-    let (status, _, _) = send(&stack, reqwest::Method::GET, &format!("{SCALELITE}/ssh/templates"), &[], None).await;
+    let (status, _, _) = send(
+        &stack,
+        reqwest::Method::GET,
+        &format!("{SCALELITE}/ssh/templates"),
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
@@ -330,7 +424,10 @@ async fn privx_exec_requests_resolve_registered_hosts_and_check_the_username() {
     let (status, job, body) = privx(&stack, &key, &request.to_string()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["exit_status"], 0);
-    assert_eq!(B64.decode(body["stdout_base64"].as_str().unwrap()).unwrap(), b"hello privx\n");
+    assert_eq!(
+        B64.decode(body["stdout_base64"].as_str().unwrap()).unwrap(),
+        b"hello privx\n"
+    );
     assert_eq!(body["stderr_base64"], "");
     let job = job.expect("X-SSHQ-Job-Id");
     let (_, native) = stack.get(&format!("/v1/jobs/{job}")).await;
@@ -341,111 +438,217 @@ async fn privx_exec_requests_resolve_registered_hosts_and_check_the_username() {
         "stdin_base64": B64.encode(b"bytes \x00\xff in")});
     let (status, _, body) = privx(&stack, &key, &request.to_string()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(B64.decode(body["stdout_base64"].as_str().unwrap()).unwrap(), b"bytes \x00\xff in");
+    assert_eq!(
+        B64.decode(body["stdout_base64"].as_str().unwrap()).unwrap(),
+        b"bytes \x00\xff in"
+    );
     let request = json!({"username": device.user, "hostname": hostname, "command": "whoami"});
     let (_, _, body) = privx(&stack, &key, &request.to_string()).await;
-    assert_eq!(B64.decode(body["stdout_base64"].as_str().unwrap()).unwrap(), format!("{}\n", device.user).as_bytes());
-    let request = json!({"username": device.user, "hostname": hostname, "command": "ls /no/such/path"});
+    assert_eq!(
+        B64.decode(body["stdout_base64"].as_str().unwrap()).unwrap(),
+        format!("{}\n", device.user).as_bytes()
+    );
+    let request =
+        json!({"username": device.user, "hostname": hostname, "command": "ls /no/such/path"});
     let (status, _, body) = privx(&stack, &key, &request.to_string()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["exit_status"], 2, "{body}");
     assert!(!body["stderr_base64"].as_str().unwrap().is_empty());
     // X-API-Key works too (sshq's own header).
-    let (status, _, _) = send(&stack, reqwest::Method::POST, "/compat/privx/exec",
-        &[("X-API-Key", key.clone())], Some(&request.to_string())).await;
+    let (status, _, _) = send(
+        &stack,
+        reqwest::Method::POST,
+        "/compat/privx/exec",
+        &[("X-API-Key", key.clone())],
+        Some(&request.to_string()),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
 
     // 400: bad requests, in PrivX's error body.
     let (status, _, body) = privx(&stack, &key, r#"{"username": "x", "command": "uptime"}"#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!((body["error_code"].as_str(), body["property"].as_str()), (Some("REQUIRED_VALUE_MISSING"), Some("hostname")));
+    assert_eq!(
+        (body["error_code"].as_str(), body["property"].as_str()),
+        (Some("REQUIRED_VALUE_MISSING"), Some("hostname"))
+    );
     assert!(body["error_message"].is_string() && body["details"].is_array());
     let bad = json!({"username": device.user, "hostname": hostname, "command": "uptime", "stdin_base64": "***"});
     let (status, _, body) = privx(&stack, &key, &bad.to_string()).await;
-    assert_eq!((status, body["property"].as_str()), (StatusCode::BAD_REQUEST, Some("stdin_base64")), "{body}");
+    assert_eq!(
+        (status, body["property"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("stdin_base64")),
+        "{body}"
+    );
     // Open mode trusts the program but never shell syntax.
-    let blocked = json!({"username": device.user, "hostname": hostname, "command": "uptime; reboot"});
+    let blocked =
+        json!({"username": device.user, "hostname": hostname, "command": "uptime; reboot"});
     let (status, _, body) = privx(&stack, &key, &blocked.to_string()).await;
-    assert_eq!((status, body["error_code"].as_str()), (StatusCode::BAD_REQUEST, Some("COMMAND_NOT_ALLOWED")), "{body}");
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("COMMAND_NOT_ALLOWED")),
+        "{body}"
+    );
 
     // 401: authorization missing or invalid.
-    let ok = json!({"username": device.user, "hostname": hostname, "command": "uptime"}).to_string();
-    let (status, _, body) = send(&stack, reqwest::Method::POST, "/compat/privx/exec", &[], Some(&ok)).await;
-    assert_eq!((status, body["error_code"].as_str()), (StatusCode::UNAUTHORIZED, Some("UNAUTHENTICATED")), "{body}");
+    let ok =
+        json!({"username": device.user, "hostname": hostname, "command": "uptime"}).to_string();
+    let (status, _, body) = send(
+        &stack,
+        reqwest::Method::POST,
+        "/compat/privx/exec",
+        &[],
+        Some(&ok),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("UNAUTHENTICATED")),
+        "{body}"
+    );
     let (status, _, _) = privx(&stack, "sk_nope", &ok).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _, _) = send(&stack, reqwest::Method::POST, "/compat/privx/exec",
-        &[("Authorization", format!("Token {key}"))], Some(&ok)).await;
+    let (status, _, _) = send(
+        &stack,
+        reqwest::Method::POST,
+        "/compat/privx/exec",
+        &[("Authorization", format!("Token {key}"))],
+        Some(&ok),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // 403: authorized, but not allowed — a role without exec, or a username the device does
     // not allow (checked, not trusted; the refusal is audited).
     let observer = new_key(&stack, "observer").await;
     let (status, _, body) = privx(&stack, &observer, &ok).await;
-    assert_eq!((status, body["error_code"].as_str()), (StatusCode::FORBIDDEN, Some("PERMISSION_DENIED")), "{body}");
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("PERMISSION_DENIED")),
+        "{body}"
+    );
     let root = json!({"username": "root", "hostname": hostname, "command": "uptime"}).to_string();
     let (status, job, body) = privx(&stack, &key, &root).await;
-    assert_eq!((status, body["property"].as_str()), (StatusCode::FORBIDDEN, Some("username")), "{body}");
+    assert_eq!(
+        (status, body["property"].as_str()),
+        (StatusCode::FORBIDDEN, Some("username")),
+        "{body}"
+    );
     assert!(job.is_none(), "nothing ran");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, audit) = stack.get("/v1/audit?outcome=rejected").await;
-        if audit.as_array().unwrap().iter().any(|e| e["detail"].as_str().is_some_and(|d| d.contains("as root"))) {
+        if audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["detail"].as_str().is_some_and(|d| d.contains("as root")))
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "the username refusal is audited: {audit}");
+        assert!(
+            Instant::now() < deadline,
+            "the username refusal is audited: {audit}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // An allowed username other than the registered one is the one the worker logs in as:
     // this sshd only lets the test user in, so the login as sshq-nobody is refused by sshd.
-    let other = json!({"username": "sshq-nobody", "hostname": hostname, "command": "uptime"}).to_string();
+    let other =
+        json!({"username": "sshq-nobody", "hostname": hostname, "command": "uptime"}).to_string();
     let (status, job, body) = privx(&stack, &key, &other).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
-    assert!(body["error_message"].as_str().unwrap().contains("auth_failed"), "{body}");
+    assert!(
+        body["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("auth_failed"),
+        "{body}"
+    );
     assert_eq!(body["details"][0]["error_code"], "auth_failed");
     let (_, native) = stack.get(&format!("/v1/jobs/{}", job.unwrap())).await;
     assert_eq!(native["error_code"], "auth_failed");
 
     // 404: a host that is not registered (never a blind connect), another tenant's device, a
     // device that is not accepted.
-    let unknown = json!({"username": device.user, "hostname": "10.9.8.7", "command": "uptime"}).to_string();
+    let unknown =
+        json!({"username": device.user, "hostname": "10.9.8.7", "command": "uptime"}).to_string();
     let (status, _, body) = privx(&stack, &key, &unknown).await;
-    assert_eq!((status, body["error_code"].as_str()), (StatusCode::NOT_FOUND, Some("NOT_FOUND")), "{body}");
-    assert!(body["error_message"].as_str().unwrap().contains("no registered device"), "{body}");
-    let wrong_port = json!({"username": device.user, "hostname": "127.0.0.1:1", "command": "uptime"}).to_string();
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("NOT_FOUND")),
+        "{body}"
+    );
+    assert!(
+        body["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("no registered device"),
+        "{body}"
+    );
+    let wrong_port =
+        json!({"username": device.user, "hostname": "127.0.0.1:1", "command": "uptime"})
+            .to_string();
     let (status, _, _) = privx(&stack, &key, &wrong_port).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let stranger = stack.create_tenant("stranger").await;
     let (status, _, _) = privx(&stack, &stranger, &ok).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let pending_device = SshDevice::start();
-    register(&stack, &pending_device, "pending-1", json!({"status": "pending"})).await;
-    let pending = json!({"username": device.user, "hostname": "pending-1", "command": "uptime"}).to_string();
+    register(
+        &stack,
+        &pending_device,
+        "pending-1",
+        json!({"status": "pending"}),
+    )
+    .await;
+    let pending =
+        json!({"username": device.user, "hostname": "pending-1", "command": "uptime"}).to_string();
     let (status, _, body) = privx(&stack, &key, &pending).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    assert!(body["error_message"].as_str().unwrap().contains("pending"), "{body}");
+    assert!(
+        body["error_message"].as_str().unwrap().contains("pending"),
+        "{body}"
+    );
 
     // 500: SSH connection failed.
     let mut dead = SshDevice::start();
     let dead_name = "dead-1";
     register(&stack, &dead, dead_name, json!({})).await;
     dead.kill();
-    let request = json!({"username": device.user, "hostname": dead_name, "command": "uptime"}).to_string();
+    let request =
+        json!({"username": device.user, "hostname": dead_name, "command": "uptime"}).to_string();
     let (status, job, body) = privx(&stack, &key, &request).await;
-    assert_eq!((status, body["error_code"].as_str()), (StatusCode::INTERNAL_SERVER_ERROR, Some("GENERAL_ERROR")), "{body}");
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, Some("GENERAL_ERROR")),
+        "{body}"
+    );
     assert!(job.is_some());
 
     // The native API takes `username` too, checked the same way, and the device shows its
     // allowed usernames (log and read model).
     let (status, body) = stack
-        .post(&format!("/v1/devices/{id}/exec"), &json!({"command": "uptime", "username": "root"}))
+        .post(
+            &format!("/v1/devices/{id}/exec"),
+            &json!({"command": "uptime", "username": "root"}),
+        )
         .await;
-    assert_eq!((status, body["property"].as_str()), (StatusCode::FORBIDDEN, Some("username")), "{body}");
-    let done = stack.run(&id, json!({"command": "whoami", "username": device.user})).await;
+    assert_eq!(
+        (status, body["property"].as_str()),
+        (StatusCode::FORBIDDEN, Some("username")),
+        "{body}"
+    );
+    let done = stack
+        .run(&id, json!({"command": "whoami", "username": device.user}))
+        .await;
     assert_eq!(done["stdout"], format!("{}\n", device.user));
     let (_, shown) = stack.get(&format!("/v1/devices/{id}")).await;
-    assert_eq!(shown["allowed_usernames"], json!([device.user, "sshq-nobody"]));
+    assert_eq!(
+        shown["allowed_usernames"],
+        json!([device.user, "sshq-nobody"])
+    );
     let (status, body) = stack
         .call(
             reqwest::Method::PATCH,
@@ -455,7 +658,10 @@ async fn privx_exec_requests_resolve_registered_hosts_and_check_the_username() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["allowed_usernames"], json!([device.user, "backup", "deploy"]));
+    assert_eq!(
+        body["allowed_usernames"],
+        json!([device.user, "backup", "deploy"])
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, list) = stack.get("/v1/devices?name=app-1").await;
@@ -466,7 +672,11 @@ async fn privx_exec_requests_resolve_registered_hosts_and_check_the_username() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (status, _, _) = privx(&stack, &key, &other).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "sshq-nobody is no longer allowed");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "sshq-nobody is no longer allowed"
+    );
     let (status, body) = stack
         .call(
             reqwest::Method::PATCH,
@@ -475,10 +685,19 @@ async fn privx_exec_requests_resolve_registered_hosts_and_check_the_username() {
             Some(&json!({"allowed_usernames": ["bad name"]})),
         )
         .await;
-    assert_eq!((status, body["property"].as_str()), (StatusCode::BAD_REQUEST, Some("allowed_usernames[0]")), "{body}");
+    assert_eq!(
+        (status, body["property"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("allowed_usernames[0]")),
+        "{body}"
+    );
 }
 
-async fn zato(stack: &TestStack, user: &str, password: &str, body: &str) -> (StatusCode, Option<String>, Value) {
+async fn zato(
+    stack: &TestStack,
+    user: &str,
+    password: &str,
+    body: &str,
+) -> (StatusCode, Option<String>, Value) {
     let basic = B64.encode(format!("{user}:{password}"));
     send(
         stack,
@@ -487,7 +706,10 @@ async fn zato(stack: &TestStack, user: &str, password: &str, body: &str) -> (Sta
         // `curl -d` as in the seed: a form content type, with a JSON body.
         &[
             ("Authorization", format!("Basic {basic}")),
-            ("content-type", "application/x-www-form-urlencoded".to_owned()),
+            (
+                "content-type",
+                "application/x-www-form-urlencoded".to_owned(),
+            ),
         ],
         Some(body),
     )
@@ -506,22 +728,46 @@ async fn zato_ssh_channel_answers_is_ok_cid_stdout_stderr() {
     let key = stack.api_key.clone();
 
     // The seed's curl, unchanged: `{"host":"localhost", "command":"uptime"}` with user `api`.
-    let (status, job, body) = zato(&stack, "api", &key, r#"{"host":"localhost", "command":"uptime"}"#).await;
+    let (status, job, body) = zato(
+        &stack,
+        "api",
+        &key,
+        r#"{"host":"localhost", "command":"uptime"}"#,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["is_ok"], true, "{body}");
-    assert!(body["stdout"].as_str().unwrap().contains("load average"), "{body}");
+    assert!(
+        body["stdout"].as_str().unwrap().contains("load average"),
+        "{body}"
+    );
     let cid = body["cid"].as_str().unwrap();
     assert_eq!(job.as_deref(), Some(cid));
     let (status, native) = stack.get(&format!("/v1/jobs/{cid}")).await;
-    assert_eq!((status, native["status"].as_str()), (StatusCode::OK, Some("finished")));
+    assert_eq!(
+        (status, native["status"].as_str()),
+        (StatusCode::OK, Some("finished"))
+    );
     // Any user name; the host as host:port too.
-    let body = format!(r#"{{"host":"127.0.0.1:{}", "command":"hostname"}}"#, device.port);
+    let body = format!(
+        r#"{{"host":"127.0.0.1:{}", "command":"hostname"}}"#,
+        device.port
+    );
     let (status, _, answer) = zato(&stack, "whoever", &key, &body).await;
-    assert_eq!((status, answer["is_ok"].as_bool()), (StatusCode::OK, Some(true)), "{answer}");
+    assert_eq!(
+        (status, answer["is_ok"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{answer}"
+    );
 
     // A command that fails on the device: 200, is_ok false, with its output.
-    let (status, _, body) =
-        zato(&stack, "api", &key, r#"{"host":"localhost", "command":"systemctl is-active no-such-unit"}"#).await;
+    let (status, _, body) = zato(
+        &stack,
+        "api",
+        &key,
+        r#"{"host":"localhost", "command":"systemctl is-active no-such-unit"}"#,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["is_ok"], false, "{body}");
     assert!(body["cid"].is_string() && body["stdout"].is_string());
@@ -529,22 +775,180 @@ async fn zato_ssh_channel_answers_is_ok_cid_stdout_stderr() {
     let mut dead = SshDevice::start();
     register(&stack, &dead, "dead-1", json!({})).await;
     dead.kill();
-    let (status, job, body) = zato(&stack, "api", &key, r#"{"host":"dead-1", "command":"uptime"}"#).await;
-    assert_eq!((status, body["is_ok"].as_bool()), (StatusCode::OK, Some(false)), "{body}");
-    assert!(body["details"].as_str().unwrap().contains("connect_failed"), "{body}");
+    let (status, job, body) = zato(
+        &stack,
+        "api",
+        &key,
+        r#"{"host":"dead-1", "command":"uptime"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["is_ok"].as_bool()),
+        (StatusCode::OK, Some(false)),
+        "{body}"
+    );
+    assert!(
+        body["details"].as_str().unwrap().contains("connect_failed"),
+        "{body}"
+    );
     assert!(job.is_some());
 
     // Errors keep the shape: 400 not allowed, 401, 403, 404.
-    let (status, _, body) = zato(&stack, "api", &key, r#"{"host":"localhost", "command":"rm -rf /"}"#).await;
-    assert_eq!((status, body["is_ok"].as_bool(), body["error_code"].as_str()), (StatusCode::BAD_REQUEST, Some(false), Some("COMMAND_NOT_ALLOWED")), "{body}");
-    let (status, _, body) = zato(&stack, "api", "password", r#"{"host":"localhost", "command":"uptime"}"#).await;
-    assert_eq!((status, body["is_ok"].as_bool()), (StatusCode::UNAUTHORIZED, Some(false)), "{body}");
+    let (status, _, body) = zato(
+        &stack,
+        "api",
+        &key,
+        r#"{"host":"localhost", "command":"rm -rf /"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["is_ok"].as_bool(), body["error_code"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some(false),
+            Some("COMMAND_NOT_ALLOWED")
+        ),
+        "{body}"
+    );
+    let (status, _, body) = zato(
+        &stack,
+        "api",
+        "password",
+        r#"{"host":"localhost", "command":"uptime"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["is_ok"].as_bool()),
+        (StatusCode::UNAUTHORIZED, Some(false)),
+        "{body}"
+    );
     assert!(body["cid"].is_string());
-    let (status, _, _) = send(&stack, reqwest::Method::POST, "/compat/zato/api/ssh", &[], Some(r#"{"host":"localhost", "command":"uptime"}"#)).await;
+    let (status, _, _) = send(
+        &stack,
+        reqwest::Method::POST,
+        "/compat/zato/api/ssh",
+        &[],
+        Some(r#"{"host":"localhost", "command":"uptime"}"#),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let observer = new_key(&stack, "observer").await;
-    let (status, _, _) = zato(&stack, "api", &observer, r#"{"host":"localhost", "command":"uptime"}"#).await;
+    let (status, _, _) = zato(
+        &stack,
+        "api",
+        &observer,
+        r#"{"host":"localhost", "command":"uptime"}"#,
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _, body) = zato(&stack, "api", &key, r#"{"host":"elsewhere.example", "command":"uptime"}"#).await;
-    assert_eq!((status, body["is_ok"].as_bool()), (StatusCode::NOT_FOUND, Some(false)), "{body}");
+    let (status, _, body) = zato(
+        &stack,
+        "api",
+        &key,
+        r#"{"host":"elsewhere.example", "command":"uptime"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["is_ok"].as_bool()),
+        (StatusCode::NOT_FOUND, Some(false)),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn compat_calls_that_outlive_their_wait_answer_as_each_product_and_keep_their_job() {
+    let stack = TestStack::start_with(StackOptions {
+        max_wait_s: 1,
+        ..Default::default()
+    })
+    .await;
+    let device = SshDevice::start();
+    let id = register(&stack, &device, "slow-1", json!({})).await;
+    let key = stack.api_key.clone();
+    let mut jobs = Vec::new();
+
+    // Scalelite: 408, the job id in the body and the header.
+    let (status, job, body) = scalelite(
+        &stack,
+        &key,
+        &id,
+        r#"{"command": "sleep 3", "timeout": 30}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (StatusCode::REQUEST_TIMEOUT, Some("COMMAND_TIMED_OUT")),
+        "{body}"
+    );
+    let job = job.expect("X-SSHQ-Job-Id");
+    assert_eq!(body["job_id"], job.as_str());
+    jobs.push(job);
+    // PrivX: 500 with the running job in details[0].
+    let request = json!({"username": device.user, "hostname": "slow-1", "command": "sleep 3"});
+    let (status, job, body) = privx(&stack, &key, &request.to_string()).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body["details"][0]["status"], "running");
+    let job = job.expect("X-SSHQ-Job-Id");
+    assert_eq!(body["details"][0]["job_id"], job.as_str());
+    jobs.push(job);
+    // Zato: 200, is_ok false, cid = the job.
+    let (status, job, body) = zato(
+        &stack,
+        "api",
+        &key,
+        r#"{"host":"slow-1", "command":"sleep 3"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["is_ok"].as_bool()),
+        (StatusCode::OK, Some(false)),
+        "{body}"
+    );
+    assert_eq!(job.as_deref(), body["cid"].as_str());
+    jobs.push(job.unwrap());
+
+    // Each job carries on and finishes, and the native API has it.
+    for job in jobs {
+        let done = stack.wait_job(&job, Duration::from_secs(30)).await;
+        assert_eq!(
+            (done["status"].as_str(), done["exit_status"].as_i64()),
+            (Some("finished"), Some(0)),
+            "{done}"
+        );
+    }
+
+    // An Idempotency-Key makes a repeated compat call the same job, as natively.
+    let send_once = || async {
+        send(
+            &stack,
+            reqwest::Method::POST,
+            &format!("{SCALELITE}/instances/{id}/ssh/execute"),
+            &[
+                ("X-API-Key", key.clone()),
+                ("Idempotency-Key", "nightly-df".to_owned()),
+            ],
+            Some(r#"{"command": "df -h"}"#),
+        )
+        .await
+    };
+    let (first, first_job, _) = send_once().await;
+    let (second, second_job, _) = send_once().await;
+    assert_eq!((first, second), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(first_job, second_job);
+    let (status, _, body) = send(
+        &stack,
+        reqwest::Method::POST,
+        &format!("{SCALELITE}/instances/{id}/ssh/execute"),
+        &[
+            ("X-API-Key", key.clone()),
+            ("Idempotency-Key", "nightly-df".to_owned()),
+        ],
+        Some(r#"{"command": "uptime"}"#),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (StatusCode::CONFLICT, Some("IDEMPOTENCY_KEY_REUSED")),
+        "{body}"
+    );
 }

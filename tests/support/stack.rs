@@ -43,6 +43,8 @@ pub struct StackOptions {
     /// Requests a second per client address, before auth; 0 (the default in tests) is
     /// unlimited.
     pub address_rate_limit_per_s: u32,
+    /// The API's longest synchronous wait (`SSHQ_MAX_WAIT_S`; production: 60).
+    pub max_wait_s: u32,
 }
 
 impl Default for StackOptions {
@@ -62,6 +64,7 @@ impl Default for StackOptions {
             tune_worker: None,
             allow_internal_devices: true,
             address_rate_limit_per_s: 0,
+            max_wait_s: 60,
         }
     }
 }
@@ -187,6 +190,7 @@ impl TestStack {
             allow_internal_devices: options.allow_internal_devices,
             address_rate_limit_per_s: options.address_rate_limit_per_s,
             address_rate_limit_burst: options.address_rate_limit_per_s,
+            max_wait_s: options.max_wait_s,
             ..Default::default()
         };
         let app = sshq_api::Application::build(&api)
