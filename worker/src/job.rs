@@ -757,7 +757,7 @@ fn not_to_start(
         Some(EventBody::DeviceRegistered(now) | EventBody::DeviceUpdated(now)) => {
             if now.status != DeviceStatus::Accepted {
                 Some(format!("the device is now {}", now.status.as_str()))
-            } else if !same_device(&now, &request.target) {
+            } else if !same_device(now, &request.target) {
                 Some("the device's address, user or host key changed".to_owned())
             } else {
                 None
@@ -803,6 +803,42 @@ fn signal_name_of(sig: &Sig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queued_job_keeps_its_device_while_its_username_is_still_allowed() {
+        let target = schemas::SshTarget {
+            host: "10.0.0.5".into(),
+            port: 22,
+            username: "ops".into(),
+            host_key: "ssh-ed25519 AAAA".into(),
+        };
+        let mut now = schemas::DeviceConfig {
+            device_id: schemas::DeviceId::new(),
+            name: "d".into(),
+            target: target.clone(),
+            tags: vec![],
+            status: DeviceStatus::Accepted,
+            allowed_usernames: vec!["deploy".into()],
+        };
+        let as_deploy = schemas::SshTarget {
+            username: "deploy".into(),
+            ..target.clone()
+        };
+        assert!(same_device(&now, &target));
+        assert!(same_device(&now, &as_deploy));
+        assert!(!same_device(
+            &now,
+            &schemas::SshTarget {
+                username: "root".into(),
+                ..target.clone()
+            }
+        ));
+        // The owner took `deploy` away, or re-keyed the device: the job must not run.
+        now.allowed_usernames.clear();
+        assert!(!same_device(&now, &as_deploy));
+        now.target.host_key = "ssh-ed25519 BBBB".into();
+        assert!(!same_device(&now, &target));
+    }
 
     #[test]
     fn each_way_a_request_ends_maps_to_one_ack_decision() {
