@@ -5,6 +5,7 @@ mod api;
 mod cluster;
 mod exec;
 mod fleet;
+mod follow;
 mod hostile;
 mod hostile_devices;
 mod lifecycle;
