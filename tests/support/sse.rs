@@ -1,26 +1,15 @@
-//! A reader of server-sent events (`text/event-stream`) over a reqwest response, as browsers'
-//! `EventSource` parses them: `event`, `id` and `data` fields, blank-line separated, comments
-//! (keep-alives) skipped.
+//! A reader of server-sent events (`text/event-stream`) over a reqwest response, with the CLI's
+//! parser (which parses them as browsers' `EventSource` does).
 
 use std::time::Duration;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SseEvent {
-    pub event: String,
-    pub id: Option<String>,
-    pub data: String,
-}
-
-impl SseEvent {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.data)
-            .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {:?}", self.data))
-    }
-}
+pub use sshq_cli::sse::SseEvent;
+use sshq_cli::sse::SseParser;
 
 pub struct SseReader {
     response: reqwest::Response,
-    buffer: String,
+    parser: SseParser,
+    ready: std::collections::VecDeque<SseEvent>,
 }
 
 impl SseReader {
@@ -37,24 +26,19 @@ impl SseReader {
         );
         Self {
             response,
-            buffer: String::new(),
+            parser: SseParser::default(),
+            ready: Default::default(),
         }
     }
 
     /// The next event; `None` once the server closed the stream.
     pub async fn next(&mut self) -> Option<SseEvent> {
         loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                if let Some(event) = parse_block(&block) {
-                    return Some(event);
-                }
-                continue;
+            if let Some(event) = self.ready.pop_front() {
+                return Some(event);
             }
             match self.response.chunk().await {
-                Ok(Some(bytes)) => self
-                    .buffer
-                    .push_str(std::str::from_utf8(&bytes).expect("event streams are UTF-8")),
+                Ok(Some(bytes)) => self.ready.extend(self.parser.push(&bytes)),
                 Ok(None) | Err(_) => return None,
             }
         }
@@ -79,33 +63,4 @@ impl SseReader {
         .unwrap_or_else(|_| panic!("the stream did not end; got {events:?}"));
         events
     }
-}
-
-fn parse_block(block: &str) -> Option<SseEvent> {
-    let mut event = SseEvent {
-        event: "message".into(),
-        id: None,
-        data: String::new(),
-    };
-    let mut has_data = false;
-    for line in block.lines() {
-        if line.is_empty() || line.starts_with(':') {
-            continue;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "event" => event.event = value.to_owned(),
-            "id" => event.id = Some(value.to_owned()),
-            "data" => {
-                if has_data {
-                    event.data.push('\n');
-                }
-                event.data.push_str(value);
-                has_data = true;
-            }
-            _ => {}
-        }
-    }
-    has_data.then_some(event)
 }
