@@ -11,8 +11,9 @@
 //! - `devices`: `SshDevice`, a real sshd;
 //! - `fake_ssh`: devices that are not what they claim (silent listeners, hostile SSH);
 //! - `stack`: `StackOptions`, `TestStack` and its HTTP helpers;
-//! - `processes`: `WorkerProcess`, `ProjectorProcess`, the real binaries;
-//! - `read_models`: `digest`, `wait_caught_up`.
+//! - `processes`: `WorkerProcess`, `ProjectorProcess`, `ApiProcess`, the real binaries;
+//! - `read_models`: `digest`, `wait_caught_up`;
+//! - `sse`: `SseReader`, server-sent events as a browser parses them.
 
 #[path = "support/devices.rs"]
 mod devices;
@@ -24,13 +25,16 @@ mod processes;
 mod read_models;
 #[path = "support/services.rs"]
 mod services;
+#[path = "support/sse.rs"]
+mod sse;
 #[path = "support/stack.rs"]
 mod stack;
 
 pub use devices::SshDevice;
-pub use processes::{ProjectorProcess, WorkerProcess};
+pub use processes::{ApiProcess, ProjectorProcess, WorkerProcess};
 pub use read_models::{digest, wait_caught_up};
 pub use services::{
     NatsCluster, NatsNode, PgInstance, create_database, create_database_on, env, free_port,
 };
+pub use sse::{SseEvent, SseReader};
 pub use stack::{StackOptions, TestStack, read};

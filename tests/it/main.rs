@@ -2,10 +2,12 @@
 //! One binary, so the suite compiles once; helpers live in the crate's `lib.rs`.
 
 mod api;
+mod cli;
 mod cluster;
 mod compat;
 mod exec;
 mod fleet;
+mod follow;
 mod hostile;
 mod hostile_devices;
 mod lifecycle;

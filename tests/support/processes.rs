@@ -95,3 +95,56 @@ impl Drop for ProjectorProcess {
         self.kill_9();
     }
 }
+
+/// The API as its own OS process (the `sshq-api` binary) on a test's stack, serving the same
+/// prefix and database as the stack's in-process API: for tests of what survives an API crash.
+pub struct ApiProcess {
+    pub child: Child,
+    pub base: String,
+}
+
+impl ApiProcess {
+    pub async fn spawn(stack: &TestStack) -> Self {
+        let bin_dir = std::env::var("SSHQ_TEST_BIN_DIR")
+            .unwrap_or_else(|_| format!("{}/../target/debug", env!("CARGO_MANIFEST_DIR")));
+        let port = free_port();
+        let child = Command::new(format!("{bin_dir}/sshq-api"))
+            .env("SSHQ_NATS_URL", &stack.nats_url)
+            .env("SSHQ_PREFIX", &stack.prefix)
+            .env("DATABASE_URL", &stack.database_url)
+            .env("SSHQ_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SSHQ_BOOTSTRAP_KEY", &stack.api_key)
+            .env("SSHQ_BOOTSTRAP_TENANT", "default")
+            .env("SSHQ_COMMAND_POLICY", "open")
+            .env("SSHQ_ALLOW_INTERNAL_DEVICES", "true")
+            .env("SSHQ_RATE_LIMIT_PER_S", "0")
+            .env("SSHQ_ADDRESS_RATE_LIMIT_PER_S", "0")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("sshq-api binary: run through ops/test, which builds it");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let http = reqwest::Client::new();
+        while http.get(format!("{base}/healthz")).send().await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sshq-api did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Self { child, base }
+    }
+
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}

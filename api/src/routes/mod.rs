@@ -15,6 +15,7 @@ pub(crate) mod health;
 pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod list;
+pub(crate) mod output;
 pub(crate) mod templates;
 
 use axum::Router;
@@ -39,6 +40,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))
+        .routes(routes!(output::output))
         .routes(routes!(audit::list))
         .routes(routes!(templates::list, templates::add))
         .routes(routes!(templates::remove))

@@ -1,0 +1,169 @@
+//! `GET /v1/jobs/{id}/output`: a job's output as server-sent events, live with `follow=true`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use base64::Engine;
+use futures::{Stream, StreamExt};
+use schemas::{JobId, OutputStream};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::auth::{Caller, Scope};
+use crate::error::{ApiError, ErrorCode};
+use crate::routes::jobs::job_json;
+use crate::usecase::follow::{self, FollowFrom, Followed, Utf8Carry};
+
+/// How output chunks are carried in the events' `data`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// `data` is text: UTF-8, a character split across chunks kept whole, invalid bytes
+    /// replaced by U+FFFD.
+    #[default]
+    Text,
+    /// `data_base64` holds the exact bytes.
+    Base64,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OutputQuery {
+    /// Keep the stream open until the job ends (default: stop at what the log holds now).
+    #[serde(default)]
+    follow: bool,
+    /// Only chunks after this sequence number; the `Last-Event-ID` header, when sent, wins.
+    after: Option<u64>,
+    /// `text` (default) or `base64`.
+    #[serde(default)]
+    encoding: Encoding,
+}
+
+/// The `data` of a `stdout` or `stderr` event.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OutputChunkEvent {
+    /// The chunk's sequence number (stdout and stderr counted together, from 0); also the
+    /// event's `id`.
+    pub seq: u64,
+    /// The text (`encoding=text`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// The exact bytes (`encoding=base64`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_base64: Option<String>,
+}
+
+/// The name of an output event.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(
+    dead_code,
+    reason = "documents the event stream; events are built by axum's `Event`"
+)]
+pub enum OutputEventName {
+    Stdout,
+    Stderr,
+    End,
+}
+
+/// One server-sent event of an output stream, as an SSE parser (`EventSource`) sees it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the event stream; events are built by axum's `Event`"
+)]
+pub struct OutputEvent {
+    event: OutputEventName,
+    /// The chunk's sequence number (absent on `end`).
+    id: Option<String>,
+    /// JSON: an [`OutputChunkEvent`] for `stdout`/`stderr`, the job for `end`.
+    data: String,
+}
+
+/// Server-sent events, in the order the device wrote them: `stdout` and `stderr` events
+/// (`id` = the chunk's sequence number, `data` = [`OutputChunkEvent`]), then one `end` event
+/// whose `data` is the finished job as `GET /v1/jobs/{id}` gives it. A dropped connection
+/// resumes with `Last-Event-ID` (browsers' `EventSource` sends it by itself) on any API
+/// process. Jobs that ended long ago replay and end at once; without `follow=true` the stream
+/// stops at what the log holds now (with `end` only if the job is over).
+#[utoipa::path(get, path = "/v1/jobs/{id}/output", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id"),
+           ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this chunk"),
+           OutputQuery),
+    responses(
+        (status = 200, description = "`stdout`, `stderr` and `end` events", content_type = "text/event-stream", body = OutputEvent),
+        (status = 400, description = "Invalid request", body = ApiError),
+        (status = 401, description = "Missing or invalid key", body = ApiError),
+        (status = 403, description = "The key's role does not allow this", body = ApiError),
+        (status = 404, description = "Not found (in your tenant)", body = ApiError),
+        (status = 429, description = "Too many API calls for this key", body = ApiError),
+        (status = 503, description = "NATS or Postgres unavailable", body = ApiError)))]
+pub async fn output(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<OutputQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    caller.require(Scope::Read)?;
+    let id: JobId = id.parse().map_err(|_| ApiError::not_found("job"))?;
+    let after = match headers.get("last-event-id") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        ErrorCode::ValueIncorrectFormat,
+                        "Last-Event-ID",
+                        "Last-Event-ID must be the id of an output event (a whole number)",
+                    )
+                })?,
+        ),
+        None => query.after,
+    };
+    let from = FollowFrom {
+        after,
+        live: query.follow,
+    };
+    let followed = follow::follow(&state, &caller, id, from).await?;
+    let encoding = query.encoding;
+    let mut stdout = Utf8Carry::default();
+    let mut stderr = Utf8Carry::default();
+    let events = followed.map(move |item| {
+        Ok(match item {
+            Followed::Chunk { seq, stream, data } => {
+                let carry = match stream {
+                    OutputStream::Stdout => &mut stdout,
+                    OutputStream::Stderr => &mut stderr,
+                };
+                let chunk = match encoding {
+                    Encoding::Text => OutputChunkEvent {
+                        seq,
+                        data: Some(carry.push(&data)),
+                        data_base64: None,
+                    },
+                    Encoding::Base64 => OutputChunkEvent {
+                        seq,
+                        data: None,
+                        data_base64: Some(base64::engine::general_purpose::STANDARD.encode(&data)),
+                    },
+                };
+                Event::default()
+                    .event(stream.as_str())
+                    .id(seq.to_string())
+                    .json_data(chunk)
+                    .expect("chunks serialise")
+            }
+            Followed::End(job) => Event::default()
+                .event("end")
+                .json_data(job_json(&job))
+                .expect("jobs serialise"),
+        })
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

@@ -1,0 +1,189 @@
+//! The API over HTTP, and the errors a person is shown.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// What went wrong, worded for the person at the terminal.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The API refused the request: its status and its error body.
+    #[error("{status} {code}: {message}{}", property.as_ref().map(|p| format!(" (property {p})")).unwrap_or_default())]
+    Api {
+        status: StatusCode,
+        code: String,
+        message: String,
+        property: Option<String>,
+    },
+    #[error("cannot reach the API at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    /// `1` for anything the API or the network refused, `2` for a misuse of the command line.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Api {
+    pub fn new(base: &str, key: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_owned(),
+            key: key.to_owned(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> CliError {
+        CliError::Unreachable {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Sends a request; a non-2xx answer becomes [`CliError::Api`]. Returns the body (null
+    /// when empty) and the `X-Total-Count` of lists.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(Value, Option<u64>), CliError> {
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .header("X-API-Key", &self.key);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        let total = response
+            .headers()
+            .get("x-total-count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let text = response.text().await.map_err(|e| self.unreachable(e))?;
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            return Err(api_error(status, &value));
+        }
+        Ok((value, total))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+        Ok(self.send(Method::GET, path, None).await?.0)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        Ok(self.send(Method::POST, path, Some(body)).await?.0)
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, CliError> {
+        Ok(self.send(Method::DELETE, path, None).await?.0)
+    }
+
+    /// Every item of a paged list, up to `limit` (pages of 100).
+    pub async fn list(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        limit: usize,
+    ) -> Result<Vec<Value>, CliError> {
+        let mut items = Vec::new();
+        let mut page = 1;
+        loop {
+            let mut params: Vec<(&str, String)> = query.to_vec();
+            params.push(("page", page.to_string()));
+            params.push(("per_page", "100".into()));
+            let query = params
+                .iter()
+                .map(|(k, v)| format!("{k}={}", encode(v)))
+                .collect::<Vec<_>>()
+                .join("&");
+            let (body, total) = self
+                .send(Method::GET, &format!("{path}?{query}"), None)
+                .await?;
+            let batch = body.as_array().cloned().unwrap_or_default();
+            let done = batch.len() < 100;
+            items.extend(batch);
+            if done || items.len() >= limit || total.is_some_and(|t| items.len() as u64 >= t) {
+                break;
+            }
+            page += 1;
+        }
+        items.truncate(limit);
+        Ok(items)
+    }
+
+    /// Opens an event stream (`GET` with `Accept: text/event-stream`).
+    pub async fn events(
+        &self,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<reqwest::Response, CliError> {
+        let mut request = self
+            .http
+            .get(self.url(path))
+            .header("X-API-Key", &self.key)
+            .header("Accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            return Err(api_error(status, &value));
+        }
+        Ok(response)
+    }
+}
+
+fn api_error(status: StatusCode, body: &Value) -> CliError {
+    CliError::Api {
+        status,
+        code: body["error_code"].as_str().unwrap_or("ERROR").to_owned(),
+        message: body["error_message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| body.to_string()),
+        property: body["property"].as_str().map(str::to_owned),
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
