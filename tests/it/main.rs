@@ -19,5 +19,6 @@ mod read_models;
 mod registry;
 mod retention;
 mod semantics;
+mod sessions;
 mod templates;
 mod tenancy;

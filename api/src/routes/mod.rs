@@ -15,6 +15,7 @@ pub(crate) mod health;
 pub(crate) mod jobs;
 pub(crate) mod keys;
 mod list;
+pub(crate) mod sessions;
 pub(crate) mod templates;
 
 use axum::Router;
@@ -45,6 +46,10 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::create, keys::list))
         .routes(routes!(keys::revoke))
         .routes(routes!(keys::create_tenant))
+        .routes(routes!(sessions::tenant, sessions::change_tenant))
+        .routes(routes!(sessions::list))
+        .routes(routes!(sessions::get))
+        .routes(routes!(sessions::recording))
 }
 
 /// The API's routes, `/openapi.json` and `/docs` (both serving the document split off the API's

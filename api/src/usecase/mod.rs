@@ -8,3 +8,4 @@
 pub mod devices;
 pub mod exec;
 pub mod jobs;
+pub mod sessions;
