@@ -398,3 +398,49 @@ async fn a_recording_past_its_cap_is_cut_with_a_marker() {
     assert_eq!(code, "m", "{cast}");
     assert!(note.contains("truncated"), "{note}");
 }
+
+/// A worker killed with a session open publishes no end: the session keeps what it recorded
+/// and ends with the job's `worker_lost` reason instead of staying active for ever.
+#[tokio::test]
+async fn a_session_whose_worker_was_killed_ends_with_the_jobs_reason() {
+    let stack = TestStack::start_with(StackOptions {
+        in_process_worker: false,
+        worker_ack_wait: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    let mut a = sshq_tests::WorkerProcess::spawn(&stack, "worker-a", &[]);
+    let job = stack
+        .submit(&id, json!({ "command": "sh -c 'echo before; sleep 30'" }))
+        .await;
+    // Wait until the output is recorded (the session is live in the read model).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = stack.get(&format!("/v1/sessions/{job}")).await;
+        if status == StatusCode::OK && body["bytes"] == 7 {
+            assert_eq!(body["active"], true, "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no live session: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, live) = stack.get("/v1/sessions?active=true").await;
+    assert_eq!(live.as_array().unwrap().len(), 1, "{live}");
+    a.kill_9();
+
+    let _b = sshq_tests::WorkerProcess::spawn(&stack, "worker-b", &[]);
+    let body = stack.wait_job(&job, Duration::from_secs(60)).await;
+    assert_eq!(body["status"], "worker_lost", "{body}");
+    let session = ended_session(&stack, &job).await;
+    assert!(
+        session["end_reason"].as_str().unwrap().contains("stopped"),
+        "{session}"
+    );
+    let (_, _, cast) = recording(&stack, &job, "").await;
+    let (_, events) = validate_asciicast_v2(&cast);
+    assert_eq!(events[0].2, "before\n", "{cast}");
+    let (_, live) = stack.get("/v1/sessions?active=true").await;
+    assert_eq!(live, json!([]));
+}
