@@ -51,6 +51,8 @@ pub enum Scope {
     Tenants,
     /// Add and remove the tenant's own command templates (owners only).
     Templates,
+    /// Change the tenant's session settings (owners only).
+    Settings,
 }
 
 pub fn role_allows(role: Role, scope: Scope) -> bool {
@@ -59,7 +61,7 @@ pub fn role_allows(role: Role, scope: Scope) -> bool {
         Scope::Exec => matches!(role, Role::Owner | Role::Administrator | Role::Operator),
         Scope::Devices | Scope::Keys => matches!(role, Role::Owner | Role::Administrator),
         Scope::Tenants => false,
-        Scope::Templates => role == Role::Owner,
+        Scope::Templates | Scope::Settings => role == Role::Owner,
     }
 }
 

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod openapi;
 pub mod policy;
 pub mod presence;
+pub mod recording;
 pub mod routes;
 pub mod usecase;
 pub mod views;

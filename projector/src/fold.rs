@@ -35,6 +35,7 @@ pub(crate) struct Fold {
     finished: Vec<(DateTime<Utc>, ExecFinished)>,
     failed: Vec<(DateTime<Utc>, ExecFailed)>,
     audit: AuditRows,
+    sessions: crate::sessions::SessionRows,
     /// Messages that cannot be read (undecodable, foreign subject): set aside, not applied.
     pub quarantined: Vec<Quarantined>,
     /// Jobs requested before this have aged out: not written (a replay does not resurrect them).
@@ -54,6 +55,7 @@ impl Fold {
             finished: Vec::new(),
             failed: Vec::new(),
             audit: AuditRows::new(retention, now),
+            sessions: Default::default(),
             quarantined: Vec::new(),
             job_cutoff: retention.job_cutoff(now),
             concluded: Vec::new(),
@@ -188,6 +190,22 @@ impl Fold {
             EventBody::DeviceOnline(_)
             | EventBody::DeviceOffline(_)
             | EventBody::ExecAttemptFailed(_) => self.rare.push(event),
+            EventBody::TenantSettingsChanged(e) => {
+                let detail = format!(
+                    "session_record={} record_input={} interactive_sessions={}",
+                    e.session_record, e.record_input, e.interactive_sessions
+                );
+                self.audit.admin(&event, "tenant_settings", None, detail);
+            }
+            // Sessions age out with the jobs (their events carry the job retention).
+            EventBody::SessionStarted(_)
+            | EventBody::SessionFrames(_)
+            | EventBody::SessionEnded(_)
+                if at < self.job_cutoff => {}
+            EventBody::SessionFrames(e) => self.sessions.frames(&event, e),
+            EventBody::SessionStarted(_) | EventBody::SessionEnded(_) => {
+                self.sessions.lifecycle(event)
+            }
         }
     }
 
@@ -216,6 +234,7 @@ impl Fold {
         jobs::output(tx, &self.output).await?;
         jobs::finished(tx, &self.finished).await?;
         jobs::failed(tx, &self.failed).await?;
+        self.sessions.apply(tx, &self.failed).await?;
         self.audit.flush(tx).await?;
         let concluded: Vec<Uuid> = self
             .concluded

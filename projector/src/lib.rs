@@ -21,6 +21,7 @@ pub mod keys;
 pub mod progress;
 pub mod quarantine;
 pub mod retention;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -489,6 +490,8 @@ pub async fn reset_read_models(database_url: &str) -> anyhow::Result<()> {
         .connect(database_url)
         .await?;
     for table in [
+        "session_frames",
+        "sessions",
         "audit_entries",
         "jobs",
         "devices",

@@ -43,6 +43,7 @@ pub struct Removed {
     pub audit_partitions: Vec<chrono::NaiveDate>,
     pub jobs: u64,
     pub job_audit_entries: u64,
+    pub sessions: crate::sessions::Removed,
 }
 
 /// Creates audit partitions ahead, drops expired ones, and deletes expired jobs (and, when
@@ -63,9 +64,11 @@ pub async fn enforce(
     } else {
         0
     };
+    let sessions = crate::sessions::enforce_retention(pool, now, retention.jobs).await?;
     Ok(Removed {
         audit_partitions,
         jobs,
         job_audit_entries,
+        sessions,
     })
 }

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod devices;
 pub mod jobs;
 pub mod keys;
+pub mod sessions;
 
 use sqlx::PgPool;
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::ids::{DeviceId, JobId, KeyId, TenantId};
+use crate::session::{SessionEnded, SessionFrames, SessionStarted, TenantSettings};
 
 /// Microseconds since the Unix epoch, UTC. Fixed-width integer on the wire (chrono's own serde
 /// form is a string, which would bloat every event).
@@ -64,6 +65,11 @@ pub enum EventBody {
     TenantCreated(TenantCreated),
     TemplateAdded(TemplateAdded),
     TemplateRemoved(TemplateRemoved),
+    /// A tenant's owner changed the tenant's session settings (`PATCH /v1/tenant`).
+    TenantSettingsChanged(TenantSettings),
+    SessionStarted(SessionStarted),
+    SessionFrames(SessionFrames),
+    SessionEnded(SessionEnded),
 }
 
 /// Where and as whom to connect. Carried by value in [`ExecRequested`] so a worker needs no
@@ -432,7 +438,11 @@ impl Event {
             | EventBody::ApiKeyRevoked(_)
             | EventBody::TenantCreated(_)
             | EventBody::TemplateAdded(_)
-            | EventBody::TemplateRemoved(_) => None,
+            | EventBody::TemplateRemoved(_)
+            | EventBody::TenantSettingsChanged(_)
+            | EventBody::SessionStarted(_)
+            | EventBody::SessionFrames(_)
+            | EventBody::SessionEnded(_) => None,
         }
     }
 
@@ -456,6 +466,10 @@ impl Event {
             EventBody::TenantCreated(_) => "tenant_created",
             EventBody::TemplateAdded(_) => "template_added",
             EventBody::TemplateRemoved(_) => "template_removed",
+            EventBody::TenantSettingsChanged(_) => "tenant_settings_changed",
+            EventBody::SessionStarted(_) => "session_started",
+            EventBody::SessionFrames(_) => "session_frames",
+            EventBody::SessionEnded(_) => "session_ended",
         }
     }
 }

@@ -66,6 +66,10 @@ uuid_id!(
     /// A registered SSH device.
     DeviceId
 );
+uuid_id!(
+    /// One SSH channel: an exec job's (the same UUID as its job) or an interactive shell's.
+    SessionId
+);
 
 /// A tenant (namespace). Every device, job and audit entry belongs to exactly one, and the
 /// tenant is a token of every subject, which is what makes per-tenant NATS permissions and

@@ -19,6 +19,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod output;
 pub mod service;
+pub mod session;
 pub mod text;
 pub mod topology;
 
@@ -28,10 +29,13 @@ pub use event::{
     ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted, FailureCode, PtySize, Role,
     SshTarget, TemplateAdded, TemplateRemoved, TenantCreated, Timestamp,
 };
-pub use ids::{DeviceId, IdError, JobId, KeyId, TenantId};
+pub use ids::{DeviceId, IdError, JobId, KeyId, SessionId, TenantId};
 pub use lifecycle::{AttemptError, DevicePresence, JobRecord, JobStatus, OUTPUT_CAP_BYTES};
 pub use output::{OutputChunk, OutputEnd, OutputError, OutputMessage, OutputStream};
+pub use session::{
+    Frame, FrameKind, SessionEnded, SessionFrames, SessionKind, SessionStarted, TenantSettings,
+};
 pub use topology::{
-    AppendError, AppendErrorKind, Expectation, JobFacet, StreamSettings, SubjectKind, Topology,
-    TopologyError,
+    AppendError, AppendErrorKind, Expectation, JobFacet, SessionFacet, StreamSettings, SubjectKind,
+    Topology, TopologyError,
 };

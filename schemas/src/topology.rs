@@ -16,6 +16,10 @@
 //! <p>.evt._sys.key.<key_id>               ApiKeyCreated | ApiKeyRevoked (last = current)
 //! <p>.evt._sys.tenant.<tenant>            TenantCreated
 //! <p>.evt.<tenant>.template.<name>        TemplateAdded | TemplateRemoved (last = current)
+//! <p>.evt.<tenant>.settings               TenantSettingsChanged (last = current)
+//! <p>.evt.<tenant>.session.<id>.started   SessionStarted
+//! <p>.evt.<tenant>.session.<id>.frames    SessionFrames (the recording, batched)
+//! <p>.evt.<tenant>.session.<id>.ended     SessionEnded
 //! <p>.out.<tenant>.<job>.stdout|stderr|end  live output, raw bytes (see `output`)
 //! <p>.projected.<tenant>.<job>            core NATS only: "this job's outcome is in Postgres"
 //! ```
@@ -36,7 +40,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, Context, consumer, stream};
 
 use crate::event::{Event, EventBody};
-use crate::ids::{DeviceId, JobId, KeyId, TenantId};
+use crate::ids::{DeviceId, JobId, KeyId, SessionId, TenantId};
 use crate::output::OutputMessage;
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +153,34 @@ impl JobFacet {
     }
 }
 
+/// The facets of a session's subjects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionFacet {
+    Started,
+    Frames,
+    Ended,
+}
+
+impl SessionFacet {
+    const ALL: [SessionFacet; 3] = [
+        SessionFacet::Started,
+        SessionFacet::Frames,
+        SessionFacet::Ended,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            SessionFacet::Started => "started",
+            SessionFacet::Frames => "frames",
+            SessionFacet::Ended => "ended",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|facet| facet.as_str() == s)
+    }
+}
+
 /// What a stored subject is, parsed back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SubjectKind<'a> {
@@ -248,8 +280,12 @@ impl Topology {
             | EventBody::ApiKeyRevoked(_)
             | EventBody::TenantCreated(_)
             | EventBody::TemplateAdded(_)
-            | EventBody::TemplateRemoved(_) => true,
-            EventBody::ExecRequested(_)
+            | EventBody::TemplateRemoved(_)
+            | EventBody::TenantSettingsChanged(_) => true,
+            EventBody::SessionStarted(_)
+            | EventBody::SessionFrames(_)
+            | EventBody::SessionEnded(_)
+            | EventBody::ExecRequested(_)
             | EventBody::ExecStarted(_)
             | EventBody::ExecFinished(_)
             | EventBody::ExecFailed(_)
@@ -414,6 +450,47 @@ impl Topology {
         (!name.is_empty() && !name.contains('.')).then_some(tenant)
     }
 
+    /// A tenant's session settings; the last message is the current state.
+    pub fn tenant_settings_subject(&self, tenant: &TenantId) -> String {
+        format!("{}.evt.{tenant}.settings", self.prefix)
+    }
+
+    pub fn session_subject(
+        &self,
+        tenant: &TenantId,
+        session: SessionId,
+        facet: SessionFacet,
+    ) -> String {
+        format!(
+            "{}.evt.{tenant}.session.{session}.{}",
+            self.prefix,
+            facet.as_str()
+        )
+    }
+
+    /// Every event of one session (start, frames, end), in log order: what a replay reads.
+    pub fn session_filter(&self, tenant: &TenantId, session: SessionId) -> String {
+        format!("{}.evt.{tenant}.session.{session}.*", self.prefix)
+    }
+
+    /// The session and facet of a session subject, the inverse of [`Self::session_subject`].
+    pub fn parse_session_subject(
+        &self,
+        subject: &str,
+    ) -> Option<(TenantId, SessionId, SessionFacet)> {
+        let mut t = self.tokens(subject)?;
+        let (evt, tenant, word, session, facet) =
+            (t.next()?, t.next()?, t.next()?, t.next()?, t.next()?);
+        if evt != "evt" || word != "session" || t.next().is_some() {
+            return None;
+        }
+        Some((
+            TenantId::parse(tenant).ok()?,
+            session.parse().ok()?,
+            SessionFacet::parse(facet)?,
+        ))
+    }
+
     /// Outcome events of every job of every tenant: what a bounded-wait submit listens to.
     pub fn all_outcomes_subject(&self) -> String {
         format!("{}.evt.*.job.*.outcome", self.prefix)
@@ -460,6 +537,16 @@ impl Topology {
             EventBody::ExecAttemptFailed(e) => self.job_subject(t, e.job_id, JobFacet::Attempt),
             EventBody::ExecCancelRequested(e) => self.job_subject(t, e.job_id, JobFacet::Cancel),
             EventBody::ExecRejected(_) => format!("{}.evt.{t}.policy.rejected", self.prefix),
+            EventBody::TenantSettingsChanged(_) => self.tenant_settings_subject(t),
+            EventBody::SessionStarted(e) => {
+                self.session_subject(t, e.session_id, SessionFacet::Started)
+            }
+            EventBody::SessionFrames(e) => {
+                self.session_subject(t, e.session_id, SessionFacet::Frames)
+            }
+            EventBody::SessionEnded(e) => {
+                self.session_subject(t, e.session_id, SessionFacet::Ended)
+            }
         }
     }
 
@@ -726,6 +813,19 @@ mod tests {
         }
         let key = KeyId::parse("0123456789ab").unwrap();
         assert_eq!(topo.parse_key_subject(&topo.key_subject(&key)), Some(key));
+        let session = SessionId::of_job(job);
+        for facet in SessionFacet::ALL {
+            let subject = topo.session_subject(&tenant, session, facet);
+            assert_eq!(
+                topo.parse_session_subject(&subject),
+                Some((tenant.clone(), session, facet))
+            );
+            assert_eq!(topo.parse_job_subject(&subject), None);
+        }
+        assert_eq!(
+            topo.tenant_settings_subject(&tenant),
+            "t1.evt.acme.settings"
+        );
         assert_eq!(
             topo.parse_projected_subject(&topo.projected_subject(&tenant, job)),
             Some((tenant.clone(), job))

@@ -12,6 +12,10 @@ use schemas::{
     ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted, FailureCode, JobId, KeyId,
     PtySize, Role, SshTarget, TemplateAdded, TemplateRemoved, TenantCreated, TenantId, Timestamp,
 };
+use schemas::{
+    Frame, FrameKind, SessionEnded, SessionFrames, SessionId, SessionKind, SessionStarted,
+    TenantSettings,
+};
 use uuid::Uuid;
 
 fn fixtures_dir() -> PathBuf {
@@ -140,7 +144,53 @@ fn sample_after(previous: Option<&EventBody>, job: JobId, device: DeviceId) -> O
         Some(EventBody::TemplateAdded(_)) => EventBody::TemplateRemoved(TemplateRemoved {
             name: "tail_n".into(),
         }),
-        Some(EventBody::TemplateRemoved(_)) => return None,
+        Some(EventBody::TemplateRemoved(_)) => EventBody::TenantSettingsChanged(TenantSettings {
+            session_record: true,
+            record_input: true,
+            interactive_sessions: false,
+        }),
+        Some(EventBody::TenantSettingsChanged(_)) => EventBody::SessionStarted(SessionStarted {
+            session_id: SessionId::of_job(job),
+            device_id: device,
+            job_id: Some(job),
+            kind: SessionKind::Exec,
+            username: "ops".into(),
+            term: Some("xterm-256color".into()),
+            cols: 120,
+            rows: 40,
+            recorded: true,
+            input_recorded: false,
+            worker: "w-1".into(),
+        }),
+        Some(EventBody::SessionStarted(_)) => EventBody::SessionFrames(SessionFrames {
+            session_id: SessionId::of_job(job),
+            batch: 3,
+            frames: vec![
+                Frame {
+                    offset_us: 0,
+                    kind: FrameKind::Output,
+                    data: b"caf\xc3".to_vec(),
+                },
+                Frame {
+                    offset_us: 1_500,
+                    kind: FrameKind::Error,
+                    data: b"\xa9\n".to_vec(),
+                },
+                Frame {
+                    offset_us: 2_000,
+                    kind: FrameKind::Resize,
+                    data: b"100x30".to_vec(),
+                },
+            ],
+        }),
+        Some(EventBody::SessionFrames(_)) => EventBody::SessionEnded(SessionEnded {
+            session_id: SessionId::of_job(job),
+            recorded_bytes: 12,
+            truncated: false,
+            reason: "exited".into(),
+            exit_status: Some(0),
+        }),
+        Some(EventBody::SessionEnded(_)) => return None,
     })
 }
 

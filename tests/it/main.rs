@@ -22,5 +22,6 @@ mod read_models;
 mod registry;
 mod retention;
 mod semantics;
+mod sessions;
 mod templates;
 mod tenancy;

@@ -15,6 +15,8 @@ pub async fn digest(db: &sqlx::PgPool) -> Vec<(String, String)> {
         "api_keys",
         "tenants",
         "projector_checkpoint",
+        "sessions",
+        "session_frames",
     ] {
         let sql = format!(
             "SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {table} t"

@@ -37,11 +37,13 @@ use schemas::{
     ExecStarted, FailureCode, JobStatus, OutputChunk, OutputEnd, OutputMessage, OutputStream,
     TopologyError,
 };
+use schemas::{FrameKind, SessionId, SessionKind, SessionStarted};
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, debug, info, warn};
 
 use crate::Worker;
 use crate::quote::command_line;
+use crate::session::Recorder;
 use crate::ssh::SshError;
 
 /// How an attempt ended, before it is published.
@@ -155,7 +157,7 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
     // delivery has no failed attempt in the log (only a worker that held the request can
     // write one), so the attempts are read only on a redelivery.
     let subject = |facet| topo.job_subject(&event.tenant, request.job_id, facet);
-    let (outcome, started, canceled, device, last_attempt) = tokio::join!(
+    let (outcome, started, canceled, device, last_attempt, tenant_settings) = tokio::join!(
         topo.last_event(&worker.stream, subject(JobFacet::Outcome)),
         topo.last_event(&worker.stream, subject(JobFacet::Started)),
         topo.last_event(&worker.stream, subject(JobFacet::Cancel)),
@@ -171,6 +173,7 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
                 Ok(None)
             }
         },
+        topo.last_event(&worker.stream, topo.tenant_settings_subject(&event.tenant)),
     );
     // The attempt number counts failed attempts in the log, not deliveries: a request handed
     // back because its tenant was at its cap has not been attempted.
@@ -299,7 +302,43 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
         return Ok(Settled::Done);
     }
 
-    let (outcome, seq) = run(&worker, &event, request, channel, message, &cancel.token).await;
+    let tenant_settings = crate::session::settings_of(tenant_settings?.map(|(_, e)| e.body));
+    let mut recorder = Recorder::start(
+        &worker,
+        &event,
+        SessionStarted {
+            session_id: SessionId::of_job(request.job_id),
+            device_id: request.device_id,
+            job_id: Some(request.job_id),
+            kind: SessionKind::Exec,
+            username: request.target.username.clone(),
+            term: request.pty.as_ref().map(|p| p.term.clone()),
+            cols: request.pty.as_ref().map_or(0, |p| p.cols),
+            rows: request.pty.as_ref().map_or(0, |p| p.rows),
+            recorded: tenant_settings.session_record,
+            input_recorded: tenant_settings.session_record && tenant_settings.record_input,
+            worker: worker.settings.worker_id.clone(),
+        },
+    )
+    .await;
+    let (outcome, seq) = run(
+        &worker,
+        &event,
+        request,
+        channel,
+        message,
+        &cancel.token,
+        &mut recorder,
+    )
+    .await;
+    let (reason, exit_status) = match &outcome {
+        Outcome::Finished(f) => match &f.exit_signal {
+            Some(signal) => (format!("killed by signal {signal}"), f.exit_status),
+            None => ("exited".to_owned(), f.exit_status),
+        },
+        Outcome::Failed(code, _) => (code.as_str().to_owned(), None),
+    };
+    recorder.finish(&reason, exit_status).await;
     if matches!(&outcome, Outcome::Failed(FailureCode::ConnectFailed, _)) {
         worker.pool.discard(&request.target, &lease.handle).await;
     }
@@ -322,6 +361,7 @@ async fn run(
     mut channel: russh::Channel<russh::client::Msg>,
     message: &jetstream::Message,
     cancel: &CancellationToken,
+    recorder: &mut Recorder<'_>,
 ) -> (Outcome, u64) {
     let began = Instant::now();
     let timeout = Duration::from_millis(u64::from(request.timeout_ms));
@@ -340,6 +380,7 @@ async fn run(
                 .await?;
         }
         channel.exec(true, line).await?;
+        recorder.frame(FrameKind::Input, &request.stdin).await;
         if !request.stdin.is_empty() {
             channel.data(&request.stdin[..]).await?;
         }
@@ -363,13 +404,19 @@ async fn run(
     let timed_out = loop {
         tokio::select! {
             msg = channel.wait() => match msg {
-                Some(ChannelMsg::Data { data }) => if !output.chunk(OutputStream::Stdout, data).await {
-                    over_limit = true;
-                    break false;
+                Some(ChannelMsg::Data { data }) => {
+                    recorder.frame(FrameKind::Output, &data).await;
+                    if !output.chunk(OutputStream::Stdout, data).await {
+                        over_limit = true;
+                        break false;
+                    }
                 },
-                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => if !output.chunk(OutputStream::Stderr, data).await {
-                    over_limit = true;
-                    break false;
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                    recorder.frame(FrameKind::Error, &data).await;
+                    if !output.chunk(OutputStream::Stderr, data).await {
+                        over_limit = true;
+                        break false;
+                    }
                 },
                 Some(ChannelMsg::ExitStatus { exit_status: code }) => exit_status = Some(code),
                 Some(ChannelMsg::ExitSignal { signal_name, error_message, .. }) => {
@@ -381,6 +428,7 @@ async fn run(
                 Some(_) => {}
             },
             _ = tokio::time::sleep_until(deadline) => break true,
+            _ = tokio::time::sleep_until(recorder.flush_at()) => recorder.flush().await,
             _ = cancel.cancelled(), if !canceled => {
                 canceled = true;
                 break false;

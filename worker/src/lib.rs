@@ -14,6 +14,7 @@
 pub mod cancel;
 pub mod job;
 pub mod quote;
+pub mod session;
 pub mod share;
 pub mod ssh;
 
@@ -72,6 +73,8 @@ pub struct Settings {
     /// Devices may be on loopback, link-local and similar internal addresses (the demo and
     /// tests need it). The stack's own services are refused always.
     pub allow_internal_devices: bool,
+    /// Frame bytes one session's recording keeps; past it a marker ends the recording.
+    pub max_recording_bytes: u64,
 }
 
 impl Default for Settings {
@@ -94,6 +97,7 @@ impl Default for Settings {
             shutdown_grace_ms: 30_000,
             job_retention_s: Topology::DEFAULT_JOB_RETENTION.as_secs(),
             allow_internal_devices: false,
+            max_recording_bytes: 16 * 1024 * 1024,
         }
     }
 }

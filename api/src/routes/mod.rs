@@ -16,6 +16,7 @@ pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod list;
 pub(crate) mod output;
+pub(crate) mod sessions;
 pub(crate) mod templates;
 
 use axum::Router;
@@ -53,6 +54,10 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::compat::scalelite::templates))
         .routes(routes!(crate::compat::privx::exec))
         .routes(routes!(crate::compat::zato::ssh))
+        .routes(routes!(sessions::tenant, sessions::change_tenant))
+        .routes(routes!(sessions::list))
+        .routes(routes!(sessions::get))
+        .routes(routes!(sessions::recording))
 }
 
 /// The API's routes, `/openapi.json` and `/docs` (both serving the document split off the API's

@@ -1,0 +1,119 @@
+//! Tenant session settings and sessions' recordings.
+//!
+//! The settings live in the log (`TenantSettingsChanged` on the tenant's settings subject, the
+//! last one is current, a tenant with none has the defaults): the worker reads them there
+//! right before it opens a channel, so a change applies to the next session without waiting
+//! for the projector. A change is a read-modify-write with an expected last sequence, so two
+//! owners changing different settings at once do not undo each other.
+
+use axum::http::StatusCode;
+use read_models::sessions::{self, FrameRecord, SessionRecord};
+use schemas::{AppendErrorKind, Event, EventBody, Expectation, TenantId, TenantSettings};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorCode};
+
+/// A change to some of the settings; absent fields stay as they are.
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsChange {
+    pub session_record: Option<bool>,
+    pub record_input: Option<bool>,
+    pub interactive_sessions: Option<bool>,
+}
+
+/// The tenant's settings and the sequence of the event that set them (`None`: defaults).
+pub async fn settings(
+    state: &AppState,
+    tenant: &TenantId,
+) -> Result<(Option<u64>, TenantSettings), ApiError> {
+    let subject = state.topology.tenant_settings_subject(tenant);
+    match state
+        .topology
+        .last_event(&state.stream, subject)
+        .await
+        .map_err(ApiError::log_unavailable)?
+    {
+        Some((seq, event)) => match event.body {
+            EventBody::TenantSettingsChanged(settings) => Ok((Some(seq), settings)),
+            _ => Ok((Some(seq), TenantSettings::default())),
+        },
+        None => Ok((None, TenantSettings::default())),
+    }
+}
+
+/// Applies `change` to the caller's tenant's settings; returns the settings now in force.
+pub async fn change(
+    state: &AppState,
+    caller: &Caller,
+    change: SettingsChange,
+) -> Result<TenantSettings, ApiError> {
+    // A concurrent change makes the append conflict: read again and reapply ours on top.
+    for _ in 0..5 {
+        let (seq, current) = settings(state, &caller.tenant).await?;
+        let next = TenantSettings {
+            session_record: change.session_record.unwrap_or(current.session_record),
+            record_input: change.record_input.unwrap_or(current.record_input),
+            interactive_sessions: change
+                .interactive_sessions
+                .unwrap_or(current.interactive_sessions),
+        };
+        if seq.is_some() && next == current {
+            return Ok(current);
+        }
+        let event = Event::new(
+            caller.tenant.clone(),
+            Some(caller.key.clone()),
+            EventBody::TenantSettingsChanged(next),
+        );
+        let expectation = match seq {
+            Some(seq) => Expectation::LastSequence(seq),
+            None => Expectation::Empty,
+        };
+        match state.topology.append(&state.js, &event, expectation).await {
+            Ok(_) => return Ok(next),
+            Err(e) if e.kind() == AppendErrorKind::Conflict => continue,
+            Err(e) => return Err(ApiError::log_unavailable(e)),
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::GeneralError,
+        "the settings kept changing under this request; try again",
+    ))
+}
+
+/// A session of the caller's tenant, or 404.
+pub async fn session(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<SessionRecord, ApiError> {
+    let id: Uuid = id.parse().map_err(|_| ApiError::not_found("session"))?;
+    sessions::get(&state.db, &caller.tenant, id)
+        .await
+        .map_err(ApiError::database)?
+        .ok_or_else(|| ApiError::not_found("session"))
+}
+
+/// A session and its recorded frames; 404 for a session that was not recorded.
+pub async fn recording(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(SessionRecord, Vec<FrameRecord>), ApiError> {
+    let session = session(state, caller, id).await?;
+    if !session.recorded {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "this session was not recorded (the tenant's session_record was off)",
+        ));
+    }
+    let frames = sessions::frames(&state.db, &caller.tenant, session.id)
+        .await
+        .map_err(ApiError::database)?;
+    Ok((session, frames))
+}

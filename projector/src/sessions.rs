@@ -1,0 +1,238 @@
+//! The sessions read model and the replay read model (recording frames).
+//!
+//! `sessions` holds one row per SSH channel (from `SessionStarted`, closed by `SessionEnded`,
+//! or by the job's outcome when the worker that held the channel vanished); `session_frames`
+//! holds the recordings, one row per frame, in daily partitions dropped whole after the job
+//! retention — the period the session events themselves stay in the log, so a rebuild gives
+//! what the live read models hold after retention ran.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use schemas::{Event, EventBody, ExecFailed, SessionFrames};
+use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+const PARENT: &str = "session_frames";
+
+fn partition_name(day: NaiveDate) -> String {
+    format!("{PARENT}_p{}", day.format("%Y%m%d"))
+}
+
+fn day_of_partition(name: &str) -> Option<NaiveDate> {
+    let digits = name.strip_prefix(PARENT)?.strip_prefix("_p")?;
+    (digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| NaiveDate::parse_from_str(digits, "%Y%m%d").ok())
+        .flatten()
+}
+
+/// Creates the partition holding `day` if missing; the caller holds
+/// [`crate::audit::lock_partitions`] (one lock for all partition DDL).
+async fn ensure_partition(tx: &mut Transaction<'_, Postgres>, day: NaiveDate) -> sqlx::Result<()> {
+    let next = day.succ_opt().expect("a day after");
+    // Names and bounds come from a NaiveDate, never from input.
+    let sql = format!(
+        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {PARENT} FOR VALUES FROM ('{day}') TO ('{next}')",
+        partition_name(day)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The recording partitions that exist, oldest first.
+pub async fn partitions(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<NaiveDate>> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i
+         JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+         WHERE p.relname = $1",
+    )
+    .bind(PARENT)
+    .fetch_all(db)
+    .await?;
+    let mut days: Vec<NaiveDate> = names.iter().filter_map(|n| day_of_partition(n)).collect();
+    days.sort();
+    Ok(days)
+}
+
+/// What one round of session retention removed.
+#[derive(Debug, Default)]
+pub struct Removed {
+    pub sessions: u64,
+    pub frame_partitions: Vec<NaiveDate>,
+}
+
+/// Creates recording partitions for the next week, drops those wholly older than
+/// `now - retention`, and deletes sessions started before it.
+pub async fn enforce_retention(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    retention: Duration,
+) -> sqlx::Result<Removed> {
+    let mut tx = pool.begin().await?;
+    crate::audit::lock_partitions(&mut tx).await?;
+    let today = now.date_naive();
+    for ahead in 0..7 {
+        ensure_partition(&mut tx, today + Duration::days(ahead)).await?;
+    }
+    let horizon = (now - retention).date_naive();
+    let mut removed = Removed::default();
+    for day in partitions(&mut *tx).await? {
+        if day.succ_opt().expect("a day after") <= horizon {
+            let sql = format!("DROP TABLE IF EXISTS {}", partition_name(day));
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await?;
+            removed.frame_partitions.push(day);
+        }
+    }
+    // Frames of the partition holding the horizon that are older than it.
+    sqlx::query("DELETE FROM session_frames WHERE at < $1")
+        .bind(now - retention)
+        .execute(&mut *tx)
+        .await?;
+    removed.sessions = sqlx::query("DELETE FROM sessions WHERE started_at < $1")
+        .bind(now - retention)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(removed)
+}
+
+/// A batch's session events: starts and ends in log order, frames as one insert.
+#[derive(Default)]
+pub(crate) struct SessionRows {
+    /// `SessionStarted` and `SessionEnded`, in log order.
+    lifecycle: Vec<Event>,
+    at: Vec<DateTime<Utc>>,
+    tenant: Vec<String>,
+    session: Vec<Uuid>,
+    batch: Vec<i32>,
+    idx: Vec<i32>,
+    offset_us: Vec<i64>,
+    kind: Vec<&'static str>,
+    data: Vec<Vec<u8>>,
+}
+
+impl SessionRows {
+    pub fn lifecycle(&mut self, event: Event) {
+        self.lifecycle.push(event);
+    }
+
+    pub fn frames(&mut self, event: &Event, frames: &SessionFrames) {
+        let at = event.at.to_datetime();
+        for (i, frame) in frames.frames.iter().enumerate() {
+            self.at.push(at);
+            self.tenant.push(event.tenant.to_string());
+            self.session.push(frames.session_id.as_uuid());
+            self.batch.push(frames.batch as i32);
+            self.idx.push(i as i32);
+            self.offset_us
+                .push(frame.offset_us.min(i64::MAX as u64) as i64);
+            self.kind.push(frame.kind.as_str());
+            self.data.push(frame.data.clone());
+        }
+    }
+
+    /// Applies starts, then frames (counting their bytes on the session), then ends: the
+    /// order these can occur in for one session, so the result is the log order's.
+    pub async fn apply(
+        self,
+        tx: &mut Transaction<'_, Postgres>,
+        failed: &[(DateTime<Utc>, ExecFailed)],
+    ) -> sqlx::Result<()> {
+        for event in &self.lifecycle {
+            if let EventBody::SessionStarted(e) = &event.body {
+                sqlx::query(
+                    "INSERT INTO sessions (tenant, id, device_id, job_id, actor, username, type, term,
+                         cols, rows, started_at, recorded, input_recorded, worker)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                     ON CONFLICT (tenant, id) DO NOTHING",
+                )
+                .bind(event.tenant.to_string())
+                .bind(e.session_id.as_uuid())
+                .bind(e.device_id.as_uuid())
+                .bind(e.job_id.map(|j| j.as_uuid()))
+                .bind(event.actor.as_ref().map(|k| k.to_string()))
+                .bind(&e.username)
+                .bind(e.kind.as_str())
+                .bind(&e.term)
+                .bind(e.cols.min(i32::MAX as u32) as i32)
+                .bind(e.rows.min(i32::MAX as u32) as i32)
+                .bind(event.at.to_datetime())
+                .bind(e.recorded)
+                .bind(e.input_recorded)
+                .bind(&e.worker)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        if !self.at.is_empty() {
+            let days: std::collections::BTreeSet<NaiveDate> =
+                self.at.iter().map(|t| t.date_naive()).collect();
+            crate::audit::lock_partitions(tx).await?;
+            for day in days {
+                ensure_partition(tx, day).await?;
+            }
+            let kind: Vec<String> = self.kind.iter().map(|s| s.to_string()).collect();
+            sqlx::query(
+                "WITH f AS (
+                     INSERT INTO session_frames (at, tenant, session_id, batch, idx, offset_us, kind, data)
+                     SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::uuid[], $4::int[],
+                                          $5::int[], $6::bigint[], $7::text[], $8::bytea[])
+                     ON CONFLICT DO NOTHING
+                     RETURNING tenant, session_id, octet_length(data) AS n)
+                 UPDATE sessions s SET bytes = s.bytes + t.n
+                 FROM (SELECT tenant, session_id, sum(n) AS n FROM f GROUP BY 1, 2) t
+                 WHERE s.tenant = t.tenant AND s.id = t.session_id",
+            )
+            .bind(&self.at)
+            .bind(&self.tenant)
+            .bind(&self.session)
+            .bind(&self.batch)
+            .bind(&self.idx)
+            .bind(&self.offset_us)
+            .bind(&kind)
+            .bind(&self.data)
+            .execute(&mut **tx)
+            .await?;
+        }
+        for event in &self.lifecycle {
+            if let EventBody::SessionEnded(e) = &event.body {
+                sqlx::query(
+                    "UPDATE sessions SET ended_at = $3, bytes = $4, truncated = $5,
+                         end_reason = $6, exit_status = $7
+                     WHERE tenant = $1 AND id = $2 AND ended_at IS NULL",
+                )
+                .bind(event.tenant.to_string())
+                .bind(e.session_id.as_uuid())
+                .bind(event.at.to_datetime())
+                .bind(e.recorded_bytes.min(i64::MAX as u64) as i64)
+                .bind(e.truncated)
+                .bind(&e.reason)
+                .bind(e.exit_status.map(i64::from))
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        // A job that failed while its session is still open lost its worker (a worker that
+        // is alive ends the session before it publishes the outcome): the session ends with
+        // the job's reason, so it is never shown as live for ever.
+        if !failed.is_empty() {
+            let at: Vec<DateTime<Utc>> = failed.iter().map(|(at, _)| *at).collect();
+            let job: Vec<Uuid> = failed.iter().map(|(_, f)| f.job_id.as_uuid()).collect();
+            let reason: Vec<String> = failed.iter().map(|(_, f)| f.message.clone()).collect();
+            sqlx::query(
+                "UPDATE sessions s SET ended_at = f.at, end_reason = f.reason
+                 FROM UNNEST($1::timestamptz[], $2::uuid[], $3::text[]) AS f(at, job, reason)
+                 WHERE s.job_id = f.job AND s.ended_at IS NULL",
+            )
+            .bind(&at)
+            .bind(&job)
+            .bind(&reason)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! Sessions and tenant settings on the wire.
+//!
+//! Every SSH channel a worker opens is a session: an exec job's channel (linked to its job)
+//! or, later, an interactive shell. A session is three kinds of event on
+//! `<p>.evt.<tenant>.session.<id>.{started,frames,ended}`:
+//! - [`SessionStarted`] once, when the channel is open (who, where, which terminal);
+//! - [`SessionFrames`], the recording: terminal output (and input when the tenant records
+//!   keystrokes) and size changes with their time offset from the start, batched so that a
+//!   busy terminal costs an event per batch (tens of milliseconds or a few KiB), not per byte;
+//! - [`SessionEnded`] once, with the recorded byte count and whether the recording was cut at
+//!   the worker's per-session cap.
+//!
+//! Session events carry the job retention (`Nats-TTL`) like jobs; the tenant's settings
+//! ([`TenantSettings`], on `<p>.evt.<tenant>.settings`, last message = current) are registry
+//! and kept for ever.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DeviceId, JobId, SessionId};
+
+impl SessionId {
+    /// The session of an exec job: a job runs on one channel at most once (its start is
+    /// first-wins), so the job's id names its session too.
+    pub fn of_job(job: JobId) -> Self {
+        Self::from_uuid(job.as_uuid())
+    }
+}
+
+/// A tenant's session settings (`GET`/`PATCH /v1/tenant`). Every event carries all of them,
+/// so the last one on the subject is the current state; a tenant with none has the defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantSettings {
+    /// Record every session's output (default on).
+    pub session_record: bool,
+    /// Record keystrokes too (default off: they may hold passwords).
+    pub record_input: bool,
+    /// Allow interactive shells (default off).
+    pub interactive_sessions: bool,
+}
+
+impl Default for TenantSettings {
+    fn default() -> Self {
+        Self {
+            session_record: true,
+            record_input: false,
+            interactive_sessions: false,
+        }
+    }
+}
+
+/// What a session's channel is for. Append-only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SessionKind {
+    Exec,
+    Shell,
+}
+
+impl SessionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Exec => "exec",
+            SessionKind::Shell => "shell",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "exec" => Some(SessionKind::Exec),
+            "shell" => Some(SessionKind::Shell),
+            _ => None,
+        }
+    }
+}
+
+/// A worker opened a channel on a device. The actor (the key that asked) is the envelope's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStarted {
+    pub session_id: SessionId,
+    pub device_id: DeviceId,
+    /// The exec job the channel runs, for `SessionKind::Exec`.
+    pub job_id: Option<JobId>,
+    pub kind: SessionKind,
+    /// The device user the channel is logged in as.
+    pub username: String,
+    /// The terminal, if the channel has a pseudo-terminal.
+    pub term: Option<String>,
+    pub cols: u32,
+    pub rows: u32,
+    /// Whether frames are recorded (the tenant's `session_record` when it started).
+    pub recorded: bool,
+    /// Whether keystrokes are recorded (the tenant's `record_input` when it started).
+    pub input_recorded: bool,
+    pub worker: String,
+}
+
+/// What a frame carries. Append-only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FrameKind {
+    /// Terminal output, or an exec job's stdout.
+    Output,
+    /// An exec job's stderr (non-pty jobs keep the two streams apart, in order).
+    Error,
+    /// Keystrokes (only when the tenant records input).
+    Input,
+    /// The terminal was resized; the data is `COLSxROWS`.
+    Resize,
+    /// A note from sshq itself in the recording (the truncation marker).
+    Marker,
+}
+
+impl FrameKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrameKind::Output => "o",
+            FrameKind::Error => "e",
+            FrameKind::Input => "i",
+            FrameKind::Resize => "r",
+            FrameKind::Marker => "m",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "o" => FrameKind::Output,
+            "e" => FrameKind::Error,
+            "i" => FrameKind::Input,
+            "r" => FrameKind::Resize,
+            "m" => FrameKind::Marker,
+            _ => return None,
+        })
+    }
+}
+
+/// One recorded piece of a session, at its offset from the session's start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    pub offset_us: u64,
+    pub kind: FrameKind,
+    /// Raw bytes as the channel carried them (a character may be split across frames).
+    pub data: Vec<u8>,
+}
+
+/// A batch of a session's recording. `batch` counts from 0 per session; frames are in order
+/// within a batch and batches in order of `batch`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionFrames {
+    pub session_id: SessionId,
+    pub batch: u32,
+    pub frames: Vec<Frame>,
+}
+
+/// A session's channel closed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEnded {
+    pub session_id: SessionId,
+    /// Bytes of frame data recorded (0 when not recorded).
+    pub recorded_bytes: u64,
+    /// The recording reached the worker's per-session cap and stops with a marker frame.
+    pub truncated: bool,
+    /// Why it ended, in words (`exited`, `closed by an administrator`, ...).
+    pub reason: String,
+    pub exit_status: Option<u32>,
+}
