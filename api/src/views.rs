@@ -271,6 +271,25 @@ pub struct Tenant {
     pub owner_key: NewKey,
 }
 
+/// One of the tenant's SSH keys: `public_key` is the line to append to a device user's
+/// `~/.ssh/authorized_keys`. `state` is `active`, or `next` while a rotation is in progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SshPublicKey {
+    pub id: Uuid,
+    pub public_key: String,
+    /// `SHA256:…`, as `ssh-keygen -lf` prints it.
+    pub fingerprint: String,
+    pub created_at: DateTime<Utc>,
+    pub state: String,
+}
+
+/// The tenant's SSH keys in the order workers offer them (a rotation's new key first).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SshKeys {
+    pub rotating: bool,
+    pub keys: Vec<SshPublicKey>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     pub status: String,

@@ -185,6 +185,17 @@ impl Fold {
                 let detail = format!("template {}", e.name);
                 self.audit.admin(&event, "template_remove", None, detail);
             }
+            // Only public facts reach the audit: fingerprints and states, never the sealed
+            // private keys.
+            EventBody::SshKeyring(e) => {
+                let detail = e
+                    .keys
+                    .iter()
+                    .map(|k| format!("{} ({})", k.fingerprint, k.state.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.audit.admin(&event, "ssh_keys_change", None, detail);
+            }
             EventBody::DeviceOnline(_)
             | EventBody::DeviceOffline(_)
             | EventBody::ExecAttemptFailed(_) => self.rare.push(event),

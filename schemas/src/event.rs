@@ -64,6 +64,8 @@ pub enum EventBody {
     TenantCreated(TenantCreated),
     TemplateAdded(TemplateAdded),
     TemplateRemoved(TemplateRemoved),
+    /// The tenant's SSH identity as it is now (last on `<p>.evt.<tenant>.ssh.identity`).
+    SshKeyring(SshKeyring),
 }
 
 /// Where and as whom to connect. Carried by value in [`ExecRequested`] so a worker needs no
@@ -202,6 +204,74 @@ pub struct TemplateAdded {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateRemoved {
     pub name: String,
+}
+
+/// A tenant's SSH identity: the key pairs its jobs log in to devices with. Each event carries
+/// the whole keyring, so the last one on the tenant's identity subject is its current state
+/// (written with expected-last-subject-sequence, so two rotations cannot overwrite each other).
+///
+/// Private keys are only ever here sealed with the deployment's master key (see
+/// [`crate::sealed`]); the public half is what operators install in `authorized_keys`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshKeyring {
+    /// Newest last. At most one `Active` and one `Next` key.
+    pub keys: Vec<TenantSshKey>,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantSshKey {
+    /// Also part of the sealed key's associated data, with the tenant.
+    pub key_id: Uuid,
+    /// The `authorized_keys` line: `ssh-ed25519 AAAA… sshq-<tenant>`.
+    pub public_key: String,
+    /// `SHA256:…`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    pub created_at: Timestamp,
+    pub state: SshKeyState,
+    /// The OpenSSH private key, sealed (AEAD) with the master key; never in clear on the wire.
+    pub sealed_private: Vec<u8>,
+}
+
+impl std::fmt::Debug for TenantSshKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantSshKey")
+            .field("key_id", &self.key_id)
+            .field("fingerprint", &self.fingerprint)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a key is in its life. A retired key leaves the keyring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SshKeyState {
+    /// The key jobs log in with.
+    Active,
+    /// Added by a rotation in progress: offered first, before the active key, until the
+    /// rotation is completed and it becomes the active key.
+    Next,
+}
+
+impl SshKeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SshKeyState::Active => "active",
+            SshKeyState::Next => "next",
+        }
+    }
+}
+
+impl SshKeyring {
+    /// The keys in the order a client offers them: the rotation's new key first.
+    pub fn login_order(&self) -> impl Iterator<Item = &TenantSshKey> {
+        let next = self.keys.iter().filter(|k| k.state == SshKeyState::Next);
+        let active = self.keys.iter().filter(|k| k.state == SshKeyState::Active);
+        next.chain(active)
+    }
+
+    pub fn rotating(&self) -> bool {
+        self.keys.iter().any(|k| k.state == SshKeyState::Next)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -392,7 +462,8 @@ impl Event {
             | EventBody::ApiKeyRevoked(_)
             | EventBody::TenantCreated(_)
             | EventBody::TemplateAdded(_)
-            | EventBody::TemplateRemoved(_) => None,
+            | EventBody::TemplateRemoved(_)
+            | EventBody::SshKeyring(_) => None,
         }
     }
 
@@ -416,6 +487,7 @@ impl Event {
             EventBody::TenantCreated(_) => "tenant_created",
             EventBody::TemplateAdded(_) => "template_added",
             EventBody::TemplateRemoved(_) => "template_removed",
+            EventBody::SshKeyring(_) => "ssh_keyring",
         }
     }
 }

@@ -16,6 +16,7 @@
 //! <p>.evt._sys.key.<key_id>               ApiKeyCreated | ApiKeyRevoked (last = current)
 //! <p>.evt._sys.tenant.<tenant>            TenantCreated
 //! <p>.evt.<tenant>.template.<name>        TemplateAdded | TemplateRemoved (last = current)
+//! <p>.evt.<tenant>.ssh.identity            SshKeyring (the tenant's SSH keys, last = current)
 //! <p>.out.<tenant>.<job>.stdout|stderr|end  live output, raw bytes (see `output`)
 //! <p>.projected.<tenant>.<job>            core NATS only: "this job's outcome is in Postgres"
 //! ```
@@ -248,7 +249,8 @@ impl Topology {
             | EventBody::ApiKeyRevoked(_)
             | EventBody::TenantCreated(_)
             | EventBody::TemplateAdded(_)
-            | EventBody::TemplateRemoved(_) => true,
+            | EventBody::TemplateRemoved(_)
+            | EventBody::SshKeyring(_) => true,
             EventBody::ExecRequested(_)
             | EventBody::ExecStarted(_)
             | EventBody::ExecFinished(_)
@@ -399,6 +401,26 @@ impl Topology {
         format!("{}.evt.{tenant}.template.*", self.prefix)
     }
 
+    /// A tenant's SSH identity (`SshKeyring`, last = current).
+    pub fn ssh_identity_subject(&self, tenant: &TenantId) -> String {
+        format!("{}.evt.{tenant}.ssh.identity", self.prefix)
+    }
+
+    /// Every tenant's identity subject: workers drop a cached keyring on any message here.
+    pub fn all_ssh_identity_subject(&self) -> String {
+        format!("{}.evt.*.ssh.identity", self.prefix)
+    }
+
+    /// The tenant of an identity subject, the inverse of [`Self::ssh_identity_subject`].
+    pub fn parse_ssh_identity_subject(&self, subject: &str) -> Option<TenantId> {
+        let mut t = self.tokens(subject)?;
+        let (evt, tenant, ssh, identity) = (t.next()?, t.next()?, t.next()?, t.next()?);
+        if evt != "evt" || ssh != "ssh" || identity != "identity" || t.next().is_some() {
+            return None;
+        }
+        TenantId::parse(tenant).ok()
+    }
+
     /// Template events of every tenant: the API's template caches follow it.
     pub fn all_template_events_subject(&self) -> String {
         format!("{}.evt.*.template.*", self.prefix)
@@ -453,6 +475,7 @@ impl Topology {
             EventBody::TenantCreated(_) => self.tenant_subject(t),
             EventBody::TemplateAdded(e) => self.template_subject(t, &e.name),
             EventBody::TemplateRemoved(e) => self.template_subject(t, &e.name),
+            EventBody::SshKeyring(_) => self.ssh_identity_subject(t),
             EventBody::ExecRequested(e) => self.job_subject(t, e.job_id, JobFacet::Requested),
             EventBody::ExecStarted(e) => self.job_subject(t, e.job_id, JobFacet::Started),
             EventBody::ExecFinished(e) => self.job_subject(t, e.job_id, JobFacet::Outcome),

@@ -155,7 +155,7 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
     // delivery has no failed attempt in the log (only a worker that held the request can
     // write one), so the attempts are read only on a redelivery.
     let subject = |facet| topo.job_subject(&event.tenant, request.job_id, facet);
-    let (outcome, started, canceled, device, last_attempt) = tokio::join!(
+    let (outcome, started, canceled, device, last_attempt, keyring) = tokio::join!(
         topo.last_event(&worker.stream, subject(JobFacet::Outcome)),
         topo.last_event(&worker.stream, subject(JobFacet::Started)),
         topo.last_event(&worker.stream, subject(JobFacet::Cancel)),
@@ -171,7 +171,9 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
                 Ok(None)
             }
         },
+        topo.last_event(&worker.stream, topo.ssh_identity_subject(&event.tenant)),
     );
+    let keyring = keyring?;
     // The attempt number counts failed attempts in the log, not deliveries: a request handed
     // back because its tenant was at its cap has not been attempted.
     let attempt = match last_attempt?.map(|(_, e)| e.body) {
@@ -219,11 +221,15 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
     // connection (coalesced with other jobs for the device) or for the device's channel budget
     // holds no run slot, and keeps the request's lease.
     let prepared = keeping_lease(&worker, message, async {
-        let lease = worker.pool.lease(&request.target).await?;
+        let identity = worker.identities.get(&event.tenant, keyring).await?;
+        let lease = worker
+            .pool
+            .lease(&event.tenant, &identity, &request.target)
+            .await?;
         match lease.handle.channel_open_session().await {
             Ok(channel) => Ok((lease, channel)),
             Err(e) => {
-                worker.pool.discard(&request.target, &lease.handle).await;
+                worker.pool.discard(&lease).await;
                 Err(SshError::Session(e.to_string()))
             }
         }
@@ -301,7 +307,7 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
 
     let (outcome, seq) = run(&worker, &event, request, channel, message, &cancel.token).await;
     if matches!(&outcome, Outcome::Failed(FailureCode::ConnectFailed, _)) {
-        worker.pool.discard(&request.target, &lease.handle).await;
+        worker.pool.discard(&lease).await;
     }
     lease
         .release(
@@ -777,8 +783,8 @@ fn not_to_start(
 fn failure_code(error: &SshError) -> FailureCode {
     match error {
         SshError::HostKeyMismatch { .. } => FailureCode::HostKeyMismatch,
-        SshError::AuthFailed { .. } => FailureCode::AuthFailed,
-        SshError::BadPinnedKey => FailureCode::Internal,
+        SshError::AuthFailed { .. } | SshError::NoIdentity => FailureCode::AuthFailed,
+        SshError::BadPinnedKey | SshError::Unsealable => FailureCode::Internal,
         _ => FailureCode::ConnectFailed,
     }
 }

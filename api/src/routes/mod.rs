@@ -15,6 +15,7 @@ pub(crate) mod health;
 pub(crate) mod jobs;
 pub(crate) mod keys;
 mod list;
+pub(crate) mod ssh;
 pub(crate) mod templates;
 
 use axum::Router;
@@ -45,6 +46,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::create, keys::list))
         .routes(routes!(keys::revoke))
         .routes(routes!(keys::create_tenant))
+        .routes(routes!(ssh::public_key))
+        .routes(routes!(ssh::rotate, ssh::cancel_rotation))
+        .routes(routes!(ssh::complete_rotation))
 }
 
 /// The API's routes, `/openapi.json` and `/docs` (both serving the document split off the API's

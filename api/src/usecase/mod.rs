@@ -7,4 +7,5 @@
 
 pub mod devices;
 pub mod exec;
+pub mod identity;
 pub mod jobs;
