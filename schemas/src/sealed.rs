@@ -236,3 +236,74 @@ mod tests {
         assert!(matches!(MasterKey::load(&hexed), Err(SealError::Malformed { .. })));
     }
 }
+
+/// A job's secret values: env entries marked `secret` and stdin marked secret. The request
+/// event carries the secret env entries' *names* with empty values (so audit and job views
+/// show the names, as for any env) and no secret stdin; the values travel sealed in the
+/// request message's `Sshq-Sealed-Secrets` header ([`crate::Topology::append_with_secrets`]),
+/// bound to tenant and job, and the worker fills them in right before running.
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobSecrets {
+    pub env: Vec<(String, String)>,
+    pub stdin: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for JobSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobSecrets")
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("stdin", &self.stdin.as_ref().map(|s| s.len()))
+            .finish()
+    }
+}
+
+impl Drop for JobSecrets {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        for (_, value) in &mut self.env {
+            value.zeroize();
+        }
+        if let Some(stdin) = &mut self.stdin {
+            stdin.zeroize();
+        }
+    }
+}
+
+impl JobSecrets {
+    pub fn is_empty(&self) -> bool {
+        self.env.is_empty() && self.stdin.is_none()
+    }
+
+    pub fn seal(&self, master: &MasterKey, tenant: &TenantId, job: JobId) -> Vec<u8> {
+        let plain = zeroize::Zeroizing::new(
+            postcard::to_stdvec(self).expect("secrets always serialize"),
+        );
+        master.seal(Purpose::JobSecrets { tenant, job }, &plain)
+    }
+
+    pub fn open(
+        master: &MasterKey,
+        tenant: &TenantId,
+        job: JobId,
+        sealed: &[u8],
+    ) -> Result<Self, SealError> {
+        let plain = master.open(Purpose::JobSecrets { tenant, job }, sealed)?;
+        postcard::from_bytes(&plain).map_err(|_| SealError::Unopenable)
+    }
+
+    /// The request as it runs: secret env values in place of their empty placeholders (or
+    /// added), secret stdin as stdin. Never published.
+    pub fn apply(&self, request: &crate::ExecRequested) -> crate::ExecRequested {
+        let mut running = request.clone();
+        for (key, value) in &self.env {
+            match running.env.iter_mut().find(|(k, _)| k == key) {
+                Some(slot) => slot.1 = value.clone(),
+                None => running.env.push((key.clone(), value.clone())),
+            }
+        }
+        if let Some(stdin) = &self.stdin {
+            running.stdin = stdin.clone();
+        }
+        running
+    }
+}

@@ -601,6 +601,50 @@ impl Topology {
             .map_err(append_error)
     }
 
+    /// [`Self::append`] for an exec request with sealed secrets (`crate::sealed::JobSecrets`)
+    /// in the message's `Sshq-Sealed-Secrets` header: stored with the request, read back by
+    /// the worker with [`Self::sealed_secrets`], never part of the event itself.
+    pub async fn append_with_secrets(
+        &self,
+        js: &Context,
+        event: &Event,
+        expectation: Expectation,
+        sealed: &[u8],
+    ) -> Result<u64, AppendError> {
+        use base64::Engine as _;
+        let msg = self.event_message(event).header(
+            Self::SEALED_SECRETS,
+            base64::engine::general_purpose::STANDARD
+                .encode(sealed)
+                .as_str(),
+        );
+        let msg = match expectation {
+            Expectation::Any => msg,
+            Expectation::Empty => msg.expected_last_subject_sequence(0),
+            Expectation::LastSequence(seq) => msg.expected_last_subject_sequence(seq),
+        };
+        let ack = js
+            .send_publish(self.event_subject(event), msg)
+            .await
+            .map_err(append_error)?;
+        Self::acknowledged(ack).await
+    }
+
+    const SEALED_SECRETS: &'static str = "Sshq-Sealed-Secrets";
+
+    /// The sealed secrets of a stored exec request, if it has any (`Err` if the header is
+    /// there but not base64: a request that can never run).
+    pub fn sealed_secrets(headers: Option<&HeaderMap>) -> Result<Option<Vec<u8>>, ()> {
+        use base64::Engine as _;
+        match headers.and_then(|h| h.get(Self::SEALED_SECRETS)) {
+            None => Ok(None),
+            Some(value) => base64::engine::general_purpose::STANDARD
+                .decode(value.as_str())
+                .map(Some)
+                .map_err(|_| ()),
+        }
+    }
+
     /// Waits for a sent append (or output message) to be confirmed; its stream sequence.
     pub async fn acknowledged(
         ack: jetstream::context::PublishAckFuture,

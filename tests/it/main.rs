@@ -18,6 +18,7 @@ mod projection;
 mod read_models;
 mod registry;
 mod retention;
+mod secrets;
 mod semantics;
 mod templates;
 mod tenancy;

@@ -206,7 +206,7 @@ async fn audit_retention_drops_whole_partitions() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let audited: Vec<String> = sqlx::query_scalar("SELECT command FROM audit_entries ORDER BY at")
+    let audited: Vec<String> = sqlx::query_scalar("SELECT command FROM audit_entries WHERE command IS NOT NULL ORDER BY at")
         .fetch_all(&db)
         .await
         .unwrap();
@@ -221,7 +221,7 @@ async fn audit_retention_drops_whole_partitions() {
         .await
         .unwrap();
     assert_eq!(dropped, [(now - chrono::Duration::days(3)).date_naive()]);
-    let audited: Vec<String> = sqlx::query_scalar("SELECT command FROM audit_entries ORDER BY at")
+    let audited: Vec<String> = sqlx::query_scalar("SELECT command FROM audit_entries WHERE command IS NOT NULL ORDER BY at")
         .fetch_all(&db)
         .await
         .unwrap();

@@ -49,6 +49,11 @@ impl Identities {
         }
     }
 
+    /// The master key (also opens jobs' sealed secrets).
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
     /// The tenant's identity given its keyring's last event in the log (`last`, read by the
     /// job with its other checks, so a rotation acknowledged before the job was pulled is
     /// always seen): the cached keys if they were opened from that very event, else opened now.

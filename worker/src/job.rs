@@ -217,6 +217,39 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
         return Ok(Settled::Done);
     }
 
+    // The request's secret values, opened only now and only in memory: a request whose
+    // secrets this worker cannot open (another master key, tampered bytes) never runs.
+    let secrets = Topology::sealed_secrets(message.headers.as_ref()).and_then(|sealed| {
+        sealed
+            .map(|sealed| {
+                schemas::sealed::JobSecrets::open(
+                    worker.identities.master(),
+                    &event.tenant,
+                    request.job_id,
+                    &sealed,
+                )
+                .map_err(|_| ())
+            })
+            .transpose()
+    });
+    let secrets = match secrets {
+        Ok(secrets) => secrets,
+        Err(()) => {
+            warn!("the request's sealed secrets cannot be opened here; not running it");
+            let text = "the job's secret values could not be opened by the worker (master key mismatch or tampered request); nothing ran";
+            conclude(
+                &worker,
+                &event,
+                request,
+                Outcome::Failed(FailureCode::Internal, text.into()),
+                attempt,
+                None,
+            )
+            .await?;
+            return Ok(Settled::Done);
+        }
+    };
+
     // Steps 3-4: get a session channel; nothing has run yet if this fails. Waiting for the
     // connection (coalesced with other jobs for the device) or for the device's channel budget
     // holds no run slot, and keeps the request's lease.
@@ -305,7 +338,18 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
         return Ok(Settled::Done);
     }
 
-    let (outcome, seq) = run(&worker, &event, request, channel, message, &cancel.token).await;
+    // The request as it runs, with its secret values: in memory only, never published.
+    let running = secrets.as_ref().map(|s| s.apply(request));
+    let (outcome, seq) = run(
+        &worker,
+        &event,
+        running.as_ref().unwrap_or(request),
+        channel,
+        message,
+        &cancel.token,
+    )
+    .await;
+    drop(running);
     if matches!(&outcome, Outcome::Failed(FailureCode::ConnectFailed, _)) {
         worker.pool.discard(&lease).await;
     }

@@ -99,6 +99,9 @@ pub async fn submit(
     let job_id = idempotent_job_id(&caller.tenant, idempotency_key)?.unwrap_or_default();
     tracing::Span::current().record("job_id", tracing::field::display(job_id));
 
+    // Secret values are sealed to this tenant and job; the event keeps only their names.
+    let sealed = (!spec.secrets.is_empty())
+        .then(|| spec.secrets.seal(&state.master_key, &caller.tenant, job_id));
     let request = ExecRequested {
         job_id,
         device_id: device.device_id,
@@ -128,7 +131,7 @@ pub async fn submit(
         None => None,
     };
 
-    let repeat = append_request(state, &event, &request).await?;
+    let repeat = append_request(state, &event, &request, sealed.as_deref()).await?;
 
     let Some(mut waiting) = waiting else {
         return Ok(Submitted::Accepted(job_id));
@@ -193,12 +196,23 @@ async fn append_request(
     state: &AppState,
     event: &Event,
     request: &ExecRequested,
+    sealed_secrets: Option<&[u8]>,
 ) -> Result<bool, ApiError> {
-    match state
-        .topology
-        .append(&state.js, event, Expectation::Empty)
-        .await
-    {
+    let appended = match sealed_secrets {
+        None => {
+            state
+                .topology
+                .append(&state.js, event, Expectation::Empty)
+                .await
+        }
+        Some(sealed) => {
+            state
+                .topology
+                .append_with_secrets(&state.js, event, Expectation::Empty, sealed)
+                .await
+        }
+    };
+    match appended {
         Ok(_) => Ok(false),
         Err(e) if e.kind() == AppendErrorKind::Conflict => {
             same_request_or_conflict(state, &event.tenant, request).await?;
