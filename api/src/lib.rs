@@ -242,9 +242,8 @@ impl Application {
             .master_key_file
             .as_deref()
             .context("SSHQ_MASTER_KEY_FILE must be set (ops/up generates one)")?;
-        let master_key = Arc::new(
-            schemas::sealed::MasterKey::load(master_key).context("SSHQ_MASTER_KEY_FILE")?,
-        );
+        let master_key =
+            Arc::new(schemas::sealed::MasterKey::load(master_key).context("SSHQ_MASTER_KEY_FILE")?);
         let topology = Topology::new(&settings.prefix)?
             .with_job_retention(Duration::from_secs(settings.job_retention_s));
         let stream_settings = StreamSettings {

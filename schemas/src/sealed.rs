@@ -96,12 +96,11 @@ impl MasterKey {
                 return Err(SealError::TooOpen { path: shown });
             }
         }
-        let raw = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
-            SealError::Unreadable {
+        let raw =
+            zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| SealError::Unreadable {
                 path: shown.clone(),
                 reason: e.to_string(),
-            }
-        })?);
+            })?);
         let bytes = decode_key(&raw).ok_or(SealError::Malformed { path: shown })?;
         Ok(Self::from_bytes(&bytes))
     }
@@ -113,7 +112,8 @@ impl MasterKey {
         SystemRandom::new()
             .fill(&mut bytes[..])
             .map_err(|_| std::io::Error::other("no system randomness"))?;
-        let text = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(*bytes));
+        let text =
+            zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(*bytes));
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -206,17 +206,59 @@ mod tests {
         let a = TenantId::parse("acme").unwrap();
         let b = TenantId::parse("bee").unwrap();
         let id = uuid::Uuid::now_v7();
-        let sealed = key(1).seal(Purpose::SshKey { tenant: &a, key_id: id }, b"private");
+        let sealed = key(1).seal(
+            Purpose::SshKey {
+                tenant: &a,
+                key_id: id,
+            },
+            b"private",
+        );
         assert!(!sealed.windows(7).any(|w| w == b"private"));
         let opened = key(1)
-            .open(Purpose::SshKey { tenant: &a, key_id: id }, &sealed)
+            .open(
+                Purpose::SshKey {
+                    tenant: &a,
+                    key_id: id,
+                },
+                &sealed,
+            )
             .unwrap();
         assert_eq!(&opened[..], b"private");
-        assert!(key(2).open(Purpose::SshKey { tenant: &a, key_id: id }, &sealed).is_err());
-        assert!(key(1).open(Purpose::SshKey { tenant: &b, key_id: id }, &sealed).is_err());
+        assert!(
+            key(2)
+                .open(
+                    Purpose::SshKey {
+                        tenant: &a,
+                        key_id: id
+                    },
+                    &sealed
+                )
+                .is_err()
+        );
+        assert!(
+            key(1)
+                .open(
+                    Purpose::SshKey {
+                        tenant: &b,
+                        key_id: id
+                    },
+                    &sealed
+                )
+                .is_err()
+        );
         let mut tampered = sealed.clone();
         *tampered.last_mut().unwrap() ^= 1;
-        assert!(key(1).open(Purpose::SshKey { tenant: &a, key_id: id }, &tampered).is_err());
+        assert!(
+            key(1)
+                .open(
+                    Purpose::SshKey {
+                        tenant: &a,
+                        key_id: id
+                    },
+                    &tampered
+                )
+                .is_err()
+        );
     }
 
     #[test]
@@ -229,11 +271,17 @@ mod tests {
         std::fs::write(&hexed, "ab".repeat(32)).unwrap();
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&hexed, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(MasterKey::load(&hexed), Err(SealError::TooOpen { .. })));
+        assert!(matches!(
+            MasterKey::load(&hexed),
+            Err(SealError::TooOpen { .. })
+        ));
         std::fs::set_permissions(&hexed, std::fs::Permissions::from_mode(0o600)).unwrap();
         MasterKey::load(&hexed).unwrap();
         std::fs::write(&hexed, "short").unwrap();
-        assert!(matches!(MasterKey::load(&hexed), Err(SealError::Malformed { .. })));
+        assert!(matches!(
+            MasterKey::load(&hexed),
+            Err(SealError::Malformed { .. })
+        ));
     }
 }
 
@@ -275,9 +323,8 @@ impl JobSecrets {
     }
 
     pub fn seal(&self, master: &MasterKey, tenant: &TenantId, job: JobId) -> Vec<u8> {
-        let plain = zeroize::Zeroizing::new(
-            postcard::to_stdvec(self).expect("secrets always serialize"),
-        );
+        let plain =
+            zeroize::Zeroizing::new(postcard::to_stdvec(self).expect("secrets always serialize"));
         master.seal(Purpose::JobSecrets { tenant, job }, &plain)
     }
 

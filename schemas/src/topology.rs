@@ -634,14 +634,16 @@ impl Topology {
 
     /// The sealed secrets of a stored exec request, if it has any (`Err` if the header is
     /// there but not base64: a request that can never run).
-    pub fn sealed_secrets(headers: Option<&HeaderMap>) -> Result<Option<Vec<u8>>, ()> {
+    pub fn sealed_secrets(
+        headers: Option<&HeaderMap>,
+    ) -> Result<Option<Vec<u8>>, crate::sealed::SealError> {
         use base64::Engine as _;
         match headers.and_then(|h| h.get(Self::SEALED_SECRETS)) {
             None => Ok(None),
             Some(value) => base64::engine::general_purpose::STANDARD
                 .decode(value.as_str())
                 .map(Some)
-                .map_err(|_| ()),
+                .map_err(|_| crate::sealed::SealError::Unopenable),
         }
     }
 

@@ -10,7 +10,8 @@ use schemas::{
     ApiKeyCreated, ApiKeyRevoked, DeviceConfig, DeviceDeleted, DeviceId, DeviceOffline,
     DeviceOnline, DeviceStatus, Event, EventBody, ExecAttemptFailed, ExecCancelRequested,
     ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted, FailureCode, JobId, KeyId,
-    PtySize, Role, SshKeyState, SshKeyring, SshTarget, TenantSshKey, TemplateAdded, TemplateRemoved, TenantCreated, TenantId, Timestamp,
+    PtySize, Role, SshKeyState, SshKeyring, SshTarget, TemplateAdded, TemplateRemoved,
+    TenantCreated, TenantId, TenantSshKey, Timestamp,
 };
 use uuid::Uuid;
 

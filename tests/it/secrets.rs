@@ -136,11 +136,19 @@ async fn secret_env_and_stdin_run_but_are_stored_only_sealed() {
     .unwrap();
     assert!(dump.contains("TOKEN"), "the names are kept: {dump}");
     for secret in [&env_secret, &stdin_secret] {
-        assert!(!dump.contains(secret.as_str()), "{secret} in the read models");
+        assert!(
+            !dump.contains(secret.as_str()),
+            "{secret} in the read models"
+        );
     }
     // Job views and the audit API show names only (outside the command's own output).
-    for path in [format!("/v1/jobs/{env_job}"), "/v1/audit?per_page=100".into()] {
-        let (status, body) = stack.call(Method::GET, &path, Some(&stack.api_key), None).await;
+    for path in [
+        format!("/v1/jobs/{env_job}"),
+        "/v1/audit?per_page=100".into(),
+    ] {
+        let (status, body) = stack
+            .call(Method::GET, &path, Some(&stack.api_key), None)
+            .await;
         assert_eq!(status, StatusCode::OK);
         let mut entries = match body {
             serde_json::Value::Array(entries) => entries,

@@ -76,9 +76,17 @@ async fn a_device_of_tenant_a_does_not_let_tenant_b_in_at_its_address() {
     let b_line = b_key["public_key"].as_str().unwrap().to_owned();
     assert!(b_line.starts_with("ssh-ed25519 "), "{b_keys}");
     assert!(b_line.ends_with(" sshq-bee"), "{b_keys}");
-    assert_ne!(b_line.split_whitespace().nth(1), a_line.split_whitespace().nth(1));
+    assert_ne!(
+        b_line.split_whitespace().nth(1),
+        a_line.split_whitespace().nth(1)
+    );
     assert_eq!(b_key["state"], "active");
-    assert!(b_key["fingerprint"].as_str().unwrap().starts_with("SHA256:"));
+    assert!(
+        b_key["fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("SHA256:")
+    );
     assert!(b_key["created_at"].is_string());
     // A second read is the same key (not a new one each time).
     assert_eq!(keys_of(&stack, &b).await["keys"][0]["id"], b_key["id"]);
@@ -103,9 +111,9 @@ async fn a_device_of_tenant_a_does_not_let_tenant_b_in_at_its_address() {
 
     // Each device trusts only its own tenant's key.
     let device_a = SshDevice::start();
-    device_a.trust_only(&[a_line.clone()]);
+    device_a.trust_only(std::slice::from_ref(&a_line));
     let device_b = SshDevice::start();
-    device_b.trust_only(&[b_line.clone()]);
+    device_b.trust_only(std::slice::from_ref(&b_line));
     let a_dev = register_only(&stack, &a, &device_a).await;
     let b_dev = register_only(&stack, &b, &device_b).await;
     // A's connection to its device stays pooled (keep_open) while B tries the same address.
@@ -127,7 +135,10 @@ async fn a_device_of_tenant_a_does_not_let_tenant_b_in_at_its_address() {
         let base64 = secret.split_whitespace().nth(1).unwrap();
         assert!(!text.contains(base64), "{job}");
     }
-    assert!(!text.contains("default"), "nothing of tenant A leaks: {job}");
+    assert!(
+        !text.contains("default"),
+        "nothing of tenant A leaks: {job}"
+    );
     // And A is unaffected.
     let job = run_as(&stack, &a, &a_dev, "echo still a").await;
     assert_eq!(job["status"], "finished", "{job}");
@@ -142,9 +153,12 @@ async fn a_rotation_keeps_the_old_key_until_it_is_completed() {
         .unwrap()
         .to_owned();
     let trusts_old = SshDevice::start();
-    trusts_old.trust_only(&[old_line.clone()]);
+    trusts_old.trust_only(std::slice::from_ref(&old_line));
     let old_dev = register_only(&stack, &owner, &trusts_old).await;
-    assert_eq!(run_as(&stack, &owner, &old_dev, "true").await["status"], "finished");
+    assert_eq!(
+        run_as(&stack, &owner, &old_dev, "true").await["status"],
+        "finished"
+    );
 
     // Only owners and administrators rotate.
     for role in ["operator", "observer"] {
@@ -156,7 +170,12 @@ async fn a_rotation_keeps_the_old_key_until_it_is_completed() {
     }
     let admin = create_key(&stack, &owner, "administrator").await;
     let (status, no_rotation) = stack
-        .call(Method::POST, "/v1/ssh/keys/rotate/complete", Some(&admin), None)
+        .call(
+            Method::POST,
+            "/v1/ssh/keys/rotate/complete",
+            Some(&admin),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{no_rotation}");
     assert!(no_rotation["error_message"].is_string(), "{no_rotation}");
@@ -182,7 +201,7 @@ async fn a_rotation_keeps_the_old_key_until_it_is_completed() {
     // During the rotation: a device with only the old key and one with only the new key both
     // work (the worker offers the new key, then the old one).
     let trusts_new = SshDevice::start();
-    trusts_new.trust_only(&[new_line.clone()]);
+    trusts_new.trust_only(std::slice::from_ref(&new_line));
     let new_dev = register_only(&stack, &owner, &trusts_new).await;
     for dev in [&old_dev, &new_dev] {
         let job = run_as(&stack, &owner, dev, "echo during").await;
@@ -190,7 +209,12 @@ async fn a_rotation_keeps_the_old_key_until_it_is_completed() {
     }
 
     let (status, done) = stack
-        .call(Method::POST, "/v1/ssh/keys/rotate/complete", Some(&owner), None)
+        .call(
+            Method::POST,
+            "/v1/ssh/keys/rotate/complete",
+            Some(&owner),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{done}");
     assert_eq!(done["rotating"], false);
@@ -274,7 +298,9 @@ async fn private_keys_are_in_the_log_only_sealed() {
         let payload = &message.payload[..];
         for needle in ["OPENSSH PRIVATE KEY", &imported_body[..40]] {
             assert!(
-                !payload.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                !payload
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_bytes()),
                 "clear private key material on {}",
                 message.subject
             );

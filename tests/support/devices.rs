@@ -84,7 +84,10 @@ impl SshDevice {
 
     /// Trusts only `public_keys` from now on (the suite's client key included only if given).
     pub fn trust_only(&self, public_keys: &[String]) {
-        let lines: String = public_keys.iter().map(|k| format!("{}\n", k.trim())).collect();
+        let lines: String = public_keys
+            .iter()
+            .map(|k| format!("{}\n", k.trim()))
+            .collect();
         std::fs::write(self.dir.path().join("authorized_keys"), lines).unwrap();
     }
 

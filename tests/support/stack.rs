@@ -294,7 +294,12 @@ impl TestStack {
             "host_key": device.host_key,
         });
         let (status, body) = self
-            .call(reqwest::Method::POST, "/v1/devices", Some(api_key), Some(&body))
+            .call(
+                reqwest::Method::POST,
+                "/v1/devices",
+                Some(api_key),
+                Some(&body),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["id"].as_str().unwrap().to_owned()
@@ -303,7 +308,12 @@ impl TestStack {
     /// The `authorized_keys` lines of the tenant of `api_key` (`GET /v1/ssh/public-key`).
     pub async fn ssh_public_keys(&self, api_key: &str) -> Vec<String> {
         let (status, body) = self
-            .call(reqwest::Method::GET, "/v1/ssh/public-key", Some(api_key), None)
+            .call(
+                reqwest::Method::GET,
+                "/v1/ssh/public-key",
+                Some(api_key),
+                None,
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body["keys"]

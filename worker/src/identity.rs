@@ -62,7 +62,14 @@ impl Identities {
         tenant: &TenantId,
         last: Option<(u64, Event)>,
     ) -> Result<Arc<Identity>, SshError> {
-        let Some((seq, Event { body: EventBody::SshKeyring(ring), tenant: owner, .. })) = last
+        let Some((
+            seq,
+            Event {
+                body: EventBody::SshKeyring(ring),
+                tenant: owner,
+                ..
+            },
+        )) = last
         else {
             return Err(SshError::NoIdentity);
         };
@@ -125,7 +132,10 @@ pub async fn import_bootstrap(
         keys: vec![TenantSshKey {
             key_id,
             public_key: public.to_openssh().context("encoding the public key")?,
-            fingerprint: private.public_key().fingerprint(HashAlg::Sha256).to_string(),
+            fingerprint: private
+                .public_key()
+                .fingerprint(HashAlg::Sha256)
+                .to_string(),
             created_at: Timestamp::now(),
             state: SshKeyState::Active,
             sealed_private: master.seal(Purpose::SshKey { tenant, key_id }, pem.as_bytes()),

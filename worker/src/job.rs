@@ -228,13 +228,12 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
                     request.job_id,
                     &sealed,
                 )
-                .map_err(|_| ())
             })
             .transpose()
     });
     let secrets = match secrets {
         Ok(secrets) => secrets,
-        Err(()) => {
+        Err(_) => {
             warn!("the request's sealed secrets cannot be opened here; not running it");
             let text = "the job's secret values could not be opened by the worker (master key mismatch or tampered request); nothing ran";
             conclude(

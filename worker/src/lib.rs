@@ -197,8 +197,7 @@ impl Worker {
         if let Some(path) = &settings.ssh_key {
             let tenant = schemas::TenantId::parse(settings.bootstrap_tenant.as_str())
                 .context("SSHQ_BOOTSTRAP_TENANT")?;
-            identity::import_bootstrap(&master_key, &topology, &js, &stream, &tenant, path)
-                .await?;
+            identity::import_bootstrap(&master_key, &topology, &js, &stream, &tenant, path).await?;
         }
         let identities = Arc::new(identity::Identities::new(master_key));
         let pool = ssh::Pool::new(

@@ -81,9 +81,7 @@ impl SshError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            SshError::Connect { .. }
-                | SshError::Session(_)
-                | SshError::Protocol(_)
+            SshError::Connect { .. } | SshError::Session(_) | SshError::Protocol(_)
         )
     }
 }
@@ -239,11 +237,7 @@ pub struct Pool {
 
 impl Pool {
     /// `guard` decides, right before each connection, which addresses a device may be at.
-    pub fn new(
-        connect_timeout: Duration,
-        channels_per_device: usize,
-        guard: AddressGuard,
-    ) -> Self {
+    pub fn new(connect_timeout: Duration, channels_per_device: usize, guard: AddressGuard) -> Self {
         let config = client::Config {
             // Small exec round trips otherwise stall on delayed ACKs (about 40 ms each).
             nodelay: true,

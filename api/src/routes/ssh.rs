@@ -59,7 +59,10 @@ pub async fn public_key(
 }
 
 #[utoipa::path(post, path = "/v1/ssh/keys/rotate", tag = "ssh", responses((status = 200, description = "A new key was added; devices need its line before the rotation is completed", body = SshKeys), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 409, description = "A rotation is already in progress", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError)))]
-pub async fn rotate(State(state): State<AppState>, caller: Caller) -> Result<Json<SshKeys>, ApiError> {
+pub async fn rotate(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<SshKeys>, ApiError> {
     caller.require(Scope::Keys)?;
     Ok(Json(view(&identity::rotate(&state, &caller).await?)))
 }

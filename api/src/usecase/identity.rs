@@ -96,9 +96,19 @@ pub async fn rotate(state: &Shared, caller: &Caller) -> Result<SshKeyring, ApiEr
             "a rotation is in progress: complete it (POST /v1/ssh/keys/rotate/complete) or cancel it (DELETE /v1/ssh/keys/rotate) first",
         ));
     }
-    ring.keys
-        .push(generate(&state.master_key, &caller.tenant, SshKeyState::Next));
-    write(state, Some(caller), &caller.tenant, &ring, Expectation::LastSequence(seq)).await?;
+    ring.keys.push(generate(
+        &state.master_key,
+        &caller.tenant,
+        SshKeyState::Next,
+    ));
+    write(
+        state,
+        Some(caller),
+        &caller.tenant,
+        &ring,
+        Expectation::LastSequence(seq),
+    )
+    .await?;
     Ok(ring)
 }
 
@@ -119,7 +129,14 @@ pub async fn complete(state: &Shared, caller: &Caller) -> Result<SshKeyring, Api
             })
             .collect(),
     };
-    write(state, Some(caller), &caller.tenant, &ring, Expectation::LastSequence(seq)).await?;
+    write(
+        state,
+        Some(caller),
+        &caller.tenant,
+        &ring,
+        Expectation::LastSequence(seq),
+    )
+    .await?;
     Ok(ring)
 }
 
@@ -136,7 +153,14 @@ pub async fn cancel(state: &Shared, caller: &Caller) -> Result<SshKeyring, ApiEr
             .filter(|k| k.state == SshKeyState::Active)
             .collect(),
     };
-    write(state, Some(caller), &caller.tenant, &ring, Expectation::LastSequence(seq)).await?;
+    write(
+        state,
+        Some(caller),
+        &caller.tenant,
+        &ring,
+        Expectation::LastSequence(seq),
+    )
+    .await?;
     Ok(ring)
 }
 
