@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sshq_tests::{SshDevice, TestStack, env};
+use sshq_tests::{SshDevice, StackOptions, TestStack, WorkerProcess, env};
 
 /// Runs `command` on `device` as the tenant of `key` and returns the finished job.
 async fn run_as(stack: &TestStack, key: &str, device: &str, command: &str) -> Value {
@@ -319,4 +319,60 @@ async fn private_keys_are_in_the_log_only_sealed() {
     .await
     .unwrap();
     assert!(!dump.contains("OPENSSH"), "{dump}");
+}
+
+#[tokio::test]
+async fn a_worker_with_another_master_key_runs_nothing() {
+    let stack = TestStack::start_with(StackOptions {
+        in_process_worker: false,
+        ..Default::default()
+    })
+    .await;
+    let owner = stack.create_tenant("mk").await;
+    let device = SshDevice::start();
+    let dev = stack.register_as(&owner, &device).await;
+    let other = tempfile::tempdir().unwrap();
+    let other_key = other.path().join("other.key");
+    schemas::sealed::MasterKey::generate_file(&other_key).unwrap();
+    let _worker = WorkerProcess::spawn(
+        &stack,
+        "other-master",
+        &[("SSHQ_MASTER_KEY_FILE", other_key.to_str().unwrap())],
+    );
+
+    // The tenant's SSH key does not open: the job fails without connecting.
+    let job = run_as(&stack, &owner, &dev, "echo never").await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error_code"], "internal", "{job}");
+    assert!(
+        job["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("master key mismatch"),
+        "{job}"
+    );
+    assert!(job["started_at"].is_null(), "nothing ran: {job}");
+
+    // Nor do a job's sealed secrets.
+    let (status, job) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/devices/{dev}/exec?wait=20"),
+            Some(&owner),
+            Some(&json!({ "command": "printenv TOKEN",
+                          "env": [{ "key": "TOKEN", "value": "s3cret", "secret": true }] })),
+        )
+        .await;
+    assert!(status.is_success(), "{job}");
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error_code"], "internal", "{job}");
+    assert!(
+        job["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("secret values could not be opened"),
+        "{job}"
+    );
+    assert!(job["started_at"].is_null(), "nothing ran: {job}");
+    assert!(!job.to_string().contains("s3cret"), "{job}");
 }

@@ -348,7 +348,13 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
         &cancel.token,
     )
     .await;
-    drop(running);
+    if let Some(mut running) = running {
+        use zeroize::Zeroize as _;
+        for (_, value) in &mut running.env {
+            value.zeroize();
+        }
+        running.stdin.zeroize();
+    }
     if matches!(&outcome, Outcome::Failed(FailureCode::ConnectFailed, _)) {
         worker.pool.discard(&lease).await;
     }
