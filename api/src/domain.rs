@@ -315,6 +315,8 @@ pub struct ExecSpec {
     /// Secret env values and stdin, sealed into the request by `usecase::exec::submit`; `env`
     /// holds the secret names with empty values and `stdin` no secret bytes.
     pub secrets: schemas::sealed::JobSecrets,
+    /// The template that approved the argv is sensitive (`Policy::sensitive`).
+    pub sensitive: bool,
 }
 
 /// Deployment bounds for exec requests.
@@ -553,7 +555,9 @@ impl ExecRequest {
             limits.max_queue_timeout_s,
             "queue_timeout",
         )?;
+        let sensitive = policy.sensitive(&approved);
         Ok(ExecSpec {
+            sensitive,
             argv: approved.argv,
             env,
             stdin,

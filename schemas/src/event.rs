@@ -66,6 +66,10 @@ pub enum EventBody {
     TemplateRemoved(TemplateRemoved),
     /// The tenant's SSH identity as it is now (last on `<p>.evt.<tenant>.ssh.identity`).
     SshKeyring(SshKeyring),
+    /// A tenant's template with properties `TemplateAdded` cannot carry (it is positional):
+    /// written for templates marked sensitive; last on the template's subject like
+    /// `TemplateAdded`, and removed by `TemplateRemoved` alike.
+    TemplateDefined(TemplateDefined),
 }
 
 /// Where and as whom to connect. Carried by value in [`ExecRequested`] so a worker needs no
@@ -198,6 +202,16 @@ pub struct TemplateAdded {
     pub env: Vec<String>,
     pub pty: bool,
     pub stdin: bool,
+}
+
+/// A tenant's template marked `sensitive` (its output is readable only by owners and
+/// administrators, and published on `<p>.sec.` instead of `<p>.out.`). A template that is not
+/// sensitive is still written as [`TemplateAdded`], so releases before this variant keep
+/// reading every template they can honour (and skip, so refuse, the ones they cannot).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateDefined {
+    pub definition: TemplateAdded,
+    pub sensitive: bool,
 }
 
 /// A tenant's owner removed one of the tenant's templates; it no longer runs.
@@ -463,6 +477,7 @@ impl Event {
             | EventBody::TenantCreated(_)
             | EventBody::TemplateAdded(_)
             | EventBody::TemplateRemoved(_)
+            | EventBody::TemplateDefined(_)
             | EventBody::SshKeyring(_) => None,
         }
     }
@@ -488,6 +503,7 @@ impl Event {
             EventBody::TemplateAdded(_) => "template_added",
             EventBody::TemplateRemoved(_) => "template_removed",
             EventBody::SshKeyring(_) => "ssh_keyring",
+            EventBody::TemplateDefined(_) => "template_defined",
         }
     }
 }

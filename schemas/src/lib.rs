@@ -27,8 +27,8 @@ pub use event::{
     ApiKeyCreated, ApiKeyRevoked, DecodeError, DeviceConfig, DeviceDeleted, DeviceOffline,
     DeviceOnline, DeviceStatus, Event, EventBody, ExecAttemptFailed, ExecCancelRequested,
     ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted, FailureCode, PtySize, Role,
-    SshKeyState, SshKeyring, SshTarget, TemplateAdded, TemplateRemoved, TenantCreated,
-    TenantSshKey, Timestamp,
+    SshKeyState, SshKeyring, SshTarget, TemplateAdded, TemplateDefined, TemplateRemoved,
+    TenantCreated, TenantSshKey, Timestamp,
 };
 pub use ids::{DeviceId, IdError, JobId, KeyId, TenantId};
 pub use lifecycle::{AttemptError, DevicePresence, JobRecord, JobStatus, OUTPUT_CAP_BYTES};

@@ -10,8 +10,8 @@ use schemas::{
     ApiKeyCreated, ApiKeyRevoked, DeviceConfig, DeviceDeleted, DeviceId, DeviceOffline,
     DeviceOnline, DeviceStatus, Event, EventBody, ExecAttemptFailed, ExecCancelRequested,
     ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted, FailureCode, JobId, KeyId,
-    PtySize, Role, SshKeyState, SshKeyring, SshTarget, TemplateAdded, TemplateRemoved,
-    TenantCreated, TenantId, TenantSshKey, Timestamp,
+    PtySize, Role, SshKeyState, SshKeyring, SshTarget, TemplateAdded, TemplateDefined,
+    TemplateRemoved, TenantCreated, TenantId, TenantSshKey, Timestamp,
 };
 use uuid::Uuid;
 
@@ -159,7 +159,18 @@ fn sample_after(previous: Option<&EventBody>, job: JobId, device: DeviceId) -> O
                 },
             ],
         }),
-        Some(EventBody::SshKeyring(_)) => return None,
+        Some(EventBody::SshKeyring(_)) => EventBody::TemplateDefined(TemplateDefined {
+            definition: TemplateAdded {
+                name: "bbb_secret_2".into(),
+                template: "bbb-conf --secret".into(),
+                description: "The shared secret".into(),
+                env: Vec::new(),
+                pty: false,
+                stdin: false,
+            },
+            sensitive: true,
+        }),
+        Some(EventBody::TemplateDefined(_)) => return None,
     })
 }
 

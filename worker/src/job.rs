@@ -128,6 +128,9 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
             event.kind()
         )));
     };
+    // A sensitive template's job publishes its output on `<p>.sec.…` (owners and
+    // administrators only) rather than `<p>.out.…`.
+    let sensitive = Topology::is_sensitive_request(message.headers.as_ref());
     let span = Span::current();
     span.record("job_id", tracing::field::display(request.job_id));
     span.record("device_id", tracing::field::display(request.device_id));
@@ -193,6 +196,7 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
             &worker,
             &event,
             request,
+            sensitive,
             Outcome::Failed(FailureCode::WorkerLost, message_text.into()),
             attempt,
             None,
@@ -209,6 +213,7 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
             &worker,
             &event,
             request,
+            sensitive,
             Outcome::Failed(code, text),
             attempt,
             None,
@@ -240,6 +245,7 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
                 &worker,
                 &event,
                 request,
+                sensitive,
                 Outcome::Failed(FailureCode::Internal, text.into()),
                 attempt,
                 None,
@@ -306,6 +312,7 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
                 &worker,
                 &event,
                 request,
+                sensitive,
                 Outcome::Failed(code, error.to_string()),
                 attempt,
                 None,
@@ -364,7 +371,16 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
             request.close,
         )
         .await;
-    conclude(&worker, &event, request, outcome, attempt, Some(seq)).await?;
+    conclude(
+        &worker,
+        &event,
+        request,
+        sensitive,
+        outcome,
+        attempt,
+        Some(seq),
+    )
+    .await?;
     Ok(Settled::Done)
 }
 
@@ -384,7 +400,8 @@ async fn run(
     let mut progress = tokio::time::interval(worker.ack_wait / 3);
     progress.tick().await;
 
-    let mut output = Output::new(worker, event, request);
+    let sensitive = Topology::is_sensitive_request(message.headers.as_ref());
+    let mut output = Output::new(worker, event, request, sensitive);
     let (mut exit_status, mut exit_signal, mut exit_signal_message) = (None, None, None);
 
     let line = command_line(&request.argv, &request.env);
@@ -513,17 +530,25 @@ struct Output<'a> {
     worker: &'a Worker,
     event: &'a Event,
     request: &'a ExecRequested,
+    /// Published on `<p>.sec.…` (a sensitive template's job).
+    sensitive: bool,
     seq: u64,
     bytes: [u64; 2],
     in_flight: VecDeque<(OutputMessage, Option<jetstream::context::PublishAckFuture>)>,
 }
 
 impl<'a> Output<'a> {
-    fn new(worker: &'a Worker, event: &'a Event, request: &'a ExecRequested) -> Self {
+    fn new(
+        worker: &'a Worker,
+        event: &'a Event,
+        request: &'a ExecRequested,
+        sensitive: bool,
+    ) -> Self {
         Self {
             worker,
             event,
             request,
+            sensitive,
             seq: 0,
             bytes: [0; 2],
             in_flight: VecDeque::with_capacity(OUTPUT_WINDOW),
@@ -557,10 +582,11 @@ impl<'a> Output<'a> {
         let ack = self
             .worker
             .topology
-            .publish_output(
+            .publish_job_output(
                 &self.worker.js,
                 &self.event.tenant,
                 self.request.job_id,
+                self.sensitive,
                 &message,
             )
             .await
@@ -588,12 +614,23 @@ impl<'a> Output<'a> {
             None => false,
         };
         if !stored {
-            let (worker, event, request, message) =
-                (self.worker, self.event, self.request, &message);
+            let (worker, event, request, message, sensitive) = (
+                self.worker,
+                self.event,
+                self.request,
+                &message,
+                self.sensitive,
+            );
             let republish = || async move {
                 let ack = worker
                     .topology
-                    .publish_output(&worker.js, &event.tenant, request.job_id, message)
+                    .publish_job_output(
+                        &worker.js,
+                        &event.tenant,
+                        request.job_id,
+                        sensitive,
+                        message,
+                    )
                     .await?;
                 Topology::acknowledged(ack).await
             };
@@ -705,6 +742,7 @@ async fn conclude(
     worker: &Worker,
     event: &Event,
     request: &ExecRequested,
+    sensitive: bool,
     outcome: Outcome,
     attempt: u32,
     seq: Option<u64>,
@@ -747,14 +785,14 @@ async fn conclude(
     }
     let seq = match seq {
         Some(seq) => seq,
-        None => next_output_seq(worker, event, request).await,
+        None => next_output_seq(worker, event, request, sensitive).await,
     };
     let end = OutputMessage::End(OutputEnd { seq, ..end });
     let end = &end;
     durably("end", || async move {
         let ack = worker
             .topology
-            .publish_output(&worker.js, &event.tenant, request.job_id, end)
+            .publish_job_output(&worker.js, &event.tenant, request.job_id, sensitive, end)
             .await?;
         Topology::acknowledged(ack).await
     })
@@ -763,7 +801,12 @@ async fn conclude(
 }
 
 /// After another worker vanished, the output sequence continues after whatever it published.
-async fn next_output_seq(worker: &Worker, event: &Event, request: &ExecRequested) -> u64 {
+async fn next_output_seq(
+    worker: &Worker,
+    event: &Event,
+    request: &ExecRequested,
+    sensitive: bool,
+) -> u64 {
     let mut next = 0;
     for stream in [OutputStream::Stdout, OutputStream::Stderr] {
         let probe = OutputMessage::Chunk(OutputChunk {
@@ -771,9 +814,10 @@ async fn next_output_seq(worker: &Worker, event: &Event, request: &ExecRequested
             stream,
             data: Bytes::new(),
         });
-        let subject = worker
-            .topology
-            .output_subject(&event.tenant, request.job_id, &probe);
+        let subject =
+            worker
+                .topology
+                .job_output_subject(&event.tenant, request.job_id, sensitive, &probe);
         if let Ok(last) = worker.stream.direct_get_last_for_subject(subject).await
             && let Ok(OutputMessage::Chunk(c)) =
                 OutputMessage::parse(stream.as_str(), Some(&last.headers), last.payload)

@@ -131,7 +131,8 @@ pub async fn submit(
         None => None,
     };
 
-    let repeat = append_request(state, &event, &request, sealed.as_deref()).await?;
+    let sensitive = spec.sensitive;
+    let repeat = append_request(state, &event, &request, sealed.as_deref(), sensitive).await?;
 
     let Some(mut waiting) = waiting else {
         return Ok(Submitted::Accepted(job_id));
@@ -139,7 +140,10 @@ pub async fn submit(
     // A new job is followed on the log: the answer does not wait for the read model.
     let mut notified = false;
     if let Some(watch) = watch.filter(|_| !repeat) {
-        let queued = JobRecord::queued(&event, &request);
+        let queued = JobRecord {
+            sensitive,
+            ..JobRecord::queued(&event, &request)
+        };
         match watch
             .finish(state, queued, deadline, &mut waiting.ready)
             .await
@@ -197,21 +201,18 @@ async fn append_request(
     event: &Event,
     request: &ExecRequested,
     sealed_secrets: Option<&[u8]>,
+    sensitive: bool,
 ) -> Result<bool, ApiError> {
-    let appended = match sealed_secrets {
-        None => {
-            state
-                .topology
-                .append(&state.js, event, Expectation::Empty)
-                .await
-        }
-        Some(sealed) => {
-            state
-                .topology
-                .append_with_secrets(&state.js, event, Expectation::Empty, sealed)
-                .await
-        }
-    };
+    let appended = state
+        .topology
+        .append_request(
+            &state.js,
+            event,
+            Expectation::Empty,
+            sealed_secrets,
+            sensitive,
+        )
+        .await;
     match appended {
         Ok(_) => Ok(false),
         Err(e) if e.kind() == AppendErrorKind::Conflict => {
