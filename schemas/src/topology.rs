@@ -844,6 +844,41 @@ mod tests {
     }
 
     #[test]
+    fn sensitive_output_has_its_own_family_and_classifies_as_output() {
+        let topo = Topology::new("t1").unwrap();
+        let tenant = TenantId::parse("acme").unwrap();
+        let job = JobId::new();
+        let end = OutputMessage::End(crate::output::OutputEnd {
+            seq: 0,
+            status: "finished".into(),
+            exit_status: Some(0),
+            exit_signal: None,
+        });
+        let sec = topo.job_output_subject(&tenant, job, true, &end);
+        assert_eq!(sec, format!("t1.sec.acme.{job}.end"));
+        assert_eq!(
+            topo.job_output_subject(&tenant, job, false, &end),
+            topo.output_subject(&tenant, job, &end)
+        );
+        assert_eq!(topo.parse_output_part(&sec), Some("end"));
+        assert!(topo.is_sensitive_output(&sec));
+        assert!(!topo.is_sensitive_output(&topo.output_subject(&tenant, job, &end)));
+        assert!(!topo.is_sensitive_output("t1.sec.acme.j.end.more"));
+        assert!(!topo.is_sensitive_output("t2.sec.acme.j.end"));
+        assert_eq!(
+            topo.sensitive_output_filter(&tenant, job),
+            format!("t1.sec.acme.{job}.>")
+        );
+        let config = topo.stream_config(&StreamSettings::default());
+        assert!(config.subjects.contains(&"t1.sec.>".to_owned()));
+        let mut headers = HeaderMap::new();
+        assert!(!Topology::is_sensitive_request(Some(&headers)));
+        assert!(!Topology::is_sensitive_request(None));
+        headers.insert("Sshq-Sensitive", "true");
+        assert!(Topology::is_sensitive_request(Some(&headers)));
+    }
+
+    #[test]
     fn template_subjects_are_built_and_parsed_back() {
         let topo = Topology::new("t1").unwrap();
         let tenant = TenantId::parse("acme").unwrap();
