@@ -458,6 +458,31 @@ async fn a_sensitive_templates_output_is_on_sec_and_only_owners_and_administrato
         without(&for_owner, &output),
         without(&for_observer, &output)
     );
+
+    // A rebuild from the log marks the same jobs and audit entries (the mark is in the log,
+    // beside the requests), and the read models come out identical.
+    sshq_tests::wait_caught_up(&stack, &db, Duration::from_secs(20)).await;
+    let expected = sshq_tests::digest(&db).await;
+    let copy_url = sshq_tests::create_database(&format!("{}_rebuild", stack.prefix)).await;
+    sshq_projector::reset_read_models(&copy_url).await.unwrap();
+    let projector = sshq_projector::Projector::connect(&sshq_projector::Settings {
+        nats_url: stack.nats_url.clone(),
+        prefix: stack.prefix.clone(),
+        database_url: copy_url,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    projector.catch_up().await.unwrap();
+    assert_eq!(sshq_tests::digest(projector.pool()).await, expected);
+    let (jobs, entries): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM jobs WHERE sensitive), \
+                (SELECT count(*) FROM audit_entries WHERE sensitive)",
+    )
+    .fetch_one(projector.pool())
+    .await
+    .unwrap();
+    assert_eq!((jobs, entries), (3, 3));
 }
 
 #[tokio::test]
