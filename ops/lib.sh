@@ -115,6 +115,15 @@ ensure_key() {
   [[ -f "$path" ]] || ssh-keygen -q -t ed25519 -N '' -C "$comment" -f "$path"
 }
 
+# ensure_master_key PATH: the master key that seals tenants' SSH keys and secrets (32 random
+# bytes, base64, mode 0600), made once. Losing it loses every sealed value: back it up.
+ensure_master_key() {
+  local path=$1
+  mkdir -p "$(dirname "$path")"
+  [[ -s "$path" ]] || (umask 077 && head -c 32 /dev/urandom | base64 >"$path")
+  chmod 600 "$path"
+}
+
 # proc_running PID: true if PID is a live process, not a zombie (a child of this very shell
 # stays a zombie, for which kill -0 succeeds, until the shell reaps it).
 proc_running() {

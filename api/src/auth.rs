@@ -55,6 +55,13 @@ pub enum Scope {
     Settings,
 }
 
+/// Whether a role may read secrets: the output of jobs whose template is sensitive, over REST
+/// (job views, `?wait=` answers, audit entries) and on NATS (`<p>.sec.…`). Owners and
+/// administrators may; operators and observers get `output_redacted: true` instead.
+pub fn role_sees_secrets(role: Role) -> bool {
+    matches!(role, Role::Owner | Role::Administrator)
+}
+
 pub fn role_allows(role: Role, scope: Scope) -> bool {
     match scope {
         Scope::Read => true,
@@ -76,6 +83,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// See [`role_sees_secrets`].
+    pub fn sees_secrets(&self) -> bool {
+        role_sees_secrets(self.role)
+    }
+
     /// 403 unless the caller's role grants `scope`.
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
         let allowed = if scope == Scope::Tenants {

@@ -298,6 +298,10 @@ fn normalise_host_key(text: &str) -> Option<String> {
 pub struct EnvVar {
     pub key: String,
     pub value: String,
+    /// A secret value: sealed with the deployment's master key in the log, never in a read
+    /// model, audit entry, job view or log line (only its name is shown, like any env entry).
+    #[serde(default)]
+    pub secret: bool,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -312,6 +316,9 @@ pub struct ExecRequest {
     #[serde(default)]
     pub env: Vec<EnvVar>,
     pub stdin_base64: Option<String>,
+    /// `stdin_base64` is a secret: sealed in the log like secret env values.
+    #[serde(default)]
+    pub stdin_secret: bool,
     /// Seconds.
     pub timeout: Option<u32>,
     /// Run under a pseudo-terminal (stdout and stderr merged, as on a terminal).
@@ -346,6 +353,11 @@ pub struct ExecSpec {
     pub keep_open_ms: u32,
     pub close: bool,
     pub queue_timeout_s: u32,
+    /// Secret env values and stdin, sealed into the request by `usecase::exec::submit`; `env`
+    /// holds the secret names with empty values and `stdin` no secret bytes.
+    pub secrets: schemas::sealed::JobSecrets,
+    /// The template that approved the argv is sensitive (`Policy::sensitive`).
+    pub sensitive: bool,
 }
 
 /// Deployment bounds for exec requests.
@@ -481,7 +493,8 @@ impl ExecRequest {
             ));
         }
         let mut env = Vec::with_capacity(self.env.len());
-        for (i, var) in self.env.into_iter().enumerate() {
+        let mut secrets = schemas::sealed::JobSecrets::default();
+        for (i, mut var) in self.env.into_iter().enumerate() {
             let key_ok = !var.key.is_empty()
                 && var.key.len() <= 128
                 && var.key.bytes().enumerate().all(|(i, b)| {
@@ -501,6 +514,11 @@ impl ExecRequest {
                     "environment values are at most 4096 bytes without NUL",
                 ));
             }
+            if var.secret {
+                secrets
+                    .env
+                    .push((var.key.clone(), std::mem::take(&mut var.value)));
+            }
             env.push((var.key, var.value));
         }
         if env.len() > 64 {
@@ -518,7 +536,7 @@ impl ExecRequest {
                 self.stdin_base64.is_some(),
             )
             .map_err(not_allowed)?;
-        let stdin = match self.stdin_base64 {
+        let mut stdin = match self.stdin_base64 {
             None => Vec::new(),
             Some(b64) => base64::engine::general_purpose::STANDARD
                 .decode(b64.as_bytes())
@@ -536,6 +554,16 @@ impl ExecRequest {
                 "stdin_base64",
                 format!("stdin is limited to {} bytes", limits.max_stdin_bytes),
             ));
+        }
+        if self.stdin_secret {
+            if stdin.is_empty() {
+                return Err(ApiError::invalid(
+                    ErrorCode::RequiredValueMissing,
+                    "stdin_base64",
+                    "stdin_secret needs stdin_base64",
+                ));
+            }
+            secrets.stdin = Some(std::mem::take(&mut stdin));
         }
         let pty = match self.pty {
             None => None,
@@ -572,7 +600,9 @@ impl ExecRequest {
             limits.max_queue_timeout_s,
             "queue_timeout",
         )?;
+        let sensitive = policy.sensitive(&approved);
         Ok(ExecSpec {
+            sensitive,
             argv: approved.argv,
             env,
             stdin,
@@ -581,6 +611,7 @@ impl ExecRequest {
             keep_open_ms: keep_open_s * 1000,
             close: self.close,
             queue_timeout_s,
+            secrets,
         })
     }
 }
@@ -628,6 +659,7 @@ mod tests {
             args: Default::default(),
             env: vec![],
             stdin_base64: None,
+            stdin_secret: false,
             timeout: t,
             pty: None,
             keep_open_sec: None,

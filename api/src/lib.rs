@@ -92,6 +92,9 @@ pub struct Settings {
     /// Devices may be on loopback, link-local and similar internal addresses (the demo and
     /// tests need it; production fleets should not). The stack's own ports are refused always.
     pub allow_internal_devices: bool,
+    /// The master key that seals tenants' SSH private keys and secret env values and stdin
+    /// (32 random bytes, base64 or hex; mode 0600). Required; workers read the same file.
+    pub master_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -124,6 +127,7 @@ impl Default for Settings {
             command_policy: CommandPolicy::Templates,
             job_retention_s: Topology::DEFAULT_JOB_RETENTION.as_secs(),
             allow_internal_devices: false,
+            master_key_file: None,
         }
     }
 }
@@ -170,6 +174,8 @@ pub struct Shared {
     pub max_wait: Duration,
     pub waiters: Arc<Waiters>,
     pub device_cache: Arc<device_cache::DeviceCache>,
+    /// Seals tenants' SSH keys and jobs' secrets (see `schemas::sealed`).
+    pub master_key: Arc<schemas::sealed::MasterKey>,
 }
 
 impl Shared {
@@ -234,6 +240,12 @@ impl Application {
         );
         let tenant =
             TenantId::parse(settings.bootstrap_tenant.as_str()).context("SSHQ_BOOTSTRAP_TENANT")?;
+        let master_key = settings
+            .master_key_file
+            .as_deref()
+            .context("SSHQ_MASTER_KEY_FILE must be set (ops/up generates one)")?;
+        let master_key =
+            Arc::new(schemas::sealed::MasterKey::load(master_key).context("SSHQ_MASTER_KEY_FILE")?);
         let topology = Topology::new(&settings.prefix)?
             .with_job_retention(Duration::from_secs(settings.job_retention_s));
         let stream_settings = StreamSettings {
@@ -310,6 +322,7 @@ impl Application {
             max_wait: Duration::from_secs(u64::from(settings.max_wait_s)),
             waiters,
             device_cache,
+            master_key,
         }));
         background.spawn(limits::sweep(
             Arc::downgrade(&state.0),

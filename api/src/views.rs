@@ -62,10 +62,20 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
+    /// The job's template is sensitive (`bbb-conf --secret`): its output is shown only to
+    /// owners and administrators.
+    pub sensitive: bool,
+    /// The output is left out because the job is sensitive and the caller's role may not see
+    /// secrets (operator, observer): `stdout`/`stderr` and their `_base64` forms are absent.
+    pub output_redacted: bool,
 }
 
 impl Job {
-    pub fn new(job: &JobRecord, with_output: bool) -> Self {
+    /// The job as `sees_secrets` (the caller's role, `Caller::sees_secrets`) may see it; with
+    /// its output when `with_output` (not in lists) and the caller may see it.
+    pub fn new(job: &JobRecord, with_output: bool, sees_secrets: bool) -> Self {
+        let redacted = job.sensitive && !sees_secrets;
+        let with_output = with_output && !redacted;
         let output = |bytes: &[u8], f: fn(&[u8]) -> String| with_output.then(|| f(bytes));
         Self {
             job_id: job.id,
@@ -97,6 +107,8 @@ impl Job {
             started_at: job.started_at,
             finished_at: job.finished_at,
             duration_ms: job.duration_ms,
+            sensitive: job.sensitive,
+            output_redacted: redacted,
         }
     }
 }
@@ -193,6 +205,12 @@ pub struct AuditEntry {
     pub pty: Option<AuditPty>,
     /// Accepted execs: bytes sent on stdin (the content is never shown).
     pub stdin_bytes: Option<i32>,
+    /// An exec whose template is sensitive: its output is shown only to owners and
+    /// administrators.
+    pub sensitive: bool,
+    /// The output is left out (`stdout`/`stderr` and `_base64` are null) because the entry is
+    /// sensitive and the caller's role may not see secrets.
+    pub output_redacted: bool,
 }
 
 /// The pseudo-terminal an exec asked for.
@@ -203,8 +221,12 @@ pub struct AuditPty {
     pub rows: i32,
 }
 
-impl From<&AuditRecord> for AuditEntry {
-    fn from(entry: &AuditRecord) -> Self {
+impl AuditEntry {
+    /// The entry as `sees_secrets` (`Caller::sees_secrets`) may see it.
+    pub fn new(entry: &AuditRecord, sees_secrets: bool) -> Self {
+        let redacted = entry.sensitive && !sees_secrets;
+        let shown = |b: &Option<Vec<u8>>| if redacted { None } else { b.clone() };
+        let (stdout, stderr) = (shown(&entry.stdout), shown(&entry.stderr));
         let text = |b: &Option<Vec<u8>>| {
             b.as_deref()
                 .map(|b| String::from_utf8_lossy(b).into_owned())
@@ -220,10 +242,10 @@ impl From<&AuditRecord> for AuditEntry {
             outcome: entry.outcome.clone(),
             exit_status: entry.exit_status,
             detail: entry.detail.clone(),
-            stdout: text(&entry.stdout),
-            stderr: text(&entry.stderr),
-            stdout_base64: entry.stdout.as_deref().map(b64),
-            stderr_base64: entry.stderr.as_deref().map(b64),
+            stdout: text(&stdout),
+            stderr: text(&stderr),
+            stdout_base64: stdout.as_deref().map(b64),
+            stderr_base64: stderr.as_deref().map(b64),
             output_truncated: entry.output_truncated,
             env_keys: entry.env_keys.clone(),
             pty: entry.pty_term.as_ref().map(|term| AuditPty {
@@ -232,6 +254,8 @@ impl From<&AuditRecord> for AuditEntry {
                 rows: entry.pty_rows.unwrap_or_default(),
             }),
             stdin_bytes: entry.stdin_bytes,
+            sensitive: entry.sensitive,
+            output_redacted: redacted,
         }
     }
 }
@@ -280,6 +304,25 @@ pub struct Tenant {
     pub id: String,
     pub name: String,
     pub owner_key: NewKey,
+}
+
+/// One of the tenant's SSH keys: `public_key` is the line to append to a device user's
+/// `~/.ssh/authorized_keys`. `state` is `active`, or `next` while a rotation is in progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SshPublicKey {
+    pub id: Uuid,
+    pub public_key: String,
+    /// `SHA256:…`, as `ssh-keygen -lf` prints it.
+    pub fingerprint: String,
+    pub created_at: DateTime<Utc>,
+    pub state: String,
+}
+
+/// The tenant's SSH keys in the order workers offer them (a rotation's new key first).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SshKeys {
+    pub rotating: bool,
+    pub keys: Vec<SshPublicKey>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -51,7 +51,9 @@ pub enum Watched {
 
 pub struct JobWatch {
     events: async_nats::Subscriber,
-    output: async_nats::Subscriber,
+    /// The job's output on `<p>.out.…` and on `<p>.sec.…` (a sensitive template's): the watch
+    /// starts before the request is stored, and folds whichever family the worker uses.
+    output: futures::stream::Select<async_nats::Subscriber, async_nats::Subscriber>,
     tenant: TenantId,
     job: JobId,
 }
@@ -68,6 +70,11 @@ impl JobWatch {
             .subscribe(state.topology.output_filter(tenant, job))
             .await
             .map_err(ApiError::log_unavailable)?;
+        let sensitive_output = client
+            .subscribe(state.topology.sensitive_output_filter(tenant, job))
+            .await
+            .map_err(ApiError::log_unavailable)?;
+        let output = futures::stream::select(output, sensitive_output);
         Ok(Self {
             events,
             output,

@@ -42,6 +42,9 @@ pub(crate) struct Fold {
     job_cutoff: DateTime<Utc>,
     /// Jobs whose outcome this batch applies, to announce after commit.
     pub concluded: Vec<(TenantId, JobId)>,
+    /// Jobs this batch shows to be sensitive (their request's `Sshq-Sensitive` header, or
+    /// output on `<p>.sec.…`).
+    sensitive: Vec<Uuid>,
 }
 
 impl Fold {
@@ -59,6 +62,7 @@ impl Fold {
             quarantined: Vec::new(),
             job_cutoff: retention.job_cutoff(now),
             concluded: Vec::new(),
+            sensitive: Vec::new(),
         }
     }
 
@@ -92,7 +96,14 @@ impl Fold {
     ) -> Result<(), String> {
         match topology.classify(subject) {
             Some(SubjectKind::Event) => match Event::decode(payload) {
-                Ok(event) => self.add_event(event),
+                Ok(event) => {
+                    if let EventBody::ExecRequested(e) = &event.body
+                        && Topology::is_sensitive_request(headers)
+                    {
+                        self.sensitive.push(e.job_id.as_uuid());
+                    }
+                    self.add_event(event)
+                }
                 Err(error) => return Err(format!("undecodable event: {error}")),
             },
             Some(SubjectKind::Output { tenant, job, part }) => {
@@ -101,6 +112,9 @@ impl Fold {
                     job.parse::<Uuid>(),
                 ) {
                     (Ok(OutputMessage::Chunk(chunk)), Ok(job)) => {
+                        if topology.is_sensitive_output(subject) {
+                            self.sensitive.push(job);
+                        }
                         let index = *self.output_index.entry(job).or_insert_with(|| {
                             self.output.push((
                                 job,
@@ -183,9 +197,25 @@ impl Fold {
                 let detail = format!("template {}: {}", e.name, e.template);
                 self.audit.admin(&event, "template_add", None, detail);
             }
+            EventBody::TemplateDefined(e) => {
+                let d = &e.definition;
+                let detail = format!("template {}: {} (sensitive)", d.name, d.template);
+                self.audit.admin(&event, "template_add", None, detail);
+            }
             EventBody::TemplateRemoved(e) => {
                 let detail = format!("template {}", e.name);
                 self.audit.admin(&event, "template_remove", None, detail);
+            }
+            // Only public facts reach the audit: fingerprints and states, never the sealed
+            // private keys.
+            EventBody::SshKeyring(e) => {
+                let detail = e
+                    .keys
+                    .iter()
+                    .map(|k| format!("{} ({})", k.fingerprint, k.state.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.audit.admin(&event, "ssh_keys_change", None, detail);
             }
             EventBody::DeviceOnline(_)
             | EventBody::DeviceOffline(_)
@@ -236,6 +266,7 @@ impl Fold {
         jobs::failed(tx, &self.failed).await?;
         self.sessions.apply(tx, &self.failed).await?;
         self.audit.flush(tx).await?;
+        jobs::sensitive(tx, &self.sensitive).await?;
         let concluded: Vec<Uuid> = self
             .concluded
             .iter()

@@ -54,6 +54,30 @@ pub(crate) async fn requested(
     Ok(())
 }
 
+/// Marks jobs (and their audit entries) sensitive: their output is for owners and
+/// administrators only. Runs after the batch's inserts, so a request and this mark may come in
+/// one batch; marking twice changes nothing.
+pub(crate) async fn sensitive(
+    tx: &mut Transaction<'_, Postgres>,
+    jobs: &[Uuid],
+) -> sqlx::Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE jobs SET sensitive = true WHERE id = ANY($1) AND NOT sensitive")
+        .bind(jobs)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "UPDATE audit_entries SET sensitive = true
+         WHERE job_id = ANY($1) AND action = 'exec' AND NOT sensitive",
+    )
+    .bind(jobs)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Marks jobs running. At most one start per job exists in the log (first-wins subject).
 pub(crate) async fn started(
     tx: &mut Transaction<'_, Postgres>,

@@ -29,6 +29,9 @@ pub struct AuditRecord {
     pub pty_rows: Option<i32>,
     /// Exec requests: how many bytes of stdin were sent (never the bytes).
     pub stdin_bytes: Option<i32>,
+    /// Exec requests whose template is sensitive: the output is for roles that may see
+    /// secrets only (the API redacts it for the others).
+    pub sensitive: bool,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -38,6 +38,7 @@ struct JobRow {
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     duration_ms: Option<i64>,
+    sensitive: bool,
 }
 
 impl From<JobRow> for JobRecord {
@@ -71,6 +72,7 @@ impl From<JobRow> for JobRecord {
             started_at: row.started_at,
             finished_at: row.finished_at,
             duration_ms: row.duration_ms,
+            sensitive: row.sensitive,
         }
     }
 }
@@ -162,7 +164,7 @@ pub async fn list(
     const COLUMNS: &str = "id, tenant, device_id, actor, argv, env_keys, stdin_bytes, timeout_ms, status, attempts,
         attempt_errors, pty, queue_deadline, cancel_requested_at, worker, exit_status, exit_signal,
         exit_signal_message, error_code, error_message, '\\x'::bytea AS stdout, '\\x'::bytea AS stderr,
-        stdout_truncated, stderr_truncated, requested_at, started_at, finished_at, duration_ms";
+        stdout_truncated, stderr_truncated, requested_at, started_at, finished_at, duration_ms, sensitive";
     let (rows, total): (Vec<JobRow>, i64) = page
         .fetch(db, "jobs", COLUMNS, sort.column(), push_filters)
         .await?;

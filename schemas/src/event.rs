@@ -70,6 +70,12 @@ pub enum EventBody {
     SessionStarted(SessionStarted),
     SessionFrames(SessionFrames),
     SessionEnded(SessionEnded),
+    /// The tenant's SSH identity as it is now (last on `<p>.evt.<tenant>.ssh.identity`).
+    SshKeyring(SshKeyring),
+    /// A tenant's template with properties `TemplateAdded` cannot carry (it is positional):
+    /// written for templates marked sensitive; last on the template's subject like
+    /// `TemplateAdded`, and removed by `TemplateRemoved` alike.
+    TemplateDefined(TemplateDefined),
 }
 
 /// Where and as whom to connect. Carried by value in [`ExecRequested`] so a worker needs no
@@ -244,10 +250,88 @@ pub struct TemplateAdded {
     pub stdin: bool,
 }
 
+/// A tenant's template marked `sensitive` (its output is readable only by owners and
+/// administrators, and published on `<p>.sec.` instead of `<p>.out.`). A template that is not
+/// sensitive is still written as [`TemplateAdded`], so releases before this variant keep
+/// reading every template they can honour (and skip, so refuse, the ones they cannot).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateDefined {
+    pub definition: TemplateAdded,
+    pub sensitive: bool,
+}
+
 /// A tenant's owner removed one of the tenant's templates; it no longer runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateRemoved {
     pub name: String,
+}
+
+/// A tenant's SSH identity: the key pairs its jobs log in to devices with. Each event carries
+/// the whole keyring, so the last one on the tenant's identity subject is its current state
+/// (written with expected-last-subject-sequence, so two rotations cannot overwrite each other).
+///
+/// Private keys are only ever here sealed with the deployment's master key (see
+/// [`crate::sealed`]); the public half is what operators install in `authorized_keys`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshKeyring {
+    /// Newest last. At most one `Active` and one `Next` key.
+    pub keys: Vec<TenantSshKey>,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantSshKey {
+    /// Also part of the sealed key's associated data, with the tenant.
+    pub key_id: Uuid,
+    /// The `authorized_keys` line: `ssh-ed25519 AAAA… sshq-<tenant>`.
+    pub public_key: String,
+    /// `SHA256:…`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    pub created_at: Timestamp,
+    pub state: SshKeyState,
+    /// The OpenSSH private key, sealed (AEAD) with the master key; never in clear on the wire.
+    pub sealed_private: Vec<u8>,
+}
+
+impl std::fmt::Debug for TenantSshKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantSshKey")
+            .field("key_id", &self.key_id)
+            .field("fingerprint", &self.fingerprint)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a key is in its life. A retired key leaves the keyring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SshKeyState {
+    /// The key jobs log in with.
+    Active,
+    /// Added by a rotation in progress: offered first, before the active key, until the
+    /// rotation is completed and it becomes the active key.
+    Next,
+}
+
+impl SshKeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SshKeyState::Active => "active",
+            SshKeyState::Next => "next",
+        }
+    }
+}
+
+impl SshKeyring {
+    /// The keys in the order a client offers them: the rotation's new key first.
+    pub fn login_order(&self) -> impl Iterator<Item = &TenantSshKey> {
+        let next = self.keys.iter().filter(|k| k.state == SshKeyState::Next);
+        let active = self.keys.iter().filter(|k| k.state == SshKeyState::Active);
+        next.chain(active)
+    }
+
+    pub fn rotating(&self) -> bool {
+        self.keys.iter().any(|k| k.state == SshKeyState::Next)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -442,7 +526,9 @@ impl Event {
             | EventBody::TenantSettingsChanged(_)
             | EventBody::SessionStarted(_)
             | EventBody::SessionFrames(_)
-            | EventBody::SessionEnded(_) => None,
+            | EventBody::SessionEnded(_)
+            | EventBody::TemplateDefined(_)
+            | EventBody::SshKeyring(_) => None,
         }
     }
 
@@ -470,6 +556,8 @@ impl Event {
             EventBody::SessionStarted(_) => "session_started",
             EventBody::SessionFrames(_) => "session_frames",
             EventBody::SessionEnded(_) => "session_ended",
+            EventBody::SshKeyring(_) => "ssh_keyring",
+            EventBody::TemplateDefined(_) => "template_defined",
         }
     }
 }

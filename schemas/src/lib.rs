@@ -18,6 +18,7 @@ pub mod event;
 pub mod ids;
 pub mod lifecycle;
 pub mod output;
+pub mod sealed;
 pub mod service;
 pub mod session;
 pub mod text;
@@ -27,7 +28,8 @@ pub use event::{
     ApiKeyCreated, ApiKeyRevoked, DecodeError, DeviceConfig, DeviceDeleted, DeviceOffline,
     DeviceOnline, DeviceStatus, Event, EventBody, ExecAttemptFailed, ExecCancelRequested,
     ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted, FailureCode, PtySize, Role,
-    SshTarget, TemplateAdded, TemplateRemoved, TenantCreated, Timestamp,
+    SshKeyState, SshKeyring, SshTarget, TemplateAdded, TemplateDefined, TemplateRemoved,
+    TenantCreated, TenantSshKey, Timestamp,
 };
 pub use ids::{DeviceId, IdError, JobId, KeyId, SessionId, TenantId};
 pub use lifecycle::{AttemptError, DevicePresence, JobRecord, JobStatus, OUTPUT_CAP_BYTES};

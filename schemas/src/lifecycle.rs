@@ -239,6 +239,9 @@ pub struct JobRecord {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
+    /// The job's template is sensitive (the request's `Sshq-Sensitive` header): its output is
+    /// on `<p>.sec.…` and only owners and administrators may read it.
+    pub sensitive: bool,
 }
 
 impl JobRecord {
@@ -274,6 +277,7 @@ impl JobRecord {
             started_at: None,
             finished_at: None,
             duration_ms: None,
+            sensitive: false,
         }
     }
 

@@ -15,12 +15,16 @@
 //! <p>.evt.<tenant>.device.<id>.presence   DeviceOnline | DeviceOffline
 //! <p>.evt._sys.key.<key_id>               ApiKeyCreated | ApiKeyRevoked (last = current)
 //! <p>.evt._sys.tenant.<tenant>            TenantCreated
-//! <p>.evt.<tenant>.template.<name>        TemplateAdded | TemplateRemoved (last = current)
 //! <p>.evt.<tenant>.settings               TenantSettingsChanged (last = current)
 //! <p>.evt.<tenant>.session.<id>.started   SessionStarted
 //! <p>.evt.<tenant>.session.<id>.frames    SessionFrames (the recording, batched)
 //! <p>.evt.<tenant>.session.<id>.ended     SessionEnded
+//! <p>.evt.<tenant>.template.<name>        TemplateAdded | TemplateDefined | TemplateRemoved
+//!                                         (last = current)
+//! <p>.evt.<tenant>.ssh.identity            SshKeyring (the tenant's SSH keys, last = current)
 //! <p>.out.<tenant>.<job>.stdout|stderr|end  live output, raw bytes (see `output`)
+//! <p>.sec.<tenant>.<job>.stdout|stderr|end  the same for a job whose template is sensitive
+//!                                         (readable by owners and administrators only)
 //! <p>.projected.<tenant>.<job>            core NATS only: "this job's outcome is in Postgres"
 //! ```
 //!
@@ -281,7 +285,9 @@ impl Topology {
             | EventBody::TenantCreated(_)
             | EventBody::TemplateAdded(_)
             | EventBody::TemplateRemoved(_)
-            | EventBody::TenantSettingsChanged(_) => true,
+            | EventBody::TenantSettingsChanged(_)
+            | EventBody::TemplateDefined(_)
+            | EventBody::SshKeyring(_) => true,
             EventBody::SessionStarted(_)
             | EventBody::SessionFrames(_)
             | EventBody::SessionEnded(_)
@@ -323,6 +329,7 @@ impl Topology {
             subjects: vec![
                 format!("{}.evt.>", self.prefix),
                 format!("{}.out.>", self.prefix),
+                format!("{}.sec.>", self.prefix),
             ],
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
@@ -373,10 +380,20 @@ impl Topology {
             .map_err(|e| TopologyError::Info(e.to_string()))?
             .config
             .clone();
-        if !config.allow_message_ttl || !config.allow_rollup {
+        // Likewise a log from before sensitive output gets its `sec` subjects (stored nowhere
+        // before, so adding them changes nothing already stored).
+        let wanted = self.stream_config(settings).subjects;
+        let missing: Vec<String> = wanted
+            .into_iter()
+            .filter(|s| !config.subjects.contains(s))
+            .collect();
+        if !config.allow_message_ttl || !config.allow_rollup || !missing.is_empty() {
+            let mut subjects = config.subjects.clone();
+            subjects.extend(missing);
             js.update_stream(stream::Config {
                 allow_message_ttl: true,
                 allow_rollup: true,
+                subjects,
                 ..config
             })
             .await?;
@@ -433,6 +450,26 @@ impl Topology {
     /// Every template subject of one tenant.
     pub fn tenant_templates_filter(&self, tenant: &TenantId) -> String {
         format!("{}.evt.{tenant}.template.*", self.prefix)
+    }
+
+    /// A tenant's SSH identity (`SshKeyring`, last = current).
+    pub fn ssh_identity_subject(&self, tenant: &TenantId) -> String {
+        format!("{}.evt.{tenant}.ssh.identity", self.prefix)
+    }
+
+    /// Every tenant's identity subject: workers drop a cached keyring on any message here.
+    pub fn all_ssh_identity_subject(&self) -> String {
+        format!("{}.evt.*.ssh.identity", self.prefix)
+    }
+
+    /// The tenant of an identity subject, the inverse of [`Self::ssh_identity_subject`].
+    pub fn parse_ssh_identity_subject(&self, subject: &str) -> Option<TenantId> {
+        let mut t = self.tokens(subject)?;
+        let (evt, tenant, ssh, identity) = (t.next()?, t.next()?, t.next()?, t.next()?);
+        if evt != "evt" || ssh != "ssh" || identity != "identity" || t.next().is_some() {
+            return None;
+        }
+        TenantId::parse(tenant).ok()
     }
 
     /// Template events of every tenant: the API's template caches follow it.
@@ -530,6 +567,8 @@ impl Topology {
             EventBody::TenantCreated(_) => self.tenant_subject(t),
             EventBody::TemplateAdded(e) => self.template_subject(t, &e.name),
             EventBody::TemplateRemoved(e) => self.template_subject(t, &e.name),
+            EventBody::TemplateDefined(e) => self.template_subject(t, &e.definition.name),
+            EventBody::SshKeyring(_) => self.ssh_identity_subject(t),
             EventBody::ExecRequested(e) => self.job_subject(t, e.job_id, JobFacet::Requested),
             EventBody::ExecStarted(e) => self.job_subject(t, e.job_id, JobFacet::Started),
             EventBody::ExecFinished(e) => self.job_subject(t, e.job_id, JobFacet::Outcome),
@@ -554,9 +593,36 @@ impl Topology {
         format!("{}.out.{tenant}.{job}.{}", self.prefix, message.part())
     }
 
+    /// Where a job's live output goes: `<p>.sec.…` for a job whose template is sensitive
+    /// (only owners and administrators may read it), `<p>.out.…` otherwise.
+    pub fn job_output_subject(
+        &self,
+        tenant: &TenantId,
+        job: JobId,
+        sensitive: bool,
+        message: &OutputMessage,
+    ) -> String {
+        let family = if sensitive { "sec" } else { "out" };
+        format!("{}.{family}.{tenant}.{job}.{}", self.prefix, message.part())
+    }
+
     /// What a plain NATS client subscribes to for one job's live output.
     pub fn output_filter(&self, tenant: &TenantId, job: JobId) -> String {
         format!("{}.out.{tenant}.{job}.>", self.prefix)
+    }
+
+    /// [`Self::output_filter`] for a job whose template is sensitive.
+    pub fn sensitive_output_filter(&self, tenant: &TenantId, job: JobId) -> String {
+        format!("{}.sec.{tenant}.{job}.>", self.prefix)
+    }
+
+    /// Whether `subject` is sensitive output (`<p>.sec.<tenant>.<job>.<part>`).
+    pub fn is_sensitive_output(&self, subject: &str) -> bool {
+        subject
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix(".sec."))
+            .is_some()
+            && self.classify(subject).is_some()
     }
 
     /// The dot-separated tokens of `subject` after this deployment's prefix, or `None` for a
@@ -621,7 +687,10 @@ impl Topology {
         if rest.starts_with("evt.") {
             return Some(SubjectKind::Event);
         }
-        let mut parts = rest.strip_prefix("out.")?.split('.');
+        let mut parts = rest
+            .strip_prefix("out.")
+            .or_else(|| rest.strip_prefix("sec."))?
+            .split('.');
         let (tenant, job, part) = (parts.next()?, parts.next()?, parts.next()?);
         parts
             .next()
@@ -665,6 +734,83 @@ impl Topology {
             .map_err(append_error)
     }
 
+    /// [`Self::append`] for an exec request with what travels beside the event: sealed
+    /// secrets (`crate::sealed::JobSecrets`) in the message's `Sshq-Sealed-Secrets` header,
+    /// read back by the worker with [`Self::sealed_secrets`], and the mark of a sensitive
+    /// template (`Sshq-Sensitive: true`, read back with [`Self::is_sensitive_request`]): both
+    /// stored with the request, neither part of the event itself.
+    pub async fn append_request(
+        &self,
+        js: &Context,
+        event: &Event,
+        expectation: Expectation,
+        sealed: Option<&[u8]>,
+        sensitive: bool,
+    ) -> Result<u64, AppendError> {
+        use base64::Engine as _;
+        let mut msg = self.event_message(event);
+        if let Some(sealed) = sealed {
+            msg = msg.header(
+                Self::SEALED_SECRETS,
+                base64::engine::general_purpose::STANDARD
+                    .encode(sealed)
+                    .as_str(),
+            );
+        }
+        if sensitive {
+            msg = msg.header(Self::SENSITIVE, "true");
+        }
+        let msg = match expectation {
+            Expectation::Any => msg,
+            Expectation::Empty => msg.expected_last_subject_sequence(0),
+            Expectation::LastSequence(seq) => msg.expected_last_subject_sequence(seq),
+        };
+        let ack = js
+            .send_publish(self.event_subject(event), msg)
+            .await
+            .map_err(append_error)?;
+        Self::acknowledged(ack).await
+    }
+
+    /// [`Self::append_request`] with sealed secrets only.
+    pub async fn append_with_secrets(
+        &self,
+        js: &Context,
+        event: &Event,
+        expectation: Expectation,
+        sealed: &[u8],
+    ) -> Result<u64, AppendError> {
+        self.append_request(js, event, expectation, Some(sealed), false)
+            .await
+    }
+
+    const SENSITIVE: &'static str = "Sshq-Sensitive";
+
+    /// Whether a stored exec request's template is sensitive: its output goes to
+    /// `<p>.sec.…` and only owners and administrators may read it.
+    pub fn is_sensitive_request(headers: Option<&HeaderMap>) -> bool {
+        headers
+            .and_then(|h| h.get(Self::SENSITIVE))
+            .is_some_and(|v| v.as_str() == "true")
+    }
+
+    const SEALED_SECRETS: &'static str = "Sshq-Sealed-Secrets";
+
+    /// The sealed secrets of a stored exec request, if it has any (`Err` if the header is
+    /// there but not base64: a request that can never run).
+    pub fn sealed_secrets(
+        headers: Option<&HeaderMap>,
+    ) -> Result<Option<Vec<u8>>, crate::sealed::SealError> {
+        use base64::Engine as _;
+        match headers.and_then(|h| h.get(Self::SEALED_SECRETS)) {
+            None => Ok(None),
+            Some(value) => base64::engine::general_purpose::STANDARD
+                .decode(value.as_str())
+                .map(Some)
+                .map_err(|_| crate::sealed::SealError::Unopenable),
+        }
+    }
+
     /// Waits for a sent append (or output message) to be confirmed; its stream sequence.
     pub async fn acknowledged(
         ack: jetstream::context::PublishAckFuture,
@@ -680,6 +826,19 @@ impl Topology {
         job: JobId,
         message: &OutputMessage,
     ) -> Result<jetstream::context::PublishAckFuture, AppendError> {
+        self.publish_job_output(js, tenant, job, false, message)
+            .await
+    }
+
+    /// [`Self::publish_output`] on the job's family: `sec` when its template is sensitive.
+    pub async fn publish_job_output(
+        &self,
+        js: &Context,
+        tenant: &TenantId,
+        job: JobId,
+        sensitive: bool,
+        message: &OutputMessage,
+    ) -> Result<jetstream::context::PublishAckFuture, AppendError> {
         let mut headers: HeaderMap = message.headers();
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,
@@ -689,9 +848,12 @@ impl Topology {
             .payload(message.payload())
             .headers(headers)
             .ttl(self.job_retention());
-        js.send_publish(self.output_subject(tenant, job, message), msg)
-            .await
-            .map_err(append_error)
+        js.send_publish(
+            self.job_output_subject(tenant, job, sensitive, message),
+            msg,
+        )
+        .await
+        .map_err(append_error)
     }
 
     /// The last event stored under `subject`, with its stream sequence, or `None`.
@@ -766,6 +928,41 @@ mod tests {
         assert_eq!(topo.classify("t2.evt.a"), None);
         assert_eq!(topo.classify("t1x.evt.a"), None);
         assert_eq!(topo.classify("t1.out.a.j.stdout.more"), None);
+    }
+
+    #[test]
+    fn sensitive_output_has_its_own_family_and_classifies_as_output() {
+        let topo = Topology::new("t1").unwrap();
+        let tenant = TenantId::parse("acme").unwrap();
+        let job = JobId::new();
+        let end = OutputMessage::End(crate::output::OutputEnd {
+            seq: 0,
+            status: "finished".into(),
+            exit_status: Some(0),
+            exit_signal: None,
+        });
+        let sec = topo.job_output_subject(&tenant, job, true, &end);
+        assert_eq!(sec, format!("t1.sec.acme.{job}.end"));
+        assert_eq!(
+            topo.job_output_subject(&tenant, job, false, &end),
+            topo.output_subject(&tenant, job, &end)
+        );
+        assert_eq!(topo.parse_output_part(&sec), Some("end"));
+        assert!(topo.is_sensitive_output(&sec));
+        assert!(!topo.is_sensitive_output(&topo.output_subject(&tenant, job, &end)));
+        assert!(!topo.is_sensitive_output("t1.sec.acme.j.end.more"));
+        assert!(!topo.is_sensitive_output("t2.sec.acme.j.end"));
+        assert_eq!(
+            topo.sensitive_output_filter(&tenant, job),
+            format!("t1.sec.acme.{job}.>")
+        );
+        let config = topo.stream_config(&StreamSettings::default());
+        assert!(config.subjects.contains(&"t1.sec.>".to_owned()));
+        let mut headers = HeaderMap::new();
+        assert!(!Topology::is_sensitive_request(Some(&headers)));
+        assert!(!Topology::is_sensitive_request(None));
+        headers.insert("Sshq-Sensitive", "true");
+        assert!(Topology::is_sensitive_request(Some(&headers)));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use schemas::{
     ApiKeyCreated, ApiKeyRevoked, DeviceConfig, DeviceDeleted, DeviceId, DeviceOffline,
     DeviceOnline, DeviceStatus, Event, EventBody, ExecAttemptFailed, ExecCancelRequested,
     ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted, FailureCode, JobId, KeyId,
-    PtySize, Role, SshTarget, TemplateAdded, TemplateRemoved, TenantCreated, TenantId, Timestamp,
+    PtySize, Role, SshKeyState, SshKeyring, SshTarget, TemplateAdded, TemplateDefined,
+    TemplateRemoved, TenantCreated, TenantId, TenantSshKey, Timestamp,
 };
 use schemas::{
     Frame, FrameKind, SessionEnded, SessionFrames, SessionId, SessionKind, SessionStarted,
@@ -190,7 +191,38 @@ fn sample_after(previous: Option<&EventBody>, job: JobId, device: DeviceId) -> O
             reason: "exited".into(),
             exit_status: Some(0),
         }),
-        Some(EventBody::SessionEnded(_)) => return None,
+        Some(EventBody::SessionEnded(_)) => EventBody::SshKeyring(SshKeyring {
+            keys: vec![
+                TenantSshKey {
+                    key_id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0003),
+                    public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl sshq-acme".into(),
+                    fingerprint: "SHA256:3Kc0ccQ2q4y8ZsdPlnJZ4EFAHyGc6rYQwQWWqyaWjzE".into(),
+                    created_at: Timestamp(1_790_000_000_000_000),
+                    state: SshKeyState::Active,
+                    sealed_private: vec![1, 2, 3, 4],
+                },
+                TenantSshKey {
+                    key_id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0004),
+                    public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl sshq-acme".into(),
+                    fingerprint: "SHA256:3Kc0ccQ2q4y8ZsdPlnJZ4EFAHyGc6rYQwQWWqyaWjzE".into(),
+                    created_at: Timestamp(1_790_000_100_000_000),
+                    state: SshKeyState::Next,
+                    sealed_private: vec![5, 6, 7],
+                },
+            ],
+        }),
+        Some(EventBody::SshKeyring(_)) => EventBody::TemplateDefined(TemplateDefined {
+            definition: TemplateAdded {
+                name: "bbb_secret_2".into(),
+                template: "bbb-conf --secret".into(),
+                description: "The shared secret".into(),
+                env: Vec::new(),
+                pty: false,
+                stdin: false,
+            },
+            sensitive: true,
+        }),
+        Some(EventBody::TemplateDefined(_)) => return None,
     })
 }
 

@@ -303,6 +303,7 @@ async fn api_with(
         presence_check_s: 0,
         command_policy: sshq_api::policy::CommandPolicy::Open,
         allow_internal_devices: true,
+        master_key_file: Some(stack.master_key_file.clone()),
         ..Default::default()
     };
     tweak(&mut settings);

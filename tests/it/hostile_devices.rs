@@ -44,6 +44,9 @@ async fn control_characters_in_a_devices_exit_signal_are_escaped_and_projection_
     assert_eq!(status, StatusCode::CREATED, "{tenant}");
     let other = tenant["owner_key"]["key"].as_str().unwrap().to_owned();
     let device = SshDevice::start();
+    for line in stack.ssh_public_keys(&other).await {
+        device.trust(&line);
+    }
     let body = json!({ "name": "o-dev", "host": "127.0.0.1", "port": device.port,
                        "username": device.user, "host_key": device.host_key });
     let (status, dev) = stack

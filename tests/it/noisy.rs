@@ -55,6 +55,9 @@ async fn a_tenant_flooding_a_dead_address_does_not_starve_another_tenant() {
     // Tenant B's jobs on a healthy device still finish promptly, one after another.
     let b = stack.create_tenant("bee").await;
     let device = SshDevice::start();
+    for line in stack.ssh_public_keys(&b).await {
+        device.trust(&line);
+    }
     let body = json!({ "name": "b-dev", "host": "127.0.0.1", "port": device.port,
                        "username": device.user, "host_key": device.host_key });
     let (status, dev) = stack

@@ -25,18 +25,7 @@ async fn create_key(stack: &TestStack, with: &str, role: &str) -> String {
 }
 
 async fn register(stack: &TestStack, key: &str, device: &SshDevice) -> String {
-    let body = json!({
-        "name": format!("dev-{}", device.port),
-        "host": "127.0.0.1",
-        "port": device.port,
-        "username": device.user,
-        "host_key": device.host_key,
-    });
-    let (status, body) = stack
-        .call(Method::POST, "/v1/devices", Some(key), Some(&body))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["id"].as_str().unwrap().to_owned()
+    stack.register_as(key, device).await
 }
 
 /// Runs with `?wait=` and returns the status and the job (or the error).
@@ -94,6 +83,7 @@ async fn second_api(stack: &TestStack) -> (String, CancellationToken) {
         address_rate_limit_per_s: 0,
         presence_check_s: 0,
         allow_internal_devices: true,
+        master_key_file: Some(stack.master_key_file.clone()),
         ..Default::default()
     };
     assert_eq!(

@@ -126,7 +126,10 @@ async fn roles_map_to_scopes_and_keys_are_shown_once_and_stored_hashed() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
-    // The tenant's own device, registered by its administrator.
+    // The tenant's own device, registered by its administrator (trusting the tenant's key).
+    for line in stack.ssh_public_keys(&admin).await {
+        device.trust(&line);
+    }
     let body = json!({ "name": "t-dev", "host": "127.0.0.1", "port": device.port, "username": device.user, "host_key": device.host_key });
     let (status, dev) = stack
         .call(Method::POST, "/v1/devices", Some(&admin), Some(&body))

@@ -12,7 +12,7 @@ pub struct SshDevice {
     pub host_key: String,
     pub user: String,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl SshDevice {
@@ -67,8 +67,28 @@ impl SshDevice {
             host_key,
             user,
             child,
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// Lets `public_key` (an `authorized_keys` line) log in too; sshd reads the file at each
+    /// login, so it takes effect on the next connection.
+    pub fn trust(&self, public_key: &str) {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("authorized_keys"))
+            .unwrap();
+        writeln!(file, "{}", public_key.trim()).unwrap();
+    }
+
+    /// Trusts only `public_keys` from now on (the suite's client key included only if given).
+    pub fn trust_only(&self, public_keys: &[String]) {
+        let lines: String = public_keys
+            .iter()
+            .map(|k| format!("{}\n", k.trim()))
+            .collect();
+        std::fs::write(self.dir.path().join("authorized_keys"), lines).unwrap();
     }
 
     /// Cuts every established connection while the device keeps listening, as a restart of

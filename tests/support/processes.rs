@@ -21,6 +21,7 @@ impl WorkerProcess {
             .env("SSHQ_NATS_URL", &stack.nats_url)
             .env("SSHQ_PREFIX", &stack.prefix)
             .env("SSHQ_SSH_KEY", env("SSHQ_TEST_SSH_KEY"))
+            .env("SSHQ_MASTER_KEY_FILE", &stack.master_key_file)
             .env("SSHQ_WORKER_ID", id)
             .env("SSHQ_ALLOW_INTERNAL_DEVICES", "true")
             .env("SSHQ_RETRY_BASE_MS", "50")

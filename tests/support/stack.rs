@@ -81,7 +81,11 @@ pub struct TestStack {
     pub stream: async_nats::jetstream::stream::Stream,
     pub js: async_nats::jetstream::Context,
     pub topology: schemas::Topology,
+    /// The stack's master key (mode 0600, in a directory of the stack's own): a second API or
+    /// a worker process on this stack must use the same one.
+    pub master_key_file: PathBuf,
     shutdown: CancellationToken,
+    _secrets: std::sync::Arc<tempfile::TempDir>,
 }
 
 impl TestStack {
@@ -100,6 +104,9 @@ impl TestStack {
             None => create_database(&prefix).await,
         };
         let api_key = format!("test-key-{}", uuid::Uuid::new_v4().simple());
+        let secrets = tempfile::tempdir().unwrap();
+        let master_key_file = secrets.path().join("master.key");
+        schemas::sealed::MasterKey::generate_file(&master_key_file).unwrap();
         let shutdown = CancellationToken::new();
 
         // Create the stream and consumer first, with this test's settings.
@@ -146,7 +153,10 @@ impl TestStack {
         let mut worker = sshq_worker::Settings {
             nats_url: nats_url.clone(),
             prefix: prefix.clone(),
-            ssh_key: PathBuf::from(env("SSHQ_TEST_SSH_KEY")),
+            // The bootstrap tenant's identity is the suite's client key, which every
+            // `SshDevice` trusts (imported once, like an upgraded deployment's shared key).
+            ssh_key: Some(PathBuf::from(env("SSHQ_TEST_SSH_KEY"))),
+            master_key_file: Some(master_key_file.clone()),
             worker_id: format!("{prefix}-worker"),
             max_attempts: options.max_attempts,
             retry_base_ms: options.retry_base_ms,
@@ -191,6 +201,7 @@ impl TestStack {
             address_rate_limit_per_s: options.address_rate_limit_per_s,
             address_rate_limit_burst: options.address_rate_limit_per_s,
             max_wait_s: options.max_wait_s,
+            master_key_file: Some(master_key_file.clone()),
             ..Default::default()
         };
         let app = sshq_api::Application::build(&api)
@@ -208,7 +219,9 @@ impl TestStack {
             stream,
             js,
             topology,
+            master_key_file,
             shutdown,
+            _secrets: std::sync::Arc::new(secrets),
         }
     }
 
@@ -268,6 +281,51 @@ impl TestStack {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["owner_key"]["key"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers `device` in the tenant of `api_key` after installing that tenant's SSH public
+    /// keys on it (as an operator installs the lines of `GET /v1/ssh/public-key`), so the
+    /// tenant's jobs can log in; returns the device id.
+    pub async fn register_as(&self, api_key: &str, device: &SshDevice) -> String {
+        for line in self.ssh_public_keys(api_key).await {
+            device.trust(&line);
+        }
+        let body = json!({
+            "name": format!("dev-{}", device.port),
+            "host": "127.0.0.1",
+            "port": device.port,
+            "username": device.user,
+            "host_key": device.host_key,
+        });
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/devices",
+                Some(api_key),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The `authorized_keys` lines of the tenant of `api_key` (`GET /v1/ssh/public-key`).
+    pub async fn ssh_public_keys(&self, api_key: &str) -> Vec<String> {
+        let (status, body) = self
+            .call(
+                reqwest::Method::GET,
+                "/v1/ssh/public-key",
+                Some(api_key),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["public_key"].as_str().unwrap().to_owned())
+            .collect()
     }
 
     pub async fn register(&self, device: &SshDevice) -> String {

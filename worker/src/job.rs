@@ -130,6 +130,9 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
             event.kind()
         )));
     };
+    // A sensitive template's job publishes its output on `<p>.sec.…` (owners and
+    // administrators only) rather than `<p>.out.…`.
+    let sensitive = Topology::is_sensitive_request(message.headers.as_ref());
     let span = Span::current();
     span.record("job_id", tracing::field::display(request.job_id));
     span.record("device_id", tracing::field::display(request.device_id));
@@ -157,7 +160,7 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
     // delivery has no failed attempt in the log (only a worker that held the request can
     // write one), so the attempts are read only on a redelivery.
     let subject = |facet| topo.job_subject(&event.tenant, request.job_id, facet);
-    let (outcome, started, canceled, device, last_attempt, tenant_settings) = tokio::join!(
+    let (outcome, started, canceled, device, last_attempt, tenant_settings, keyring) = tokio::join!(
         topo.last_event(&worker.stream, subject(JobFacet::Outcome)),
         topo.last_event(&worker.stream, subject(JobFacet::Started)),
         topo.last_event(&worker.stream, subject(JobFacet::Cancel)),
@@ -174,7 +177,9 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
             }
         },
         topo.last_event(&worker.stream, topo.tenant_settings_subject(&event.tenant)),
+        topo.last_event(&worker.stream, topo.ssh_identity_subject(&event.tenant)),
     );
+    let keyring = keyring?;
     // The attempt number counts failed attempts in the log, not deliveries: a request handed
     // back because its tenant was at its cap has not been attempted.
     let attempt = match last_attempt?.map(|(_, e)| e.body) {
@@ -194,6 +199,7 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
             &worker,
             &event,
             request,
+            sensitive,
             Outcome::Failed(FailureCode::WorkerLost, message_text.into()),
             attempt,
             None,
@@ -210,6 +216,7 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
             &worker,
             &event,
             request,
+            sensitive,
             Outcome::Failed(code, text),
             attempt,
             None,
@@ -218,15 +225,52 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
         return Ok(Settled::Done);
     }
 
+    // The request's secret values, opened only now and only in memory: a request whose
+    // secrets this worker cannot open (another master key, tampered bytes) never runs.
+    let secrets = Topology::sealed_secrets(message.headers.as_ref()).and_then(|sealed| {
+        sealed
+            .map(|sealed| {
+                schemas::sealed::JobSecrets::open(
+                    worker.identities.master(),
+                    &event.tenant,
+                    request.job_id,
+                    &sealed,
+                )
+            })
+            .transpose()
+    });
+    let secrets = match secrets {
+        Ok(secrets) => secrets,
+        Err(_) => {
+            warn!("the request's sealed secrets cannot be opened here; not running it");
+            let text = "the job's secret values could not be opened by the worker (master key mismatch or tampered request); nothing ran";
+            conclude(
+                &worker,
+                &event,
+                request,
+                sensitive,
+                Outcome::Failed(FailureCode::Internal, text.into()),
+                attempt,
+                None,
+            )
+            .await?;
+            return Ok(Settled::Done);
+        }
+    };
+
     // Steps 3-4: get a session channel; nothing has run yet if this fails. Waiting for the
     // connection (coalesced with other jobs for the device) or for the device's channel budget
     // holds no run slot, and keeps the request's lease.
     let prepared = keeping_lease(&worker, message, async {
-        let lease = worker.pool.lease(&request.target).await?;
+        let identity = worker.identities.get(&event.tenant, keyring).await?;
+        let lease = worker
+            .pool
+            .lease(&event.tenant, &identity, &request.target)
+            .await?;
         match lease.handle.channel_open_session().await {
             Ok(channel) => Ok((lease, channel)),
             Err(e) => {
-                worker.pool.discard(&request.target, &lease.handle).await;
+                worker.pool.discard(&lease).await;
                 Err(SshError::Session(e.to_string()))
             }
         }
@@ -271,6 +315,7 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
                 &worker,
                 &event,
                 request,
+                sensitive,
                 Outcome::Failed(code, error.to_string()),
                 attempt,
                 None,
@@ -321,16 +366,25 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
         },
     )
     .await;
+    // The request as it runs, with its secret values: in memory only, never published.
+    let running = secrets.as_ref().map(|s| s.apply(request));
     let (outcome, seq) = run(
         &worker,
         &event,
-        request,
+        running.as_ref().unwrap_or(request),
         channel,
         message,
         &cancel.token,
         &mut recorder,
     )
     .await;
+    if let Some(mut running) = running {
+        use zeroize::Zeroize as _;
+        for (_, value) in &mut running.env {
+            value.zeroize();
+        }
+        running.stdin.zeroize();
+    }
     let (reason, exit_status) = match &outcome {
         Outcome::Finished(f) => match &f.exit_signal {
             Some(signal) => (format!("killed by signal {signal}"), f.exit_status),
@@ -340,7 +394,7 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
     };
     recorder.finish(&reason, exit_status).await;
     if matches!(&outcome, Outcome::Failed(FailureCode::ConnectFailed, _)) {
-        worker.pool.discard(&request.target, &lease.handle).await;
+        worker.pool.discard(&lease).await;
     }
     lease
         .release(
@@ -348,7 +402,16 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
             request.close,
         )
         .await;
-    conclude(&worker, &event, request, outcome, attempt, Some(seq)).await?;
+    conclude(
+        &worker,
+        &event,
+        request,
+        sensitive,
+        outcome,
+        attempt,
+        Some(seq),
+    )
+    .await?;
     Ok(Settled::Done)
 }
 
@@ -369,7 +432,8 @@ async fn run(
     let mut progress = tokio::time::interval(worker.ack_wait / 3);
     progress.tick().await;
 
-    let mut output = Output::new(worker, event, request);
+    let sensitive = Topology::is_sensitive_request(message.headers.as_ref());
+    let mut output = Output::new(worker, event, request, sensitive);
     let (mut exit_status, mut exit_signal, mut exit_signal_message) = (None, None, None);
 
     let line = command_line(&request.argv, &request.env);
@@ -506,17 +570,25 @@ struct Output<'a> {
     worker: &'a Worker,
     event: &'a Event,
     request: &'a ExecRequested,
+    /// Published on `<p>.sec.…` (a sensitive template's job).
+    sensitive: bool,
     seq: u64,
     bytes: [u64; 2],
     in_flight: VecDeque<(OutputMessage, Option<jetstream::context::PublishAckFuture>)>,
 }
 
 impl<'a> Output<'a> {
-    fn new(worker: &'a Worker, event: &'a Event, request: &'a ExecRequested) -> Self {
+    fn new(
+        worker: &'a Worker,
+        event: &'a Event,
+        request: &'a ExecRequested,
+        sensitive: bool,
+    ) -> Self {
         Self {
             worker,
             event,
             request,
+            sensitive,
             seq: 0,
             bytes: [0; 2],
             in_flight: VecDeque::with_capacity(OUTPUT_WINDOW),
@@ -550,10 +622,11 @@ impl<'a> Output<'a> {
         let ack = self
             .worker
             .topology
-            .publish_output(
+            .publish_job_output(
                 &self.worker.js,
                 &self.event.tenant,
                 self.request.job_id,
+                self.sensitive,
                 &message,
             )
             .await
@@ -581,12 +654,23 @@ impl<'a> Output<'a> {
             None => false,
         };
         if !stored {
-            let (worker, event, request, message) =
-                (self.worker, self.event, self.request, &message);
+            let (worker, event, request, message, sensitive) = (
+                self.worker,
+                self.event,
+                self.request,
+                &message,
+                self.sensitive,
+            );
             let republish = || async move {
                 let ack = worker
                     .topology
-                    .publish_output(&worker.js, &event.tenant, request.job_id, message)
+                    .publish_job_output(
+                        &worker.js,
+                        &event.tenant,
+                        request.job_id,
+                        sensitive,
+                        message,
+                    )
                     .await?;
                 Topology::acknowledged(ack).await
             };
@@ -698,6 +782,7 @@ async fn conclude(
     worker: &Worker,
     event: &Event,
     request: &ExecRequested,
+    sensitive: bool,
     outcome: Outcome,
     attempt: u32,
     seq: Option<u64>,
@@ -740,14 +825,14 @@ async fn conclude(
     }
     let seq = match seq {
         Some(seq) => seq,
-        None => next_output_seq(worker, event, request).await,
+        None => next_output_seq(worker, event, request, sensitive).await,
     };
     let end = OutputMessage::End(OutputEnd { seq, ..end });
     let end = &end;
     durably("end", || async move {
         let ack = worker
             .topology
-            .publish_output(&worker.js, &event.tenant, request.job_id, end)
+            .publish_job_output(&worker.js, &event.tenant, request.job_id, sensitive, end)
             .await?;
         Topology::acknowledged(ack).await
     })
@@ -756,7 +841,12 @@ async fn conclude(
 }
 
 /// After another worker vanished, the output sequence continues after whatever it published.
-async fn next_output_seq(worker: &Worker, event: &Event, request: &ExecRequested) -> u64 {
+async fn next_output_seq(
+    worker: &Worker,
+    event: &Event,
+    request: &ExecRequested,
+    sensitive: bool,
+) -> u64 {
     let mut next = 0;
     for stream in [OutputStream::Stdout, OutputStream::Stderr] {
         let probe = OutputMessage::Chunk(OutputChunk {
@@ -764,9 +854,10 @@ async fn next_output_seq(worker: &Worker, event: &Event, request: &ExecRequested
             stream,
             data: Bytes::new(),
         });
-        let subject = worker
-            .topology
-            .output_subject(&event.tenant, request.job_id, &probe);
+        let subject =
+            worker
+                .topology
+                .job_output_subject(&event.tenant, request.job_id, sensitive, &probe);
         if let Ok(last) = worker.stream.direct_get_last_for_subject(subject).await
             && let Ok(OutputMessage::Chunk(c)) =
                 OutputMessage::parse(stream.as_str(), Some(&last.headers), last.payload)
@@ -835,8 +926,8 @@ fn same_device(now: &schemas::DeviceConfig, queued: &schemas::SshTarget) -> bool
 fn failure_code(error: &SshError) -> FailureCode {
     match error {
         SshError::HostKeyMismatch { .. } => FailureCode::HostKeyMismatch,
-        SshError::AuthFailed { .. } => FailureCode::AuthFailed,
-        SshError::BadPinnedKey => FailureCode::Internal,
+        SshError::AuthFailed { .. } | SshError::NoIdentity => FailureCode::AuthFailed,
+        SshError::BadPinnedKey | SshError::Unsealable => FailureCode::Internal,
         _ => FailureCode::ConnectFailed,
     }
 }

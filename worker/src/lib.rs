@@ -12,6 +12,7 @@
 //! is open, so connecting to a dead address or waiting for a busy device holds no run slot.
 
 pub mod cancel;
+pub mod identity;
 pub mod job;
 pub mod quote;
 pub mod session;
@@ -42,8 +43,14 @@ pub struct Settings {
     pub stream_replicas: usize,
     /// Only used when this worker creates the stream and consumer.
     pub worker_ack_wait_ms: u64,
-    /// The private key the worker authenticates with (OpenSSH format). Never logged.
-    pub ssh_key: PathBuf,
+    /// A private key (OpenSSH format) to import, once, as the bootstrap tenant's SSH identity
+    /// (the shared key of deployments from before tenants had their own). Used for nothing
+    /// else; never logged.
+    pub ssh_key: Option<PathBuf>,
+    /// The tenant `ssh_key` is imported for (the API's `SSHQ_BOOTSTRAP_TENANT`).
+    pub bootstrap_tenant: String,
+    /// The master key that opens tenants' SSH keys and jobs' secrets (the API's file).
+    pub master_key_file: Option<PathBuf>,
     pub worker_id: String,
     /// Commands running at once in this process (run slots, taken once a session is open).
     /// A quarter more requests may be in hand (connecting, waiting for a device): enough that
@@ -84,7 +91,9 @@ impl Default for Settings {
             prefix: Topology::DEFAULT_PREFIX.into(),
             stream_replicas: 1,
             worker_ack_wait_ms: 30_000,
-            ssh_key: PathBuf::from(".run/keys/worker_ed25519"),
+            ssh_key: None,
+            bootstrap_tenant: "default".into(),
+            master_key_file: None,
             worker_id: format!("worker-{}", std::process::id()),
             concurrency: 256,
             tenant_concurrency: 0,
@@ -150,6 +159,8 @@ pub struct Worker {
     pub js: jetstream::Context,
     pub stream: jetstream::stream::Stream,
     pub pool: ssh::Pool,
+    /// Tenants' SSH keys, loaded when a job needs them.
+    pub identities: Arc<identity::Identities>,
     /// The consumer's ack wait, read from JetStream: progress acks go out at a third of it.
     pub ack_wait: Duration,
     pub cancels: Arc<cancel::CancelRegistry>,
@@ -164,8 +175,12 @@ impl Worker {
     pub async fn connect(settings: Settings) -> anyhow::Result<Arc<Self>> {
         let topology = Topology::new(&settings.prefix)?
             .with_job_retention(Duration::from_secs(settings.job_retention_s));
-        let key = russh::keys::load_secret_key(&settings.ssh_key, None)
-            .with_context(|| format!("loading the SSH key {}", settings.ssh_key.display()))?;
+        let master_key = settings
+            .master_key_file
+            .as_deref()
+            .context("SSHQ_MASTER_KEY_FILE must be set (the API's master key file)")?;
+        let master_key =
+            schemas::sealed::MasterKey::load(master_key).context("SSHQ_MASTER_KEY_FILE")?;
         let stream_settings = StreamSettings {
             replicas: settings.stream_replicas,
             worker_ack_wait: Duration::from_millis(settings.worker_ack_wait_ms),
@@ -183,8 +198,13 @@ impl Worker {
             .unwrap_or(Duration::from_secs(30));
         let guard = schemas::address::AddressGuard::new(settings.allow_internal_devices)
             .with_service(&settings.nats_url);
+        if let Some(path) = &settings.ssh_key {
+            let tenant = schemas::TenantId::parse(settings.bootstrap_tenant.as_str())
+                .context("SSHQ_BOOTSTRAP_TENANT")?;
+            identity::import_bootstrap(&master_key, &topology, &js, &stream, &tenant, path).await?;
+        }
+        let identities = Arc::new(identity::Identities::new(master_key));
         let pool = ssh::Pool::new(
-            key,
             Duration::from_millis(settings.connect_timeout_ms),
             settings.channels_per_device.max(1),
             guard,
@@ -197,6 +217,7 @@ impl Worker {
             js,
             stream,
             pool,
+            identities,
             ack_wait,
             cancels: Arc::default(),
             shares,
@@ -219,6 +240,7 @@ impl Worker {
             .subscribe(self.topology.all_cancels_subject())
             .await?;
         let listener = tokio::spawn(self.cancels.clone().listen(self.topology.clone(), cancels));
+
         let reaper = {
             let worker = self.clone();
             tokio::spawn(async move {

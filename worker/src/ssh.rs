@@ -26,8 +26,10 @@ pub const DEFAULT_KEEP_OPEN: Duration = Duration::from_secs(60);
 pub const FAIL_FAST: Duration = Duration::from_secs(3);
 
 use russh::client::{self, Handle};
-use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
-use schemas::SshTarget;
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
+use schemas::{SshTarget, TenantId};
+
+use crate::identity::Identity;
 use schemas::address::{AddressError, AddressGuard};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
@@ -61,6 +63,14 @@ pub enum SshError {
     Session(String),
     #[error("{CONNECT_FAILED}")]
     Protocol(#[from] russh::Error),
+    /// The tenant has no SSH key (a tenant from before tenants had identities). Never retried.
+    #[error(
+        "the tenant has no SSH key yet: GET /v1/ssh/public-key creates it and shows the line to install on devices"
+    )]
+    NoIdentity,
+    /// This worker's master key does not open the tenant's key (a misconfigured worker).
+    #[error("the tenant's SSH key could not be opened by this worker (master key mismatch)")]
+    Unsealable,
 }
 
 /// The one text for every way a connection can fail before it is an authenticated SSH session.
@@ -120,17 +130,24 @@ pub fn parse_pinned_key(text: &str) -> Result<PublicKey, SshError> {
         .map_err(|_| SshError::BadPinnedKey)
 }
 
+/// What one pooled connection is: who logged in (the tenant, with which keyring) and where.
+/// Two tenants' devices at one address never share a connection, and a connection made with
+/// a key retired since is never reused.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct PoolKey {
+    tenant: TenantId,
+    identity: u64,
     host: String,
     port: u16,
     username: String,
     host_key: String,
 }
 
-impl From<&SshTarget> for PoolKey {
-    fn from(t: &SshTarget) -> Self {
+impl PoolKey {
+    fn new(tenant: &TenantId, identity: &Identity, t: &SshTarget) -> Self {
         Self {
+            tenant: tenant.clone(),
+            identity: identity.seq,
             host: t.host.clone(),
             port: t.port,
             username: t.username.clone(),
@@ -180,6 +197,7 @@ impl Slot {
 /// A session channel's right to exist; hold it for as long as the channel is open.
 pub struct Lease {
     pub handle: Arc<Handle<PinnedKey>>,
+    key: PoolKey,
     slot: Arc<Slot>,
     max_channels: usize,
     permit: Option<OwnedSemaphorePermit>,
@@ -211,7 +229,6 @@ impl Drop for Lease {
 
 pub struct Pool {
     config: Arc<client::Config>,
-    key: Arc<PrivateKey>,
     connect_timeout: Duration,
     channels_per_device: usize,
     guard: AddressGuard,
@@ -220,12 +237,7 @@ pub struct Pool {
 
 impl Pool {
     /// `guard` decides, right before each connection, which addresses a device may be at.
-    pub fn new(
-        key: PrivateKey,
-        connect_timeout: Duration,
-        channels_per_device: usize,
-        guard: AddressGuard,
-    ) -> Self {
+    pub fn new(connect_timeout: Duration, channels_per_device: usize, guard: AddressGuard) -> Self {
         let config = client::Config {
             // Small exec round trips otherwise stall on delayed ACKs (about 40 ms each).
             nodelay: true,
@@ -235,7 +247,6 @@ impl Pool {
         };
         Self {
             config: Arc::new(config),
-            key: Arc::new(key),
             connect_timeout,
             channels_per_device,
             guard,
@@ -243,12 +254,19 @@ impl Pool {
         }
     }
 
-    /// A connection to `target` with room for one more channel, connecting if needed.
-    pub async fn lease(&self, target: &SshTarget) -> Result<Lease, SshError> {
+    /// A connection to `target` as `tenant` (logging in with `identity`'s keys) with room
+    /// for one more channel, connecting if needed.
+    pub async fn lease(
+        &self,
+        tenant: &TenantId,
+        identity: &Identity,
+        target: &SshTarget,
+    ) -> Result<Lease, SshError> {
+        let key = PoolKey::new(tenant, identity, target);
         let slot = {
             let mut slots = self.slots.lock().await;
             slots
-                .entry(PoolKey::from(target))
+                .entry(key.clone())
                 .or_insert_with(|| {
                     Arc::new(Slot {
                         connection: Mutex::new(None),
@@ -283,7 +301,7 @@ impl Pool {
                         reason: format!("failed {} ms ago: {reason}", at.elapsed().as_millis()),
                     });
                 }
-                let connected = self.connect(target).await;
+                let connected = self.connect(identity, target).await;
                 *slot.failed.lock().expect("not poisoned") = match &connected {
                     Err(SshError::Connect { reason, .. }) => Some((Instant::now(), reason.clone())),
                     Err(SshError::Protocol(e)) => Some((Instant::now(), e.to_string())),
@@ -297,6 +315,7 @@ impl Pool {
         drop(connection);
         Ok(Lease {
             handle,
+            key,
             slot,
             max_channels: self.channels_per_device,
             permit: Some(permit),
@@ -332,17 +351,24 @@ impl Pool {
     }
 
     /// Forgets a connection that failed mid-use so the next lease opens a fresh one.
-    pub async fn discard(&self, target: &SshTarget, handle: &Arc<Handle<PinnedKey>>) {
-        let slot = self.slots.lock().await.get(&PoolKey::from(target)).cloned();
+    pub async fn discard(&self, lease: &Lease) {
+        let slot = self.slots.lock().await.get(&lease.key).cloned();
         if let Some(slot) = slot {
             let mut connection = slot.connection.lock().await;
-            if connection.as_ref().is_some_and(|h| Arc::ptr_eq(h, handle)) {
+            if connection
+                .as_ref()
+                .is_some_and(|h| Arc::ptr_eq(h, &lease.handle))
+            {
                 *connection = None;
             }
         }
     }
 
-    async fn connect(&self, target: &SshTarget) -> Result<Handle<PinnedKey>, SshError> {
+    async fn connect(
+        &self,
+        identity: &Identity,
+        target: &SshTarget,
+    ) -> Result<Handle<PinnedKey>, SshError> {
         let pinned = parse_pinned_key(&target.host_key)?;
         let addr = format!("{}:{}", target.host, target.port);
         // Resolve and check once, then connect only to the addresses checked: a DNS answer
@@ -379,19 +405,29 @@ impl Pool {
             Ok(hash) => hash.flatten(),
             Err(_) => None,
         };
-        let auth = tokio::time::timeout(
-            self.connect_timeout,
-            handle.authenticate_publickey(
-                &target.username,
-                PrivateKeyWithHashAlg::new(self.key.clone(), hash),
-            ),
-        )
-        .await
-        .map_err(|_| SshError::Connect {
-            addr: addr.clone(),
-            reason: "authentication timed out".into(),
-        })??;
-        if !auth.success() {
+        // The tenant's keys in order (during a rotation: the new key, then the old one); the
+        // server answers each refused key and lets the next be tried on the same connection.
+        let offered = async {
+            for key in &identity.keys {
+                let auth = handle
+                    .authenticate_publickey(
+                        &target.username,
+                        PrivateKeyWithHashAlg::new(key.clone(), hash),
+                    )
+                    .await?;
+                if auth.success() {
+                    return Ok(true);
+                }
+            }
+            Ok::<_, SshError>(false)
+        };
+        let accepted = tokio::time::timeout(self.connect_timeout, offered)
+            .await
+            .map_err(|_| SshError::Connect {
+                addr: addr.clone(),
+                reason: "authentication timed out".into(),
+            })??;
+        if !accepted {
             return Err(SshError::AuthFailed {
                 user: target.username.clone(),
             });

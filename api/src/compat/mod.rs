@@ -199,7 +199,15 @@ pub async fn run(
         wait,
     };
     Ok(match exec::submit(state, caller, submission).await? {
-        Submitted::Ended(job) => Ran::Ended(job),
+        Submitted::Ended(mut job) => {
+            // A sensitive template's output is for roles that see secrets, here as in every
+            // native view.
+            if job.sensitive && !caller.sees_secrets() {
+                job.stdout.clear();
+                job.stderr.clear();
+            }
+            Ran::Ended(job)
+        }
         Submitted::Accepted(job_id) => Ran::Pending {
             job_id,
             waited: wait,

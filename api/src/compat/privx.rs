@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 
 use super::{KeyIn, Ran, authenticate, device_for_host, run, with_job};
 use crate::AppState;
-use crate::auth::Scope;
+use crate::auth::{Caller, Scope};
 use crate::domain::{EnvVar, ExecRequest};
 use crate::error::{ApiError, ErrorCode};
 use crate::routes::jobs::job_json;
@@ -121,10 +121,11 @@ async fn exec_inner(
         close: request.close,
         queue_timeout: None,
         username: Some(request.username),
+        stdin_secret: false,
     };
     let id = device.id.to_string();
     Ok(match run(state, &caller, &id, exec, headers).await? {
-        Ran::Ended(job) => ended(&job),
+        Ran::Ended(job) => ended(&job, &caller),
         Ran::Pending { job_id, waited } => error(
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -140,7 +141,7 @@ async fn exec_inner(
     })
 }
 
-fn ended(job: &JobRecord) -> Response {
+fn ended(job: &JobRecord, caller: &Caller) -> Response {
     let job_id = JobId::from_uuid(job.id);
     if job.status != JobStatus::Finished {
         let message = match job.status {
@@ -160,7 +161,7 @@ fn ended(job: &JobRecord) -> Response {
                 ErrorCode::GeneralError,
                 message,
             )
-            .detail(job_json(job)),
+            .detail(job_json(job, caller)),
             Some(job_id),
         );
     }

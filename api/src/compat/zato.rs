@@ -121,6 +121,7 @@ async fn ssh_inner(
         close: false,
         queue_timeout: None,
         username: None,
+        stdin_secret: false,
     };
     let id = device.id.to_string();
     Ok(match run(state, &caller, &id, exec, headers).await? {

@@ -257,6 +257,19 @@ impl Policy {
         Ok(())
     }
 
+    /// Whether the output of an approved argv is sensitive: its template is marked so. In open
+    /// mode no template approved it, so the argv counts as sensitive when it is an instance
+    /// of a sensitive template all the same (`bbb-conf --secret` stays sensitive however it
+    /// was allowed).
+    pub fn sensitive(&self, approved: &Approved) -> bool {
+        match approved.template.as_deref() {
+            Some(name) => self.templates.iter().any(|t| t.name == name && t.sensitive),
+            None => self.templates.iter().any(|t| {
+                t.sensitive && matching::one_match(std::slice::from_ref(t), &approved.argv).is_ok()
+            }),
+        }
+    }
+
     /// Builds the argv of a template from named arguments, then checks it like any argv (so
     /// the two ways in always agree).
     pub fn render(

@@ -26,6 +26,7 @@
 //!     env: LANG TZ        (names a call may set; none by default)
 //!     pty                 (a call may ask for a pseudo-terminal)
 //!     stdin               (a call may send standard input)
+//!     sensitive           (the output may hold secrets: owners and administrators only)
 //! ```
 //!
 //! A tenant's templates (`POST /v1/templates`) use the same template syntax and the same
@@ -81,6 +82,10 @@ pub struct Template {
     /// A call may send standard input.
     pub stdin: bool,
     pub origin: Origin,
+    /// Its output may hold secrets (`bbb-conf --secret`): published on `<p>.sec.…` instead of
+    /// `<p>.out.…`, and shown over REST only to roles that may see secrets (owner,
+    /// administrator); others get `output_redacted: true` and no output.
+    pub sensitive: bool,
 }
 
 /// Why a template definition was refused, and which property of it is at fault (`name`,
@@ -105,6 +110,8 @@ pub struct Extras {
     pub env: Vec<String>,
     pub pty: bool,
     pub stdin: bool,
+    /// The output is sensitive (see [`Template::sensitive`]).
+    pub sensitive: bool,
 }
 
 const MAX_NAME: usize = 64;
@@ -185,6 +192,7 @@ impl Template {
             pty: extras.pty,
             stdin: extras.stdin,
             origin,
+            sensitive: extras.sensitive,
         })
     }
 
@@ -392,9 +400,11 @@ pub fn parse_file(text: &str, origin: Origin) -> Result<Vec<Template>, String> {
                 }
                 ("pty", "") => p.extras.pty = true,
                 ("stdin", "") => p.extras.stdin = true,
+                ("sensitive", "") => p.extras.sensitive = true,
                 _ => {
                     return Err(format!(
-                        "line {line}: {trimmed:?} is not description: ..., env: ..., pty or stdin"
+                        "line {line}: {trimmed:?} is not description: ..., env: ..., pty, stdin \
+                         or sensitive"
                     ));
                 }
             }

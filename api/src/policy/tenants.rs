@@ -48,6 +48,14 @@ pub struct ReadError(String);
 
 /// The template a `TemplateAdded` event defines, checked like any definition.
 pub fn from_event(added: &TemplateAdded) -> Result<Template, super::InvalidTemplate> {
+    from_definition(added, false)
+}
+
+/// The template a `TemplateAdded` or `TemplateDefined` event defines.
+pub fn from_definition(
+    added: &TemplateAdded,
+    sensitive: bool,
+) -> Result<Template, super::InvalidTemplate> {
     Template::define(
         &added.name,
         &added.template,
@@ -56,6 +64,7 @@ pub fn from_event(added: &TemplateAdded) -> Result<Template, super::InvalidTempl
             env: added.env.clone(),
             pty: added.pty,
             stdin: added.stdin,
+            sensitive,
         },
         Origin::Tenant,
     )
@@ -91,14 +100,22 @@ pub async fn read(
             let info = message.info().map_err(|e| err(&e))?;
             pending = info.pending;
             let seq = info.stream_sequence;
-            match Event::decode(&message.payload).map(|e| e.body) {
-                Ok(EventBody::TemplateAdded(added)) => match from_event(&added) {
+            let definition = match Event::decode(&message.payload).map(|e| e.body) {
+                Ok(EventBody::TemplateAdded(added)) => Ok(Some((added, false))),
+                Ok(EventBody::TemplateDefined(defined)) => {
+                    Ok(Some((defined.definition, defined.sensitive)))
+                }
+                Ok(_) => Ok(None),
+                Err(error) => Err(error),
+            };
+            match definition {
+                Ok(Some((added, sensitive))) => match from_definition(&added, sensitive) {
                     Ok(template) => found.push(Stored { seq, template }),
                     Err(error) => {
                         tracing::warn!(%tenant, name = %added.name, %error, "a stored template no longer parses; skipped");
                     }
                 },
-                Ok(_) => {}
+                Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(%tenant, seq, %error, "an undecodable template event; skipped");
                 }

@@ -51,6 +51,7 @@ fn env_pty_and_stdin_need_the_template_to_declare_them() {
             env: vec!["GREETING".into()],
             pty: true,
             stdin: true,
+            sensitive: false,
         },
         Origin::Tenant,
     )
@@ -1119,4 +1120,26 @@ mod properties {
             }
         }
     }
+}
+
+#[test]
+fn sensitive_templates_mark_their_jobs_in_either_mode() {
+    let templates = Policy::builtin(CommandPolicy::Templates);
+    let secret = templates.check(&argv("bbb-conf --secret")).unwrap();
+    assert!(templates.sensitive(&secret));
+    let status = templates.check(&argv("bbb-conf --status")).unwrap();
+    assert!(!templates.sensitive(&status));
+    let rendered = templates.render("bbb_secret", &args(&[])).unwrap();
+    assert!(templates.sensitive(&rendered));
+    // Open mode approves any argv without a template; an instance of a sensitive one is still
+    // sensitive.
+    let open = Policy::builtin(CommandPolicy::Open);
+    assert!(open.sensitive(&open.check(&argv("bbb-conf --secret")).unwrap()));
+    assert!(!open.sensitive(&open.check(&argv("bbb-conf --secret extra")).unwrap()));
+    assert!(!open.sensitive(&open.check(&argv("uptime")).unwrap()));
+    // The file syntax: `sensitive` under a template.
+    let parsed =
+        syntax::parse_file("a: echo a\n    sensitive\nb: echo b\n", Origin::Tenant).unwrap();
+    assert!(parsed[0].sensitive && !parsed[1].sensitive);
+    assert!(syntax::parse_file("a: echo a\n    sensitive: yes\n", Origin::Tenant).is_err());
 }

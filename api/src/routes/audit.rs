@@ -31,9 +31,16 @@ pub async fn list(
         action: query.text("action"),
     };
     let (records, total) = audit::list(&state.db, &caller.tenant, &filter, &page).await?;
-    Ok(paged(records.iter().map(audit_json).collect(), total))
+    let sees_secrets = caller.sees_secrets();
+    Ok(paged(
+        records
+            .iter()
+            .map(|entry| audit_json(entry, sees_secrets))
+            .collect(),
+        total,
+    ))
 }
 
-fn audit_json(entry: &AuditRecord) -> Value {
-    serde_json::to_value(AuditEntry::from(entry)).expect("views serialise")
+fn audit_json(entry: &AuditRecord, sees_secrets: bool) -> Value {
+    serde_json::to_value(AuditEntry::new(entry, sees_secrets)).expect("views serialise")
 }

@@ -53,12 +53,12 @@ pub async fn submit(
     };
     Ok(match exec::submit(&state, &caller, submission).await? {
         Submitted::Accepted(job_id) => accepted(job_id),
-        Submitted::Ended(job) => ended(&job),
+        Submitted::Ended(job) => ended(&job, &caller),
     })
 }
 
 /// A job that ended within the wait: `200`, or `408` (the job in `details[0]`) if it timed out.
-fn ended(job: &JobRecord) -> Response {
+fn ended(job: &JobRecord, caller: &Caller) -> Response {
     if job.status == JobStatus::TimedOut {
         let error = ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -67,9 +67,9 @@ fn ended(job: &JobRecord) -> Response {
                 .clone()
                 .unwrap_or_else(|| "the command timed out".into()),
         );
-        return error.detail(jobs::job_json(job)).into_response();
+        return error.detail(jobs::job_json(job, caller)).into_response();
     }
-    Json(jobs::job_json(job)).into_response()
+    Json(jobs::job_json(job, caller)).into_response()
 }
 
 fn accepted(job_id: JobId) -> Response {

@@ -30,13 +30,14 @@ pub async fn get(
     let job = jobs_usecase::load_settled(&state, &caller, id)
         .await?
         .ok_or_else(|| ApiError::not_found("job"))?;
-    Ok(Json(job_json(&job)))
+    Ok(Json(job_json(&job, &caller)))
 }
 
-/// The job as callers see it. `stdout`/`stderr` are UTF-8 (invalid bytes replaced); the
-/// `_base64` forms carry the exact bytes.
-pub fn job_json(job: &JobRecord) -> Value {
-    serde_json::to_value(Job::new(job, true)).expect("views serialise")
+/// The job as `caller` may see it. `stdout`/`stderr` are UTF-8 (invalid bytes replaced); the
+/// `_base64` forms carry the exact bytes; a sensitive job's output is redacted for roles that
+/// may not see secrets (`output_redacted: true`).
+pub fn job_json(job: &JobRecord, caller: &Caller) -> Value {
+    serde_json::to_value(Job::new(job, true, caller.sees_secrets())).expect("views serialise")
 }
 
 /// `POST /v1/jobs/{id}/cancel`: stops a running command or drops a queued job. Answers `202`
@@ -59,7 +60,7 @@ pub async fn cancel(
             ErrorCode::JobFinished,
             format!("the job already ended as {}", job.status),
         )
-        .detail(job_json(&job)));
+        .detail(job_json(&job, &caller)));
     }
     let event = Event::new(
         caller.tenant.clone(),
@@ -150,7 +151,10 @@ async fn page_of_jobs(
     let (records, total) = jobs::list(&state.db, &caller.tenant, filter, sort, &page).await?;
     let items = records
         .iter()
-        .map(|job| serde_json::to_value(Job::new(job, false)).expect("views serialise"))
+        .map(|job| {
+            serde_json::to_value(Job::new(job, false, caller.sees_secrets()))
+                .expect("views serialise")
+        })
         .collect();
     Ok(paged(items, total))
 }

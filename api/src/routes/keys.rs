@@ -246,6 +246,8 @@ pub async fn create_tenant(
         Err(e) if e.kind() == AppendErrorKind::Conflict => return Err(exists()),
         Err(e) => return Err(ApiError::log_unavailable(e)),
     }
+    // The tenant's own SSH identity, from its first moment (see `usecase::identity`).
+    crate::usecase::identity::ensure(&state, Some(&caller), &tenant).await?;
     let owner_key = issue(
         &state,
         &caller,

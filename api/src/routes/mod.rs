@@ -17,6 +17,7 @@ pub(crate) mod keys;
 pub(crate) mod list;
 pub(crate) mod output;
 pub(crate) mod sessions;
+pub(crate) mod ssh;
 pub(crate) mod templates;
 
 use axum::Router;
@@ -58,6 +59,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::list))
         .routes(routes!(sessions::get))
         .routes(routes!(sessions::recording))
+        .routes(routes!(ssh::public_key))
+        .routes(routes!(ssh::rotate, ssh::cancel_rotation))
+        .routes(routes!(ssh::complete_rotation))
 }
 
 /// The API's routes, `/openapi.json` and `/docs` (both serving the document split off the API's

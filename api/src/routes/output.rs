@@ -161,7 +161,7 @@ pub async fn output(
             }
             Followed::End(job) => Event::default()
                 .event("end")
-                .json_data(job_json(&job))
+                .json_data(job_json(&job, &caller))
                 .expect("jobs serialise"),
         })
     });

@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use schemas::{AppendErrorKind, Expectation};
-use schemas::{Event, EventBody, TemplateAdded, TemplateRemoved};
+use schemas::{Event, EventBody, TemplateAdded, TemplateDefined, TemplateRemoved};
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
@@ -52,6 +52,11 @@ pub struct NewTemplate {
     /// A call may send standard input.
     #[serde(default)]
     pub stdin: bool,
+    /// The output may hold secrets: live output goes to `<p>.sec.…` instead of `<p>.out.…`,
+    /// and job views show it only to owners and administrators (others get
+    /// `output_redacted: true`).
+    #[serde(default)]
+    pub sensitive: bool,
 }
 
 #[utoipa::path(get, path = "/v1/templates", tag = "exec", responses((status = 200, body = Templates), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS unavailable", body = ApiError)))]
@@ -83,6 +88,7 @@ pub async fn add(
             env: body.env.clone(),
             pty: body.pty,
             stdin: body.stdin,
+            sensitive: body.sensitive,
         },
         Origin::Tenant,
     )
@@ -106,24 +112,30 @@ pub async fn add(
         .await
         .map_err(ApiError::log_unavailable)?
     {
-        Some((_, event)) if matches!(event.body, EventBody::TemplateAdded(_)) => {
+        Some((_, event)) if is_definition(&event.body) => {
             return Err(taken());
         }
         Some((seq, _)) => seq,
         None => 0,
     };
-    let event = Event::new(
-        caller.tenant.clone(),
-        Some(caller.key.clone()),
-        EventBody::TemplateAdded(TemplateAdded {
-            name: body.name,
-            template: body.template,
-            description: body.description,
-            env: body.env,
-            pty: body.pty,
-            stdin: body.stdin,
-        }),
-    );
+    let definition = TemplateAdded {
+        name: body.name,
+        template: body.template,
+        description: body.description,
+        env: body.env,
+        pty: body.pty,
+        stdin: body.stdin,
+    };
+    // A template that is not sensitive keeps the older event, which every release reads.
+    let body = if body.sensitive {
+        EventBody::TemplateDefined(TemplateDefined {
+            definition,
+            sensitive: true,
+        })
+    } else {
+        EventBody::TemplateAdded(definition)
+    };
+    let event = Event::new(caller.tenant.clone(), Some(caller.key.clone()), body);
     match state
         .topology
         .append(&state.js, &event, Expectation::LastSequence(expected))
@@ -166,7 +178,7 @@ pub async fn remove(
         .await
         .map_err(ApiError::log_unavailable)?
     {
-        Some((seq, event)) if matches!(event.body, EventBody::TemplateAdded(_)) => seq,
+        Some((seq, event)) if is_definition(&event.body) => seq,
         _ => return Err(ApiError::not_found("template")),
     };
     let event = Event::new(
@@ -189,4 +201,12 @@ pub async fn remove(
     }
     state.tenant_templates.invalidate(caller.tenant.as_str());
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether the last event on a template's subject defines it (rather than removed it).
+fn is_definition(body: &EventBody) -> bool {
+    matches!(
+        body,
+        EventBody::TemplateAdded(_) | EventBody::TemplateDefined(_)
+    )
 }

@@ -117,6 +117,9 @@ pub async fn submit(
     let job_id = idempotent_job_id(&caller.tenant, idempotency_key)?.unwrap_or_default();
     tracing::Span::current().record("job_id", tracing::field::display(job_id));
 
+    // Secret values are sealed to this tenant and job; the event keeps only their names.
+    let sealed = (!spec.secrets.is_empty())
+        .then(|| spec.secrets.seal(&state.master_key, &caller.tenant, job_id));
     let request = ExecRequested {
         job_id,
         device_id: device.device_id,
@@ -146,7 +149,8 @@ pub async fn submit(
         None => None,
     };
 
-    let repeat = append_request(state, &event, &request).await?;
+    let sensitive = spec.sensitive;
+    let repeat = append_request(state, &event, &request, sealed.as_deref(), sensitive).await?;
 
     let Some(mut waiting) = waiting else {
         return Ok(Submitted::Accepted(job_id));
@@ -154,7 +158,10 @@ pub async fn submit(
     // A new job is followed on the log: the answer does not wait for the read model.
     let mut notified = false;
     if let Some(watch) = watch.filter(|_| !repeat) {
-        let queued = JobRecord::queued(&event, &request);
+        let queued = JobRecord {
+            sensitive,
+            ..JobRecord::queued(&event, &request)
+        };
         match watch
             .finish(state, queued, deadline, &mut waiting.ready)
             .await
@@ -211,12 +218,20 @@ async fn append_request(
     state: &AppState,
     event: &Event,
     request: &ExecRequested,
+    sealed_secrets: Option<&[u8]>,
+    sensitive: bool,
 ) -> Result<bool, ApiError> {
-    match state
+    let appended = state
         .topology
-        .append(&state.js, event, Expectation::Empty)
-        .await
-    {
+        .append_request(
+            &state.js,
+            event,
+            Expectation::Empty,
+            sealed_secrets,
+            sensitive,
+        )
+        .await;
+    match appended {
         Ok(_) => Ok(false),
         Err(e) if e.kind() == AppendErrorKind::Conflict => {
             same_request_or_conflict(state, &event.tenant, request).await?;

@@ -68,13 +68,18 @@ pub async fn follow(
         .await?
         .ok_or_else(|| ApiError::not_found("job"))?;
     let tenant = caller.tenant.clone();
+    // A sensitive template's output is on its own subjects, and only for roles that see
+    // secrets; anyone else follows the job to its (redacted) end without a chunk.
+    let mut filter_subjects = vec![state.topology.job_subject(&tenant, id, JobFacet::Outcome)];
+    match (job.sensitive, caller.sees_secrets()) {
+        (false, _) => filter_subjects.push(state.topology.output_filter(&tenant, id)),
+        (true, true) => filter_subjects.push(state.topology.sensitive_output_filter(&tenant, id)),
+        (true, false) => {}
+    }
     let consumer = state
         .stream
         .create_consumer(OrderedConfig {
-            filter_subjects: vec![
-                state.topology.output_filter(&tenant, id),
-                state.topology.job_subject(&tenant, id, JobFacet::Outcome),
-            ],
+            filter_subjects,
             deliver_policy: DeliverPolicy::All,
             ..Default::default()
         })

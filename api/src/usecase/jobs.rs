@@ -2,7 +2,7 @@
 
 use read_models::jobs;
 use schemas::topology::JobFacet;
-use schemas::{Event, EventBody, JobId, JobRecord, TenantId};
+use schemas::{Event, EventBody, JobId, JobRecord, TenantId, Topology};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -46,11 +46,25 @@ pub async fn load(
     if let Some(job) = jobs::get(&state.db, &caller.tenant, id).await? {
         return Ok(Some(job));
     }
-    let requested = last_event(state, &caller.tenant, id, JobFacet::Requested).await?;
-    Ok(requested.and_then(|event| match &event.body {
-        EventBody::ExecRequested(e) => Some(JobRecord::queued(&event, e)),
+    // Read with its headers: the request's `Sshq-Sensitive` mark belongs to the job.
+    let subject = state
+        .topology
+        .job_subject(&caller.tenant, id, JobFacet::Requested);
+    let message = match state.stream.direct_get_last_for_subject(subject).await {
+        Ok(message) => message,
+        Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(e) => return Err(ApiError::log_unavailable(e)),
+    };
+    let event = Event::decode(&message.payload).map_err(ApiError::log_unavailable)?;
+    Ok(match &event.body {
+        EventBody::ExecRequested(e) => Some(JobRecord {
+            sensitive: Topology::is_sensitive_request(Some(&message.headers)),
+            ..JobRecord::queued(&event, e)
+        }),
         _ => None,
-    }))
+    })
 }
 
 /// The event the log holds for one facet of a job (its request, start or outcome), read by

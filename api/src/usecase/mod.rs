@@ -8,5 +8,6 @@
 pub mod devices;
 pub mod exec;
 pub mod follow;
+pub mod identity;
 pub mod jobs;
 pub mod sessions;

@@ -112,6 +112,20 @@ pub async fn recording(
             "this session was not recorded (the tenant's session_record was off)",
         ));
     }
+    // An exec session's recording is its job's output: a sensitive template's is for roles
+    // that see secrets, as the job's own views are.
+    if !caller.sees_secrets()
+        && let Some(job) = session.job_id
+        && crate::usecase::jobs::load(state, caller, schemas::JobId::from_uuid(job))
+            .await?
+            .is_some_and(|job| job.sensitive)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::PermissionDenied,
+            "this session ran a sensitive template: its recording is for owners and administrators",
+        ));
+    }
     let frames = sessions::frames(&state.db, &caller.tenant, session.id)
         .await
         .map_err(ApiError::database)?;
