@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::batch::{BatchCancelRequested, BatchExecRequested, BatchMember, BatchRequested};
 use crate::ids::{DeviceId, JobId, KeyId, TenantId};
 
 /// Microseconds since the Unix epoch, UTC. Fixed-width integer on the wire (chrono's own serde
@@ -64,6 +65,11 @@ pub enum EventBody {
     TenantCreated(TenantCreated),
     TemplateAdded(TemplateAdded),
     TemplateRemoved(TemplateRemoved),
+    /// A fan-out: one command to many devices (see [`crate::batch`]).
+    BatchRequested(BatchRequested),
+    /// One job of a batch, on the job's `requested` subject like [`EventBody::ExecRequested`].
+    BatchExecRequested(BatchExecRequested),
+    BatchCancelRequested(BatchCancelRequested),
 }
 
 /// Where and as whom to connect. Carried by value in [`ExecRequested`] so a worker needs no
@@ -310,6 +316,9 @@ pub enum FailureCode {
     /// The command wrote more output than the worker's per-job cap (`SSHQ_MAX_OUTPUT_BYTES`)
     /// and was killed; the output up to the cap is kept.
     OutputLimitExceeded,
+    /// The job belonged to a batch whose errors exceeded its `max_errors` before the job
+    /// started; it never ran (SSM's `Terminated`).
+    Terminated,
 }
 
 impl FailureCode {
@@ -325,6 +334,7 @@ impl FailureCode {
             FailureCode::Expired => "expired",
             FailureCode::DeviceChanged => "device_changed",
             FailureCode::OutputLimitExceeded => "output_limit_exceeded",
+            FailureCode::Terminated => "terminated",
         }
     }
 }
@@ -382,6 +392,8 @@ impl Event {
             EventBody::ExecFailed(e) => Some(e.job_id),
             EventBody::ExecAttemptFailed(e) => Some(e.job_id),
             EventBody::ExecCancelRequested(e) => Some(e.job_id),
+            EventBody::BatchExecRequested(e) => Some(e.request.job_id),
+            EventBody::BatchRequested(_) | EventBody::BatchCancelRequested(_) => None,
             EventBody::DeviceRegistered(_)
             | EventBody::DeviceOnline(_)
             | EventBody::ExecRejected(_)
@@ -393,6 +405,15 @@ impl Event {
             | EventBody::TenantCreated(_)
             | EventBody::TemplateAdded(_)
             | EventBody::TemplateRemoved(_) => None,
+        }
+    }
+
+    /// The exec request this event is, single or part of a batch (with its batch card).
+    pub fn exec_request(&self) -> Option<(&ExecRequested, Option<&BatchMember>)> {
+        match &self.body {
+            EventBody::ExecRequested(e) => Some((e, None)),
+            EventBody::BatchExecRequested(e) => Some((&e.request, Some(&e.batch))),
+            _ => None,
         }
     }
 
@@ -416,6 +437,9 @@ impl Event {
             EventBody::TenantCreated(_) => "tenant_created",
             EventBody::TemplateAdded(_) => "template_added",
             EventBody::TemplateRemoved(_) => "template_removed",
+            EventBody::BatchRequested(_) => "batch_requested",
+            EventBody::BatchExecRequested(_) => "batch_exec_requested",
+            EventBody::BatchCancelRequested(_) => "batch_cancel_requested",
         }
     }
 }

@@ -14,6 +14,7 @@
 //! `tests/fixtures.rs` proves every committed fixture still decodes.
 
 pub mod address;
+pub mod batch;
 pub mod event;
 pub mod ids;
 pub mod lifecycle;
@@ -28,10 +29,14 @@ pub use event::{
     ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted, FailureCode, PtySize, Role,
     SshTarget, TemplateAdded, TemplateRemoved, TenantCreated, Timestamp,
 };
+pub use batch::{
+    BatchCancelRequested, BatchCounts, BatchExecRequested, BatchId, BatchMember, BatchProgress,
+    BatchRequested, BatchTarget, Limit, Ramp,
+};
 pub use ids::{DeviceId, IdError, JobId, KeyId, TenantId};
 pub use lifecycle::{AttemptError, DevicePresence, JobRecord, JobStatus, OUTPUT_CAP_BYTES};
 pub use output::{OutputChunk, OutputEnd, OutputError, OutputMessage, OutputStream};
 pub use topology::{
-    AppendError, AppendErrorKind, Expectation, JobFacet, StreamSettings, SubjectKind, Topology,
+    AppendError, AppendErrorKind, BatchFacet, Expectation, JobFacet, StreamSettings, SubjectKind, Topology,
     TopologyError,
 };
