@@ -8,7 +8,7 @@
 //! not resurrect what retention removed.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use schemas::{DeviceConfig, Event, ExecCancelRequested, ExecRejected, ExecRequested, PtySize};
+use schemas::{BatchId, DeviceConfig, Event, ExecCancelRequested, ExecRejected, ExecRequested, PtySize};
 use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -221,7 +221,8 @@ impl AuditRows {
         self.stdin_bytes.push(exec.map(|x| x.stdin_bytes));
     }
 
-    pub fn exec_requested(&mut self, event: &Event, e: &ExecRequested) {
+    /// A job accepted; a job of a batch names its batch in the entry's detail.
+    pub fn exec_requested(&mut self, event: &Event, e: &ExecRequested, batch: Option<BatchId>) {
         self.push(
             event,
             Entry {
@@ -231,8 +232,37 @@ impl AuditRows {
                 job_id: Some(e.job_id.as_uuid()),
                 command: Some(display_command(&e.argv)),
                 outcome: "accepted",
-                detail: None,
+                detail: batch.map(|b| format!("batch {b}")),
                 exec: Some(ExecShape::of(e)),
+            },
+        );
+    }
+
+    /// A fan-out submitted or canceled (its jobs have entries of their own).
+    pub fn batch(
+        &mut self,
+        event: &Event,
+        action: &'static str,
+        batch: BatchId,
+        command: Option<String>,
+        detail: String,
+    ) {
+        let id = match action {
+            // One entry per batch request, keyed like a job's by its id.
+            "batch_exec" => batch.as_uuid(),
+            _ => event.id,
+        };
+        self.push(
+            event,
+            Entry {
+                id,
+                action,
+                device_id: None,
+                job_id: None,
+                command,
+                outcome: "accepted",
+                detail: Some(detail),
+                exec: None,
             },
         );
     }
