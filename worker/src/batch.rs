@@ -48,7 +48,7 @@ pub struct Batches {
 /// Whether a job of a batch may start.
 pub enum Admission {
     /// It holds a run slot of its batch until the [`Slot`] is released or dropped.
-    Run(Slot),
+    Run(Box<Slot>),
     /// It must end without running.
     Stop(FailureCode, String),
 }
@@ -169,7 +169,7 @@ impl Batches {
                     .topology
                     .batch_slot_key(tenant, member.batch_id, n);
                 match self.slots.create(&key, Bytes::from(job.to_string())).await {
-                    Ok(revision) => return Ok(Admission::Run(self.hold(key, revision))),
+                    Ok(revision) => return Ok(Admission::Run(Box::new(self.hold(key, revision)))),
                     Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
                     Err(e) => return Err(e.into()),
                 }

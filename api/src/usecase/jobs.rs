@@ -2,7 +2,7 @@
 
 use read_models::jobs;
 use schemas::topology::JobFacet;
-use schemas::{Event, EventBody, JobId, JobRecord, TenantId};
+use schemas::{Event, JobId, JobRecord, TenantId};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -47,10 +47,7 @@ pub async fn load(
         return Ok(Some(job));
     }
     let requested = last_event(state, &caller.tenant, id, JobFacet::Requested).await?;
-    Ok(requested.and_then(|event| match &event.body {
-        EventBody::ExecRequested(e) => Some(JobRecord::queued(&event, e)),
-        _ => None,
-    }))
+    Ok(requested.and_then(|event| JobRecord::requested(&event)))
 }
 
 /// The event the log holds for one facet of a job (its request, start or outcome), read by
