@@ -186,6 +186,8 @@ pub struct AuditEntry {
     pub pty: Option<AuditPty>,
     /// Accepted execs: bytes sent on stdin (the content is never shown).
     pub stdin_bytes: Option<i32>,
+    /// The fan-out batch the entry is about (a batch, or one of its jobs).
+    pub batch_id: Option<Uuid>,
 }
 
 /// The pseudo-terminal an exec asked for.
@@ -225,6 +227,7 @@ impl From<&AuditRecord> for AuditEntry {
                 rows: entry.pty_rows.unwrap_or_default(),
             }),
             stdin_bytes: entry.stdin_bytes,
+            batch_id: entry.batch_id,
         }
     }
 }

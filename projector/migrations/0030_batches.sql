@@ -20,3 +20,5 @@ CREATE INDEX batches_tenant_requested ON batches (tenant, requested_at DESC);
 
 ALTER TABLE jobs ADD COLUMN batch_id uuid;
 CREATE INDEX jobs_batch ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;
+
+ALTER TABLE audit_entries ADD COLUMN batch_id uuid;

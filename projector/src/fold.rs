@@ -151,12 +151,19 @@ impl Fold {
                     e.max_concurrency.describe(),
                     e.max_errors.describe()
                 );
-                self.audit.batch(&event, "batch_exec", e.batch_id, Some(e.command.clone()), detail);
+                self.audit.batch(
+                    &event,
+                    "batch_exec",
+                    e.batch_id,
+                    Some(e.command.clone()),
+                    detail,
+                );
                 self.rare.push(event);
             }
             EventBody::BatchCancelRequested(e) => {
                 let detail = format!("batch {}", e.batch_id);
-                self.audit.batch(&event, "batch_cancel", e.batch_id, None, detail);
+                self.audit
+                    .batch(&event, "batch_cancel", e.batch_id, None, detail);
                 self.rare.push(event);
             }
             EventBody::ExecStarted(e) => self.started.push((at, e.clone())),

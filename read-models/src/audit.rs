@@ -29,6 +29,8 @@ pub struct AuditRecord {
     pub pty_rows: Option<i32>,
     /// Exec requests: how many bytes of stdin were sent (never the bytes).
     pub stdin_bytes: Option<i32>,
+    /// The fan-out batch the entry is about (a batch, or one of its jobs).
+    pub batch_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Default)]

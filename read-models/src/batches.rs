@@ -95,19 +95,25 @@ pub async fn tallies(
     job_counts: &[(Uuid, i64)],
 ) -> sqlx::Result<BTreeMap<Uuid, BatchTally>> {
     let ids: Vec<Uuid> = job_counts.iter().map(|(id, _)| *id).collect();
-    type Row = (Uuid, String, i64, i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
-    let rows: Vec<Row> =
-        sqlx::query_as(
-            "SELECT batch_id, status, count(*),
+    type Row = (
+        Uuid,
+        String,
+        i64,
+        i64,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT batch_id, status, count(*),
                     count(*) FILTER (WHERE status = 'finished' AND exit_status IS DISTINCT FROM 0),
                     min(started_at), max(finished_at)
              FROM jobs WHERE tenant = $1 AND batch_id = ANY($2)
              GROUP BY batch_id, status",
-        )
-        .bind(tenant.as_str())
-        .bind(&ids)
-        .fetch_all(db)
-        .await?;
+    )
+    .bind(tenant.as_str())
+    .bind(&ids)
+    .fetch_all(db)
+    .await?;
     let mut out: BTreeMap<Uuid, BatchTally> = BTreeMap::new();
     for (batch, status, count, failed_exits, started, finished) in rows {
         let Some(status) = JobStatus::parse(&status) else {
@@ -170,13 +176,37 @@ mod tests {
     #[test]
     fn the_aggregate_follows_the_documented_order() {
         use JobStatus::*;
-        assert_eq!(aggregate(&tally(&[(Running, 1), (Finished, 3)], 0, 0), 0, 4, true), "in_progress");
-        assert_eq!(aggregate(&tally(&[(Canceled, 2), (Finished, 2)], 0, 0), 0, 4, true), "cancelled");
-        assert_eq!(aggregate(&tally(&[(Finished, 4)], 1, 0), 0, 4, false), "failed");
-        assert_eq!(aggregate(&tally(&[(TimedOut, 1), (Terminated, 3)], 1, 1), 0, 4, false), "timed_out");
-        assert_eq!(aggregate(&tally(&[(Finished, 4)], 1, 0), 1, 4, false), "incomplete");
-        assert_eq!(aggregate(&tally(&[(Finished, 4)], 0, 0), 0, 4, false), "success");
-        assert_eq!(aggregate(&tally(&[(Finished, 3)], 0, 0), 0, 4, false), "incomplete");
-        assert_eq!(aggregate(&tally(&[(Finished, 3), (Failed, 1)], 0, 0), 0, 4, false), "incomplete");
+        assert_eq!(
+            aggregate(&tally(&[(Running, 1), (Finished, 3)], 0, 0), 0, 4, true),
+            "in_progress"
+        );
+        assert_eq!(
+            aggregate(&tally(&[(Canceled, 2), (Finished, 2)], 0, 0), 0, 4, true),
+            "cancelled"
+        );
+        assert_eq!(
+            aggregate(&tally(&[(Finished, 4)], 1, 0), 0, 4, false),
+            "failed"
+        );
+        assert_eq!(
+            aggregate(&tally(&[(TimedOut, 1), (Terminated, 3)], 1, 1), 0, 4, false),
+            "timed_out"
+        );
+        assert_eq!(
+            aggregate(&tally(&[(Finished, 4)], 1, 0), 1, 4, false),
+            "incomplete"
+        );
+        assert_eq!(
+            aggregate(&tally(&[(Finished, 4)], 0, 0), 0, 4, false),
+            "success"
+        );
+        assert_eq!(
+            aggregate(&tally(&[(Finished, 3)], 0, 0), 0, 4, false),
+            "incomplete"
+        );
+        assert_eq!(
+            aggregate(&tally(&[(Finished, 3), (Failed, 1)], 0, 0), 0, 4, false),
+            "incomplete"
+        );
     }
 }

@@ -23,20 +23,20 @@ pub mod service;
 pub mod text;
 pub mod topology;
 
+pub use batch::{
+    BatchCancelRequested, BatchCounts, BatchExecRequested, BatchId, BatchMember, BatchProgress,
+    BatchRequested, BatchTarget, Limit, Ramp,
+};
 pub use event::{
     ApiKeyCreated, ApiKeyRevoked, DecodeError, DeviceConfig, DeviceDeleted, DeviceOffline,
     DeviceOnline, DeviceStatus, Event, EventBody, ExecAttemptFailed, ExecCancelRequested,
     ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted, FailureCode, PtySize, Role,
     SshTarget, TemplateAdded, TemplateRemoved, TenantCreated, Timestamp,
 };
-pub use batch::{
-    BatchCancelRequested, BatchCounts, BatchExecRequested, BatchId, BatchMember, BatchProgress,
-    BatchRequested, BatchTarget, Limit, Ramp,
-};
 pub use ids::{DeviceId, IdError, JobId, KeyId, TenantId};
 pub use lifecycle::{AttemptError, DevicePresence, JobRecord, JobStatus, OUTPUT_CAP_BYTES};
 pub use output::{OutputChunk, OutputEnd, OutputError, OutputMessage, OutputStream};
 pub use topology::{
-    AppendError, AppendErrorKind, BatchFacet, Expectation, JobFacet, StreamSettings, SubjectKind, Topology,
-    TopologyError,
+    AppendError, AppendErrorKind, BatchFacet, Expectation, JobFacet, StreamSettings, SubjectKind,
+    Topology, TopologyError,
 };

@@ -479,7 +479,9 @@ impl Topology {
             EventBody::BatchExecRequested(e) => {
                 self.job_subject(t, e.request.job_id, JobFacet::Requested)
             }
-            EventBody::BatchRequested(e) => self.batch_subject(t, e.batch_id, BatchFacet::Requested),
+            EventBody::BatchRequested(e) => {
+                self.batch_subject(t, e.batch_id, BatchFacet::Requested)
+            }
             EventBody::BatchCancelRequested(e) => {
                 self.batch_subject(t, e.batch_id, BatchFacet::Cancel)
             }

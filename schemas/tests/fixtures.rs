@@ -7,14 +7,14 @@
 use std::path::PathBuf;
 
 use schemas::{
-    BatchCancelRequested, BatchExecRequested, BatchId, BatchMember, BatchRequested, BatchTarget,
-    Limit, Ramp,
-};
-use schemas::{
     ApiKeyCreated, ApiKeyRevoked, DeviceConfig, DeviceDeleted, DeviceId, DeviceOffline,
     DeviceOnline, DeviceStatus, Event, EventBody, ExecAttemptFailed, ExecCancelRequested,
     ExecFailed, ExecFinished, ExecRejected, ExecRequested, ExecStarted, FailureCode, JobId, KeyId,
     PtySize, Role, SshTarget, TemplateAdded, TemplateRemoved, TenantCreated, TenantId, Timestamp,
+};
+use schemas::{
+    BatchCancelRequested, BatchExecRequested, BatchId, BatchMember, BatchRequested, BatchTarget,
+    Limit, Ramp,
 };
 use uuid::Uuid;
 

@@ -4,6 +4,7 @@
 mod api;
 mod cluster;
 mod exec;
+mod fanout;
 mod fleet;
 mod hostile;
 mod hostile_devices;

@@ -165,9 +165,7 @@ impl Batches {
             let limit = member.max_concurrency.limit(member.jobs, counts.ended());
             let first = rand::rng().random_range(0..limit);
             for n in (first..limit).chain(0..first) {
-                let key = self
-                    .topology
-                    .batch_slot_key(tenant, member.batch_id, n);
+                let key = self.topology.batch_slot_key(tenant, member.batch_id, n);
                 match self.slots.create(&key, Bytes::from(job.to_string())).await {
                     Ok(revision) => return Ok(Admission::Run(Box::new(self.hold(key, revision)))),
                     Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
@@ -192,7 +190,10 @@ impl Batches {
             loop {
                 tick.tick().await;
                 let current = held.load(std::sync::atomic::Ordering::SeqCst);
-                match store.update(&k, Bytes::from_static(b"renewed"), current).await {
+                match store
+                    .update(&k, Bytes::from_static(b"renewed"), current)
+                    .await
+                {
                     Ok(next) => held.store(next, std::sync::atomic::Ordering::SeqCst),
                     Err(error) => {
                         warn!(%error, key = k, "a batch run slot could not be renewed");

@@ -241,9 +241,19 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
             match admitted {
                 Ok(crate::batch::Admission::Run(slot)) => Some(slot),
                 Ok(crate::batch::Admission::Stop(code, text)) => {
-                    info!(code = code.as_str(), "ending the batch's job without running it");
-                    conclude(&worker, &event, request, Outcome::Failed(code, text), attempt, None)
-                        .await?;
+                    info!(
+                        code = code.as_str(),
+                        "ending the batch's job without running it"
+                    );
+                    conclude(
+                        &worker,
+                        &event,
+                        request,
+                        Outcome::Failed(code, text),
+                        attempt,
+                        None,
+                    )
+                    .await?;
                     return Ok(Settled::Done);
                 }
                 Err(error) => {
@@ -354,7 +364,10 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
             errors: 0,
             jobs: member.jobs,
         };
-        worker.batches.progress(&event.tenant, member, progress).await;
+        worker
+            .batches
+            .progress(&event.tenant, member, progress)
+            .await;
     }
 
     let (outcome, seq) = run(&worker, &event, request, channel, message, &cancel.token).await;
@@ -803,7 +816,10 @@ async fn batch_ended(
         errors: counts.errors(),
         jobs: member.jobs,
     };
-    worker.batches.progress(&event.tenant, member, progress).await;
+    worker
+        .batches
+        .progress(&event.tenant, member, progress)
+        .await;
 }
 
 /// After another worker vanished, the output sequence continues after whatever it published.

@@ -162,7 +162,9 @@ pub async fn submit(
         } else {
             None
         };
-        let job_id = skipped.is_none().then(|| batch_id.job_for(device.device_id));
+        let job_id = skipped
+            .is_none()
+            .then(|| batch_id.job_for(device.device_id));
         batch_targets.push(BatchTarget {
             device_id: device.device_id,
             name: device.name.clone(),
@@ -529,8 +531,12 @@ pub async fn load(
     with_targets: bool,
 ) -> Result<Option<Batch>, ApiError> {
     if let Some(row) = rm::get(&state.db, &caller.tenant, id.as_uuid()).await? {
-        let tallies =
-            rm::tallies(&state.db, &caller.tenant, &[(row.id, i64::from(row.job_count))]).await?;
+        let tallies = rm::tallies(
+            &state.db,
+            &caller.tenant,
+            &[(row.id, i64::from(row.job_count))],
+        )
+        .await?;
         let tally = tallies.get(&row.id).cloned().unwrap_or_default();
         return Ok(Some(view_of_row(&row, &tally, with_targets)));
     }
@@ -657,7 +663,13 @@ pub async fn list(
     let tallies = rm::tallies(&state.db, &caller.tenant, &counts).await?;
     let items = rows
         .iter()
-        .map(|row| view_of_row(row, &tallies.get(&row.id).cloned().unwrap_or_default(), false))
+        .map(|row| {
+            view_of_row(
+                row,
+                &tallies.get(&row.id).cloned().unwrap_or_default(),
+                false,
+            )
+        })
         .collect();
     Ok((items, total))
 }
@@ -762,7 +774,10 @@ pub async fn cancel(
     )
     .bind(caller.tenant.as_str())
     .bind(id.as_uuid())
-    .bind(vec![JobStatus::Queued.as_str(), JobStatus::Running.as_str()])
+    .bind(vec![
+        JobStatus::Queued.as_str(),
+        JobStatus::Running.as_str(),
+    ])
     .fetch_all(&state.db)
     .await?
     .into_iter()

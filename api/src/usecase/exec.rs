@@ -18,8 +18,8 @@ use schemas::text::escape_controls;
 use schemas::topology::JobFacet;
 use schemas::{AppendErrorKind, Expectation};
 use schemas::{
-    DeviceConfig, DevicePresence, DeviceStatus, Event, EventBody, ExecRejected, ExecRequested, JobId, JobRecord,
-    TenantId, Timestamp,
+    DeviceConfig, DevicePresence, DeviceStatus, Event, EventBody, ExecRejected, ExecRequested,
+    JobId, JobRecord, TenantId, Timestamp,
 };
 use uuid::Uuid;
 
@@ -260,7 +260,11 @@ pub(crate) async fn same_request_or_conflict(
     request: &ExecRequested,
 ) -> Result<(), ApiError> {
     let stored = jobs::last_event(state, tenant, request.job_id, JobFacet::Requested).await?;
-    match stored.as_ref().and_then(|e| e.exec_request()).map(|(r, _)| r.clone()) {
+    match stored
+        .as_ref()
+        .and_then(|e| e.exec_request())
+        .map(|(r, _)| r.clone())
+    {
         // The deadline is derived from the time of each submit; everything else must match.
         Some(stored)
             if stored
