@@ -155,17 +155,33 @@ async fn a_tagged_fleet_runs_on_three_workers_within_max_concurrency_even_when_o
     assert_eq!(accepted["job_count"], 22);
     let batch = accepted["batch_id"].as_str().unwrap().to_owned();
 
-    // Kill one worker once the batch is under way.
+    // Once the batch is under way, kill -9 a worker that is running one of its jobs.
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let victim = loop {
+        let (_, running) = stack
+            .get(&format!(
+                "/v1/batches/{batch}/jobs?status=running&per_page=100"
+            ))
+            .await;
         let (_, body) = stack.get(&format!("/v1/batches/{batch}")).await;
-        if body["counts"]["finished"].as_i64().unwrap() >= 3 {
-            break;
+        // A job started within the last 300 ms still has 400 ms of its `sleep 0.7` to go.
+        let holder = running.as_array().unwrap().iter().find_map(|j| {
+            let fresh = time(&j["started_at"])
+                .is_some_and(|t| Utc::now() - t < chrono::Duration::milliseconds(300));
+            j["worker"]
+                .as_str()
+                .filter(|_| fresh)
+                .and_then(|w| workers.iter().position(|p| p.id == w))
+        });
+        if let Some(holder) = holder
+            && body["counts"]["finished"].as_i64().unwrap() >= 2
+        {
+            break holder;
         }
         assert!(Instant::now() < deadline, "batch never got going: {body}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    workers[0].kill_9();
+    };
+    workers[victim].kill_9();
 
     let (ended, most) = follow(&stack, &batch, Duration::from_secs(120), 4).await;
     assert!(
@@ -193,9 +209,11 @@ async fn a_tagged_fleet_runs_on_three_workers_within_max_concurrency_even_when_o
     // The bound by the jobs' own start and end times, across all three processes.
     let overlap = max_overlap(&jobs);
     assert!(overlap <= 4, "{overlap} jobs overlapped");
+    // The killed worker's job ends worker_lost (never run twice); its run slot came back
+    // when its lease ran out, so the batch still completed within the bound.
     let lost = jobs.iter().filter(|j| j["status"] == "worker_lost").count();
-    let expected = if lost == 0 { "success" } else { "incomplete" };
-    assert_eq!(ended["status"], expected, "{ended}");
+    assert!(lost >= 1, "the killed worker's job: {jobs:?}");
+    assert_eq!(ended["status"], "incomplete", "{ended}");
     assert_eq!(ended["counts"]["finished"], 22 - lost as i64);
     assert!(ended["started_at"].is_string() && ended["finished_at"].is_string());
 
