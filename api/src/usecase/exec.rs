@@ -1,7 +1,9 @@
 //! Running a command on a device: the one exec use case.
 //!
-//! Every way of running a command (the native `POST /v1/devices/{id}/exec`, and fan-out and the
-//! drop-in adapters as they come) calls [`submit`], so there is one execution path: validate
+//! Every way of running a command (the native `POST /v1/devices/{id}/exec`, and the drop-in
+//! adapters as they come) calls [`submit`]; a fan-out batch (`usecase::batches`) runs each of
+//! its jobs through the same steps (`authorize`, `exec_request`, `append_request`), so
+//! there is one execution path: validate
 //! the request against the policy (a refusal is recorded in the log for the audit), resolve
 //! the device from the log, derive the job id from an `Idempotency-Key`, append the request,
 //! and, for a bounded wait, follow the job until its outcome.
