@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Helpers of ops/bench: CPU accounting around a command, perf sample folding, and the
-BENCHMARKS.md sections (exec, submit, connections, scaleout) made from the JSON results.
+BENCHMARKS.md sections (exec, submit, connections, scaleout, fanout) made from the JSON results.
 
   bench-report.py cpu-begin STATE name=pid[,pid...]...   # CPU of those process trees from now
   bench-report.py cpu-end STATE                          # ...to now, as JSON on stdout
@@ -834,6 +834,54 @@ this machine for a command as short as `uptime`. {verdict_text}{spread}
 {slow_text}"""
 
 
+def section_fanout(res, m):
+    sq = load(res, "fanout-sshq.json")
+    if sq is None:
+        return None
+    an = load(res, "fanout-ansible.json")
+    ps = load(res, "fanout-pssh.json")
+
+    def secs(r):
+        return f"{r['seconds']:,.2f} s" if r and r.get("seconds") else "–"
+
+    def row(name, r, first_key):
+        if r is None:
+            return f"| {name} | – | – | – | not run |"
+        first = r.get(first_key)
+        return (
+            f"| {name} | {secs(r)} | {num(r.get('executions_per_second'), 1)} | "
+            f"{ms(first)} | {r['executions_ok']:,} ok, {r['failures']:,} failed |"
+        )
+
+    rows = [
+        row(f"sshq batch (`POST /v1/exec`, {m.get('FAN_WORKERS', '?')} workers, max_concurrency {sq['concurrency']})", sq, "first_result_after_202_ms"),
+        row(f"Ansible ad-hoc (`ansible all -m command -f {sq['concurrency']}`)", an, "first_result_ms"),
+        row(f"parallel-ssh (`ParallelSSHClient`, pool_size {sq['concurrency']})", ps, "first_result_ms"),
+    ]
+    goals = [
+        f"- wall time at most 1/10 of Ansible's: {verdict(ratio(an and an.get('seconds'), sq.get('seconds')), 10)}",
+        f"- wall time at most 2/3 of parallel-ssh's: {verdict(ratio(ps and ps.get('seconds'), sq.get('seconds')), 1.5)}",
+        f"- first result under 100 ms after the 202: {verdict(sq.get('first_result_after_202_ms'), 100, higher_is_better=False, unit=' ms')}",
+    ]
+    return f"""## Fan-out
+
+{header(m, 'fanout', f"(`uptime` on {sq['devices']:,} registered sshd devices, {sq['concurrency']} at once)")}
+
+| tool | wall time to all results | executions/s | first result | results |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+
+sshq's wall time runs from sending `POST /v1/exec` (every device id, `max_concurrency`
+{sq['concurrency']}) to the last job's `ended` message on the batch's live subject; the
+`202` took {ms(sq.get('submit_ms'))} (the batch and its {sq['devices']:,} jobs stored), and its
+first result is timed from the `202`. The batch read back over REST: `{sq.get('batch_status')}`.
+Ansible's first result is its first output line; parallel-ssh's the first host whose command ended.
+Ansible and parallel-ssh start cold (no connection kept from an earlier run), as sshq's workers do.
+
+{chr(10).join(goals)}
+"""
+
+
 def write(res, path, parts):
     m = machine(res)
     makers = {
@@ -841,6 +889,7 @@ def write(res, path, parts):
         "submit": section_submit,
         "connections": section_connections,
         "scaleout": section_scaleout,
+        "fanout": section_fanout,
     }
     text = (
         open(path).read()

@@ -20,7 +20,8 @@ pub use schemas::AttemptError;
 
 /// A job: one command on one device. `status` is `queued`, `running`, or a terminal status:
 /// `finished` (see `exit_status`/`exit_signal`), `failed`, `timed_out`, `canceled`,
-/// `expired`, `worker_lost`.
+/// `expired`, `worker_lost`, `terminated` (a batch job never started because its batch
+/// tripped `max_errors`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Job {
     pub job_id: Uuid,
@@ -68,6 +69,8 @@ pub struct Job {
     /// The output is left out because the job is sensitive and the caller's role may not see
     /// secrets (operator, observer): `stdout`/`stderr` and their `_base64` forms are absent.
     pub output_redacted: bool,
+    /// The fan-out batch the job belongs to (`GET /v1/batches/{id}`), if any.
+    pub batch_id: Option<Uuid>,
 }
 
 impl Job {
@@ -109,6 +112,7 @@ impl Job {
             duration_ms: job.duration_ms,
             sensitive: job.sensitive,
             output_redacted: redacted,
+            batch_id: job.batch_id,
         }
     }
 }
@@ -211,6 +215,8 @@ pub struct AuditEntry {
     /// The output is left out (`stdout`/`stderr` and `_base64` are null) because the entry is
     /// sensitive and the caller's role may not see secrets.
     pub output_redacted: bool,
+    /// The fan-out batch the entry is about (a batch, or one of its jobs).
+    pub batch_id: Option<Uuid>,
 }
 
 /// The pseudo-terminal an exec asked for.
@@ -256,6 +262,7 @@ impl AuditEntry {
             stdin_bytes: entry.stdin_bytes,
             sensitive: entry.sensitive,
             output_redacted: redacted,
+            batch_id: entry.batch_id,
         }
     }
 }
@@ -330,4 +337,69 @@ pub struct Health {
     pub status: String,
     pub nats: String,
     pub waiting_submits: usize,
+}
+
+/// `202` for a fan-out (`POST /v1/exec`): the batch and all its jobs are stored and readable.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchAccepted {
+    pub batch_id: Uuid,
+    pub status: String,
+    /// Devices the targets resolved to (jobs plus skipped devices).
+    pub target_count: i64,
+    pub job_count: i64,
+    /// Devices that got no job (offline, pending, rejected); see the batch's `targets`.
+    pub skipped_count: i64,
+    pub location: String,
+}
+
+/// One target of a batch as resolved at submit time.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct BatchTarget {
+    pub device_id: Uuid,
+    pub name: String,
+    /// The device's job; none when the device was skipped.
+    pub job_id: Option<Uuid>,
+    /// Why the device got no job: `offline`, `pending`, `rejected`.
+    pub skipped: Option<String>,
+}
+
+/// A fan-out batch. `status` is `in_progress`, `success`, `failed`, `timed_out`,
+/// `incomplete` or `cancelled` (README, "Fan-out", has the rules).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Batch {
+    pub batch_id: Uuid,
+    pub status: String,
+    /// The command as submitted (command line or template call).
+    pub command: String,
+    /// The targets as the caller gave them.
+    pub selector: String,
+    pub max_concurrency: String,
+    pub max_errors: String,
+    /// Errors past this many trip the batch.
+    pub error_threshold: i64,
+    pub target_count: i64,
+    pub job_count: i64,
+    pub skipped_count: i64,
+    /// Jobs per job status (every status, zero included).
+    pub counts: std::collections::BTreeMap<String, i64>,
+    /// Errors as `max_errors` counts them: non-zero exits and timeouts.
+    pub errors: i64,
+    /// Every target (left out of lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<BatchTarget>>,
+    pub actor: Option<String>,
+    pub requested_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchCancelRequested {
+    pub batch_id: Uuid,
+    /// The batch's status when the cancel was recorded.
+    pub status: String,
+    pub cancel_requested: bool,
+    /// Jobs that were still queued or running and were asked to stop.
+    pub jobs_canceled: i64,
 }

@@ -8,7 +8,9 @@
 //! not resurrect what retention removed.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use schemas::{DeviceConfig, Event, ExecCancelRequested, ExecRejected, ExecRequested, PtySize};
+use schemas::{
+    BatchId, DeviceConfig, Event, ExecCancelRequested, ExecRejected, ExecRequested, PtySize,
+};
 use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -140,6 +142,7 @@ pub(crate) struct AuditRows {
     pty_cols: Vec<Option<i32>>,
     pty_rows: Vec<Option<i32>>,
     stdin_bytes: Vec<Option<i32>>,
+    batch_id: Vec<Option<Uuid>>,
 }
 
 /// What an exec request asked for besides its argv, as far as the audit may show it: the
@@ -170,6 +173,8 @@ pub(crate) struct Entry {
     pub detail: Option<String>,
     /// Exec requests only.
     pub exec: Option<ExecShape>,
+    /// The fan-out batch the entry is about (a batch, or one of its jobs).
+    pub batch: Option<Uuid>,
 }
 
 impl AuditRows {
@@ -192,6 +197,7 @@ impl AuditRows {
             pty_cols: Vec::new(),
             pty_rows: Vec::new(),
             stdin_bytes: Vec::new(),
+            batch_id: Vec::new(),
         }
     }
 
@@ -219,9 +225,11 @@ impl AuditRows {
         self.pty_cols.push(pty.map(|p| dimension(p.cols)));
         self.pty_rows.push(pty.map(|p| dimension(p.rows)));
         self.stdin_bytes.push(exec.map(|x| x.stdin_bytes));
+        self.batch_id.push(entry.batch);
     }
 
-    pub fn exec_requested(&mut self, event: &Event, e: &ExecRequested) {
+    /// A job accepted; a job of a batch names its batch (`batch_id`).
+    pub fn exec_requested(&mut self, event: &Event, e: &ExecRequested, batch: Option<BatchId>) {
         self.push(
             event,
             Entry {
@@ -233,6 +241,37 @@ impl AuditRows {
                 outcome: "accepted",
                 detail: None,
                 exec: Some(ExecShape::of(e)),
+                batch: batch.map(|b| b.as_uuid()),
+            },
+        );
+    }
+
+    /// A fan-out submitted or canceled (its jobs have entries of their own).
+    pub fn batch(
+        &mut self,
+        event: &Event,
+        action: &'static str,
+        batch: BatchId,
+        command: Option<String>,
+        detail: String,
+    ) {
+        let id = match action {
+            // One entry per batch request, keyed like a job's by its id.
+            "batch_exec" => batch.as_uuid(),
+            _ => event.id,
+        };
+        self.push(
+            event,
+            Entry {
+                id,
+                action,
+                device_id: None,
+                job_id: None,
+                command,
+                outcome: "accepted",
+                detail: Some(detail),
+                exec: None,
+                batch: Some(batch.as_uuid()),
             },
         );
     }
@@ -249,6 +288,7 @@ impl AuditRows {
                 outcome: "rejected",
                 detail: Some(e.reason.clone()),
                 exec: None,
+                batch: None,
             },
         );
     }
@@ -265,6 +305,7 @@ impl AuditRows {
                 outcome: "requested",
                 detail: None,
                 exec: None,
+                batch: None,
             },
         );
     }
@@ -301,6 +342,7 @@ impl AuditRows {
                 outcome: "ok",
                 detail: Some(detail),
                 exec: None,
+                batch: None,
             },
         );
     }
@@ -320,16 +362,16 @@ impl AuditRows {
         let outcome: Vec<String> = self.outcome.iter().map(|s| s.to_string()).collect();
         sqlx::query(
             "INSERT INTO audit_entries (at, id, tenant, actor, action, device_id, job_id, command, outcome, detail,
-                 env_keys, pty_term, pty_cols, pty_rows, stdin_bytes)
+                 env_keys, pty_term, pty_cols, pty_rows, stdin_bytes, batch_id)
              SELECT r.at, r.id, r.tenant, r.actor, r.action, r.device_id, r.job_id, r.command, r.outcome, r.detail,
                     CASE WHEN r.env_keys IS NULL THEN NULL
                          ELSE ARRAY(SELECT jsonb_array_elements_text(r.env_keys)) END,
-                    r.pty_term, r.pty_cols, r.pty_rows, r.stdin_bytes
+                    r.pty_term, r.pty_cols, r.pty_rows, r.stdin_bytes, r.batch_id
              FROM UNNEST($1::timestamptz[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::uuid[],
                          $7::uuid[], $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::text[],
-                         $13::int[], $14::int[], $15::int[])
+                         $13::int[], $14::int[], $15::int[], $16::uuid[])
                   AS r(at, id, tenant, actor, action, device_id, job_id, command, outcome, detail,
-                       env_keys, pty_term, pty_cols, pty_rows, stdin_bytes)
+                       env_keys, pty_term, pty_cols, pty_rows, stdin_bytes, batch_id)
              ON CONFLICT DO NOTHING",
         )
         .bind(&self.at)
@@ -347,6 +389,7 @@ impl AuditRows {
         .bind(&self.pty_cols)
         .bind(&self.pty_rows)
         .bind(&self.stdin_bytes)
+        .bind(&self.batch_id)
         .execute(&mut **tx)
         .await?;
         Ok(())

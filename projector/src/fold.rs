@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::audit::{self, AuditRows};
 use crate::jobs::{self, OutputDelta};
 use crate::quarantine::{self, Quarantined};
-use crate::{devices, keys};
+use crate::{batches, devices, keys};
 
 pub(crate) struct Fold {
     requested: Vec<JobRecord>,
@@ -142,10 +142,45 @@ impl Fold {
     fn add_event(&mut self, event: Event) {
         let at = event.at.to_datetime();
         match &event.body {
-            EventBody::ExecRequested(_) if at < self.job_cutoff => {}
+            EventBody::ExecRequested(_)
+            | EventBody::BatchExecRequested(_)
+            | EventBody::BatchRequested(_)
+                if at < self.job_cutoff => {}
             EventBody::ExecRequested(e) => {
                 self.requested.push(JobRecord::queued(&event, e));
-                self.audit.exec_requested(&event, e);
+                self.audit.exec_requested(&event, e, None);
+            }
+            EventBody::BatchExecRequested(e) => {
+                if let Some(record) = JobRecord::requested(&event) {
+                    self.requested.push(record);
+                }
+                self.audit
+                    .exec_requested(&event, &e.request, Some(e.batch.batch_id));
+            }
+            EventBody::BatchRequested(e) => {
+                let detail = format!(
+                    "batch {}: {} targets, {} jobs ({}); max_concurrency {}, max_errors {}",
+                    e.batch_id,
+                    e.targets.len(),
+                    e.jobs(),
+                    e.selector,
+                    e.max_concurrency.describe(),
+                    e.max_errors.describe()
+                );
+                self.audit.batch(
+                    &event,
+                    "batch_exec",
+                    e.batch_id,
+                    Some(e.command.clone()),
+                    detail,
+                );
+                self.rare.push(event);
+            }
+            EventBody::BatchCancelRequested(e) => {
+                let detail = format!("batch {}", e.batch_id);
+                self.audit
+                    .batch(&event, "batch_cancel", e.batch_id, None, detail);
+                self.rare.push(event);
             }
             EventBody::ExecStarted(e) => self.started.push((at, e.clone())),
             EventBody::ExecFinished(e) => {
@@ -257,6 +292,10 @@ impl Fold {
                 EventBody::TenantCreated(e) => keys::tenant_created(tx, event, e).await?,
                 EventBody::ExecAttemptFailed(e) => jobs::attempt_failed(tx, event, e).await?,
                 EventBody::ExecCancelRequested(e) => jobs::cancel_requested(tx, event, e).await?,
+                EventBody::BatchRequested(e) => batches::requested(tx, event, e).await?,
+                EventBody::BatchCancelRequested(e) => {
+                    batches::cancel_requested(tx, event, e).await?
+                }
                 _ => unreachable!("only rare events are queued here"),
             }
         }

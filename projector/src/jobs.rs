@@ -28,13 +28,13 @@ pub(crate) async fn requested(
     let col = |f: fn(&JobRecord) -> serde_json::Value| jobs.iter().map(f).collect::<Vec<_>>();
     sqlx::query(
         "INSERT INTO jobs (id, tenant, device_id, actor, argv, env_keys, stdin_bytes, timeout_ms, status,
-             requested_at, pty, queue_deadline)
+             requested_at, pty, queue_deadline, batch_id)
          SELECT r.id, r.tenant, r.device_id, r.actor,
                 ARRAY(SELECT jsonb_array_elements_text(r.argv)), ARRAY(SELECT jsonb_array_elements_text(r.env_keys)),
-                r.stdin_bytes, r.timeout_ms, $12, r.requested_at, r.pty, r.queue_deadline
+                r.stdin_bytes, r.timeout_ms, $12, r.requested_at, r.pty, r.queue_deadline, r.batch_id
          FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::jsonb[], $6::jsonb[], $7::int[], $8::int[],
-                     $9::timestamptz[], $10::bool[], $11::timestamptz[])
-              AS r(id, tenant, device_id, actor, argv, env_keys, stdin_bytes, timeout_ms, requested_at, pty, queue_deadline)
+                     $9::timestamptz[], $10::bool[], $11::timestamptz[], $13::uuid[])
+              AS r(id, tenant, device_id, actor, argv, env_keys, stdin_bytes, timeout_ms, requested_at, pty, queue_deadline, batch_id)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(jobs.iter().map(|j| j.id).collect::<Vec<_>>())
@@ -49,6 +49,7 @@ pub(crate) async fn requested(
     .bind(jobs.iter().map(|j| j.pty).collect::<Vec<_>>())
     .bind(jobs.iter().map(|j| j.queue_deadline).collect::<Vec<_>>())
     .bind(JobStatus::Queued.as_str())
+    .bind(jobs.iter().map(|j| j.batch_id).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -13,6 +13,7 @@
 //! (the API) select through the `sshq-read-models` crate, never through this one.
 
 pub mod audit;
+pub mod batches;
 pub mod checkpoint;
 pub mod devices;
 mod fold;
@@ -493,6 +494,7 @@ pub async fn reset_read_models(database_url: &str) -> anyhow::Result<()> {
         "session_frames",
         "sessions",
         "audit_entries",
+        "batches",
         "jobs",
         "devices",
         "api_keys",

@@ -54,6 +54,10 @@ pub async fn enforce(
     retention: Retention,
 ) -> sqlx::Result<Removed> {
     let audit_partitions = audit::enforce_retention(pool, now, retention.audit).await?;
+    sqlx::query("DELETE FROM batches WHERE requested_at < $1")
+        .bind(retention.job_cutoff(now))
+        .execute(pool)
+        .await?;
     let jobs = sqlx::query("DELETE FROM jobs WHERE requested_at < $1")
         .bind(retention.job_cutoff(now))
         .execute(pool)

@@ -32,6 +32,8 @@ pub struct AuditRecord {
     /// Exec requests whose template is sensitive: the output is for roles that may see
     /// secrets only (the API redacts it for the others).
     pub sensitive: bool,
+    /// The fan-out batch the entry is about (a batch, or one of its jobs).
+    pub batch_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -39,6 +39,7 @@ struct JobRow {
     finished_at: Option<DateTime<Utc>>,
     duration_ms: Option<i64>,
     sensitive: bool,
+    batch_id: Option<Uuid>,
 }
 
 impl From<JobRow> for JobRecord {
@@ -73,6 +74,7 @@ impl From<JobRow> for JobRecord {
             finished_at: row.finished_at,
             duration_ms: row.duration_ms,
             sensitive: row.sensitive,
+            batch_id: row.batch_id,
         }
     }
 }
@@ -124,6 +126,8 @@ impl JobSort {
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
     pub device_id: Option<Uuid>,
+    /// Only the jobs of this batch.
+    pub batch_id: Option<Uuid>,
     /// As callers spell it; a spelling no job has matches nothing.
     pub status: Option<String>,
     pub from: Option<DateTime<Utc>>,
@@ -145,6 +149,9 @@ pub async fn list(
         if let Some(device) = filter.device_id {
             q.push(" AND device_id = ").push_bind(device);
         }
+        if let Some(batch) = filter.batch_id {
+            q.push(" AND batch_id = ").push_bind(batch);
+        }
         if let Some(status) = &filter.status {
             q.push(" AND status = ").push_bind(status.clone());
         }
@@ -164,7 +171,7 @@ pub async fn list(
     const COLUMNS: &str = "id, tenant, device_id, actor, argv, env_keys, stdin_bytes, timeout_ms, status, attempts,
         attempt_errors, pty, queue_deadline, cancel_requested_at, worker, exit_status, exit_signal,
         exit_signal_message, error_code, error_message, '\\x'::bytea AS stdout, '\\x'::bytea AS stderr,
-        stdout_truncated, stderr_truncated, requested_at, started_at, finished_at, duration_ms, sensitive";
+        stdout_truncated, stderr_truncated, requested_at, started_at, finished_at, duration_ms, sensitive, batch_id";
     let (rows, total): (Vec<JobRow>, i64) = page
         .fetch(db, "jobs", COLUMNS, sort.column(), push_filters)
         .await?;

@@ -7,6 +7,7 @@
 //! produce; devices, keys and audit entries come back as rows of their own.
 
 pub mod audit;
+pub mod batches;
 pub mod devices;
 pub mod jobs;
 pub mod keys;

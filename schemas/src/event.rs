@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::batch::{BatchCancelRequested, BatchExecRequested, BatchMember, BatchRequested};
 use crate::ids::{DeviceId, JobId, KeyId, TenantId};
 use crate::session::{SessionEnded, SessionFrames, SessionStarted, TenantSettings};
 
@@ -76,6 +77,11 @@ pub enum EventBody {
     /// written for templates marked sensitive; last on the template's subject like
     /// `TemplateAdded`, and removed by `TemplateRemoved` alike.
     TemplateDefined(TemplateDefined),
+    /// A fan-out: one command to many devices (see [`crate::batch`]).
+    BatchRequested(BatchRequested),
+    /// One job of a batch, on the job's `requested` subject like [`EventBody::ExecRequested`].
+    BatchExecRequested(BatchExecRequested),
+    BatchCancelRequested(BatchCancelRequested),
 }
 
 /// Where and as whom to connect. Carried by value in [`ExecRequested`] so a worker needs no
@@ -440,6 +446,9 @@ pub enum FailureCode {
     /// The command wrote more output than the worker's per-job cap (`SSHQ_MAX_OUTPUT_BYTES`)
     /// and was killed; the output up to the cap is kept.
     OutputLimitExceeded,
+    /// The job belonged to a batch whose errors exceeded its `max_errors` before the job
+    /// started; it never ran (SSM's `Terminated`).
+    Terminated,
 }
 
 impl FailureCode {
@@ -455,6 +464,7 @@ impl FailureCode {
             FailureCode::Expired => "expired",
             FailureCode::DeviceChanged => "device_changed",
             FailureCode::OutputLimitExceeded => "output_limit_exceeded",
+            FailureCode::Terminated => "terminated",
         }
     }
 }
@@ -512,6 +522,8 @@ impl Event {
             EventBody::ExecFailed(e) => Some(e.job_id),
             EventBody::ExecAttemptFailed(e) => Some(e.job_id),
             EventBody::ExecCancelRequested(e) => Some(e.job_id),
+            EventBody::BatchExecRequested(e) => Some(e.request.job_id),
+            EventBody::BatchRequested(_) | EventBody::BatchCancelRequested(_) => None,
             EventBody::DeviceRegistered(_)
             | EventBody::DeviceOnline(_)
             | EventBody::ExecRejected(_)
@@ -529,6 +541,15 @@ impl Event {
             | EventBody::SessionEnded(_)
             | EventBody::TemplateDefined(_)
             | EventBody::SshKeyring(_) => None,
+        }
+    }
+
+    /// The exec request this event is, single or part of a batch (with its batch card).
+    pub fn exec_request(&self) -> Option<(&ExecRequested, Option<&BatchMember>)> {
+        match &self.body {
+            EventBody::ExecRequested(e) => Some((e, None)),
+            EventBody::BatchExecRequested(e) => Some((&e.request, Some(&e.batch))),
+            _ => None,
         }
     }
 
@@ -558,6 +579,9 @@ impl Event {
             EventBody::SessionEnded(_) => "session_ended",
             EventBody::SshKeyring(_) => "ssh_keyring",
             EventBody::TemplateDefined(_) => "template_defined",
+            EventBody::BatchRequested(_) => "batch_requested",
+            EventBody::BatchExecRequested(_) => "batch_exec_requested",
+            EventBody::BatchCancelRequested(_) => "batch_cancel_requested",
         }
     }
 }

@@ -14,6 +14,7 @@
 //! `tests/fixtures.rs` proves every committed fixture still decodes.
 
 pub mod address;
+pub mod batch;
 pub mod event;
 pub mod ids;
 pub mod lifecycle;
@@ -24,6 +25,10 @@ pub mod session;
 pub mod text;
 pub mod topology;
 
+pub use batch::{
+    BatchCancelRequested, BatchCounts, BatchExecRequested, BatchId, BatchMember, BatchProgress,
+    BatchRequested, BatchTarget, Limit, Ramp,
+};
 pub use event::{
     ApiKeyCreated, ApiKeyRevoked, DecodeError, DeviceConfig, DeviceDeleted, DeviceOffline,
     DeviceOnline, DeviceStatus, Event, EventBody, ExecAttemptFailed, ExecCancelRequested,
@@ -38,6 +43,6 @@ pub use session::{
     Frame, FrameKind, SessionEnded, SessionFrames, SessionKind, SessionStarted, TenantSettings,
 };
 pub use topology::{
-    AppendError, AppendErrorKind, Expectation, JobFacet, SessionFacet, StreamSettings, SubjectKind,
-    Topology, TopologyError,
+    AppendError, AppendErrorKind, BatchFacet, Expectation, JobFacet, SessionFacet, StreamSettings,
+    SubjectKind, Topology, TopologyError,
 };

@@ -62,10 +62,13 @@ pub enum JobStatus {
     /// The worker running the command disappeared; a later worker that received the
     /// redelivered request ended it. The command may or may not have run. Terminal.
     WorkerLost,
+    /// The job belonged to a batch whose errors exceeded its `max_errors` before a worker
+    /// started it (`ExecFailed` with `terminated`); it never ran (SSM's `Terminated`). Terminal.
+    Terminated,
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 8] = [
+    pub const ALL: [JobStatus; 9] = [
         JobStatus::Queued,
         JobStatus::Running,
         JobStatus::Finished,
@@ -74,6 +77,7 @@ impl JobStatus {
         JobStatus::Canceled,
         JobStatus::Expired,
         JobStatus::WorkerLost,
+        JobStatus::Terminated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +90,7 @@ impl JobStatus {
             JobStatus::Canceled => "canceled",
             JobStatus::Expired => "expired",
             JobStatus::WorkerLost => "worker_lost",
+            JobStatus::Terminated => "terminated",
         }
     }
 
@@ -169,6 +174,7 @@ impl FailureCode {
             FailureCode::WorkerLost => JobStatus::WorkerLost,
             FailureCode::Canceled => JobStatus::Canceled,
             FailureCode::Expired => JobStatus::Expired,
+            FailureCode::Terminated => JobStatus::Terminated,
             FailureCode::ConnectFailed
             | FailureCode::AuthFailed
             | FailureCode::HostKeyMismatch
@@ -242,6 +248,8 @@ pub struct JobRecord {
     /// The job's template is sensitive (the request's `Sshq-Sensitive` header): its output is
     /// on `<p>.sec.…` and only owners and administrators may read it.
     pub sensitive: bool,
+    /// The batch the job belongs to (fan-out), if any.
+    pub batch_id: Option<Uuid>,
 }
 
 impl JobRecord {
@@ -278,7 +286,16 @@ impl JobRecord {
             finished_at: None,
             duration_ms: None,
             sensitive: false,
+            batch_id: None,
         }
+    }
+
+    /// [`Self::queued`] for any exec request, single or one job of a batch.
+    pub fn requested(event: &Event) -> Option<Self> {
+        let (request, batch) = event.exec_request()?;
+        let mut record = Self::queued(event, request);
+        record.batch_id = batch.map(|b| b.batch_id.as_uuid());
+        Some(record)
     }
 
     pub fn is_terminal(&self) -> bool {

@@ -22,6 +22,11 @@
 //! <p>.evt.<tenant>.template.<name>        TemplateAdded | TemplateDefined | TemplateRemoved
 //!                                         (last = current)
 //! <p>.evt.<tenant>.ssh.identity            SshKeyring (the tenant's SSH keys, last = current)
+//! <p>.evt.<tenant>.batch.<batch>.requested BatchRequested (first-wins; its jobs are
+//!                                         BatchExecRequested on their job's requested subject)
+//! <p>.evt.<tenant>.batch.<batch>.cancel   BatchCancelRequested
+//! <p>.batch.<tenant>.<batch>.<job>.started|ended  core NATS only: a batch's live progress (JSON)
+//! KV <P>_BATCH_SLOTS, <P>_BATCH_COUNTS    the batches' run slots (leases) and counts
 //! <p>.out.<tenant>.<job>.stdout|stderr|end  live output, raw bytes (see `output`)
 //! <p>.sec.<tenant>.<job>.stdout|stderr|end  the same for a job whose template is sensitive
 //!                                         (readable by owners and administrators only)
@@ -43,6 +48,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, Context, consumer, stream};
 
+use crate::batch::BatchId;
 use crate::event::{Event, EventBody};
 use crate::ids::{DeviceId, JobId, KeyId, SessionId, TenantId};
 use crate::output::OutputMessage;
@@ -121,6 +127,13 @@ fn append_error(error: jetstream::context::PublishError) -> AppendError {
         _ => AppendErrorKind::Other,
     };
     AppendError::with_source(kind, error)
+}
+
+/// The facets of a batch's subjects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchFacet {
+    Requested,
+    Cancel,
 }
 
 /// The facets of a job's subjects.
@@ -297,7 +310,10 @@ impl Topology {
             | EventBody::ExecFailed(_)
             | EventBody::ExecAttemptFailed(_)
             | EventBody::ExecCancelRequested(_)
-            | EventBody::ExecRejected(_) => false,
+            | EventBody::ExecRejected(_)
+            | EventBody::BatchRequested(_)
+            | EventBody::BatchExecRequested(_)
+            | EventBody::BatchCancelRequested(_) => false,
         }
     }
 
@@ -586,7 +602,63 @@ impl Topology {
             EventBody::SessionEnded(e) => {
                 self.session_subject(t, e.session_id, SessionFacet::Ended)
             }
+            EventBody::BatchExecRequested(e) => {
+                self.job_subject(t, e.request.job_id, JobFacet::Requested)
+            }
+            EventBody::BatchRequested(e) => {
+                self.batch_subject(t, e.batch_id, BatchFacet::Requested)
+            }
+            EventBody::BatchCancelRequested(e) => {
+                self.batch_subject(t, e.batch_id, BatchFacet::Cancel)
+            }
         }
+    }
+
+    /// A batch's events: its request (first-wins) and its cancel.
+    pub fn batch_subject(&self, tenant: &TenantId, batch: BatchId, facet: BatchFacet) -> String {
+        let facet = match facet {
+            BatchFacet::Requested => "requested",
+            BatchFacet::Cancel => "cancel",
+        };
+        format!("{}.evt.{tenant}.batch.{batch}.{facet}", self.prefix)
+    }
+
+    /// Not stored (core NATS): a batch's live progress, one message per job started
+    /// (`<job>.started`) and ended (`<job>.ended`), JSON [`crate::BatchProgress`]. Published by
+    /// the workers; `<p>.batch.<tenant>.<batch>.>` follows one batch.
+    pub fn batch_progress_subject(
+        &self,
+        tenant: &TenantId,
+        batch: BatchId,
+        job: JobId,
+        what: &str,
+    ) -> String {
+        format!("{}.batch.{tenant}.{batch}.{job}.{what}", self.prefix)
+    }
+
+    /// What a subscriber follows for one batch's live progress.
+    pub fn batch_progress_filter(&self, tenant: &TenantId, batch: BatchId) -> String {
+        format!("{}.batch.{tenant}.{batch}.>", self.prefix)
+    }
+
+    /// The key-value bucket of the batches' run slots: one key per slot in use
+    /// ([`Self::batch_slot_key`]), created to take it, renewed by its holder, deleted to give
+    /// it back; a holder that dies loses it when the bucket's age limit (the lease) passes.
+    pub fn batch_slots_bucket(&self) -> String {
+        format!("{}_BATCH_SLOTS", self.prefix.to_ascii_uppercase())
+    }
+
+    /// The key-value bucket of the batches' counts ([`crate::BatchCounts`], one key a batch).
+    pub fn batch_counts_bucket(&self) -> String {
+        format!("{}_BATCH_COUNTS", self.prefix.to_ascii_uppercase())
+    }
+
+    pub fn batch_slot_key(&self, tenant: &TenantId, batch: BatchId, slot: u32) -> String {
+        format!("{tenant}.{batch}.{slot}")
+    }
+
+    pub fn batch_counts_key(&self, tenant: &TenantId, batch: BatchId) -> String {
+        format!("{tenant}.{batch}")
     }
 
     pub fn output_subject(&self, tenant: &TenantId, job: JobId, message: &OutputMessage) -> String {

@@ -14,10 +14,18 @@ use schemas::{
     TemplateRemoved, TenantCreated, TenantId, TenantSshKey, Timestamp,
 };
 use schemas::{
+    BatchCancelRequested, BatchExecRequested, BatchId, BatchMember, BatchRequested, BatchTarget,
+    Limit, Ramp,
+};
+use schemas::{
     Frame, FrameKind, SessionEnded, SessionFrames, SessionId, SessionKind, SessionStarted,
     TenantSettings,
 };
 use uuid::Uuid;
+
+fn batch() -> BatchId {
+    BatchId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0003))
+}
 
 fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -222,7 +230,51 @@ fn sample_after(previous: Option<&EventBody>, job: JobId, device: DeviceId) -> O
             },
             sensitive: true,
         }),
-        Some(EventBody::TemplateDefined(_)) => return None,
+        Some(EventBody::TemplateDefined(_)) => EventBody::BatchRequested(BatchRequested {
+            batch_id: batch(),
+            command: "uptime".into(),
+            selector: "tags=bbb,eu".into(),
+            targets: vec![
+                BatchTarget {
+                    device_id: device,
+                    name: "edge-1".into(),
+                    job_id: Some(job),
+                    skipped: None,
+                },
+                BatchTarget {
+                    device_id: DeviceId::from_uuid(Uuid::from_u128(3)),
+                    name: "edge-2".into(),
+                    job_id: None,
+                    skipped: Some("offline".into()),
+                },
+            ],
+            max_concurrency: Ramp(vec![Limit::Count(1), Limit::Count(5), Limit::Percent(20)]),
+            max_errors: Limit::Percent(10),
+        }),
+        Some(EventBody::BatchRequested(_)) => {
+            let EventBody::ExecRequested(request) = sample_after(
+                Some(&EventBody::DeviceOnline(DeviceOnline { device_id: device })),
+                job,
+                device,
+            )?
+            else {
+                unreachable!("the sample after DeviceOnline is a request")
+            };
+            EventBody::BatchExecRequested(BatchExecRequested {
+                request,
+                batch: BatchMember {
+                    batch_id: batch(),
+                    index: 0,
+                    jobs: 1,
+                    max_concurrency: Ramp(vec![Limit::Count(10)]),
+                    max_errors: Limit::Count(0),
+                },
+            })
+        }
+        Some(EventBody::BatchExecRequested(_)) => {
+            EventBody::BatchCancelRequested(BatchCancelRequested { batch_id: batch() })
+        }
+        Some(EventBody::BatchCancelRequested(_)) => return None,
     })
 }
 

@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod compat;
 mod exec;
+mod fanout;
 mod fleet;
 mod follow;
 mod hostile;

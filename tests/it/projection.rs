@@ -29,6 +29,14 @@ async fn rebuilding_the_read_models_from_the_log_gives_the_same_state() {
             &json!({ "command": "a | b" }),
         )
         .await;
+    // A fan-out batch (its row, its job's batch_id, its audit entries) rebuilds too.
+    let (status, body) = stack
+        .post(
+            "/v1/exec?wait=20",
+            &json!({ "command": "echo fan", "targets": { "device_ids": [id] } }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
     let live = stack.db().await;
     wait_caught_up(&stack, &live, Duration::from_secs(20)).await;
     let expected = digest(&live).await;

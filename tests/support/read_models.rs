@@ -11,6 +11,7 @@ pub async fn digest(db: &sqlx::PgPool) -> Vec<(String, String)> {
     for table in [
         "devices",
         "jobs",
+        "batches",
         "audit_entries",
         "api_keys",
         "tenants",

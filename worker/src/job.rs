@@ -32,6 +32,7 @@ use russh::{ChannelMsg, Sig};
 use schemas::text::escape_controls;
 use schemas::topology::JobFacet;
 use schemas::{AppendError, AppendErrorKind, Expectation, Topology};
+use schemas::{BatchMember, BatchProgress};
 use schemas::{
     DeviceStatus, Event, EventBody, ExecAttemptFailed, ExecFailed, ExecFinished, ExecRequested,
     ExecStarted, FailureCode, JobStatus, OutputChunk, OutputEnd, OutputMessage, OutputStream,
@@ -124,7 +125,7 @@ pub async fn handle(worker: Arc<Worker>, message: jetstream::Message) -> Result<
 async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Settled, JobError> {
     let event = Event::decode(&message.payload)
         .map_err(|error| JobError::Poison(format!("undecodable: {error}")))?;
-    let EventBody::ExecRequested(request) = &event.body else {
+    let Some((request, member)) = event.exec_request() else {
         return Err(JobError::Poison(format!(
             "a {} event on the work subject",
             event.kind()
@@ -187,8 +188,13 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
         _ => 1,
     };
     span.record("attempt", attempt);
-    if outcome?.is_some() {
+    if let Some((_, stored)) = outcome? {
         debug!("duplicate delivery of a finished job");
+        // The worker that stored the outcome may have died before counting it for its batch;
+        // counting again is harmless (one bit per job).
+        if let Some(member) = member {
+            batch_ended(&worker, &event, request, member, &stored).await;
+        }
         return Ok(Settled::Done);
     }
     if started?.is_some() {
@@ -258,6 +264,50 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
         }
     };
 
+    // A job of a batch runs only with one of its batch's run slots (shared by every worker
+    // process), and not at all once the batch tripped its max_errors or was canceled.
+    let _batch_slot = match member {
+        None => None,
+        Some(member) => {
+            let admitted = keeping_lease(
+                &worker,
+                message,
+                worker.batches.admit(
+                    &event.tenant,
+                    member,
+                    request.job_id,
+                    request.queue_deadline,
+                    &cancel.token,
+                ),
+            )
+            .await;
+            match admitted {
+                Ok(crate::batch::Admission::Run(slot)) => Some(slot),
+                Ok(crate::batch::Admission::Stop(code, text)) => {
+                    info!(
+                        code = code.as_str(),
+                        "ending the batch's job without running it"
+                    );
+                    conclude(
+                        &worker,
+                        &event,
+                        request,
+                        sensitive,
+                        Outcome::Failed(code, text),
+                        attempt,
+                        None,
+                    )
+                    .await?;
+                    return Ok(Settled::Done);
+                }
+                Err(error) => {
+                    warn!(%error, "the batch's run slots are unreachable; handing back");
+                    return Ok(Settled::Later(worker.settings.backoff(1)));
+                }
+            }
+        }
+    };
+
     // Steps 3-4: get a session channel; nothing has run yet if this fails. Waiting for the
     // connection (coalesced with other jobs for the device) or for the device's channel budget
     // holds no run slot, and keeps the request's lease.
@@ -278,7 +328,13 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
     .await;
     let (lease, channel) = match prepared {
         Ok(ready) => ready,
-        Err(error) if error.is_transient() && attempt < worker.settings.max_attempts => {
+        // A job of a batch is not retried: an unreachable device gets its outcome at once
+        // rather than hold the batch (and a run slot) open.
+        Err(error)
+            if error.is_transient()
+                && attempt < worker.settings.max_attempts
+                && member.is_none() =>
+        {
             // Never retry later than the queue deadline: the redelivery then expires the job.
             let until_deadline = (request.queue_deadline.to_datetime() - chrono::Utc::now())
                 .to_std()
@@ -345,6 +401,22 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
         info!("another worker started this job first; leaving it to them");
         let _ = channel.close().await;
         return Ok(Settled::Done);
+    }
+    if let Some(member) = member {
+        let progress = BatchProgress {
+            batch_id: member.batch_id.to_string(),
+            job_id: request.job_id.to_string(),
+            device_id: request.device_id.to_string(),
+            status: "started".into(),
+            exit_status: None,
+            ended: 0,
+            errors: 0,
+            jobs: member.jobs,
+        };
+        worker
+            .batches
+            .progress(&event.tenant, member, progress)
+            .await;
     }
 
     let tenant_settings = crate::session::settings_of(tenant_settings?.map(|(_, e)| e.body));
@@ -823,6 +895,9 @@ async fn conclude(
         info!("the job already has an outcome; keeping the first");
         return Ok(());
     }
+    if let Some((_, Some(member))) = event.exec_request() {
+        batch_ended(worker, event, request, member, &outcome).await;
+    }
     let seq = match seq {
         Some(seq) => seq,
         None => next_output_seq(worker, event, request, sensitive).await,
@@ -838,6 +913,47 @@ async fn conclude(
     })
     .await?;
     Ok(())
+}
+
+/// Counts a job's stored outcome for its batch (errors: a non-zero exit or a signal, and an
+/// execution timeout) and publishes the batch's progress.
+async fn batch_ended(
+    worker: &Worker,
+    event: &Event,
+    request: &ExecRequested,
+    member: &BatchMember,
+    outcome: &Event,
+) {
+    let (status, exit_status, error) = match &outcome.body {
+        EventBody::ExecFinished(f) => (
+            JobStatus::Finished,
+            f.exit_status.map(i64::from),
+            f.exit_status != Some(0),
+        ),
+        EventBody::ExecFailed(f) => (f.code.status(), None, f.code == FailureCode::TimedOut),
+        _ => return,
+    };
+    let counts = match worker.batches.ended(&event.tenant, member, error).await {
+        Ok(counts) => counts,
+        Err(error) => {
+            warn!(%error, "the batch's counts could not be updated");
+            return;
+        }
+    };
+    let progress = BatchProgress {
+        batch_id: member.batch_id.to_string(),
+        job_id: request.job_id.to_string(),
+        device_id: request.device_id.to_string(),
+        status: status.as_str().into(),
+        exit_status,
+        ended: counts.ended(),
+        errors: counts.errors(),
+        jobs: member.jobs,
+    };
+    worker
+        .batches
+        .progress(&event.tenant, member, progress)
+        .await;
 }
 
 /// After another worker vanished, the output sequence continues after whatever it published.

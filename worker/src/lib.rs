@@ -11,6 +11,7 @@
 //! delay), and a *run slot* (`concurrency` of them) is taken only once the job's session channel
 //! is open, so connecting to a dead address or waiting for a busy device holds no run slot.
 
+pub mod batch;
 pub mod cancel;
 pub mod identity;
 pub mod job;
@@ -168,6 +169,8 @@ pub struct Worker {
     pub shares: Arc<share::Shares>,
     /// Commands running at once: taken once a job's session channel is open.
     pub run_slots: Arc<Semaphore>,
+    /// Fan-out batches' run slots and counts, shared with every other worker process.
+    pub batches: batch::Batches,
     client: async_nats::Client,
 }
 
@@ -211,6 +214,9 @@ impl Worker {
         );
         let shares = share::Shares::new(settings.tenant_cap(), settings.device_cap());
         let run_slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+        let batches =
+            batch::Batches::connect(&js, client.clone(), &topology, settings.stream_replicas)
+                .await?;
         Ok(Arc::new(Self {
             settings,
             topology,
@@ -222,6 +228,7 @@ impl Worker {
             cancels: Arc::default(),
             shares,
             run_slots,
+            batches,
             client,
         }))
     }

@@ -419,6 +419,7 @@ async fn history_inner(
         from: query.time("from")?,
         to: query.time("to")?,
         device_ids: Some(names.keys().copied().collect()),
+        batch_id: None,
     };
     let (records, total) = jobs::list(
         &state.db,

@@ -124,6 +124,7 @@ pub async fn history(
 fn job_filter(query: &ListQuery) -> Result<JobFilter, ApiError> {
     Ok(JobFilter {
         device_id: None,
+        batch_id: None,
         status: query.text("status"),
         from: query.time("from")?,
         to: query.time("to")?,

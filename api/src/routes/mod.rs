@@ -9,6 +9,7 @@
 //! undocumented route in.
 
 pub(crate) mod audit;
+pub(crate) mod batches;
 pub(crate) mod devices;
 pub(crate) mod exec;
 pub(crate) mod health;
@@ -45,6 +46,11 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(output::output))
         .routes(routes!(audit::list))
         .routes(routes!(templates::list, templates::add))
+        .routes(routes!(batches::submit))
+        .routes(routes!(batches::list))
+        .routes(routes!(batches::get))
+        .routes(routes!(batches::jobs))
+        .routes(routes!(batches::cancel))
         .routes(routes!(templates::remove))
         .routes(routes!(keys::create, keys::list))
         .routes(routes!(keys::revoke))

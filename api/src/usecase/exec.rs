@@ -1,7 +1,9 @@
 //! Running a command on a device: the one exec use case.
 //!
-//! Every way of running a command (the native `POST /v1/devices/{id}/exec`, and fan-out and the
-//! drop-in adapters as they come) calls [`submit`], so there is one execution path: validate
+//! Every way of running a command (the native `POST /v1/devices/{id}/exec`, and the drop-in
+//! adapters as they come) calls [`submit`]; a fan-out batch (`usecase::batches`) runs each of
+//! its jobs through the same steps (`authorize`, `exec_request`, `append_request`), so
+//! there is one execution path: validate
 //! the request against the policy (a refusal is recorded in the log for the audit), resolve
 //! the device from the log, derive the job id from an `Idempotency-Key`, append the request,
 //! and, for a bounded wait, follow the job until its outcome.
@@ -18,14 +20,14 @@ use schemas::text::escape_controls;
 use schemas::topology::JobFacet;
 use schemas::{AppendErrorKind, Expectation};
 use schemas::{
-    DevicePresence, DeviceStatus, Event, EventBody, ExecRejected, ExecRequested, JobId, JobRecord,
-    TenantId, Timestamp,
+    DeviceConfig, DevicePresence, DeviceStatus, Event, EventBody, ExecRejected, ExecRequested,
+    JobId, JobRecord, TenantId, Timestamp,
 };
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
-use crate::domain::ExecRequest;
+use crate::domain::{ExecRequest, ExecSpec};
 use crate::error::{ApiError, ErrorCode};
 use crate::usecase::{devices, jobs};
 use crate::watch::{JobWatch, Watched};
@@ -65,14 +67,7 @@ pub async fn submit(
     } = submission;
     let command = body.described();
     let username = body.username.clone();
-    let spec = match body.validate(state.limits, &*state.policy_for(&caller.tenant).await?) {
-        Ok(spec) => spec,
-        Err(error) if error.error_code == ErrorCode::CommandNotAllowed => {
-            append_rejection(state, caller, device, command, &error).await?;
-            return Err(error);
-        }
-        Err(error) => return Err(error),
-    };
+    let spec = authorize(state, caller, Some(device), body).await?;
     let submission_device = device;
     let (device, presence) = devices::for_exec(state, caller, device).await?;
     let device = device.config;
@@ -120,21 +115,8 @@ pub async fn submit(
     // Secret values are sealed to this tenant and job; the event keeps only their names.
     let sealed = (!spec.secrets.is_empty())
         .then(|| spec.secrets.seal(&state.master_key, &caller.tenant, job_id));
-    let request = ExecRequested {
-        job_id,
-        device_id: device.device_id,
-        target,
-        argv: spec.argv,
-        env: spec.env,
-        stdin: spec.stdin,
-        timeout_ms: spec.timeout_ms,
-        pty: spec.pty,
-        keep_open_ms: spec.keep_open_ms,
-        close: spec.close,
-        queue_deadline: Timestamp::from(
-            chrono::Utc::now() + chrono::Duration::seconds(i64::from(spec.queue_timeout_s)),
-        ),
-    };
+    let mut request = exec_request(&spec, device, job_id);
+    request.target = target;
     let event = Event::new(
         caller.tenant.clone(),
         Some(caller.key.clone()),
@@ -184,9 +166,48 @@ pub async fn submit(
     })
 }
 
+/// Checks a request against the deployment's limits and the caller's tenant's policy, and
+/// records a refusal in the log (the audit trail shows attempts too). Shared by every exec
+/// path: single jobs and batches are authorized the same way.
+pub(crate) async fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    device: Option<&str>,
+    body: ExecRequest,
+) -> Result<ExecSpec, ApiError> {
+    let command = body.described();
+    match body.validate(state.limits, &*state.policy_for(&caller.tenant).await?) {
+        Ok(spec) => Ok(spec),
+        Err(error) if error.error_code == ErrorCode::CommandNotAllowed => {
+            append_rejection(state, caller, device.unwrap_or(""), command, &error).await?;
+            Err(error)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The request of one job: an authorized spec on a device as it is now.
+pub(crate) fn exec_request(spec: &ExecSpec, device: DeviceConfig, job_id: JobId) -> ExecRequested {
+    ExecRequested {
+        job_id,
+        device_id: device.device_id,
+        target: device.target,
+        argv: spec.argv.clone(),
+        env: spec.env.clone(),
+        stdin: spec.stdin.clone(),
+        timeout_ms: spec.timeout_ms,
+        pty: spec.pty.clone(),
+        keep_open_ms: spec.keep_open_ms,
+        close: spec.close,
+        queue_deadline: Timestamp::from(
+            chrono::Utc::now() + chrono::Duration::seconds(i64::from(spec.queue_timeout_s)),
+        ),
+    }
+}
+
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x5d8c_1f0e_3c1a_4b8e_9a57_2f6d_0c4b_7e21);
 
-fn idempotent_job_id(
+pub(crate) fn idempotent_job_id(
     tenant: &TenantId,
     key: Option<&HeaderValue>,
 ) -> Result<Option<JobId>, ApiError> {
@@ -214,7 +235,7 @@ fn idempotent_job_id(
 /// Appends the request, first-wins on the job's subject. `true` when the job already existed
 /// with the same request (an idempotent repeat); a different request under the same key is
 /// `409`.
-async fn append_request(
+pub(crate) async fn append_request(
     state: &AppState,
     event: &Event,
     request: &ExecRequested,
@@ -270,15 +291,19 @@ async fn append_rejection(
 }
 
 /// An idempotent repeat must ask for exactly what the stored request asked for.
-async fn same_request_or_conflict(
+pub(crate) async fn same_request_or_conflict(
     state: &AppState,
     tenant: &TenantId,
     request: &ExecRequested,
 ) -> Result<(), ApiError> {
     let stored = jobs::last_event(state, tenant, request.job_id, JobFacet::Requested).await?;
-    match stored.map(|e| e.body) {
+    match stored
+        .as_ref()
+        .and_then(|e| e.exec_request())
+        .map(|(r, _)| r.clone())
+    {
         // The deadline is derived from the time of each submit; everything else must match.
-        Some(EventBody::ExecRequested(stored))
+        Some(stored)
             if stored
                 == ExecRequested {
                     queue_deadline: stored.queue_deadline,

@@ -2,7 +2,7 @@
 
 use read_models::jobs;
 use schemas::topology::JobFacet;
-use schemas::{Event, EventBody, JobId, JobRecord, TenantId, Topology};
+use schemas::{Event, JobId, JobRecord, TenantId, Topology};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -58,13 +58,10 @@ pub async fn load(
         Err(e) => return Err(ApiError::log_unavailable(e)),
     };
     let event = Event::decode(&message.payload).map_err(ApiError::log_unavailable)?;
-    Ok(match &event.body {
-        EventBody::ExecRequested(e) => Some(JobRecord {
-            sensitive: Topology::is_sensitive_request(Some(&message.headers)),
-            ..JobRecord::queued(&event, e)
-        }),
-        _ => None,
-    })
+    Ok(JobRecord::requested(&event).map(|job| JobRecord {
+        sensitive: Topology::is_sensitive_request(Some(&message.headers)),
+        ..job
+    }))
 }
 
 /// The event the log holds for one facet of a job (its request, start or outcome), read by
