@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod json;
 pub mod limits;
+pub mod nats_config;
 pub mod openapi;
 pub mod policy;
 pub mod presence;

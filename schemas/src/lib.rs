@@ -17,6 +17,7 @@ pub mod address;
 pub mod event;
 pub mod ids;
 pub mod lifecycle;
+pub mod nats_auth;
 pub mod output;
 pub mod service;
 pub mod text;

@@ -181,13 +181,21 @@ impl Default for StreamSettings {
 
 /// Connects to NATS given one URL or several separated by commas (the seed servers of a
 /// cluster; the client learns the rest from the cluster and fails over between them).
+///
+/// Credentials ride in the URL (`nats://user:password@host:port`, or `nats://token@host:port`),
+/// because async-nats itself ignores a URL's userinfo; a user also gets its own inbox prefix
+/// (`_INBOX_<user>`, see [`crate::nats_auth`]), which is all its permissions let it subscribe to.
 pub async fn connect(urls: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
-    let servers: Vec<&str> = urls
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .collect();
-    async_nats::ConnectOptions::new().connect(servers).await
+    let creds = crate::nats_auth::split_credentials(urls);
+    let mut options = async_nats::ConnectOptions::new();
+    if let (Some(user), Some(password)) = (creds.user, creds.password) {
+        options = options
+            .custom_inbox_prefix(crate::nats_auth::inbox_prefix(&user))
+            .user_and_password(user, password);
+    } else if let Some(token) = creds.token {
+        options = options.token(token);
+    }
+    options.connect(creds.servers).await
 }
 
 #[derive(Clone, Debug)]

@@ -18,7 +18,7 @@ impl WorkerProcess {
             .unwrap_or_else(|_| format!("{}/../target/debug", env!("CARGO_MANIFEST_DIR")));
         let mut command = Command::new(format!("{bin_dir}/sshq-worker"));
         command
-            .env("SSHQ_NATS_URL", &stack.nats_url)
+            .env("SSHQ_NATS_URL", stack.service_nats_url("worker"))
             .env("SSHQ_PREFIX", &stack.prefix)
             .env("SSHQ_SSH_KEY", env("SSHQ_TEST_SSH_KEY"))
             .env("SSHQ_WORKER_ID", id)
@@ -71,7 +71,7 @@ impl ProjectorProcess {
             .unwrap_or_else(|_| format!("{}/../target/debug", env!("CARGO_MANIFEST_DIR")));
         let health_port = free_port();
         let child = Command::new(format!("{bin_dir}/sshq-projector"))
-            .env("SSHQ_NATS_URL", &stack.nats_url)
+            .env("SSHQ_NATS_URL", stack.service_nats_url("projector"))
             .env("SSHQ_PREFIX", &stack.prefix)
             .env("DATABASE_URL", database_url)
             .env("SSHQ_LISTEN", format!("127.0.0.1:{health_port}"))

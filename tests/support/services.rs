@@ -12,6 +12,15 @@ pub fn env(name: &str) -> String {
         .unwrap_or_else(|_| panic!("{name} is not set: run the tests through ops/test"))
 }
 
+/// The shared test server's URL for a service identity (`api`, `worker`, `projector`):
+/// `SSHQ_TEST_NATS_<IDENTITY>_URL`, exported by ops/test.
+pub fn service_nats_url(identity: &str) -> String {
+    env(&format!(
+        "SSHQ_TEST_NATS_{}_URL",
+        identity.to_ascii_uppercase()
+    ))
+}
+
 pub(crate) fn unique(prefix: &str) -> String {
     format!(
         "{prefix}{}",
@@ -168,6 +177,8 @@ impl Drop for PgInstance {
 /// store; killed and deleted on drop.
 pub struct NatsCluster {
     pub nodes: Vec<NatsNode>,
+    /// The cluster's users and passwords (the same table as production, for any prefix).
+    pub auth: schemas::nats_auth::ServerAuth,
     _dir: tempfile::TempDir,
 }
 
@@ -188,6 +199,8 @@ impl NatsCluster {
             .iter()
             .map(|(_, cluster, _)| format!("nats-route://127.0.0.1:{cluster}"))
             .collect();
+        let auth =
+            schemas::nats_auth::ServerAuth::generate(schemas::nats_auth::PrefixScope::Any, None);
         let mut nodes = Vec::new();
         for (i, (client, cluster, monitor)) in ports.iter().enumerate() {
             let name = format!("n{}", i + 1);
@@ -195,9 +208,10 @@ impl NatsCluster {
             let config = format!(
                 "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
                  jetstream {{ store_dir: \"{store}\" }}\n\
-                 cluster {{ name: sshq-test\n listen: 127.0.0.1:{cluster}\n routes: [{routes}] }}\n",
+                 cluster {{ name: sshq-test\n listen: 127.0.0.1:{cluster}\n routes: [{routes}] }}\n{auth}",
                 store = store.display(),
                 routes = routes.join(", "),
+                auth = auth.render(),
             );
             let path = dir.path().join(format!("{name}.conf"));
             std::fs::write(&path, config).unwrap();
@@ -215,7 +229,11 @@ impl NatsCluster {
                 child: Some(child),
             });
         }
-        let cluster = Self { nodes, _dir: dir };
+        let cluster = Self {
+            nodes,
+            auth,
+            _dir: dir,
+        };
         // Healthy means JetStream is up and the meta group has a leader, on every node.
         let deadline = Instant::now() + Duration::from_secs(30);
         for node in &cluster.nodes {
@@ -231,13 +249,19 @@ impl NatsCluster {
         cluster
     }
 
-    /// The seed URLs, comma-separated, as the services take them.
+    /// The seed URLs of the admin identity, comma-separated, as the services take them.
     pub fn urls(&self) -> String {
-        self.nodes
+        self.urls_as(schemas::nats_auth::Identity::Admin)
+    }
+
+    /// The seed URLs with the credentials of `identity`.
+    pub fn urls_as(&self, identity: schemas::nats_auth::Identity) -> String {
+        let hosts: Vec<String> = self
+            .nodes
             .iter()
-            .map(|n| format!("nats://127.0.0.1:{}", n.client_port))
-            .collect::<Vec<_>>()
-            .join(",")
+            .map(|n| format!("127.0.0.1:{}", n.client_port))
+            .collect();
+        self.auth.url(identity, &hosts)
     }
 
     pub fn kill(&mut self, name: &str) {

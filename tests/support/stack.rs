@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::devices::SshDevice;
-use crate::services::{create_database, create_database_on, env, unique};
+use crate::services::{create_database, create_database_on, env, service_nats_url, unique};
 
 /// Knobs a test may turn before the stack starts.
 #[derive(Clone)]
@@ -73,7 +73,10 @@ pub struct TestStack {
     pub api_key: String,
     pub prefix: String,
     pub database_url: String,
+    /// The admin identity's URL: tests append, read and delete directly.
     pub nats_url: String,
+    /// Whether the stack runs on a NATS of the test's own (`StackOptions::nats_url`).
+    own_nats: bool,
     pub http: reqwest::Client,
     pub stream: async_nats::jetstream::stream::Stream,
     pub js: async_nats::jetstream::Context,
@@ -92,6 +95,12 @@ impl TestStack {
             .nats_url
             .clone()
             .unwrap_or_else(|| env("SSHQ_TEST_NATS_URL"));
+        // Each in-process service connects as its own least-privilege NATS user on the shared
+        // server; on another NATS (a cluster) every service uses the URL given.
+        let service_url = |identity: &str| match &options.nats_url {
+            Some(url) => url.clone(),
+            None => service_nats_url(identity),
+        };
         let database_url = match &options.admin_database_url {
             Some(admin) => create_database_on(admin, &prefix).await,
             None => create_database(&prefix).await,
@@ -120,7 +129,7 @@ impl TestStack {
             .expect("stream created");
 
         let projector = sshq_projector::Settings {
-            nats_url: nats_url.clone(),
+            nats_url: service_url("projector"),
             prefix: prefix.clone(),
             database_url: database_url.clone(),
             job_retention_s: job_retention.as_secs(),
@@ -141,7 +150,7 @@ impl TestStack {
         }
 
         let mut worker = sshq_worker::Settings {
-            nats_url: nats_url.clone(),
+            nats_url: service_url("worker"),
             prefix: prefix.clone(),
             ssh_key: PathBuf::from(env("SSHQ_TEST_SSH_KEY")),
             worker_id: format!("{prefix}-worker"),
@@ -167,7 +176,7 @@ impl TestStack {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let api = sshq_api::Settings {
-            nats_url: nats_url.clone(),
+            nats_url: service_url("api"),
             prefix: prefix.clone(),
             database_url: database_url.clone(),
             bootstrap_key: api_key.clone(),
@@ -200,11 +209,22 @@ impl TestStack {
             prefix,
             database_url,
             nats_url,
+            own_nats: options.nats_url.is_some(),
             http: reqwest::Client::new(),
             stream,
             js,
             topology,
             shutdown,
+        }
+    }
+
+    /// The URL a service (`api`, `worker`, `projector`) of this stack connects with: its own
+    /// least-privilege user on the shared server, the stack's URL on a NATS of its own.
+    pub fn service_nats_url(&self, identity: &str) -> String {
+        if self.own_nats {
+            self.nats_url.clone()
+        } else {
+            service_nats_url(identity)
         }
     }
 
