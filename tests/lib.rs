@@ -32,5 +32,6 @@ pub use processes::{ProjectorProcess, WorkerProcess};
 pub use read_models::{digest, wait_caught_up};
 pub use services::{
     NatsCluster, NatsNode, PgInstance, create_database, create_database_on, env, free_port,
+    service_nats_url,
 };
 pub use stack::{StackOptions, TestStack, read};

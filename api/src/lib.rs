@@ -7,6 +7,7 @@
 //! was this job just submitted?) go to the log itself by subject, so they never lag behind.
 
 pub mod auth;
+pub mod callout;
 pub mod command;
 pub mod device_cache;
 pub mod domain;
@@ -91,6 +92,13 @@ pub struct Settings {
     /// Devices may be on loopback, link-local and similar internal addresses (the demo and
     /// tests need it; production fleets should not). The stack's own ports are refused always.
     pub allow_internal_devices: bool,
+    /// The auth callout issuer's account nkey seed (`SA…`); empty: no callout responder.
+    /// Never logged.
+    #[serde(default, skip_serializing)]
+    pub nats_callout_seed: String,
+    /// Longest life of a tenant's NATS user JWT (it also never outlives the key): how long a
+    /// live connection of a revoked key may stay connected.
+    pub nats_tenant_jwt_ttl_s: u64,
 }
 
 impl Default for Settings {
@@ -123,6 +131,8 @@ impl Default for Settings {
             command_policy: CommandPolicy::Templates,
             job_retention_s: Topology::DEFAULT_JOB_RETENTION.as_secs(),
             allow_internal_devices: false,
+            nats_callout_seed: String::new(),
+            nats_tenant_jwt_ttl_s: 30,
         }
     }
 }
@@ -310,6 +320,15 @@ impl Application {
             waiters,
             device_cache,
         }));
+        if !settings.nats_callout_seed.is_empty() {
+            let callout =
+                callout::Callout::new(&settings.nats_callout_seed, settings.nats_tenant_jwt_ttl_s)?;
+            // One queue group: each request is answered by one API process.
+            let requests = client
+                .queue_subscribe(callout::AUTH_SUBJECT, "sshq-callout".into())
+                .await?;
+            background.spawn(callout.serve(state.clone(), client.clone(), requests));
+        }
         background.spawn(limits::sweep(
             Arc::downgrade(&state.0),
             Duration::from_secs(60),

@@ -21,3 +21,4 @@ mod retention;
 mod semantics;
 mod templates;
 mod tenancy;
+mod tenant_boundary_nats;

@@ -29,6 +29,13 @@ pub struct StackOptions {
     pub rate_limit_per_s: u32,
     /// Another NATS (a cluster's comma-separated seed URLs) instead of the shared server.
     pub nats_url: Option<String>,
+    /// With `nats_url`: each service's own URL (`api`, `worker`, `projector`) on that NATS;
+    /// without, every service uses `nats_url`.
+    pub nats_service_urls: Option<std::collections::HashMap<String, String>>,
+    /// The API answers NATS auth callout requests, signing with this account seed.
+    pub nats_callout_seed: Option<String>,
+    /// Longest life of a tenant's NATS user JWT (the API's default: 30 s).
+    pub nats_tenant_jwt_ttl_s: Option<u64>,
     /// Stream replicas (3 on a cluster).
     pub replicas: usize,
     /// Enforce the template allow-list (production's default); most tests run open mode to
@@ -56,6 +63,9 @@ impl Default for StackOptions {
             admin_database_url: None,
             rate_limit_per_s: 0,
             nats_url: None,
+            nats_service_urls: None,
+            nats_callout_seed: None,
+            nats_tenant_jwt_ttl_s: None,
             replicas: 1,
             command_templates: false,
             job_retention: None,
@@ -75,8 +85,8 @@ pub struct TestStack {
     pub database_url: String,
     /// The admin identity's URL: tests append, read and delete directly.
     pub nats_url: String,
-    /// Whether the stack runs on a NATS of the test's own (`StackOptions::nats_url`).
-    own_nats: bool,
+    /// The services' URLs on a NATS of the test's own (`StackOptions::nats_url`).
+    service_urls: Option<std::collections::HashMap<String, String>>,
     pub http: reqwest::Client,
     pub stream: async_nats::jetstream::stream::Stream,
     pub js: async_nats::jetstream::Context,
@@ -97,8 +107,18 @@ impl TestStack {
             .unwrap_or_else(|| env("SSHQ_TEST_NATS_URL"));
         // Each in-process service connects as its own least-privilege NATS user on the shared
         // server; on another NATS (a cluster) every service uses the URL given.
-        let service_url = |identity: &str| match &options.nats_url {
-            Some(url) => url.clone(),
+        let service_urls = match (&options.nats_url, &options.nats_service_urls) {
+            (None, _) => None,
+            (Some(_), Some(urls)) => Some(urls.clone()),
+            (Some(url), None) => Some(
+                ["api", "worker", "projector"]
+                    .into_iter()
+                    .map(|i| (i.to_owned(), url.clone()))
+                    .collect(),
+            ),
+        };
+        let service_url = |identity: &str| match &service_urls {
+            Some(urls) => urls[identity].clone(),
             None => service_nats_url(identity),
         };
         let database_url = match &options.admin_database_url {
@@ -196,6 +216,8 @@ impl TestStack {
             allow_internal_devices: options.allow_internal_devices,
             address_rate_limit_per_s: options.address_rate_limit_per_s,
             address_rate_limit_burst: options.address_rate_limit_per_s,
+            nats_callout_seed: options.nats_callout_seed.clone().unwrap_or_default(),
+            nats_tenant_jwt_ttl_s: options.nats_tenant_jwt_ttl_s.unwrap_or(30),
             ..Default::default()
         };
         let app = sshq_api::Application::build(&api)
@@ -209,7 +231,7 @@ impl TestStack {
             prefix,
             database_url,
             nats_url,
-            own_nats: options.nats_url.is_some(),
+            service_urls,
             http: reqwest::Client::new(),
             stream,
             js,
@@ -221,10 +243,9 @@ impl TestStack {
     /// The URL a service (`api`, `worker`, `projector`) of this stack connects with: its own
     /// least-privilege user on the shared server, the stack's URL on a NATS of its own.
     pub fn service_nats_url(&self, identity: &str) -> String {
-        if self.own_nats {
-            self.nats_url.clone()
-        } else {
-            service_nats_url(identity)
+        match &self.service_urls {
+            Some(urls) => urls[identity].clone(),
+            None => service_nats_url(identity),
         }
     }
 
