@@ -96,6 +96,10 @@ pub struct Settings {
     /// Never logged.
     #[serde(default, skip_serializing)]
     pub nats_callout_seed: String,
+    /// The nkey seed the API signs exec requests with (`SU…`, required; workers get its
+    /// public key as `SSHQ_EXEC_VERIFY_KEY`). Never logged.
+    #[serde(default, skip_serializing)]
+    pub exec_signing_seed: String,
     /// Longest life of a tenant's NATS user JWT (it also never outlives the key): how long a
     /// live connection of a revoked key may stay connected.
     pub nats_tenant_jwt_ttl_s: u64,
@@ -132,6 +136,7 @@ impl Default for Settings {
             job_retention_s: Topology::DEFAULT_JOB_RETENTION.as_secs(),
             allow_internal_devices: false,
             nats_callout_seed: String::new(),
+            exec_signing_seed: String::new(),
             nats_tenant_jwt_ttl_s: 30,
         }
     }
@@ -179,6 +184,8 @@ pub struct Shared {
     pub max_wait: Duration,
     pub waiters: Arc<Waiters>,
     pub device_cache: Arc<device_cache::DeviceCache>,
+    /// Signs every exec request the API appends (`schemas::signing`); workers run no other.
+    pub exec_signer: Arc<schemas::signing::Signer>,
 }
 
 impl Shared {
@@ -243,6 +250,14 @@ impl Application {
         );
         let tenant =
             TenantId::parse(settings.bootstrap_tenant.as_str()).context("SSHQ_BOOTSTRAP_TENANT")?;
+        anyhow::ensure!(
+            !settings.exec_signing_seed.is_empty(),
+            "SSHQ_EXEC_SIGNING_SEED must be set (workers run only requests the API signed)"
+        );
+        let exec_signer = Arc::new(
+            schemas::signing::Signer::from_seed(&settings.exec_signing_seed)
+                .context("SSHQ_EXEC_SIGNING_SEED")?,
+        );
         let topology = Topology::new(&settings.prefix)?
             .with_job_retention(Duration::from_secs(settings.job_retention_s));
         let stream_settings = StreamSettings {
@@ -319,6 +334,7 @@ impl Application {
             max_wait: Duration::from_secs(u64::from(settings.max_wait_s)),
             waiters,
             device_cache,
+            exec_signer,
         }));
         if !settings.nats_callout_seed.is_empty() {
             let callout =

@@ -20,6 +20,7 @@ pub mod lifecycle;
 pub mod nats_auth;
 pub mod output;
 pub mod service;
+pub mod signing;
 pub mod text;
 pub mod topology;
 

@@ -566,6 +566,30 @@ impl Topology {
         Self::acknowledged(self.send(js, event, expectation).await?).await
     }
 
+    /// [`Self::append`] of an event signed by `signer` ([`crate::signing`]): how the API
+    /// appends every `ExecRequested`, so that workers can tell its requests from forgeries.
+    pub async fn append_signed(
+        &self,
+        js: &Context,
+        event: &Event,
+        expectation: Expectation,
+        signer: &crate::signing::Signer,
+    ) -> Result<u64, AppendError> {
+        let subject = self.event_subject(event);
+        let payload = event.encode();
+        let signature = signer.sign(&subject, &payload);
+        let msg = self
+            .event_message(event)
+            .header(crate::signing::SIGNATURE_HEADER, signature.as_str());
+        let msg = match expectation {
+            Expectation::Any => msg,
+            Expectation::Empty => msg.expected_last_subject_sequence(0),
+            Expectation::LastSequence(seq) => msg.expected_last_subject_sequence(seq),
+        };
+        let ack = js.send_publish(subject, msg).await.map_err(append_error)?;
+        Self::acknowledged(ack).await
+    }
+
     /// The first half of [`Self::append`]: sends the event and returns the ack future without
     /// waiting for it, for bulk loaders (tests, benchmarks) that keep many appends in flight.
     /// Await the future through [`Self::acknowledged`] to learn the outcome as kinds.

@@ -294,6 +294,7 @@ async fn api_with(
 ) -> (String, Arc<sshq_api::auth::KeyStore>, CancellationToken) {
     let mut settings = sshq_api::Settings {
         nats_url: stack.service_nats_url("api"),
+        exec_signing_seed: stack.exec_signing_seed.clone(),
         prefix: stack.prefix.clone(),
         database_url: stack.database_url.clone(),
         bootstrap_key: stack.api_key.clone(),

@@ -86,6 +86,7 @@ fn echo_template() -> Value {
 async fn second_api(stack: &TestStack) -> (String, CancellationToken) {
     let settings = sshq_api::Settings {
         nats_url: stack.service_nats_url("api"),
+        exec_signing_seed: stack.exec_signing_seed.clone(),
         prefix: stack.prefix.clone(),
         database_url: stack.database_url.clone(),
         bootstrap_key: stack.api_key.clone(),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use reqwest::{Method, StatusCode};
+use schemas::EventBody;
 use schemas::nats_auth::{Callout, split_credentials};
 use serde_json::{Value, json};
 use sshq_tests::{NatsCluster, SshDevice, StackOptions, TestStack, env, service_nats_url};
@@ -333,4 +334,102 @@ async fn a_revoked_key_is_refused_and_its_live_connection_dropped_within_seconds
     println!("revoked key's connection dropped after {dropped:.2} s, closed after {waited:?}");
     let refused = outcome(python(&["connect", &url, &key, &inbox])).await;
     assert_eq!(refused["ok"], false, "{refused}");
+}
+
+/// Polls the job until it is terminal (through the API: what the tenant sees).
+async fn terminal(stack: &TestStack, job_id: &str) -> Value {
+    stack.wait_job(job_id, Duration::from_secs(30)).await
+}
+
+#[tokio::test]
+async fn a_forged_exec_request_on_the_log_is_refused_and_audited() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let device_id = stack.register(&device).await;
+    // A genuine request, signed by the API, runs.
+    let genuine = stack
+        .run(&device_id, json!({ "command": "echo genuine" }))
+        .await;
+    assert_eq!(genuine["status"], "finished", "{genuine}");
+    let genuine_id = genuine["job_id"].as_str().unwrap();
+    let job: schemas::JobId = genuine_id.parse().unwrap();
+    let tenant = schemas::TenantId::parse("default").unwrap();
+    let stored = stack
+        .stream
+        .direct_get_last_for_subject(stack.topology.job_subject(
+            &tenant,
+            job,
+            schemas::JobFacet::Requested,
+        ))
+        .await
+        .unwrap();
+    let genuine_event = schemas::Event::decode(&stored.payload).unwrap();
+    let schemas::EventBody::ExecRequested(request) = genuine_event.body.clone() else {
+        panic!("not a request");
+    };
+
+    // Someone who can publish to the log (here the admin identity; in an incident, a leaked
+    // service credential) appends requests of their own: one without a signature, and one
+    // carrying the genuine request's signature over other argv.
+    let marker = format!("/tmp/sshq-forged-{}", stack.prefix);
+    let forge = |argv: Vec<String>| {
+        let mut forged = request.clone();
+        forged.job_id = schemas::JobId::new();
+        forged.argv = argv;
+        schemas::Event::new(
+            tenant.clone(),
+            None,
+            schemas::EventBody::ExecRequested(forged),
+        )
+    };
+    let unsigned = forge(vec!["touch".into(), marker.clone()]);
+    stack.append_unsigned(&unsigned).await;
+    let replayed = forge(vec!["touch".into(), format!("{marker}-2")]);
+    let signature = stored
+        .headers
+        .get(schemas::signing::SIGNATURE_HEADER)
+        .expect("the API's request is signed")
+        .to_string();
+    let subject = stack.topology.event_subject(&replayed);
+    let message = async_nats::jetstream::message::PublishMessage::build()
+        .payload(replayed.encode().into())
+        .header(schemas::signing::SIGNATURE_HEADER, signature.as_str());
+    stack
+        .js
+        .send_publish(subject, message)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    for (event, reason) in [
+        (&unsigned, "request_not_signed"),
+        (&replayed, "request_signature_invalid"),
+    ] {
+        let EventBody::ExecRequested(forged) = &event.body else {
+            unreachable!()
+        };
+        let job = terminal(&stack, &forged.job_id.to_string()).await;
+        assert_eq!(job["status"], "failed", "{job}");
+        assert!(job.to_string().contains(reason), "{job}");
+    }
+    // The device user shares this machine's /tmp: a forged `touch` would have left a file.
+    for path in [marker.clone(), format!("{marker}-2")] {
+        assert!(
+            !std::path::Path::new(&path).exists(),
+            "a forged command ran on the device: {path}"
+        );
+    }
+    // The audit trail shows both refusals with their reasons.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = stack.get("/v1/audit?outcome=rejected&per_page=100").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let text = body.to_string();
+        if text.contains("request_not_signed") && text.contains("request_signature_invalid") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "refusals not audited: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -22,6 +22,7 @@ impl WorkerProcess {
             .env("SSHQ_PREFIX", &stack.prefix)
             .env("SSHQ_SSH_KEY", env("SSHQ_TEST_SSH_KEY"))
             .env("SSHQ_WORKER_ID", id)
+            .env("SSHQ_EXEC_VERIFY_KEY", &stack.exec_verify_key)
             .env("SSHQ_ALLOW_INTERNAL_DEVICES", "true")
             .env("SSHQ_RETRY_BASE_MS", "50")
             .env("RUST_LOG", "warn")

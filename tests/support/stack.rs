@@ -87,6 +87,9 @@ pub struct TestStack {
     pub nats_url: String,
     /// The services' URLs on a NATS of the test's own (`StackOptions::nats_url`).
     service_urls: Option<std::collections::HashMap<String, String>>,
+    /// The API's exec-signing seed and the workers' matching public key (`schemas::signing`).
+    pub exec_signing_seed: String,
+    pub exec_verify_key: String,
     pub http: reqwest::Client,
     pub stream: async_nats::jetstream::stream::Stream,
     pub js: async_nats::jetstream::Context,
@@ -126,6 +129,10 @@ impl TestStack {
             None => create_database(&prefix).await,
         };
         let api_key = format!("test-key-{}", uuid::Uuid::new_v4().simple());
+        // The API signs exec requests with a key of this stack's own; its workers check it.
+        let signing = nkeys::KeyPair::new_user();
+        let exec_signing_seed = signing.seed().expect("a fresh key has a seed");
+        let exec_verify_key = signing.public_key();
         let shutdown = CancellationToken::new();
 
         // Create the stream and consumer first, with this test's settings.
@@ -180,6 +187,7 @@ impl TestStack {
             job_retention_s: job_retention.as_secs(),
             // Test devices are sshd processes on loopback.
             allow_internal_devices: true,
+            exec_verify_key: exec_verify_key.clone(),
             ..Default::default()
         };
         if let Some(tune) = options.tune_worker {
@@ -217,6 +225,7 @@ impl TestStack {
             address_rate_limit_per_s: options.address_rate_limit_per_s,
             address_rate_limit_burst: options.address_rate_limit_per_s,
             nats_callout_seed: options.nats_callout_seed.clone().unwrap_or_default(),
+            exec_signing_seed: exec_signing_seed.clone(),
             nats_tenant_jwt_ttl_s: options.nats_tenant_jwt_ttl_s.unwrap_or(30),
             ..Default::default()
         };
@@ -232,6 +241,8 @@ impl TestStack {
             database_url,
             nats_url,
             service_urls,
+            exec_signing_seed,
+            exec_verify_key,
             http: reqwest::Client::new(),
             stream,
             js,
@@ -376,8 +387,22 @@ impl TestStack {
         sqlx::PgPool::connect(&self.database_url).await.unwrap()
     }
 
-    /// Appends an event to this test's log directly, as a service would.
+    /// Appends an event to this test's log directly, as a service would: an `ExecRequested`
+    /// signed with the stack's exec-signing key, as the API signs it.
     pub async fn append(&self, event: &schemas::Event) {
+        if matches!(event.body, schemas::EventBody::ExecRequested(_)) {
+            let signer = schemas::signing::Signer::from_seed(&self.exec_signing_seed).unwrap();
+            self.topology
+                .append_signed(&self.js, event, schemas::Expectation::Any, &signer)
+                .await
+                .unwrap();
+        } else {
+            self.append_unsigned(event).await;
+        }
+    }
+
+    /// Appends an event as it is, unsigned: how a forger without the API's key would.
+    pub async fn append_unsigned(&self, event: &schemas::Event) {
         self.topology
             .append(&self.js, event, schemas::Expectation::Any)
             .await

@@ -72,6 +72,8 @@ pub struct Settings {
     /// Devices may be on loopback, link-local and similar internal addresses (the demo and
     /// tests need it). The stack's own services are refused always.
     pub allow_internal_devices: bool,
+    /// The API's exec-signing public key (`U…`, required): only requests it signed run.
+    pub exec_verify_key: String,
 }
 
 impl Default for Settings {
@@ -94,6 +96,7 @@ impl Default for Settings {
             shutdown_grace_ms: 30_000,
             job_retention_s: Topology::DEFAULT_JOB_RETENTION.as_secs(),
             allow_internal_devices: false,
+            exec_verify_key: String::new(),
         }
     }
 }
@@ -153,6 +156,8 @@ pub struct Worker {
     pub shares: Arc<share::Shares>,
     /// Commands running at once: taken once a job's session channel is open.
     pub run_slots: Arc<Semaphore>,
+    /// Checks the API's signature on every request before anything else.
+    pub verifier: schemas::signing::Verifier,
     client: async_nats::Client,
 }
 
@@ -160,6 +165,12 @@ impl Worker {
     pub async fn connect(settings: Settings) -> anyhow::Result<Arc<Self>> {
         let topology = Topology::new(&settings.prefix)?
             .with_job_retention(Duration::from_secs(settings.job_retention_s));
+        anyhow::ensure!(
+            !settings.exec_verify_key.is_empty(),
+            "SSHQ_EXEC_VERIFY_KEY must be set: the worker runs only requests the API signed"
+        );
+        let verifier = schemas::signing::Verifier::from_public_key(&settings.exec_verify_key)
+            .context("SSHQ_EXEC_VERIFY_KEY")?;
         let key = russh::keys::load_secret_key(&settings.ssh_key, None)
             .with_context(|| format!("loading the SSH key {}", settings.ssh_key.display()))?;
         let stream_settings = StreamSettings {
@@ -197,6 +208,7 @@ impl Worker {
             cancels: Arc::default(),
             shares,
             run_slots,
+            verifier,
             client,
         }))
     }

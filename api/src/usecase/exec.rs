@@ -194,9 +194,10 @@ async fn append_request(
     event: &Event,
     request: &ExecRequested,
 ) -> Result<bool, ApiError> {
+    // The one place exec requests enter the log: signed, so workers can refuse forgeries.
     match state
         .topology
-        .append(&state.js, event, Expectation::Empty)
+        .append_signed(&state.js, event, Expectation::Empty, &state.exec_signer)
         .await
     {
         Ok(_) => Ok(false),
