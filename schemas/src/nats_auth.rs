@@ -96,15 +96,15 @@ impl PrefixScope {
 }
 
 /// The JetStream API calls every service makes at start ([`crate::topology::Topology::ensure`]):
-/// read, create and update the log stream (never delete or purge it), and look up or create the
-/// workers' durable consumer.
+/// read and create the log stream (creating an existing stream with another config fails, so
+/// this destroys nothing; only the API may update it, and nobody but admin may delete or purge
+/// it), and look up or create the workers' durable consumer.
 fn ensure_calls(stream: &str) -> Vec<String> {
     let workers = crate::topology::Topology::WORKERS;
     vec![
         "$JS.API.INFO".into(),
         format!("$JS.API.STREAM.INFO.{stream}"),
         format!("$JS.API.STREAM.CREATE.{stream}"),
-        format!("$JS.API.STREAM.UPDATE.{stream}"),
         format!("$JS.API.CONSUMER.INFO.{stream}.{workers}"),
         format!("$JS.API.CONSUMER.CREATE.{stream}.{workers}"),
         format!("$JS.API.CONSUMER.CREATE.{stream}.{workers}.>"),
@@ -127,12 +127,13 @@ pub fn service_permissions(identity: Identity, scope: &PrefixScope) -> Option<Pe
             publish.extend([
                 // Every event the API appends: registry, requests, cancels, refusals, presence.
                 format!("{p}.evt.>"),
+                // A log made before per-message TTLs gets them switched on (`ensure`).
+                format!("$JS.API.STREAM.UPDATE.{s}"),
                 // Ordered consumers (template registry reads): created, pulled, looked up.
                 format!("$JS.API.CONSUMER.CREATE.{s}"),
                 format!("$JS.API.CONSUMER.CREATE.{s}.>"),
                 format!("$JS.API.CONSUMER.MSG.NEXT.{s}.*"),
                 format!("$JS.API.CONSUMER.INFO.{s}.*"),
-                format!("$JS.API.CONSUMER.DELETE.{s}.*"),
                 format!("$JS.API.STREAM.MSG.GET.{s}"),
             ]);
             Permissions {
@@ -176,7 +177,6 @@ pub fn service_permissions(identity: Identity, scope: &PrefixScope) -> Option<Pe
                 format!("$JS.API.CONSUMER.CREATE.{s}.>"),
                 format!("$JS.API.CONSUMER.MSG.NEXT.{s}.*"),
                 format!("$JS.API.CONSUMER.INFO.{s}.*"),
-                format!("$JS.API.CONSUMER.DELETE.{s}.*"),
                 format!("$JS.API.STREAM.MSG.GET.{s}"),
             ]);
             Permissions {
@@ -450,6 +450,11 @@ mod tests {
         assert!(!text.contains("no_auth_user"));
         assert!(text.contains("\"sshq.evt.*.job.*.started\""));
         assert!(!text.contains("STREAM.DELETE"));
+        assert!(!text.contains("STREAM.PURGE"));
+        assert!(!text.contains("CONSUMER.DELETE"));
+        let worker = service_permissions(Identity::Worker, &PrefixScope::Any).unwrap();
+        assert!(!worker.publish.iter().any(|s| s.contains("STREAM.UPDATE")));
+        assert!(!worker.publish.iter().any(|s| s.contains("_sys")));
         assert!(text.contains("auth_callout"));
     }
 
