@@ -65,6 +65,8 @@ pub fn inbox_prefix(user: &str) -> String {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Permissions {
     pub publish: Vec<String>,
+    /// Exceptions to `publish` (a deny wins over an allow).
+    pub publish_deny: Vec<String>,
     pub subscribe: Vec<String>,
     /// May publish to the reply subject of a request it received (the callout responder).
     pub allow_responses: bool,
@@ -134,10 +136,16 @@ pub fn service_permissions(identity: Identity, scope: &PrefixScope) -> Option<Pe
                 format!("$JS.API.CONSUMER.CREATE.{s}.>"),
                 format!("$JS.API.CONSUMER.MSG.NEXT.{s}.*"),
                 format!("$JS.API.CONSUMER.INFO.{s}.*"),
+                // Ordered consumers delete the one they replace.
+                format!("$JS.API.CONSUMER.DELETE.{s}.*"),
                 format!("$JS.API.STREAM.MSG.GET.{s}"),
             ]);
             Permissions {
                 publish,
+                publish_deny: vec![format!(
+                    "$JS.API.CONSUMER.DELETE.{s}.{}",
+                    crate::topology::Topology::WORKERS
+                )],
                 subscribe: vec![
                     format!("{p}.evt.>"),
                     format!("{p}.out.>"),
@@ -165,6 +173,7 @@ pub fn service_permissions(identity: Identity, scope: &PrefixScope) -> Option<Pe
             ]);
             Permissions {
                 publish,
+                publish_deny: Vec::new(),
                 subscribe: vec![format!("{p}.evt.*.job.*.cancel"), inbox],
                 allow_responses: false,
             }
@@ -177,10 +186,16 @@ pub fn service_permissions(identity: Identity, scope: &PrefixScope) -> Option<Pe
                 format!("$JS.API.CONSUMER.CREATE.{s}.>"),
                 format!("$JS.API.CONSUMER.MSG.NEXT.{s}.*"),
                 format!("$JS.API.CONSUMER.INFO.{s}.*"),
+                // Ordered consumers delete the one they replace.
+                format!("$JS.API.CONSUMER.DELETE.{s}.*"),
                 format!("$JS.API.STREAM.MSG.GET.{s}"),
             ]);
             Permissions {
                 publish,
+                publish_deny: vec![format!(
+                    "$JS.API.CONSUMER.DELETE.{s}.{}",
+                    crate::topology::Topology::WORKERS
+                )],
                 subscribe: vec![inbox],
                 allow_responses: false,
             }
@@ -233,6 +248,7 @@ impl TenantGrant {
         }
         Permissions {
             publish,
+            publish_deny: Vec::new(),
             subscribe,
             allow_responses: false,
         }
@@ -315,9 +331,14 @@ impl ServerAuth {
                 quote(password)
             );
             if let Some(perms) = service_permissions(*identity, &self.scope) {
+                let deny = if perms.publish_deny.is_empty() {
+                    String::new()
+                } else {
+                    format!(", deny: [{}]", list(&perms.publish_deny))
+                };
                 let _ = write!(
                     out,
-                    ", permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [{}] }}",
+                    ", permissions: {{ publish: {{ allow: [{}]{deny} }}, subscribe: {{ allow: [{}] }}",
                     list(&perms.publish),
                     list(&perms.subscribe)
                 );
@@ -451,7 +472,7 @@ mod tests {
         assert!(text.contains("\"sshq.evt.*.job.*.started\""));
         assert!(!text.contains("STREAM.DELETE"));
         assert!(!text.contains("STREAM.PURGE"));
-        assert!(!text.contains("CONSUMER.DELETE"));
+        assert!(text.contains("deny: [\"$JS.API.CONSUMER.DELETE.SSHQ_LOG.workers\"]"));
         let worker = service_permissions(Identity::Worker, &PrefixScope::Any).unwrap();
         assert!(!worker.publish.iter().any(|s| s.contains("STREAM.UPDATE")));
         assert!(!worker.publish.iter().any(|s| s.contains("_sys")));

@@ -122,6 +122,18 @@ async def main():
             name="snoop", filter_subject=f"{prefix}.evt.>")))
         await attempt("unfiltered consumer", js.add_consumer(stream, ConsumerConfig(name="snoop")))
         await attempt("workers' consumer", js.consumer_info(stream, "workers"))
+        # Its own consumer, but pushing its output into sshq's internal subjects.
+        own = f"{inbox[len('_INBOX_'):]}"
+        tenant = own.rsplit("_", 1)[0]
+        try:
+            await js.delete_consumer(stream, own)  # the replay's, if it is still there
+        except Exception:
+            pass
+        await attempt("push consumer into the log", js.add_consumer(stream, ConsumerConfig(
+            name=own, filter_subject=f"{prefix}.out.{tenant}.>",
+            deliver_subject=f"{prefix}.evt.{tenant}.job.x.cancel")))
+        # (A deliver subject outside the stream is not checked by nats-server: sshq's core
+        # subscribers ignore what is not theirs, see ARCHITECTURE.md.)
         print(json.dumps({"refused": refused, "connected": nc.is_connected}))
     elif mode == "hold":
         print("connected", flush=True)
