@@ -168,10 +168,32 @@ wait_port() {
 # port_free PORT: true if nothing listens on 127.0.0.1:PORT.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# start_nats NAME CLIENT_PORT MONITOR_PORT STORE_DIR: nats-server with JetStream on loopback,
-# pid file $RUN/NAME.pid, log $RUN/NAME.log; returns once /healthz says JetStream is up.
+# nats_auth SSHQ_API_BIN DIR ARGS...: writes DIR/nats-auth.conf (the SSHQ account, one user per
+# service with the permissions of schemas::nats_auth, optionally the auth callout) and
+# DIR/nats-secrets.env (passwords, callout and exec-signing seeds), both 0600, keeping secrets
+# that already exist; then sources the env file. ARGS: --prefix P | --any-prefix, [--callout].
+nats_auth() {
+  local bin=$1 dir=$2
+  shift 2
+  [[ -x "$bin" ]] || die "$bin is missing: build sshq first"
+  "$bin" nats-config --dir "$dir" "$@" || die "sshq-api nats-config failed"
+  # shellcheck disable=SC1091
+  source "$dir/nats-secrets.env"
+}
+
+# nats_url IDENTITY HOSTPORT: nats://IDENTITY:<its password>@HOSTPORT (after nats_auth).
+nats_url() {
+  local var
+  var="SSHQ_NATS_$(printf '%s' "$1" | tr '[:lower:]' '[:upper:]')_PASSWORD"
+  printf 'nats://%s:%s@%s' "$1" "${!var:?no password for $1: run nats_auth first}" "$2"
+}
+
+# start_nats NAME CLIENT_PORT MONITOR_PORT STORE_DIR AUTH_CONF: nats-server with JetStream on
+# loopback and the authorization in AUTH_CONF (see nats_auth; nothing runs open), pid file
+# $RUN/NAME.pid, log $RUN/NAME.log; returns once /healthz says JetStream is up.
 start_nats() {
-  local name=$1 port=$2 monitor=$3 store=$4
+  local name=$1 port=$2 monitor=$3 store=$4 auth=$5
+  [[ -f "$auth" ]] || die "no NATS authorization config $auth"
   local pidfile="$RUN/$name.pid" logfile="$RUN/$name.log"
   [[ -n "${NATS_SERVER_BIN:-}" ]] || ensure_nats_server
   if pid_alive "$pidfile"; then
@@ -186,7 +208,7 @@ start_nats() {
   log "starting $name (nats-server, JetStream) on 127.0.0.1:$port, monitor :$monitor"
   # A background job of a non-interactive shell ignores SIGINT, so a Ctrl-C in ops/up does not
   # take the server down with it; nohup does the same for SIGHUP when the terminal closes.
-  nohup "$NATS_SERVER_BIN" -js -sd "$store" -a 127.0.0.1 -p "$port" -m "$monitor" \
+  nohup "$NATS_SERVER_BIN" -c "$auth" -js -sd "$store" -a 127.0.0.1 -p "$port" -m "$monitor" \
     </dev/null >"$logfile" 2>&1 &
   echo $! >"$pidfile"
   local deadline=$((SECONDS + 20))

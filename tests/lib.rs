@@ -35,6 +35,7 @@ pub use processes::{ApiProcess, ProjectorProcess, WorkerProcess};
 pub use read_models::{digest, wait_caught_up};
 pub use services::{
     NatsCluster, NatsNode, PgInstance, create_database, create_database_on, env, free_port,
+    service_nats_url,
 };
 pub use sse::{SseEvent, SseReader};
 pub use stack::{StackOptions, TestStack, read};

@@ -244,6 +244,18 @@ impl KeyStore {
         Ok(known)
     }
 
+    /// When a key expires, if it does (after [`Self::authenticate`] accepted it: cached).
+    pub async fn expires_at(
+        &self,
+        state: &AppState,
+        id: &KeyId,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self.lookup(state, id).await {
+            Ok(Some(known)) => known.expires_at,
+            _ => None,
+        }
+    }
+
     pub async fn authenticate(
         &self,
         state: &AppState,

@@ -7,6 +7,7 @@
 //! was this job just submitted?) go to the log itself by subject, so they never lag behind.
 
 pub mod auth;
+pub mod callout;
 pub mod command;
 pub mod compat;
 pub mod device_cache;
@@ -14,6 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod json;
 pub mod limits;
+pub mod nats_config;
 pub mod openapi;
 pub mod policy;
 pub mod presence;
@@ -95,6 +97,17 @@ pub struct Settings {
     /// The master key that seals tenants' SSH private keys and secret env values and stdin
     /// (32 random bytes, base64 or hex; mode 0600). Required; workers read the same file.
     pub master_key_file: Option<std::path::PathBuf>,
+    /// The auth callout issuer's account nkey seed (`SA…`); empty: no callout responder.
+    /// Never logged.
+    #[serde(default, skip_serializing)]
+    pub nats_callout_seed: String,
+    /// The nkey seed the API signs exec requests with (`SU…`, required; workers get its
+    /// public key as `SSHQ_EXEC_VERIFY_KEY`). Never logged.
+    #[serde(default, skip_serializing)]
+    pub exec_signing_seed: String,
+    /// Longest life of a tenant's NATS user JWT (it also never outlives the key): how long a
+    /// live connection of a revoked key may stay connected.
+    pub nats_tenant_jwt_ttl_s: u64,
 }
 
 impl Default for Settings {
@@ -128,6 +141,9 @@ impl Default for Settings {
             job_retention_s: Topology::DEFAULT_JOB_RETENTION.as_secs(),
             allow_internal_devices: false,
             master_key_file: None,
+            nats_callout_seed: String::new(),
+            exec_signing_seed: String::new(),
+            nats_tenant_jwt_ttl_s: 30,
         }
     }
 }
@@ -176,6 +192,8 @@ pub struct Shared {
     pub device_cache: Arc<device_cache::DeviceCache>,
     /// Seals tenants' SSH keys and jobs' secrets (see `schemas::sealed`).
     pub master_key: Arc<schemas::sealed::MasterKey>,
+    /// Signs every exec request the API appends (`schemas::signing`); workers run no other.
+    pub exec_signer: Arc<schemas::signing::Signer>,
 }
 
 impl Shared {
@@ -246,6 +264,14 @@ impl Application {
             .context("SSHQ_MASTER_KEY_FILE must be set (ops/up generates one)")?;
         let master_key =
             Arc::new(schemas::sealed::MasterKey::load(master_key).context("SSHQ_MASTER_KEY_FILE")?);
+        anyhow::ensure!(
+            !settings.exec_signing_seed.is_empty(),
+            "SSHQ_EXEC_SIGNING_SEED must be set (workers run only requests the API signed)"
+        );
+        let exec_signer = Arc::new(
+            schemas::signing::Signer::from_seed(&settings.exec_signing_seed)
+                .context("SSHQ_EXEC_SIGNING_SEED")?,
+        );
         let topology = Topology::new(&settings.prefix)?
             .with_job_retention(Duration::from_secs(settings.job_retention_s));
         let stream_settings = StreamSettings {
@@ -323,7 +349,17 @@ impl Application {
             waiters,
             device_cache,
             master_key,
+            exec_signer,
         }));
+        if !settings.nats_callout_seed.is_empty() {
+            let callout =
+                callout::Callout::new(&settings.nats_callout_seed, settings.nats_tenant_jwt_ttl_s)?;
+            // One queue group: each request is answered by one API process.
+            let requests = client
+                .queue_subscribe(callout::AUTH_SUBJECT, "sshq-callout".into())
+                .await?;
+            background.spawn(callout.serve(state.clone(), client.clone(), requests));
+        }
         background.spawn(limits::sweep(
             Arc::downgrade(&state.0),
             Duration::from_secs(60),

@@ -15,6 +15,10 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("nats-config") {
+        return sshq_api::nats_config::run(&args[1..]);
+    }
     let settings = sshq_api::Settings::load()?;
     let app = sshq_api::Application::build(&settings).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen)

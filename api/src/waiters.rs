@@ -75,6 +75,15 @@ impl Waiters {
         mut subscriber: async_nats::Subscriber,
     ) {
         while let Some(message) = subscriber.next().await {
+            // The projector's notice is bare: no payload, headers or reply. A tenant may point
+            // a push consumer of its own output at these subjects (nats-server does not check
+            // deliver subjects against the creator's permissions); such deliveries carry
+            // headers and a reply subject and are ignored.
+            let bare =
+                message.payload.is_empty() && message.headers.is_none() && message.reply.is_none();
+            if !bare {
+                continue;
+            }
             if let Some((_, job)) = topology.parse_projected_subject(&message.subject) {
                 self.wake(job);
             }

@@ -18,10 +18,12 @@ pub mod batch;
 pub mod event;
 pub mod ids;
 pub mod lifecycle;
+pub mod nats_auth;
 pub mod output;
 pub mod sealed;
 pub mod service;
 pub mod session;
+pub mod signing;
 pub mod text;
 pub mod topology;
 

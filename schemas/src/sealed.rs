@@ -288,7 +288,7 @@ mod tests {
 /// A job's secret values: env entries marked `secret` and stdin marked secret. The request
 /// event carries the secret env entries' *names* with empty values (so audit and job views
 /// show the names, as for any env) and no secret stdin; the values travel sealed in the
-/// request message's `Sshq-Sealed-Secrets` header ([`crate::Topology::append_with_secrets`]),
+/// request message's `Sshq-Sealed-Secrets` header ([`crate::Topology::append_request`]),
 /// bound to tenant and job, and the worker fills them in right before running.
 #[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JobSecrets {

@@ -230,13 +230,21 @@ impl Default for StreamSettings {
 
 /// Connects to NATS given one URL or several separated by commas (the seed servers of a
 /// cluster; the client learns the rest from the cluster and fails over between them).
+///
+/// Credentials ride in the URL (`nats://user:password@host:port`, or `nats://token@host:port`),
+/// because async-nats itself ignores a URL's userinfo; a user also gets its own inbox prefix
+/// (`_INBOX_<user>`, see [`crate::nats_auth`]), which is all its permissions let it subscribe to.
 pub async fn connect(urls: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
-    let servers: Vec<&str> = urls
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .collect();
-    async_nats::ConnectOptions::new().connect(servers).await
+    let creds = crate::nats_auth::split_credentials(urls);
+    let mut options = async_nats::ConnectOptions::new();
+    if let (Some(user), Some(password)) = (creds.user, creds.password) {
+        options = options
+            .custom_inbox_prefix(crate::nats_auth::inbox_prefix(&user))
+            .user_and_password(user, password);
+    } else if let Some(token) = creds.token {
+        options = options.token(token);
+    }
+    options.connect(creds.servers).await
 }
 
 #[derive(Clone, Debug)]
@@ -818,9 +826,17 @@ impl Topology {
         expectation: Expectation,
         sealed: Option<&[u8]>,
         sensitive: bool,
+        signer: &crate::signing::Signer,
     ) -> Result<u64, AppendError> {
         use base64::Engine as _;
-        let mut msg = self.event_message(event);
+        let subject = self.event_subject(event);
+        let payload = event.encode();
+        // Signed over subject, payload and the sensitive mark (`crate::signing`); the sealed
+        // secrets need no signature: they open only for this tenant and job.
+        let signature = signer.sign(&subject, &payload, sensitive);
+        let mut msg = self
+            .event_message(event)
+            .header(crate::signing::SIGNATURE_HEADER, signature.as_str());
         if let Some(sealed) = sealed {
             msg = msg.header(
                 Self::SEALED_SECRETS,
@@ -837,22 +853,20 @@ impl Topology {
             Expectation::Empty => msg.expected_last_subject_sequence(0),
             Expectation::LastSequence(seq) => msg.expected_last_subject_sequence(seq),
         };
-        let ack = js
-            .send_publish(self.event_subject(event), msg)
-            .await
-            .map_err(append_error)?;
+        let ack = js.send_publish(subject, msg).await.map_err(append_error)?;
         Self::acknowledged(ack).await
     }
 
-    /// [`Self::append_request`] with sealed secrets only.
-    pub async fn append_with_secrets(
+    /// [`Self::append_request`] of a plain request (no secrets, not sensitive), signed: what
+    /// tests and tools append as the API would.
+    pub async fn append_signed(
         &self,
         js: &Context,
         event: &Event,
         expectation: Expectation,
-        sealed: &[u8],
+        signer: &crate::signing::Signer,
     ) -> Result<u64, AppendError> {
-        self.append_request(js, event, expectation, Some(sealed), false)
+        self.append_request(js, event, expectation, None, false, signer)
             .await
     }
 

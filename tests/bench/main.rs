@@ -177,7 +177,7 @@ async fn projector(
 ) -> anyhow::Result<()> {
     let prefix = format!("bench{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
     let topology = Topology::new(&prefix)?;
-    let client = async_nats::connect(&nats_url).await?;
+    let client = schemas::topology::connect(&nats_url).await?;
     let js = async_nats::jetstream::new(client);
     let mut stream = topology.ensure(&js, &StreamSettings::default()).await?;
     let database_url = sshq_tests::create_database_on(&admin_url, &prefix).await;

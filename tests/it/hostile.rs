@@ -293,7 +293,8 @@ async fn api_with(
     tweak: impl FnOnce(&mut sshq_api::Settings),
 ) -> (String, Arc<sshq_api::auth::KeyStore>, CancellationToken) {
     let mut settings = sshq_api::Settings {
-        nats_url: stack.nats_url.clone(),
+        nats_url: stack.service_nats_url("api"),
+        exec_signing_seed: stack.exec_signing_seed.clone(),
         prefix: stack.prefix.clone(),
         database_url: stack.database_url.clone(),
         bootstrap_key: stack.api_key.clone(),

@@ -27,4 +27,5 @@ mod semantics;
 mod sessions;
 mod templates;
 mod tenancy;
+mod tenant_boundary_nats;
 mod tenant_identity;

@@ -276,7 +276,7 @@ async fn a_poison_event_is_set_aside_and_every_tenant_is_still_projected() {
     // A rebuild sets the same messages aside and gives the same read models.
     let copy_url = create_database(&format!("{}_rebuild", stack.prefix)).await;
     let settings = sshq_projector::Settings {
-        nats_url: stack.nats_url.clone(),
+        nats_url: stack.service_nats_url("projector"),
         prefix: stack.prefix.clone(),
         database_url: copy_url.clone(),
         ..Default::default()

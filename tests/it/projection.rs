@@ -43,7 +43,7 @@ async fn rebuilding_the_read_models_from_the_log_gives_the_same_state() {
 
     let copy_url = create_database(&format!("{}_rebuild", stack.prefix)).await;
     let settings = sshq_projector::Settings {
-        nats_url: stack.nats_url.clone(),
+        nats_url: stack.service_nats_url("projector"),
         prefix: stack.prefix.clone(),
         database_url: copy_url.clone(),
         ..Default::default()

@@ -153,7 +153,7 @@ async fn jobs_age_out_of_log_and_read_models_while_the_registry_stays() {
     let expected = digest(&live).await;
     let copy_url = create_database(&format!("{}_rebuild", stack.prefix)).await;
     let settings = sshq_projector::Settings {
-        nats_url: stack.nats_url.clone(),
+        nats_url: stack.service_nats_url("projector"),
         prefix: stack.prefix.clone(),
         database_url: copy_url.clone(),
         job_retention_s: RETENTION.as_secs(),

@@ -74,7 +74,8 @@ fn echo_template() -> Value {
 /// A second API on the stack's log (a restart, as another process would see it).
 async fn second_api(stack: &TestStack) -> (String, CancellationToken) {
     let settings = sshq_api::Settings {
-        nats_url: stack.nats_url.clone(),
+        nats_url: stack.service_nats_url("api"),
+        exec_signing_seed: stack.exec_signing_seed.clone(),
         prefix: stack.prefix.clone(),
         database_url: stack.database_url.clone(),
         bootstrap_key: stack.api_key.clone(),
@@ -446,7 +447,7 @@ async fn a_tenants_templates_survive_an_api_restart_and_a_rebuild() {
     let expected = digest(&live).await;
     let copy_url = create_database(&format!("{}_rebuild", stack.prefix)).await;
     let settings = sshq_projector::Settings {
-        nats_url: stack.nats_url.clone(),
+        nats_url: stack.service_nats_url("projector"),
         prefix: stack.prefix.clone(),
         database_url: copy_url.clone(),
         ..Default::default()

@@ -18,11 +18,12 @@ impl WorkerProcess {
             .unwrap_or_else(|_| format!("{}/../target/debug", env!("CARGO_MANIFEST_DIR")));
         let mut command = Command::new(format!("{bin_dir}/sshq-worker"));
         command
-            .env("SSHQ_NATS_URL", &stack.nats_url)
+            .env("SSHQ_NATS_URL", stack.service_nats_url("worker"))
             .env("SSHQ_PREFIX", &stack.prefix)
             .env("SSHQ_SSH_KEY", env("SSHQ_TEST_SSH_KEY"))
             .env("SSHQ_MASTER_KEY_FILE", &stack.master_key_file)
             .env("SSHQ_WORKER_ID", id)
+            .env("SSHQ_EXEC_VERIFY_KEY", &stack.exec_verify_key)
             .env("SSHQ_ALLOW_INTERNAL_DEVICES", "true")
             .env("SSHQ_RETRY_BASE_MS", "50")
             .env("RUST_LOG", "warn")
@@ -72,7 +73,7 @@ impl ProjectorProcess {
             .unwrap_or_else(|_| format!("{}/../target/debug", env!("CARGO_MANIFEST_DIR")));
         let health_port = free_port();
         let child = Command::new(format!("{bin_dir}/sshq-projector"))
-            .env("SSHQ_NATS_URL", &stack.nats_url)
+            .env("SSHQ_NATS_URL", stack.service_nats_url("projector"))
             .env("SSHQ_PREFIX", &stack.prefix)
             .env("DATABASE_URL", database_url)
             .env("SSHQ_LISTEN", format!("127.0.0.1:{health_port}"))
@@ -110,7 +111,9 @@ impl ApiProcess {
             .unwrap_or_else(|_| format!("{}/../target/debug", env!("CARGO_MANIFEST_DIR")));
         let port = free_port();
         let child = Command::new(format!("{bin_dir}/sshq-api"))
-            .env("SSHQ_NATS_URL", &stack.nats_url)
+            .env("SSHQ_NATS_URL", stack.service_nats_url("api"))
+            .env("SSHQ_MASTER_KEY_FILE", &stack.master_key_file)
+            .env("SSHQ_EXEC_SIGNING_SEED", &stack.exec_signing_seed)
             .env("SSHQ_PREFIX", &stack.prefix)
             .env("DATABASE_URL", &stack.database_url)
             .env("SSHQ_LISTEN", format!("127.0.0.1:{port}"))

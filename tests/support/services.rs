@@ -12,6 +12,15 @@ pub fn env(name: &str) -> String {
         .unwrap_or_else(|_| panic!("{name} is not set: run the tests through ops/test"))
 }
 
+/// The shared test server's URL for a service identity (`api`, `worker`, `projector`):
+/// `SSHQ_TEST_NATS_<IDENTITY>_URL`, exported by ops/test.
+pub fn service_nats_url(identity: &str) -> String {
+    env(&format!(
+        "SSHQ_TEST_NATS_{}_URL",
+        identity.to_ascii_uppercase()
+    ))
+}
+
 pub(crate) fn unique(prefix: &str) -> String {
     format!(
         "{prefix}{}",
@@ -168,6 +177,8 @@ impl Drop for PgInstance {
 /// store; killed and deleted on drop.
 pub struct NatsCluster {
     pub nodes: Vec<NatsNode>,
+    /// The cluster's users and passwords (the same table as production, for any prefix).
+    pub auth: schemas::nats_auth::ServerAuth,
     _dir: tempfile::TempDir,
 }
 
@@ -180,6 +191,12 @@ pub struct NatsNode {
 
 impl NatsCluster {
     pub fn start(size: usize) -> Self {
+        Self::start_with(size, None)
+    }
+
+    /// `size` nodes (one node: no cluster block) with sshq's authorization, and the auth
+    /// callout to the issuer given, if any.
+    pub fn start_with(size: usize, callout: Option<schemas::nats_auth::Callout>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16, u16)> = (0..size)
             .map(|_| (free_port(), free_port(), free_port()))
@@ -188,16 +205,27 @@ impl NatsCluster {
             .iter()
             .map(|(_, cluster, _)| format!("nats-route://127.0.0.1:{cluster}"))
             .collect();
+        let auth =
+            schemas::nats_auth::ServerAuth::generate(schemas::nats_auth::PrefixScope::Any, callout);
         let mut nodes = Vec::new();
         for (i, (client, cluster, monitor)) in ports.iter().enumerate() {
             let name = format!("n{}", i + 1);
             let store = dir.path().join(&name);
+            let cluster_block = if size > 1 {
+                format!(
+                    "cluster {{ name: sshq-test\n listen: 127.0.0.1:{cluster}\n routes: [{}] }}\n",
+                    routes.join(", ")
+                )
+            } else {
+                String::new()
+            };
             let config = format!(
                 "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
-                 jetstream {{ store_dir: \"{store}\" }}\n\
-                 cluster {{ name: sshq-test\n listen: 127.0.0.1:{cluster}\n routes: [{routes}] }}\n",
+                 log_file: \"{log}\"\n\
+                 jetstream {{ store_dir: \"{store}\" }}\n{cluster_block}{auth}",
                 store = store.display(),
-                routes = routes.join(", "),
+                log = dir.path().join(format!("{name}.log")).display(),
+                auth = auth.render(),
             );
             let path = dir.path().join(format!("{name}.conf"));
             std::fs::write(&path, config).unwrap();
@@ -215,7 +243,11 @@ impl NatsCluster {
                 child: Some(child),
             });
         }
-        let cluster = Self { nodes, _dir: dir };
+        let cluster = Self {
+            nodes,
+            auth,
+            _dir: dir,
+        };
         // Healthy means JetStream is up and the meta group has a leader, on every node.
         let deadline = Instant::now() + Duration::from_secs(30);
         for node in &cluster.nodes {
@@ -231,13 +263,41 @@ impl NatsCluster {
         cluster
     }
 
-    /// The seed URLs, comma-separated, as the services take them.
+    /// The seed URLs of the admin identity, comma-separated, as the services take them.
     pub fn urls(&self) -> String {
+        self.urls_as(schemas::nats_auth::Identity::Admin)
+    }
+
+    /// What node `name` logged so far (for failure messages).
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self._dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Every service identity's URLs, for `StackOptions::nats_service_urls`.
+    pub fn service_urls(&self) -> std::collections::HashMap<String, String> {
+        schemas::nats_auth::Identity::ALL
+            .into_iter()
+            .map(|i| (i.user().to_owned(), self.urls_as(i)))
+            .collect()
+    }
+
+    /// The seed URLs without credentials (what a tenant client connects to with its token).
+    pub fn bare_urls(&self) -> String {
         self.nodes
             .iter()
             .map(|n| format!("nats://127.0.0.1:{}", n.client_port))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The seed URLs with the credentials of `identity`.
+    pub fn urls_as(&self, identity: schemas::nats_auth::Identity) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.client_port))
+            .collect();
+        self.auth.url(identity, &hosts)
     }
 
     pub fn kill(&mut self, name: &str) {

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::devices::SshDevice;
-use crate::services::{create_database, create_database_on, env, unique};
+use crate::services::{create_database, create_database_on, env, service_nats_url, unique};
 
 /// Knobs a test may turn before the stack starts.
 #[derive(Clone)]
@@ -29,6 +29,13 @@ pub struct StackOptions {
     pub rate_limit_per_s: u32,
     /// Another NATS (a cluster's comma-separated seed URLs) instead of the shared server.
     pub nats_url: Option<String>,
+    /// With `nats_url`: each service's own URL (`api`, `worker`, `projector`) on that NATS;
+    /// without, every service uses `nats_url`.
+    pub nats_service_urls: Option<std::collections::HashMap<String, String>>,
+    /// The API answers NATS auth callout requests, signing with this account seed.
+    pub nats_callout_seed: Option<String>,
+    /// Longest life of a tenant's NATS user JWT (the API's default: 30 s).
+    pub nats_tenant_jwt_ttl_s: Option<u64>,
     /// Stream replicas (3 on a cluster).
     pub replicas: usize,
     /// Enforce the template allow-list (production's default); most tests run open mode to
@@ -58,6 +65,9 @@ impl Default for StackOptions {
             admin_database_url: None,
             rate_limit_per_s: 0,
             nats_url: None,
+            nats_service_urls: None,
+            nats_callout_seed: None,
+            nats_tenant_jwt_ttl_s: None,
             replicas: 1,
             command_templates: false,
             job_retention: None,
@@ -76,7 +86,13 @@ pub struct TestStack {
     pub api_key: String,
     pub prefix: String,
     pub database_url: String,
+    /// The admin identity's URL: tests append, read and delete directly.
     pub nats_url: String,
+    /// The services' URLs on a NATS of the test's own (`StackOptions::nats_url`).
+    service_urls: Option<std::collections::HashMap<String, String>>,
+    /// The API's exec-signing seed and the workers' matching public key (`schemas::signing`).
+    pub exec_signing_seed: String,
+    pub exec_verify_key: String,
     pub http: reqwest::Client,
     pub stream: async_nats::jetstream::stream::Stream,
     pub js: async_nats::jetstream::Context,
@@ -99,6 +115,22 @@ impl TestStack {
             .nats_url
             .clone()
             .unwrap_or_else(|| env("SSHQ_TEST_NATS_URL"));
+        // Each in-process service connects as its own least-privilege NATS user on the shared
+        // server; on another NATS (a cluster) every service uses the URL given.
+        let service_urls = match (&options.nats_url, &options.nats_service_urls) {
+            (None, _) => None,
+            (Some(_), Some(urls)) => Some(urls.clone()),
+            (Some(url), None) => Some(
+                ["api", "worker", "projector"]
+                    .into_iter()
+                    .map(|i| (i.to_owned(), url.clone()))
+                    .collect(),
+            ),
+        };
+        let service_url = |identity: &str| match &service_urls {
+            Some(urls) => urls[identity].clone(),
+            None => service_nats_url(identity),
+        };
         let database_url = match &options.admin_database_url {
             Some(admin) => create_database_on(admin, &prefix).await,
             None => create_database(&prefix).await,
@@ -107,6 +139,10 @@ impl TestStack {
         let secrets = tempfile::tempdir().unwrap();
         let master_key_file = secrets.path().join("master.key");
         schemas::sealed::MasterKey::generate_file(&master_key_file).unwrap();
+        // The API signs exec requests with a key of this stack's own; its workers check it.
+        let signing = nkeys::KeyPair::new_user();
+        let exec_signing_seed = signing.seed().expect("a fresh key has a seed");
+        let exec_verify_key = signing.public_key();
         let shutdown = CancellationToken::new();
 
         // Create the stream and consumer first, with this test's settings.
@@ -130,7 +166,7 @@ impl TestStack {
             .expect("stream created");
 
         let projector = sshq_projector::Settings {
-            nats_url: nats_url.clone(),
+            nats_url: service_url("projector"),
             prefix: prefix.clone(),
             database_url: database_url.clone(),
             job_retention_s: job_retention.as_secs(),
@@ -151,7 +187,7 @@ impl TestStack {
         }
 
         let mut worker = sshq_worker::Settings {
-            nats_url: nats_url.clone(),
+            nats_url: service_url("worker"),
             prefix: prefix.clone(),
             // The bootstrap tenant's identity is the suite's client key, which every
             // `SshDevice` trusts (imported once, like an upgraded deployment's shared key).
@@ -164,6 +200,7 @@ impl TestStack {
             job_retention_s: job_retention.as_secs(),
             // Test devices are sshd processes on loopback.
             allow_internal_devices: true,
+            exec_verify_key: exec_verify_key.clone(),
             ..Default::default()
         };
         if let Some(tune) = options.tune_worker {
@@ -180,7 +217,7 @@ impl TestStack {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let api = sshq_api::Settings {
-            nats_url: nats_url.clone(),
+            nats_url: service_url("api"),
             prefix: prefix.clone(),
             database_url: database_url.clone(),
             bootstrap_key: api_key.clone(),
@@ -202,6 +239,9 @@ impl TestStack {
             address_rate_limit_burst: options.address_rate_limit_per_s,
             max_wait_s: options.max_wait_s,
             master_key_file: Some(master_key_file.clone()),
+            nats_callout_seed: options.nats_callout_seed.clone().unwrap_or_default(),
+            exec_signing_seed: exec_signing_seed.clone(),
+            nats_tenant_jwt_ttl_s: options.nats_tenant_jwt_ttl_s.unwrap_or(30),
             ..Default::default()
         };
         let app = sshq_api::Application::build(&api)
@@ -215,6 +255,9 @@ impl TestStack {
             prefix,
             database_url,
             nats_url,
+            service_urls,
+            exec_signing_seed,
+            exec_verify_key,
             http: reqwest::Client::new(),
             stream,
             js,
@@ -222,6 +265,15 @@ impl TestStack {
             master_key_file,
             shutdown,
             _secrets: std::sync::Arc::new(secrets),
+        }
+    }
+
+    /// The URL a service (`api`, `worker`, `projector`) of this stack connects with: its own
+    /// least-privilege user on the shared server, the stack's URL on a NATS of its own.
+    pub fn service_nats_url(&self, identity: &str) -> String {
+        match &self.service_urls {
+            Some(urls) => urls[identity].clone(),
+            None => service_nats_url(identity),
         }
     }
 
@@ -397,8 +449,22 @@ impl TestStack {
         sqlx::PgPool::connect(&self.database_url).await.unwrap()
     }
 
-    /// Appends an event to this test's log directly, as a service would.
+    /// Appends an event to this test's log directly, as a service would: an `ExecRequested`
+    /// signed with the stack's exec-signing key, as the API signs it.
     pub async fn append(&self, event: &schemas::Event) {
+        if matches!(event.body, schemas::EventBody::ExecRequested(_)) {
+            let signer = schemas::signing::Signer::from_seed(&self.exec_signing_seed).unwrap();
+            self.topology
+                .append_signed(&self.js, event, schemas::Expectation::Any, &signer)
+                .await
+                .unwrap();
+        } else {
+            self.append_unsigned(event).await;
+        }
+    }
+
+    /// Appends an event as it is, unsigned: how a forger without the API's key would.
+    pub async fn append_unsigned(&self, event: &schemas::Event) {
         self.topology
             .append(&self.js, event, schemas::Expectation::Any)
             .await

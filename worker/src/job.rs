@@ -139,6 +139,22 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
     span.record("device_id", tracing::field::display(request.device_id));
     span.record("tenant", tracing::field::display(&event.tenant));
 
+    // Defence in depth: only requests the API signed run, whoever could append to the log.
+    let signature = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(schemas::signing::SIGNATURE_HEADER))
+        .map(|v| v.as_str());
+    if let Err(reason) = worker.verifier.verify(
+        message.subject.as_str(),
+        &message.payload,
+        Topology::is_sensitive_request(message.headers.as_ref()),
+        signature,
+    ) {
+        refuse_unsigned(&worker, &event, request, reason).await?;
+        return Ok(Settled::Done);
+    }
+
     // Fair sharing comes before anything else: a tenant or device over its cap in this
     // process waits in the queue, and the wait is not an attempt.
     let delivered = message
@@ -850,6 +866,45 @@ where
 }
 
 /// Publishes the job's one outcome and its live `end` message.
+/// A request the API did not sign: audited as a refusal (`ExecRejected`, reason `reason`)
+/// and concluded as failed, so the job does not wait in the queue for ever; nothing runs.
+async fn refuse_unsigned(
+    worker: &Worker,
+    event: &Event,
+    request: &ExecRequested,
+    reason: &'static str,
+) -> Result<(), JobError> {
+    warn!(reason, "refused an exec request the API did not sign");
+    let rejected = Event::new(
+        event.tenant.clone(),
+        None,
+        EventBody::ExecRejected(schemas::ExecRejected {
+            device_id: Some(request.device_id),
+            command: escape_controls(&command_line(&request.argv, &[])).into_owned(),
+            reason: format!("{reason}: the worker runs only exec requests the API signed"),
+        }),
+    );
+    let topo = &worker.topology;
+    durably("rejection", || async {
+        topo.append(&worker.js, &rejected, Expectation::Any).await
+    })
+    .await?;
+    conclude(
+        worker,
+        event,
+        request,
+        // Nothing ran: no output but `end`, which says no more than the audit does.
+        false,
+        Outcome::Failed(
+            FailureCode::Internal,
+            format!("{reason}: refused by the worker"),
+        ),
+        1,
+        None,
+    )
+    .await
+}
+
 async fn conclude(
     worker: &Worker,
     event: &Event,

@@ -83,6 +83,8 @@ pub struct Settings {
     pub allow_internal_devices: bool,
     /// Frame bytes one session's recording keeps; past it a marker ends the recording.
     pub max_recording_bytes: u64,
+    /// The API's exec-signing public key (`U…`, required): only requests it signed run.
+    pub exec_verify_key: String,
 }
 
 impl Default for Settings {
@@ -108,6 +110,7 @@ impl Default for Settings {
             job_retention_s: Topology::DEFAULT_JOB_RETENTION.as_secs(),
             allow_internal_devices: false,
             max_recording_bytes: 16 * 1024 * 1024,
+            exec_verify_key: String::new(),
         }
     }
 }
@@ -171,6 +174,8 @@ pub struct Worker {
     pub run_slots: Arc<Semaphore>,
     /// Fan-out batches' run slots and counts, shared with every other worker process.
     pub batches: batch::Batches,
+    /// Checks the API's signature on every request before anything else.
+    pub verifier: schemas::signing::Verifier,
     client: async_nats::Client,
 }
 
@@ -184,6 +189,12 @@ impl Worker {
             .context("SSHQ_MASTER_KEY_FILE must be set (the API's master key file)")?;
         let master_key =
             schemas::sealed::MasterKey::load(master_key).context("SSHQ_MASTER_KEY_FILE")?;
+        anyhow::ensure!(
+            !settings.exec_verify_key.is_empty(),
+            "SSHQ_EXEC_VERIFY_KEY must be set: the worker runs only requests the API signed"
+        );
+        let verifier = schemas::signing::Verifier::from_public_key(&settings.exec_verify_key)
+            .context("SSHQ_EXEC_VERIFY_KEY")?;
         let stream_settings = StreamSettings {
             replicas: settings.stream_replicas,
             worker_ack_wait: Duration::from_millis(settings.worker_ack_wait_ms),
@@ -229,6 +240,7 @@ impl Worker {
             shares,
             run_slots,
             batches,
+            verifier,
             client,
         }))
     }

@@ -242,6 +242,7 @@ pub(crate) async fn append_request(
     sealed_secrets: Option<&[u8]>,
     sensitive: bool,
 ) -> Result<bool, ApiError> {
+    // The one place exec requests enter the log: signed, so workers can refuse forgeries.
     let appended = state
         .topology
         .append_request(
@@ -250,6 +251,7 @@ pub(crate) async fn append_request(
             Expectation::Empty,
             sealed_secrets,
             sensitive,
+            &state.exec_signer,
         )
         .await;
     match appended {
