@@ -212,7 +212,9 @@ pub fn service_permissions(identity: Identity, scope: &PrefixScope) -> Option<Pe
             publish.extend(bucket_calls(&scope.bucket("BATCH_COUNTS")));
             Permissions {
                 publish,
-                publish_deny: Vec::new(),
+                // The key-value calls above name any consumer of a bucket's stream, which with
+                // `--any-prefix` matches the log's too: never the workers' consumer.
+                publish_deny: vec![format!("$JS.API.CONSUMER.DELETE.{s}.{workers}")],
                 subscribe: vec![format!("{p}.evt.*.job.*.cancel"), inbox],
                 allow_responses: false,
             }
@@ -533,7 +535,9 @@ mod tests {
             perms
                 .subscribe
                 .iter()
-                .all(|s| s.starts_with("sshq.out.acme.") || s.starts_with("_INBOX_acme_"))
+                .all(|s| s.starts_with("sshq.out.acme.")
+                    || s.starts_with("sshq.batch.acme.")
+                    || s.starts_with("_INBOX_acme_"))
         );
         assert!(
             perms

@@ -135,7 +135,7 @@ async fn a_tagged_fleet_runs_on_three_workers_within_max_concurrency_even_when_o
         .collect();
 
     // Follow the batch live, from before the submit.
-    let client = async_nats::connect(&stack.nats_url).await.unwrap();
+    let client = schemas::topology::connect(&stack.nats_url).await.unwrap();
     let mut live = client
         .subscribe(format!("{}.batch.default.>", stack.prefix))
         .await
