@@ -18,6 +18,7 @@ pub mod policy;
 pub mod presence;
 pub mod recording;
 pub mod routes;
+pub mod shells;
 pub mod usecase;
 pub mod views;
 pub mod waiters;
@@ -91,6 +92,18 @@ pub struct Settings {
     /// Devices may be on loopback, link-local and similar internal addresses (the demo and
     /// tests need it; production fleets should not). The stack's own ports are refused always.
     pub allow_internal_devices: bool,
+    /// Interactive shells: a shell ends after this long without input or output (0: never),
+    /// and after this long whatever happens (0: never).
+    pub shell_idle_timeout_s: u64,
+    pub shell_max_duration_s: u64,
+    /// API and worker heartbeat each other this often; three missed beats end the shell.
+    pub shell_heartbeat_ms: u64,
+    /// Terminal output sent to a shell's client and not yet taken by its WebSocket, at most.
+    pub shell_window_bytes: u64,
+    /// How long opening a shell (connecting to the device included) may take.
+    pub shell_open_timeout_s: u64,
+    /// How long a shell ticket (`POST /v1/sessions/tickets`) stays valid.
+    pub shell_ticket_ttl_s: u64,
 }
 
 impl Default for Settings {
@@ -123,6 +136,12 @@ impl Default for Settings {
             command_policy: CommandPolicy::Templates,
             job_retention_s: Topology::DEFAULT_JOB_RETENTION.as_secs(),
             allow_internal_devices: false,
+            shell_idle_timeout_s: 15 * 60,
+            shell_max_duration_s: 8 * 3600,
+            shell_heartbeat_ms: 1000,
+            shell_window_bytes: 256 * 1024,
+            shell_open_timeout_s: 20,
+            shell_ticket_ttl_s: 30,
         }
     }
 }
@@ -169,6 +188,7 @@ pub struct Shared {
     pub max_wait: Duration,
     pub waiters: Arc<Waiters>,
     pub device_cache: Arc<device_cache::DeviceCache>,
+    pub shells: Arc<shells::Shells>,
 }
 
 impl Shared {
@@ -272,6 +292,18 @@ impl Application {
                 .clone()
                 .follow(topology.clone(), template_notices),
         );
+        let shells = Arc::new(shells::Shells::new(
+            shells::ShellSettings {
+                idle_timeout: Duration::from_secs(settings.shell_idle_timeout_s),
+                max_duration: Duration::from_secs(settings.shell_max_duration_s),
+                heartbeat: Duration::from_millis(settings.shell_heartbeat_ms.max(100)),
+                window_bytes: settings.shell_window_bytes.max(4096),
+                open_timeout: Duration::from_secs(settings.shell_open_timeout_s.max(1)),
+                ticket_ttl: Duration::from_secs(settings.shell_ticket_ttl_s.max(1)),
+            },
+            client.clone(),
+            background.shutdown.clone(),
+        ));
         let state = AppState(Arc::new(Shared {
             topology,
             js,
@@ -309,6 +341,7 @@ impl Application {
             max_wait: Duration::from_secs(u64::from(settings.max_wait_s)),
             waiters,
             device_cache,
+            shells,
         }));
         background.spawn(limits::sweep(
             Arc::downgrade(&state.0),

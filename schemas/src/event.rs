@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::ids::{DeviceId, JobId, KeyId, TenantId};
-use crate::session::{SessionEnded, SessionFrames, SessionStarted, TenantSettings};
+use crate::session::{SessionEnded, SessionFrames, SessionLost, SessionStarted, TenantSettings};
 
 /// Microseconds since the Unix epoch, UTC. Fixed-width integer on the wire (chrono's own serde
 /// form is a string, which would bloat every event).
@@ -70,6 +70,9 @@ pub enum EventBody {
     SessionStarted(SessionStarted),
     SessionFrames(SessionFrames),
     SessionEnded(SessionEnded),
+    /// The API gave up a shell whose worker went silent (killed, partitioned): the session
+    /// ends with this reason, keeping what was recorded. A later `SessionEnded` changes nothing.
+    SessionLost(SessionLost),
 }
 
 /// Where and as whom to connect. Carried by value in [`ExecRequested`] so a worker needs no
@@ -402,7 +405,8 @@ impl Event {
             | EventBody::TenantSettingsChanged(_)
             | EventBody::SessionStarted(_)
             | EventBody::SessionFrames(_)
-            | EventBody::SessionEnded(_) => None,
+            | EventBody::SessionEnded(_)
+            | EventBody::SessionLost(_) => None,
         }
     }
 
@@ -430,6 +434,7 @@ impl Event {
             EventBody::SessionStarted(_) => "session_started",
             EventBody::SessionFrames(_) => "session_frames",
             EventBody::SessionEnded(_) => "session_ended",
+            EventBody::SessionLost(_) => "session_lost",
         }
     }
 }

@@ -22,6 +22,7 @@
 //! <p>.evt.<tenant>.session.<id>.ended     SessionEnded
 //! <p>.out.<tenant>.<job>.stdout|stderr|end  live output, raw bytes (see `output`)
 //! <p>.projected.<tenant>.<job>            core NATS only: "this job's outcome is in Postgres"
+//! <p>.shell.<tenant>.<session>.open|in|out  core NATS only: interactive shells (`crate::shell`)
 //! ```
 //!
 //! All of it is stored in one stream, `<P>_LOG`, which is the source of truth: the projector
@@ -181,6 +182,33 @@ impl SessionFacet {
     }
 }
 
+/// The three subjects of an interactive shell (core NATS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShellWay {
+    /// API → a worker: open a shell (request/reply).
+    Open,
+    /// API → the shell's worker: keystrokes and control.
+    In,
+    /// The shell's worker → API and watchers: terminal output and control.
+    Out,
+}
+
+impl ShellWay {
+    const ALL: [ShellWay; 3] = [ShellWay::Open, ShellWay::In, ShellWay::Out];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ShellWay::Open => "open",
+            ShellWay::In => "in",
+            ShellWay::Out => "out",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|way| way.as_str() == s)
+    }
+}
+
 /// What a stored subject is, parsed back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SubjectKind<'a> {
@@ -285,6 +313,7 @@ impl Topology {
             EventBody::SessionStarted(_)
             | EventBody::SessionFrames(_)
             | EventBody::SessionEnded(_)
+            | EventBody::SessionLost(_)
             | EventBody::ExecRequested(_)
             | EventBody::ExecStarted(_)
             | EventBody::ExecFinished(_)
@@ -474,6 +503,34 @@ impl Topology {
     }
 
     /// The session and facet of a session subject, the inverse of [`Self::session_subject`].
+    /// Core NATS, not stored: the API asks a worker to open a shell here (see
+    /// [`crate::shell`]); workers answer in one queue group.
+    pub fn shell_subject(&self, tenant: &TenantId, session: SessionId, way: ShellWay) -> String {
+        format!("{}.shell.{tenant}.{session}.{}", self.prefix, way.as_str())
+    }
+
+    /// Every shell-open request of every tenant (what workers subscribe to).
+    pub fn all_shell_opens_subject(&self) -> String {
+        format!("{}.shell.*.*.open", self.prefix)
+    }
+
+    /// The queue group workers answer shell-open requests in.
+    pub const SHELL_WORKERS: &'static str = "shell-workers";
+
+    /// The tenant and session of a shell subject, the inverse of [`Self::shell_subject`].
+    pub fn parse_shell_subject(&self, subject: &str) -> Option<(TenantId, SessionId, ShellWay)> {
+        let mut t = self.tokens(subject)?;
+        let (shell, tenant, session, way) = (t.next()?, t.next()?, t.next()?, t.next()?);
+        if shell != "shell" || t.next().is_some() {
+            return None;
+        }
+        Some((
+            TenantId::parse(tenant).ok()?,
+            session.parse().ok()?,
+            ShellWay::parse(way)?,
+        ))
+    }
+
     pub fn parse_session_subject(
         &self,
         subject: &str,
@@ -547,6 +604,7 @@ impl Topology {
             EventBody::SessionEnded(e) => {
                 self.session_subject(t, e.session_id, SessionFacet::Ended)
             }
+            EventBody::SessionLost(e) => self.session_subject(t, e.session_id, SessionFacet::Ended),
         }
     }
 
@@ -822,6 +880,15 @@ mod tests {
             );
             assert_eq!(topo.parse_job_subject(&subject), None);
         }
+        for way in ShellWay::ALL {
+            let subject = topo.shell_subject(&tenant, session, way);
+            assert_eq!(
+                topo.parse_shell_subject(&subject),
+                Some((tenant.clone(), session, way))
+            );
+            assert_eq!(topo.classify(&subject), None);
+        }
+        assert_eq!(topo.all_shell_opens_subject(), "t1.shell.*.*.open");
         assert_eq!(
             topo.tenant_settings_subject(&tenant),
             "t1.evt.acme.settings"

@@ -13,8 +13,8 @@ use schemas::{
     PtySize, Role, SshTarget, TemplateAdded, TemplateRemoved, TenantCreated, TenantId, Timestamp,
 };
 use schemas::{
-    Frame, FrameKind, SessionEnded, SessionFrames, SessionId, SessionKind, SessionStarted,
-    TenantSettings,
+    Frame, FrameKind, SessionEnded, SessionFrames, SessionId, SessionKind, SessionLost,
+    SessionStarted, TenantSettings,
 };
 use uuid::Uuid;
 
@@ -188,7 +188,11 @@ fn sample_after(previous: Option<&EventBody>, job: JobId, device: DeviceId) -> O
             reason: "exited".into(),
             exit_status: Some(0),
         }),
-        Some(EventBody::SessionEnded(_)) => return None,
+        Some(EventBody::SessionEnded(_)) => EventBody::SessionLost(SessionLost {
+            session_id: SessionId::of_job(job),
+            reason: "the worker running this shell stopped responding".into(),
+        }),
+        Some(EventBody::SessionLost(_)) => return None,
     })
 }
 

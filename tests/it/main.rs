@@ -20,5 +20,6 @@ mod registry;
 mod retention;
 mod semantics;
 mod sessions;
+mod shells;
 mod templates;
 mod tenancy;

@@ -43,6 +43,8 @@ pub struct StackOptions {
     /// Requests a second per client address, before auth; 0 (the default in tests) is
     /// unlimited.
     pub address_rate_limit_per_s: u32,
+    /// Changes the API's settings (shell timeouts, ...).
+    pub tune_api: Option<fn(&mut sshq_api::Settings)>,
 }
 
 impl Default for StackOptions {
@@ -62,6 +64,7 @@ impl Default for StackOptions {
             tune_worker: None,
             allow_internal_devices: true,
             address_rate_limit_per_s: 0,
+            tune_api: None,
         }
     }
 }
@@ -166,7 +169,7 @@ impl TestStack {
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let api = sshq_api::Settings {
+        let mut api = sshq_api::Settings {
             nats_url: nats_url.clone(),
             prefix: prefix.clone(),
             database_url: database_url.clone(),
@@ -189,6 +192,9 @@ impl TestStack {
             address_rate_limit_burst: options.address_rate_limit_per_s,
             ..Default::default()
         };
+        if let Some(tune) = options.tune_api {
+            tune(&mut api);
+        }
         let app = sshq_api::Application::build(&api)
             .await
             .expect("api starts");

@@ -16,6 +16,7 @@ pub(crate) mod jobs;
 pub(crate) mod keys;
 mod list;
 pub(crate) mod sessions;
+pub(crate) mod shells;
 pub(crate) mod templates;
 
 use axum::Router;
@@ -50,6 +51,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::list))
         .routes(routes!(sessions::get))
         .routes(routes!(sessions::recording))
+        .routes(routes!(shells::shell))
+        .routes(routes!(shells::ticket))
+        .routes(routes!(shells::close))
 }
 
 /// The API's routes, `/openapi.json` and `/docs` (both serving the document split off the API's

@@ -9,3 +9,4 @@ pub mod devices;
 pub mod exec;
 pub mod jobs;
 pub mod sessions;
+pub mod shells;
