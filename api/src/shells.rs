@@ -178,6 +178,9 @@ impl Bridge {
         let mut beat = tokio::time::interval(heartbeat);
         let mut worker_seen = Instant::now();
         let mut output = self.output;
+        // A message the full queue could not take yet: output is not read until it is in
+        // (the worker's window holds the rest back).
+        let mut pending: Option<(Message, u64)> = None;
         let ending = loop {
             tokio::select! {
                 message = stream.next() => match message {
@@ -210,32 +213,53 @@ impl Bridge {
                         break Ending::Done;
                     }
                 },
-                message = output.next() => {
+                permit = queue.reserve(), if pending.is_some() => match permit {
+                    Ok(permit) => permit.send(pending.take().expect("checked")),
+                    Err(_) => {
+                        send(ShellIn::Close { reason: "the client disconnected".into() }).await;
+                        break Ending::Done;
+                    }
+                },
+                message = output.next(), if pending.is_none() => {
                     let Some(message) = message else {
                         break Ending::WorkerLost("the API lost its NATS subscription".into());
                     };
                     worker_seen = Instant::now();
-                    match ShellOut::decode(&message.payload) {
+                    let item = match ShellOut::decode(&message.payload) {
                         Ok(ShellOut::Data(bytes)) => {
                             let n = bytes.len() as u64;
-                            if queue.send((Message::Binary(bytes.into()), n)).await.is_err() {
-                                send(ShellIn::Close { reason: "the client disconnected".into() }).await;
-                                break Ending::Done;
-                            }
+                            (Message::Binary(bytes.into()), n)
                         }
-                        Ok(ShellOut::Resized { .. } | ShellOut::Heartbeat) => {}
+                        Ok(ShellOut::Resized { .. } | ShellOut::Heartbeat) => continue,
                         Ok(ShellOut::Exit { status, signal }) => {
-                            control(json!({"type": "exit", "status": status, "signal": signal}));
+                            (text(json!({"type": "exit", "status": status, "signal": signal})), 0)
                         }
                         Ok(ShellOut::Closed { reason }) => {
-                            control(json!({"type": "closed", "reason": reason}));
+                            // The end waits for its place (briefly) rather than being dropped.
+                            let closed = (text(json!({"type": "closed", "reason": reason})), 0);
+                            let _ = tokio::time::timeout(Duration::from_secs(2), queue.send(closed)).await;
                             break Ending::Done;
                         }
-                        Err(_) => warn!("a shell output message that does not decode"),
+                        Err(_) => {
+                            warn!("a shell output message that does not decode");
+                            continue;
+                        }
+                    };
+                    match queue.try_send(item) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(item)) => pending = Some(item),
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            send(ShellIn::Close { reason: "the client disconnected".into() }).await;
+                            break Ending::Done;
+                        }
                     }
                 }
                 _ = beat.tick() => {
-                    if worker_seen.elapsed() > heartbeat * MISSED_HEARTBEATS {
+                    if pending.is_some() {
+                        // The client is not reading, so neither are we: the worker's
+                        // heartbeats wait unread and are judged once output flows again.
+                        worker_seen = Instant::now();
+                    } else if worker_seen.elapsed() > heartbeat * MISSED_HEARTBEATS {
                         break Ending::WorkerLost(
                             "the worker running this shell stopped responding".into(),
                         );

@@ -568,3 +568,82 @@ async fn a_killed_worker_ends_its_shell_with_a_reason() {
     assert_eq!(session["end_reason"], reason.as_str(), "{session}");
     assert!(session["bytes"].as_i64().unwrap() > 0, "{session}");
 }
+
+/// A client that stops reading holds the shell's output back all the way to the device
+/// (bounded buffers: the worker waits for the API's acks, SSH's window stops the command);
+/// once it reads again everything arrives. Binary garbage typed into the shell is just bytes.
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_the_device_back_and_garbage_is_just_bytes() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    allow_shells(&stack, false).await;
+    let mut shell = open(&stack, &id, "", Some(&stack.api_key)).await.unwrap();
+    shell.type_text("echo $((6*7))\r").await;
+    shell.output_contains("42").await;
+    // Bytes that are not UTF-8 nor a sensible command (^C then ends whatever they started).
+    shell
+        .ws
+        .send(Message::Binary(
+            vec![0xff, 0xfe, 0x00, 0x1b, 0x9b, 0xc3].into(),
+        ))
+        .await
+        .unwrap();
+    // Readline may take the escape bytes as the start of a key sequence: two ^C, apart,
+    // leave it at a clean prompt.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        shell.type_text("\x03").await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    shell.type_text("echo $((5*5))\r").await;
+    shell.output_contains("25").await;
+
+    let marker = tempfile::tempdir().unwrap();
+    // The device's user is not the test's: it may write there.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(marker.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let done = marker.path().join("done");
+    // 40 MB of output, far more than every buffer between the device and the client.
+    shell
+        .type_text(&format!(
+            "head -c 30000000 /dev/zero | base64 -w 100; touch {}; echo fin$((3+3))\r",
+            done.display()
+        ))
+        .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !done.exists(),
+        "the command ran to its end while the client read nothing"
+    );
+    // Reading again lets everything through (counted, not kept: scanning a growing 40 MB
+    // string per message would starve the test's single-threaded runtime).
+    let mut received = 0usize;
+    let mut tail = String::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !tail.contains("fin6") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, shell.ws.next())
+            .await
+            .expect("output in time")
+        {
+            Some(Ok(Message::Binary(bytes))) => {
+                received += bytes.len();
+                tail.push_str(&String::from_utf8_lossy(&bytes));
+                if tail.len() > 256 {
+                    let mut cut = tail.len() - 256;
+                    while !tail.is_char_boundary(cut) {
+                        cut += 1;
+                    }
+                    tail.drain(..cut);
+                }
+            }
+            Some(Ok(Message::Text(text))) => panic!("{text} after {received} bytes"),
+            other => panic!("{other:?} after {received} bytes"),
+        }
+    }
+    assert!(done.exists());
+    assert!(received > 40_000_000, "{received}");
+    shell.type_text("exit\r").await;
+    assert_eq!(shell.wait_closed(Duration::from_secs(15)).await, "exited");
+}
