@@ -304,3 +304,124 @@ impl Bridge {
         }
     }
 }
+
+/// Where a watcher starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchFrom {
+    /// The session's recording from its first frame, then live (through the log: frames
+    /// arrive in the recorder's batches, tens of milliseconds late).
+    Start,
+    /// Live terminal output from now (the shell's own output subject).
+    Now,
+}
+
+/// Follows a session read-only: terminal output as binary frames, resizes as
+/// `{"type":"resize",..}`, and `{"type":"closed","reason":..}` at its end. Whatever the
+/// watcher sends is ignored; it may leave at any time.
+pub async fn watch(
+    state: crate::AppState,
+    tenant: TenantId,
+    session: SessionId,
+    from: WatchFrom,
+    socket: WebSocket,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let heartbeat = state.shells.settings.heartbeat;
+    let reason: String = match from {
+        WatchFrom::Now => {
+            let subject = state
+                .topology
+                .shell_subject(&tenant, session, ShellWay::Out);
+            let mut output = match state.shells.client.subscribe(subject).await {
+                Ok(subscriber) => subscriber,
+                Err(_) => return,
+            };
+            let mut beat = tokio::time::interval(heartbeat);
+            let mut seen = Instant::now();
+            loop {
+                tokio::select! {
+                    message = stream.next() => match message {
+                        Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                        Some(Ok(_)) => {}
+                    },
+                    message = output.next() => {
+                        let Some(message) = message else { return };
+                        seen = Instant::now();
+                        let sent = match ShellOut::decode(&message.payload) {
+                            Ok(ShellOut::Data(bytes)) => sink.send(Message::Binary(bytes.into())).await,
+                            Ok(ShellOut::Resized { cols, rows }) => sink.send(text(json!({"type": "resize", "cols": cols, "rows": rows}))).await,
+                            Ok(ShellOut::Exit { status, signal }) => sink.send(text(json!({"type": "exit", "status": status, "signal": signal}))).await,
+                            Ok(ShellOut::Closed { reason }) => break reason,
+                            Ok(ShellOut::Heartbeat) | Err(_) => Ok(()),
+                        };
+                        if sent.is_err() {
+                            return;
+                        }
+                    }
+                    _ = beat.tick() => {
+                        if seen.elapsed() > heartbeat * MISSED_HEARTBEATS {
+                            break "the session is not live (no worker is serving it)".into();
+                        }
+                    }
+                }
+            }
+        }
+        WatchFrom::Start => {
+            use async_nats::jetstream::consumer;
+            let consumer = state
+                .stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    filter_subject: state.topology.session_filter(&tenant, session),
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    ..Default::default()
+                })
+                .await;
+            let mut messages = match consumer {
+                Ok(consumer) => match consumer.messages().await {
+                    Ok(messages) => messages,
+                    Err(_) => return,
+                },
+                Err(_) => return,
+            };
+            loop {
+                tokio::select! {
+                    message = stream.next() => match message {
+                        Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                        Some(Ok(_)) => {}
+                    },
+                    message = messages.next() => {
+                        let Some(Ok(message)) = message else { return };
+                        let Ok(event) = Event::decode(&message.payload) else { continue };
+                        match event.body {
+                            EventBody::SessionFrames(frames) => {
+                                for frame in frames.frames {
+                                    let sent = match frame.kind {
+                                        schemas::FrameKind::Output | schemas::FrameKind::Error => {
+                                            sink.send(Message::Binary(frame.data.into())).await
+                                        }
+                                        schemas::FrameKind::Resize => {
+                                            let size = String::from_utf8_lossy(&frame.data).into_owned();
+                                            let (cols, rows) = size.split_once('x').unwrap_or(("0", "0"));
+                                            sink.send(text(json!({"type": "resize", "cols": cols.parse::<u32>().unwrap_or(0), "rows": rows.parse::<u32>().unwrap_or(0)}))).await
+                                        }
+                                        _ => Ok(()),
+                                    };
+                                    if sent.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            EventBody::SessionEnded(ended) => break ended.reason,
+                            EventBody::SessionLost(lost) => break lost.reason,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let _ = sink
+        .send(text(json!({"type": "closed", "reason": reason})))
+        .await;
+    let _ = sink.close().await;
+}

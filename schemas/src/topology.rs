@@ -502,7 +502,6 @@ impl Topology {
         format!("{}.evt.{tenant}.session.{session}.*", self.prefix)
     }
 
-    /// The session and facet of a session subject, the inverse of [`Self::session_subject`].
     /// Core NATS, not stored: the API asks a worker to open a shell here (see
     /// [`crate::shell`]); workers answer in one queue group.
     pub fn shell_subject(&self, tenant: &TenantId, session: SessionId, way: ShellWay) -> String {
@@ -531,6 +530,7 @@ impl Topology {
         ))
     }
 
+    /// The session and facet of a session subject, the inverse of [`Self::session_subject`].
     pub fn parse_session_subject(
         &self,
         subject: &str,

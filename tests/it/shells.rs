@@ -647,3 +647,85 @@ async fn a_client_that_stops_reading_holds_the_device_back_and_garbage_is_just_b
     shell.type_text("exit\r").await;
     assert_eq!(shell.wait_closed(Duration::from_secs(15)).await, "exited");
 }
+
+/// Opens a watcher on a session; the refusal's status otherwise.
+async fn watcher(stack: &TestStack, session: &str, query: &str, key: &str) -> Result<Shell, u16> {
+    let url = format!(
+        "{}/v1/sessions/{session}/watch{query}",
+        stack.base.replacen("http", "ws", 1)
+    );
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-api-key", key.parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(Shell {
+            ws,
+            session: session.to_owned(),
+            output: String::new(),
+            control: Vec::new(),
+        }),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn an_administrator_watches_a_live_shell_from_its_start_or_from_now() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    allow_shells(&stack, false).await;
+    let admin = key(&stack, "administrator").await;
+    let operator = key(&stack, "operator").await;
+    let mut shell = open(&stack, &id, "", Some(&operator)).await.unwrap();
+    shell.type_text("echo $((6*7))\r").await;
+    shell.output_contains("42").await;
+
+    assert_eq!(
+        watcher(&stack, &shell.session, "", &operator).await.err(),
+        Some(403)
+    );
+    assert_eq!(
+        watcher(&stack, &uuid::Uuid::now_v7().to_string(), "", &admin)
+            .await
+            .err(),
+        Some(404)
+    );
+    assert_eq!(
+        watcher(&stack, &shell.session, "?from=yesterday", &admin)
+            .await
+            .err(),
+        Some(400)
+    );
+    let mut from_start = watcher(&stack, &shell.session, "?from=start", &admin)
+        .await
+        .unwrap();
+    let mut from_now = watcher(&stack, &shell.session, "?from=now", &admin)
+        .await
+        .unwrap();
+    // From the start: what was already shown, then what comes.
+    from_start.output_contains("42").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shell.type_text("echo $((8*8))\r").await;
+    shell.output_contains("64").await;
+    from_start.output_contains("64").await;
+    from_now.output_contains("64").await;
+    assert!(!from_now.output.contains("42"), "{}", from_now.output);
+    // Watchers cannot type: what they send is ignored.
+    from_now.type_text("echo $((9*9))\r").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shell.type_text("exit\r").await;
+    assert_eq!(shell.wait_closed(Duration::from_secs(15)).await, "exited");
+    assert!(!shell.output.contains("81"), "{}", shell.output);
+    assert_eq!(
+        from_now.wait_closed(Duration::from_secs(15)).await,
+        "exited"
+    );
+    assert_eq!(
+        from_start.wait_closed(Duration::from_secs(15)).await,
+        "exited"
+    );
+}

@@ -54,6 +54,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(shells::shell))
         .routes(routes!(shells::ticket))
         .routes(routes!(shells::close))
+        .routes(routes!(shells::watch))
 }
 
 /// The API's routes, `/openapi.json` and `/docs` (both serving the document split off the API's

@@ -45,7 +45,7 @@ pub async fn shell(
 ) -> Result<Response, ApiError> {
     let caller = usecase::caller(&state, &headers, query.ticket.as_deref()).await?;
     let terminal = usecase::terminal(&query)?;
-    let opened = usecase::prepare(&state, &caller, &id, &terminal).await?;
+    let opened = usecase::prepare(&state, &caller, &id).await?;
     let upgrade = upgrade.map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -107,4 +107,52 @@ pub async fn close(
     };
     usecase::close(&state, &caller, &id, request.reason).await?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Where a watcher starts: `start` (default: the recording from its beginning, then live) or
+/// `now` (live output only).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WatchQuery {
+    pub from: Option<String>,
+    /// A ticket from `POST /v1/sessions/tickets` instead of the `X-API-Key` header.
+    pub ticket: Option<String>,
+}
+
+/// Follows a session read-only over a WebSocket (owners and administrators): terminal output
+/// in binary frames, `{"type":"resize",..}` and `{"type":"closed","reason":..}` in text frames.
+#[utoipa::path(get, path = "/v1/sessions/{id}/watch", tag = "sessions", params(("id" = String, Path, description = "Session id"), WatchQuery), responses((status = 101, description = "Switching to the WebSocket"), (status = 400, description = "Invalid `from`, or not a WebSocket upgrade", body = ApiError), (status = 401, description = "Missing or invalid key or ticket", body = ApiError), (status = 403, description = "Only owners and administrators may watch sessions", body = ApiError), (status = 404, description = "No such session", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS unavailable", body = ApiError)))]
+pub async fn watch(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<WatchQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let caller = usecase::caller(&state, &headers, query.ticket.as_deref()).await?;
+    caller.require(Scope::Sessions)?;
+    let from = match query.from.as_deref() {
+        None | Some("start") => crate::shells::WatchFrom::Start,
+        Some("now") => crate::shells::WatchFrom::Now,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                crate::error::ErrorCode::ValueIncorrectFormat,
+                "from",
+                "from must be start or now",
+            ));
+        }
+    };
+    let session = usecase::existing(&state, &caller, &id).await?;
+    let upgrade = upgrade.map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            crate::error::ErrorCode::BadRequest,
+            "this endpoint is a WebSocket: send an upgrade request (Connection: Upgrade, Upgrade: websocket)",
+        )
+    })?;
+    let tenant = caller.tenant.clone();
+    Ok(
+        upgrade
+            .on_upgrade(move |socket| crate::shells::watch(state, tenant, session, from, socket)),
+    )
 }

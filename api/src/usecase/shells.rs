@@ -96,7 +96,6 @@ pub async fn prepare(
     state: &AppState,
     caller: &Caller,
     device_id: &str,
-    _terminal: &Terminal,
 ) -> Result<Prepared, ApiError> {
     caller.require(Scope::Shell)?;
     let (_, settings) = crate::usecase::sessions::settings(state, &caller.tenant).await?;
@@ -235,5 +234,25 @@ pub async fn close(
             )),
             Err(e) => Err(e),
         },
+    }
+}
+
+/// A session of the caller's tenant that the log knows (started), or 404 — current the moment
+/// the session started, whatever the projector's lag.
+pub async fn existing(state: &AppState, caller: &Caller, id: &str) -> Result<SessionId, ApiError> {
+    let uuid: Uuid = id.parse().map_err(|_| ApiError::not_found("session"))?;
+    let session = SessionId::from_uuid(uuid);
+    let subject =
+        state
+            .topology
+            .session_subject(&caller.tenant, session, schemas::SessionFacet::Started);
+    match state
+        .topology
+        .last_event(&state.stream, subject)
+        .await
+        .map_err(ApiError::log_unavailable)?
+    {
+        Some(_) => Ok(session),
+        None => Err(ApiError::not_found("session")),
     }
 }
