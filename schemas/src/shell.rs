@@ -63,6 +63,9 @@ pub struct ShellOpen {
     pub heartbeat_ms: u64,
     /// Output bytes in flight (sent, not acknowledged) at most.
     pub window_bytes: u64,
+    /// The API stops waiting for the answer after this long; a worker that could not open the
+    /// shell by then (a busy device's channel budget, a slow connect) gives up too.
+    pub open_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -729,3 +729,84 @@ async fn an_administrator_watches_a_live_shell_from_its_start_or_from_now() {
         "exited"
     );
 }
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Shells whose clients vanish without a word (the socket dropped, no close frame) end, and
+/// leave nothing behind in the worker process: its file descriptors come back to where they
+/// were with one shell's connection pooled.
+#[tokio::test]
+async fn abandoned_shells_leave_nothing_behind_in_the_worker() {
+    let stack = TestStack::start_with(StackOptions {
+        in_process_worker: false,
+        ..Default::default()
+    })
+    .await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    allow_shells(&stack, false).await;
+    let worker = sshq_tests::WorkerProcess::spawn(&stack, "shell-worker", &[]);
+    let pid = worker.child.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut first = loop {
+        match open(&stack, &id, "", Some(&stack.api_key)).await {
+            Ok(shell) => break shell,
+            Err((503, _)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    first.type_text("echo $((6*7))\r").await;
+    first.output_contains("42").await;
+    first.type_text("exit\r").await;
+    first.wait_closed(Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = open_fds(pid);
+
+    // 1,002 shells, six at a time (the device's channel budget is eight), each dropped.
+    for _ in 0..167 {
+        let mut round = Vec::new();
+        for _ in 0..6 {
+            let mut shell = open(&stack, &id, "", Some(&stack.api_key)).await.unwrap();
+            shell.type_text("echo $((6*7))\r").await;
+            round.push(shell);
+        }
+        for mut shell in round {
+            shell.output_contains("42").await;
+            drop(shell.ws);
+        }
+    }
+    // Every one ends (the bridge tells the worker), and the worker is back where it was.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, live) = stack.get("/v1/sessions?active=true&type=shell").await;
+        let fds = open_fds(pid);
+        if live == json!([]) && fds <= baseline {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fds {fds} (baseline {baseline}); live sessions {live}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let db = stack.db().await;
+    let reasons: Vec<(Option<String>, i64)> = sqlx::query_as(
+        "SELECT end_reason, count(*) FROM sessions WHERE type = 'shell' GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        reasons,
+        [
+            (Some("exited".to_owned()), 1),
+            (Some("the client disconnected".to_owned()), 1_002)
+        ]
+    );
+}

@@ -124,7 +124,7 @@ async fn run(worker: Arc<Worker>, request: Message, open: ShellOpen, shutdown: C
             .await;
         }
     };
-    let opened = async {
+    let opened = tokio::time::timeout(Duration::from_millis(open.open_timeout_ms.max(1)), async {
         let lease = worker.pool.lease(&open.target).await?;
         let channel = match lease.handle.channel_open_session().await {
             Ok(channel) => channel,
@@ -145,8 +145,13 @@ async fn run(worker: Arc<Worker>, request: Message, open: ShellOpen, shutdown: C
             return Err(crate::ssh::SshError::Session(e.to_string()));
         }
         Ok((lease, channel))
-    }
-    .await;
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(crate::ssh::SshError::Session(
+            "timed out opening the shell".into(),
+        ))
+    });
     let (lease, channel) = match opened {
         Ok(opened) => opened,
         Err(error) => {

@@ -141,6 +141,7 @@ pub async fn open(
         max_duration_ms: shells.settings.max_duration.as_millis() as u64,
         heartbeat_ms: shells.settings.heartbeat.as_millis() as u64,
         window_bytes: shells.settings.window_bytes,
+        open_timeout_ms: shells.settings.open_timeout.as_millis() as u64,
     };
     let asked = tokio::time::timeout(
         shells.settings.open_timeout,
