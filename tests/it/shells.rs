@@ -810,3 +810,109 @@ async fn abandoned_shells_leave_nothing_behind_in_the_worker() {
         ]
     );
 }
+
+/// A worker stopped with SIGTERM ends its shells at once and says why; their ends are
+/// recorded by the worker itself.
+#[tokio::test]
+async fn a_stopping_worker_ends_its_shells_and_says_why() {
+    let stack = TestStack::start_with(StackOptions {
+        in_process_worker: false,
+        ..Default::default()
+    })
+    .await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    allow_shells(&stack, false).await;
+    let worker = sshq_tests::WorkerProcess::spawn(&stack, "shell-worker", &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut shell = loop {
+        match open(&stack, &id, "", Some(&stack.api_key)).await {
+            Ok(shell) => break shell,
+            Err((503, _)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    shell.type_text("echo $((6*7))\r").await;
+    shell.output_contains("42").await;
+    worker.sigterm();
+    let reason = shell.wait_closed(Duration::from_secs(10)).await;
+    assert_eq!(reason, "the worker is shutting down");
+    let session = ended_session(&stack, &shell.session).await;
+    assert_eq!(session["end_reason"], reason.as_str(), "{session}");
+}
+
+/// An API that vanishes (here: one that opens a shell over NATS and never says another word)
+/// does not leave the shell running: the worker ends it after three missed heartbeats.
+#[tokio::test]
+async fn a_shell_whose_api_went_silent_is_ended_by_its_worker() {
+    use schemas::shell::{ShellOpen, ShellOpenReply, ShellOut};
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    let client = schemas::topology::connect(&stack.nats_url).await.unwrap();
+    let session = schemas::SessionId::new();
+    let tenant = schemas::TenantId::parse("default").unwrap();
+    let mut output = client
+        .subscribe(
+            stack
+                .topology
+                .shell_subject(&tenant, session, schemas::ShellWay::Out),
+        )
+        .await
+        .unwrap();
+    let open = ShellOpen {
+        session_id: session,
+        tenant: tenant.clone(),
+        actor: None,
+        device_id: id.parse().unwrap(),
+        target: schemas::SshTarget {
+            host: "127.0.0.1".into(),
+            port: device.port,
+            username: device.user.clone(),
+            host_key: device.host_key.clone(),
+        },
+        term: "xterm".into(),
+        cols: 80,
+        rows: 24,
+        record: true,
+        record_input: false,
+        idle_timeout_ms: 0,
+        max_duration_ms: 0,
+        heartbeat_ms: 300,
+        window_bytes: 65_536,
+        open_timeout_ms: 10_000,
+    };
+    let reply = client
+        .request(
+            stack
+                .topology
+                .shell_subject(&tenant, session, schemas::ShellWay::Open),
+            open.encode().into(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        ShellOpenReply::decode(&reply.payload).unwrap(),
+        ShellOpenReply::Opened { .. }
+    ));
+    let began = Instant::now();
+    let reason = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), output.next())
+            .await
+            .expect("the worker ends the shell")
+            .unwrap();
+        if let Ok(ShellOut::Closed { reason }) = ShellOut::decode(&message.payload) {
+            break reason;
+        }
+    };
+    assert_eq!(reason, "the API stopped responding");
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    let ended = ended_session(&stack, &session.to_string()).await;
+    assert_eq!(ended["end_reason"], reason.as_str(), "{ended}");
+}
