@@ -916,3 +916,31 @@ async fn a_shell_whose_api_went_silent_is_ended_by_its_worker() {
     let ended = ended_session(&stack, &session.to_string()).await;
     assert_eq!(ended["end_reason"], reason.as_str(), "{ended}");
 }
+
+#[tokio::test]
+async fn a_shell_ends_at_its_maximum_duration_even_while_busy() {
+    let stack = TestStack::start_with(StackOptions {
+        tune_api: Some(|api| {
+            api.shell_idle_timeout_s = 0;
+            api.shell_max_duration_s = 2;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    allow_shells(&stack, false).await;
+    let mut shell = open(&stack, &id, "", Some(&stack.api_key)).await.unwrap();
+    let began = Instant::now();
+    shell
+        .type_text("while true; do echo tick; sleep 0.2; done\r")
+        .await;
+    let reason = shell.wait_closed(Duration::from_secs(10)).await;
+    assert_eq!(reason, "the maximum duration of 2 s was reached");
+    assert!(
+        began.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(shell.output.contains("tick"));
+}
