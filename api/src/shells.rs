@@ -181,10 +181,15 @@ impl Bridge {
         // A message the full queue could not take yet: output is not read until it is in
         // (the worker's window holds the rest back).
         let mut pending: Option<(Message, u64)> = None;
+        // Input sent to the worker and not yet written to the channel: past the window, the
+        // client is not read (its socket holds it back).
+        let mut input_unacked: u64 = 0;
+        let window = shells.settings.window_bytes;
         let ending = loop {
             tokio::select! {
-                message = stream.next() => match message {
+                message = stream.next(), if input_unacked < window => match message {
                     Some(Ok(Message::Binary(bytes))) => {
+                        input_unacked += bytes.len() as u64;
                         for chunk in bytes.chunks(MAX_CHUNK) {
                             send(ShellIn::Data(chunk.to_vec())).await;
                         }
@@ -231,6 +236,10 @@ impl Bridge {
                             (Message::Binary(bytes.into()), n)
                         }
                         Ok(ShellOut::Resized { .. } | ShellOut::Heartbeat) => continue,
+                        Ok(ShellOut::InputAck { bytes }) => {
+                            input_unacked = input_unacked.saturating_sub(bytes);
+                            continue;
+                        }
                         Ok(ShellOut::Exit { status, signal }) => {
                             (text(json!({"type": "exit", "status": status, "signal": signal})), 0)
                         }
@@ -352,7 +361,7 @@ pub async fn watch(
                             Ok(ShellOut::Resized { cols, rows }) => sink.send(text(json!({"type": "resize", "cols": cols, "rows": rows}))).await,
                             Ok(ShellOut::Exit { status, signal }) => sink.send(text(json!({"type": "exit", "status": status, "signal": signal}))).await,
                             Ok(ShellOut::Closed { reason }) => break reason,
-                            Ok(ShellOut::Heartbeat) | Err(_) => Ok(()),
+                            Ok(ShellOut::Heartbeat | ShellOut::InputAck { .. }) | Err(_) => Ok(()),
                         };
                         if sent.is_err() {
                             return;

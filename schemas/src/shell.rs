@@ -14,7 +14,10 @@
 //! worker or API never leaves the other waiting. Output is flow-controlled by credit: the
 //! worker stops reading the channel once `window_bytes` are sent and not yet `Ack`ed by the
 //! API (the API acks what it wrote to the WebSocket), so a client that never reads holds at
-//! most a window in memory and SSH's own flow control stops the device.
+//! most a window in memory and SSH's own flow control stops the device. Input is credited the
+//! same way the other way round (`InputAck` once written to the channel), so a client that
+//! types faster than the device reads is held back at its own socket, and a worker never
+//! waits on a full channel for long.
 
 use serde::{Deserialize, Serialize};
 
@@ -113,6 +116,10 @@ pub enum ShellOut {
     /// The shell is over, for this reason; nothing follows.
     Closed {
         reason: String,
+    },
+    /// This many more input bytes were written to the channel (the API's input credit).
+    InputAck {
+        bytes: u64,
     },
 }
 

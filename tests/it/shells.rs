@@ -944,3 +944,66 @@ async fn a_shell_ends_at_its_maximum_duration_even_while_busy() {
     );
     assert!(shell.output.contains("tick"));
 }
+
+/// A client that types far more than the device reads (8 MB into a raw terminal whose program
+/// does not read: the pty fills, sshd stops reading, SSH's window closes) is held back at its
+/// own socket; the shell stays alive (heartbeats go on) and ends normally.
+#[tokio::test]
+async fn a_client_flooding_input_is_held_back_and_the_shell_lives_on() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    allow_shells(&stack, false).await;
+    let mut shell = open(&stack, &id, "", Some(&stack.api_key)).await.unwrap();
+    shell
+        .type_text("echo $((6*7)); stty raw -echo; sleep 8\r")
+        .await;
+    shell.output_contains("42").await;
+    let (mut sink, mut stream) = shell.ws.split();
+    let flood = tokio::spawn(async move {
+        let chunk = vec![b'a'; 32 * 1024];
+        let mut sent = 0usize;
+        let until = Instant::now() + Duration::from_secs(5);
+        while sent < 8_000_000 && Instant::now() < until {
+            match tokio::time::timeout(
+                Duration::from_millis(500),
+                sink.send(Message::Binary(chunk.clone().into())),
+            )
+            .await
+            {
+                Ok(Ok(())) => sent += chunk.len(),
+                Ok(Err(e)) => panic!("{e}"),
+                Err(_) => {}
+            }
+        }
+        (sink, sent)
+    });
+    // Meanwhile the shell is not given up: no `closed` arrives.
+    let watch_until = Instant::now() + Duration::from_secs(6);
+    let mut closed = None;
+    while Instant::now() < watch_until {
+        if let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout(Duration::from_millis(200), stream.next()).await
+        {
+            let control: Value = serde_json::from_str(text.as_str()).unwrap();
+            if control["type"] == "closed" {
+                closed = Some(control);
+            }
+        }
+    }
+    let (sink, sent) = flood.await.unwrap();
+    assert_eq!(closed, None, "after {sent} bytes of input");
+    assert!(
+        sent < 8_000_000,
+        "all 8 MB were taken: nothing held the client back"
+    );
+    let (status, session) = stack.get(&format!("/v1/sessions/{}", shell.session)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(session["active"], true, "{session}");
+    drop((sink, stream));
+    let session = ended_session(&stack, &shell.session).await;
+    assert_eq!(
+        session["end_reason"], "the client disconnected",
+        "{session}"
+    );
+}

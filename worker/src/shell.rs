@@ -188,6 +188,30 @@ async fn run(worker: Arc<Worker>, request: Message, open: ShellOpen, shutdown: C
     let mut recorder = Recorder::start(&worker, &cause, start.clone()).await;
 
     let (mut reader, writer) = channel.split();
+    let writer = Arc::new(writer);
+    // Keystrokes are written by a task of their own, so a device that stops reading its input
+    // never stalls this loop (output, heartbeats, deadlines). The API sends at most a window of
+    // input not yet acknowledged, and the acknowledgement goes out once a write is done, so
+    // what waits here is bounded by the window.
+    let (keys, mut keys_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let typist = {
+        let (writer, client, subject) = (
+            writer.clone(),
+            worker.client.clone(),
+            output_subject.clone(),
+        );
+        tokio::spawn(async move {
+            while let Some(bytes) = keys_rx.recv().await {
+                if writer.data(&bytes[..]).await.is_err() {
+                    break;
+                }
+                let ack = ShellOut::InputAck {
+                    bytes: bytes.len() as u64,
+                };
+                let _ = client.publish(subject.clone(), ack.encode().into()).await;
+            }
+        })
+    };
     let out = |message: ShellOut| {
         let client = worker.client.clone();
         let subject = output_subject.clone();
@@ -241,7 +265,7 @@ async fn run(worker: Arc<Worker>, request: Message, open: ShellOpen, shutdown: C
                     Ok(ShellIn::Data(bytes)) => {
                         last_activity = Instant::now();
                         recorder.frame(FrameKind::Input, &bytes).await;
-                        if writer.data(&bytes[..]).await.is_err() {
+                        if keys.send(bytes).is_err() {
                             break "the device closed the channel".into();
                         }
                     }
@@ -281,6 +305,7 @@ async fn run(worker: Arc<Worker>, request: Message, open: ShellOpen, shutdown: C
             _ = shutdown.cancelled() => break "the worker is shutting down".into(),
         }
     };
+    typist.abort();
     let exited = reason == "exited";
     if !exited {
         let _ = writer.close().await;
