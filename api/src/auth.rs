@@ -53,6 +53,11 @@ pub enum Scope {
     Templates,
     /// Change the tenant's session settings (owners only).
     Settings,
+    /// Open interactive shells (owners, administrators and operators; the tenant must allow
+    /// `interactive_sessions` too).
+    Shell,
+    /// Close and watch other keys' live sessions (owners and administrators).
+    Sessions,
 }
 
 /// Whether a role may read secrets: the output of jobs whose template is sensitive, over REST
@@ -65,8 +70,12 @@ pub fn role_sees_secrets(role: Role) -> bool {
 pub fn role_allows(role: Role, scope: Scope) -> bool {
     match scope {
         Scope::Read => true,
-        Scope::Exec => matches!(role, Role::Owner | Role::Administrator | Role::Operator),
-        Scope::Devices | Scope::Keys => matches!(role, Role::Owner | Role::Administrator),
+        Scope::Exec | Scope::Shell => {
+            matches!(role, Role::Owner | Role::Administrator | Role::Operator)
+        }
+        Scope::Devices | Scope::Keys | Scope::Sessions => {
+            matches!(role, Role::Owner | Role::Administrator)
+        }
         Scope::Tenants => false,
         Scope::Templates | Scope::Settings => role == Role::Owner,
     }

@@ -21,6 +21,7 @@ pub mod policy;
 pub mod presence;
 pub mod recording;
 pub mod routes;
+pub mod shells;
 pub mod usecase;
 pub mod views;
 pub mod waiters;
@@ -108,6 +109,18 @@ pub struct Settings {
     /// Longest life of a tenant's NATS user JWT (it also never outlives the key): how long a
     /// live connection of a revoked key may stay connected.
     pub nats_tenant_jwt_ttl_s: u64,
+    /// Interactive shells: a shell ends after this long without input or output (0: never),
+    /// and after this long whatever happens (0: never).
+    pub shell_idle_timeout_s: u64,
+    pub shell_max_duration_s: u64,
+    /// API and worker heartbeat each other this often; three missed beats end the shell.
+    pub shell_heartbeat_ms: u64,
+    /// Terminal output sent to a shell's client and not yet taken by its WebSocket, at most.
+    pub shell_window_bytes: u64,
+    /// How long opening a shell (connecting to the device included) may take.
+    pub shell_open_timeout_s: u64,
+    /// How long a shell ticket (`POST /v1/sessions/tickets`) stays valid.
+    pub shell_ticket_ttl_s: u64,
 }
 
 impl Default for Settings {
@@ -144,6 +157,12 @@ impl Default for Settings {
             nats_callout_seed: String::new(),
             exec_signing_seed: String::new(),
             nats_tenant_jwt_ttl_s: 30,
+            shell_idle_timeout_s: 15 * 60,
+            shell_max_duration_s: 8 * 3600,
+            shell_heartbeat_ms: 1000,
+            shell_window_bytes: 256 * 1024,
+            shell_open_timeout_s: 20,
+            shell_ticket_ttl_s: 30,
         }
     }
 }
@@ -194,6 +213,7 @@ pub struct Shared {
     pub master_key: Arc<schemas::sealed::MasterKey>,
     /// Signs every exec request the API appends (`schemas::signing`); workers run no other.
     pub exec_signer: Arc<schemas::signing::Signer>,
+    pub shells: Arc<shells::Shells>,
 }
 
 impl Shared {
@@ -311,6 +331,18 @@ impl Application {
                 .clone()
                 .follow(topology.clone(), template_notices),
         );
+        let shells = Arc::new(shells::Shells::new(
+            shells::ShellSettings {
+                idle_timeout: Duration::from_secs(settings.shell_idle_timeout_s),
+                max_duration: Duration::from_secs(settings.shell_max_duration_s),
+                heartbeat: Duration::from_millis(settings.shell_heartbeat_ms.max(100)),
+                window_bytes: settings.shell_window_bytes.max(4096),
+                open_timeout: Duration::from_secs(settings.shell_open_timeout_s.max(1)),
+                ticket_ttl: Duration::from_secs(settings.shell_ticket_ttl_s.max(1)),
+            },
+            client.clone(),
+            background.shutdown.clone(),
+        ));
         let state = AppState(Arc::new(Shared {
             topology,
             js,
@@ -350,6 +382,7 @@ impl Application {
             device_cache,
             master_key,
             exec_signer,
+            shells,
         }));
         if !settings.nats_callout_seed.is_empty() {
             let callout =

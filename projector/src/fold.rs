@@ -266,11 +266,12 @@ impl Fold {
             EventBody::SessionStarted(_)
             | EventBody::SessionFrames(_)
             | EventBody::SessionEnded(_)
+            | EventBody::SessionLost(_)
                 if at < self.job_cutoff => {}
             EventBody::SessionFrames(e) => self.sessions.frames(&event, e),
-            EventBody::SessionStarted(_) | EventBody::SessionEnded(_) => {
-                self.sessions.lifecycle(event)
-            }
+            EventBody::SessionStarted(_)
+            | EventBody::SessionEnded(_)
+            | EventBody::SessionLost(_) => self.sessions.lifecycle(event),
         }
     }
 

@@ -214,6 +214,18 @@ impl SessionRows {
                 .execute(&mut **tx)
                 .await?;
             }
+            if let EventBody::SessionLost(e) = &event.body {
+                sqlx::query(
+                    "UPDATE sessions SET ended_at = $3, end_reason = $4
+                     WHERE tenant = $1 AND id = $2 AND ended_at IS NULL",
+                )
+                .bind(event.tenant.to_string())
+                .bind(e.session_id.as_uuid())
+                .bind(event.at.to_datetime())
+                .bind(&e.reason)
+                .execute(&mut **tx)
+                .await?;
+            }
         }
         // A job that failed while its session is still open lost its worker (a worker that
         // is alive ends the session before it publishes the outcome): the session ends with

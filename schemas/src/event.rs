@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::batch::{BatchCancelRequested, BatchExecRequested, BatchMember, BatchRequested};
 use crate::ids::{DeviceId, JobId, KeyId, TenantId};
-use crate::session::{SessionEnded, SessionFrames, SessionStarted, TenantSettings};
+use crate::session::{SessionEnded, SessionFrames, SessionLost, SessionStarted, TenantSettings};
 
 /// Microseconds since the Unix epoch, UTC. Fixed-width integer on the wire (chrono's own serde
 /// form is a string, which would bloat every event).
@@ -82,6 +82,9 @@ pub enum EventBody {
     /// One job of a batch, on the job's `requested` subject like [`EventBody::ExecRequested`].
     BatchExecRequested(BatchExecRequested),
     BatchCancelRequested(BatchCancelRequested),
+    /// The API gave up a shell whose worker went silent (killed, partitioned): the session
+    /// ends with this reason, keeping what was recorded. A later `SessionEnded` changes nothing.
+    SessionLost(SessionLost),
 }
 
 /// Where and as whom to connect. Carried by value in [`ExecRequested`] so a worker needs no
@@ -540,7 +543,8 @@ impl Event {
             | EventBody::SessionFrames(_)
             | EventBody::SessionEnded(_)
             | EventBody::TemplateDefined(_)
-            | EventBody::SshKeyring(_) => None,
+            | EventBody::SshKeyring(_)
+            | EventBody::SessionLost(_) => None,
         }
     }
 
@@ -582,6 +586,7 @@ impl Event {
             EventBody::BatchRequested(_) => "batch_requested",
             EventBody::BatchExecRequested(_) => "batch_exec_requested",
             EventBody::BatchCancelRequested(_) => "batch_cancel_requested",
+            EventBody::SessionLost(_) => "session_lost",
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod output;
 pub mod sealed;
 pub mod service;
 pub mod session;
+pub mod shell;
 pub mod signing;
 pub mod text;
 pub mod topology;
@@ -42,9 +43,10 @@ pub use ids::{DeviceId, IdError, JobId, KeyId, SessionId, TenantId};
 pub use lifecycle::{AttemptError, DevicePresence, JobRecord, JobStatus, OUTPUT_CAP_BYTES};
 pub use output::{OutputChunk, OutputEnd, OutputError, OutputMessage, OutputStream};
 pub use session::{
-    Frame, FrameKind, SessionEnded, SessionFrames, SessionKind, SessionStarted, TenantSettings,
+    Frame, FrameKind, SessionEnded, SessionFrames, SessionKind, SessionLost, SessionStarted,
+    TenantSettings,
 };
 pub use topology::{
-    AppendError, AppendErrorKind, BatchFacet, Expectation, JobFacet, SessionFacet, StreamSettings,
-    SubjectKind, Topology, TopologyError,
+    AppendError, AppendErrorKind, BatchFacet, Expectation, JobFacet, SessionFacet, ShellWay,
+    StreamSettings, SubjectKind, Topology, TopologyError,
 };

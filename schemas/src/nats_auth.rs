@@ -159,6 +159,10 @@ pub fn service_permissions(identity: Identity, scope: &PrefixScope) -> Option<Pe
             publish.extend([
                 // Every event the API appends: registry, requests, cancels, refusals, presence.
                 format!("{p}.evt.>"),
+                // Interactive shells: open one on a worker (a request), send it keystrokes and
+                // control messages.
+                format!("{p}.shell.*.*.open"),
+                format!("{p}.shell.*.*.in"),
                 // A log made before per-message TTLs gets them switched on (`ensure`).
                 format!("$JS.API.STREAM.UPDATE.{s}"),
                 // Ordered consumers (template registry reads): created, pulled, looked up.
@@ -181,6 +185,8 @@ pub fn service_permissions(identity: Identity, scope: &PrefixScope) -> Option<Pe
                     format!("{p}.out.>"),
                     format!("{p}.sec.>"),
                     format!("{p}.projected.>"),
+                    // Shells' output, heartbeats and endings (the bridge and watchers).
+                    format!("{p}.shell.*.*.out"),
                     // Auth callout requests (only delivered where the server has callout on).
                     "$SYS.REQ.USER.AUTH".into(),
                     inbox,
@@ -204,6 +210,8 @@ pub fn service_permissions(identity: Identity, scope: &PrefixScope) -> Option<Pe
                 format!("{p}.sec.>"),
                 // A batch's live progress (core NATS, not stored).
                 format!("{p}.batch.>"),
+                // Shells it holds: output, heartbeats, endings.
+                format!("{p}.shell.*.*.out"),
                 format!("$JS.API.CONSUMER.MSG.NEXT.{s}.{workers}"),
                 format!("$JS.ACK.{s}.{workers}.>"),
             ]);
@@ -215,8 +223,15 @@ pub fn service_permissions(identity: Identity, scope: &PrefixScope) -> Option<Pe
                 // The key-value calls above name any consumer of a bucket's stream, which with
                 // `--any-prefix` matches the log's too: never the workers' consumer.
                 publish_deny: vec![format!("$JS.API.CONSUMER.DELETE.{s}.{workers}")],
-                subscribe: vec![format!("{p}.evt.*.job.*.cancel"), inbox],
-                allow_responses: false,
+                subscribe: vec![
+                    format!("{p}.evt.*.job.*.cancel"),
+                    // Shell opens (a queue group of every worker) and a held shell's input.
+                    format!("{p}.shell.*.*.open"),
+                    format!("{p}.shell.*.*.in"),
+                    inbox,
+                ],
+                // It answers shell opens and closes on the requester's reply subject.
+                allow_responses: true,
             }
         }
         Identity::Projector => {
@@ -287,6 +302,8 @@ impl TenantGrant {
         ];
         if self.secrets {
             subscribe.push(format!("{p}.sec.{t}.>"));
+            // Owners and administrators may watch their tenant's live shells.
+            subscribe.push(format!("{p}.shell.{t}.*.out"));
             publish.push(format!("$JS.API.CONSUMER.CREATE.{s}.{c}.{p}.sec.{t}.>"));
         }
         Permissions {

@@ -161,3 +161,10 @@ pub struct SessionEnded {
     pub reason: String,
     pub exit_status: Option<u32>,
 }
+
+/// A session's worker went silent and the API gave the session up (interactive shells).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionLost {
+    pub session_id: SessionId,
+    pub reason: String,
+}

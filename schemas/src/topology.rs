@@ -31,6 +31,7 @@
 //! <p>.sec.<tenant>.<job>.stdout|stderr|end  the same for a job whose template is sensitive
 //!                                         (readable by owners and administrators only)
 //! <p>.projected.<tenant>.<job>            core NATS only: "this job's outcome is in Postgres"
+//! <p>.shell.<tenant>.<session>.open|in|out  core NATS only: interactive shells (`crate::shell`)
 //! ```
 //!
 //! All of it is stored in one stream, `<P>_LOG`, which is the source of truth: the projector
@@ -198,6 +199,33 @@ impl SessionFacet {
     }
 }
 
+/// The three subjects of an interactive shell (core NATS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShellWay {
+    /// API → a worker: open a shell (request/reply).
+    Open,
+    /// API → the shell's worker: keystrokes and control.
+    In,
+    /// The shell's worker → API and watchers: terminal output and control.
+    Out,
+}
+
+impl ShellWay {
+    const ALL: [ShellWay; 3] = [ShellWay::Open, ShellWay::In, ShellWay::Out];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ShellWay::Open => "open",
+            ShellWay::In => "in",
+            ShellWay::Out => "out",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|way| way.as_str() == s)
+    }
+}
+
 /// What a stored subject is, parsed back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SubjectKind<'a> {
@@ -312,6 +340,7 @@ impl Topology {
             EventBody::SessionStarted(_)
             | EventBody::SessionFrames(_)
             | EventBody::SessionEnded(_)
+            | EventBody::SessionLost(_)
             | EventBody::ExecRequested(_)
             | EventBody::ExecStarted(_)
             | EventBody::ExecFinished(_)
@@ -534,6 +563,34 @@ impl Topology {
         format!("{}.evt.{tenant}.session.{session}.*", self.prefix)
     }
 
+    /// Core NATS, not stored: the API asks a worker to open a shell here (see
+    /// [`crate::shell`]); workers answer in one queue group.
+    pub fn shell_subject(&self, tenant: &TenantId, session: SessionId, way: ShellWay) -> String {
+        format!("{}.shell.{tenant}.{session}.{}", self.prefix, way.as_str())
+    }
+
+    /// Every shell-open request of every tenant (what workers subscribe to).
+    pub fn all_shell_opens_subject(&self) -> String {
+        format!("{}.shell.*.*.open", self.prefix)
+    }
+
+    /// The queue group workers answer shell-open requests in.
+    pub const SHELL_WORKERS: &'static str = "shell-workers";
+
+    /// The tenant and session of a shell subject, the inverse of [`Self::shell_subject`].
+    pub fn parse_shell_subject(&self, subject: &str) -> Option<(TenantId, SessionId, ShellWay)> {
+        let mut t = self.tokens(subject)?;
+        let (shell, tenant, session, way) = (t.next()?, t.next()?, t.next()?, t.next()?);
+        if shell != "shell" || t.next().is_some() {
+            return None;
+        }
+        Some((
+            TenantId::parse(tenant).ok()?,
+            session.parse().ok()?,
+            ShellWay::parse(way)?,
+        ))
+    }
+
     /// The session and facet of a session subject, the inverse of [`Self::session_subject`].
     pub fn parse_session_subject(
         &self,
@@ -619,6 +676,7 @@ impl Topology {
             EventBody::BatchCancelRequested(e) => {
                 self.batch_subject(t, e.batch_id, BatchFacet::Cancel)
             }
+            EventBody::SessionLost(e) => self.session_subject(t, e.session_id, SessionFacet::Ended),
         }
     }
 
@@ -1105,6 +1163,15 @@ mod tests {
             );
             assert_eq!(topo.parse_job_subject(&subject), None);
         }
+        for way in ShellWay::ALL {
+            let subject = topo.shell_subject(&tenant, session, way);
+            assert_eq!(
+                topo.parse_shell_subject(&subject),
+                Some((tenant.clone(), session, way))
+            );
+            assert_eq!(topo.classify(&subject), None);
+        }
+        assert_eq!(topo.all_shell_opens_subject(), "t1.shell.*.*.open");
         assert_eq!(
             topo.tenant_settings_subject(&tenant),
             "t1.evt.acme.settings"

@@ -18,8 +18,8 @@ use schemas::{
     Limit, Ramp,
 };
 use schemas::{
-    Frame, FrameKind, SessionEnded, SessionFrames, SessionId, SessionKind, SessionStarted,
-    TenantSettings,
+    Frame, FrameKind, SessionEnded, SessionFrames, SessionId, SessionKind, SessionLost,
+    SessionStarted, TenantSettings,
 };
 use uuid::Uuid;
 
@@ -274,7 +274,11 @@ fn sample_after(previous: Option<&EventBody>, job: JobId, device: DeviceId) -> O
         Some(EventBody::BatchExecRequested(_)) => {
             EventBody::BatchCancelRequested(BatchCancelRequested { batch_id: batch() })
         }
-        Some(EventBody::BatchCancelRequested(_)) => return None,
+        Some(EventBody::BatchCancelRequested(_)) => EventBody::SessionLost(SessionLost {
+            session_id: SessionId::of_job(job),
+            reason: "the worker running this shell stopped responding".into(),
+        }),
+        Some(EventBody::SessionLost(_)) => return None,
     })
 }
 

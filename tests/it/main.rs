@@ -24,6 +24,7 @@ mod registry;
 mod retention;
 mod semantics;
 mod sessions;
+mod shells;
 mod templates;
 mod tenancy;
 mod tenant_boundary;

@@ -52,6 +52,8 @@ pub struct StackOptions {
     pub address_rate_limit_per_s: u32,
     /// The API's longest synchronous wait (`SSHQ_MAX_WAIT_S`; production: 60).
     pub max_wait_s: u32,
+    /// Changes the API's settings (shell timeouts, ...).
+    pub tune_api: Option<fn(&mut sshq_api::Settings)>,
 }
 
 impl Default for StackOptions {
@@ -75,6 +77,7 @@ impl Default for StackOptions {
             allow_internal_devices: true,
             address_rate_limit_per_s: 0,
             max_wait_s: 60,
+            tune_api: None,
         }
     }
 }
@@ -216,7 +219,7 @@ impl TestStack {
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let api = sshq_api::Settings {
+        let mut api = sshq_api::Settings {
             nats_url: service_url("api"),
             prefix: prefix.clone(),
             database_url: database_url.clone(),
@@ -244,6 +247,9 @@ impl TestStack {
             nats_tenant_jwt_ttl_s: options.nats_tenant_jwt_ttl_s.unwrap_or(30),
             ..Default::default()
         };
+        if let Some(tune) = options.tune_api {
+            tune(&mut api);
+        }
         let app = sshq_api::Application::build(&api)
             .await
             .expect("api starts");

@@ -18,6 +18,7 @@ pub mod job;
 pub mod quote;
 pub mod session;
 pub mod share;
+pub mod shell;
 pub mod ssh;
 
 use schemas::service::Log;
@@ -270,6 +271,8 @@ impl Worker {
                 }
             })
         };
+        // Shells end at once on shutdown (their clients are told why); jobs get the grace.
+        let shells = tokio::spawn(shell::serve(self.clone(), shutdown.clone()));
         let mut running = JoinSet::new();
         info!(worker = %self.settings.worker_id, "pulling exec requests");
         'pull: loop {
@@ -352,6 +355,7 @@ impl Worker {
             );
             running.abort_all();
         }
+        let _ = shells.await;
         listener.abort();
         reaper.abort();
         Ok(())

@@ -18,6 +18,7 @@ pub(crate) mod keys;
 pub(crate) mod list;
 pub(crate) mod output;
 pub(crate) mod sessions;
+pub(crate) mod shells;
 pub(crate) mod ssh;
 pub(crate) mod templates;
 
@@ -68,6 +69,10 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(ssh::public_key))
         .routes(routes!(ssh::rotate, ssh::cancel_rotation))
         .routes(routes!(ssh::complete_rotation))
+        .routes(routes!(shells::shell))
+        .routes(routes!(shells::ticket))
+        .routes(routes!(shells::close))
+        .routes(routes!(shells::watch))
 }
 
 /// The API's routes, `/openapi.json` and `/docs` (both serving the document split off the API's

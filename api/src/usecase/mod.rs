@@ -12,3 +12,4 @@ pub mod follow;
 pub mod identity;
 pub mod jobs;
 pub mod sessions;
+pub mod shells;

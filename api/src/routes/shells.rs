@@ -1,0 +1,158 @@
+//! `GET /v1/devices/{id}/shell` (an interactive shell over a WebSocket),
+//! `POST /v1/sessions/tickets` (a single-use ticket for browsers) and
+//! `POST /v1/sessions/{id}/close` (an administrator ends a live shell).
+
+use axum::Json;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::auth::{Caller, Scope};
+use crate::error::ApiError;
+use crate::usecase::shells as usecase;
+
+/// The terminal to open; a ticket (for browsers, which cannot set headers on a WebSocket)
+/// instead of the `X-API-Key` header.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ShellQuery {
+    /// `TERM` (default `xterm-256color`): letters, digits, `-`, `_`, `.`, `+`.
+    pub term: Option<String>,
+    /// Columns, 1-1000 (default 80).
+    pub cols: Option<String>,
+    /// Rows, 1-1000 (default 24).
+    pub rows: Option<String>,
+    /// A ticket from `POST /v1/sessions/tickets` (single use, short-lived).
+    pub ticket: Option<String>,
+}
+
+/// Opens an interactive shell on the device and upgrades to a WebSocket: binary frames carry
+/// terminal bytes both ways; text frames carry JSON control (`{"type":"resize","cols":..,
+/// "rows":..}` from the client; `session`, `error`, `exit` and `closed` from the server).
+/// Needs a role that may open shells (owner, administrator, operator) and the tenant's
+/// `interactive_sessions`.
+#[utoipa::path(get, path = "/v1/devices/{id}/shell", tag = "sessions", params(("id" = String, Path, description = "Device id"), ShellQuery), responses((status = 101, description = "Switching to the WebSocket; the `X-Session-Id` header names the session"), (status = 400, description = "Invalid terminal, size, or not a WebSocket upgrade; `property` names what is wrong", body = ApiError), (status = 401, description = "Missing or invalid key or ticket", body = ApiError), (status = 403, description = "The role may not open shells, or the tenant does not allow interactive sessions", body = ApiError), (status = 404, description = "No such device", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 502, description = "The device could not be reached or refused the shell", body = ApiError), (status = 503, description = "No worker answered, or NATS unavailable", body = ApiError)))]
+pub async fn shell(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<ShellQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let caller = usecase::caller(&state, &headers, query.ticket.as_deref()).await?;
+    let terminal = usecase::terminal(&query)?;
+    let opened = usecase::prepare(&state, &caller, &id).await?;
+    let upgrade = upgrade.map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            crate::error::ErrorCode::BadRequest,
+            "this endpoint is a WebSocket: send an upgrade request (Connection: Upgrade, Upgrade: websocket)",
+        )
+    })?;
+    let bridge = usecase::open(&state, &caller, opened, &terminal).await?;
+    let session = bridge.session.to_string();
+    let mut response = upgrade
+        .max_message_size(1024 * 1024)
+        .on_upgrade(move |socket| bridge.run(socket));
+    if let Ok(value) = HeaderValue::from_str(&session) {
+        response.headers_mut().insert("x-session-id", value);
+    }
+    Ok(response)
+}
+
+/// A ticket that opens one shell as the caller, once, within a short time (for browsers).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TicketView {
+    /// Pass as `?ticket=` to `GET /v1/devices/{id}/shell`.
+    pub ticket: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[utoipa::path(post, path = "/v1/sessions/tickets", tag = "sessions", responses((status = 201, body = TicketView), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The role may not open shells", body = ApiError), (status = 429, description = "Too many API calls for this key, or too many tickets outstanding", body = ApiError)))]
+pub async fn ticket(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<(StatusCode, Json<TicketView>), ApiError> {
+    caller.require(Scope::Shell)?;
+    let view = usecase::ticket(&state, &caller)?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Why a session is closed; the shell's client is told.
+#[derive(Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseRequest {
+    /// Shown to the shell's user (default "closed by an administrator").
+    pub reason: Option<String>,
+}
+
+/// Ends a live interactive shell (owners and administrators); its client gets
+/// `{"type":"closed","reason":..}`.
+#[utoipa::path(post, path = "/v1/sessions/{id}/close", tag = "sessions", params(("id" = String, Path, description = "Session id")), request_body(content = CloseRequest, description = "Optional reason"), responses((status = 202, description = "The shell is closing"), (status = 400, description = "Invalid reason", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "Only owners and administrators may close sessions", body = ApiError), (status = 404, description = "No such session", body = ApiError), (status = 409, description = "The session is not a live shell", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS unavailable", body = ApiError)))]
+pub async fn close(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Sessions)?;
+    let request: CloseRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CloseRequest::default()
+    } else {
+        crate::json::parse(&body)?
+    };
+    usecase::close(&state, &caller, &id, request.reason).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Where a watcher starts: `start` (default: the recording from its beginning, then live) or
+/// `now` (live output only).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WatchQuery {
+    pub from: Option<String>,
+    /// A ticket from `POST /v1/sessions/tickets` instead of the `X-API-Key` header.
+    pub ticket: Option<String>,
+}
+
+/// Follows a session read-only over a WebSocket (owners and administrators): terminal output
+/// in binary frames, `{"type":"resize",..}` and `{"type":"closed","reason":..}` in text frames.
+#[utoipa::path(get, path = "/v1/sessions/{id}/watch", tag = "sessions", params(("id" = String, Path, description = "Session id"), WatchQuery), responses((status = 101, description = "Switching to the WebSocket"), (status = 400, description = "Invalid `from`, or not a WebSocket upgrade", body = ApiError), (status = 401, description = "Missing or invalid key or ticket", body = ApiError), (status = 403, description = "Only owners and administrators may watch sessions", body = ApiError), (status = 404, description = "No such session", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS unavailable", body = ApiError)))]
+pub async fn watch(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<WatchQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let caller = usecase::caller(&state, &headers, query.ticket.as_deref()).await?;
+    caller.require(Scope::Sessions)?;
+    let from = match query.from.as_deref() {
+        None | Some("start") => crate::shells::WatchFrom::Start,
+        Some("now") => crate::shells::WatchFrom::Now,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                crate::error::ErrorCode::ValueIncorrectFormat,
+                "from",
+                "from must be start or now",
+            ));
+        }
+    };
+    let session = usecase::existing(&state, &caller, &id).await?;
+    let upgrade = upgrade.map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            crate::error::ErrorCode::BadRequest,
+            "this endpoint is a WebSocket: send an upgrade request (Connection: Upgrade, Upgrade: websocket)",
+        )
+    })?;
+    let tenant = caller.tenant.clone();
+    Ok(
+        upgrade
+            .on_upgrade(move |socket| crate::shells::watch(state, tenant, session, from, socket)),
+    )
+}
