@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Helpers of ops/bench: CPU accounting around a command, perf sample folding, and the
-BENCHMARKS.md sections (exec, submit, connections, scaleout, fanout) made from the JSON results.
+BENCHMARKS.md sections (exec, submit, connections, scaleout, fanout, shells) made from the JSON results.
 
   bench-report.py cpu-begin STATE name=pid[,pid...]...   # CPU of those process trees from now
   bench-report.py cpu-end STATE                          # ...to now, as JSON on stdout
@@ -882,6 +882,82 @@ Ansible and parallel-ssh start cold (no connection kept from an earlier run), as
 """
 
 
+def section_shells(res, m):
+    lt = load(res, "shells-latency.json")
+    idle = load(res, "shells-idle.json")
+    if lt is None and idle is None:
+        return None
+    parts = [f"## Interactive shells\n\n{header(m, 'shells', '(one worker; shells through the WebSocket bridge)')}"]
+    goals = []
+    if lt:
+        s, o = lt["sshq"], lt["ssh"]
+
+        def row(name, r):
+            return (
+                f"| {name} | {r['count']:,} | {r['p50_ms']:.2f} ms | {r['p90_ms']:.2f} ms | "
+                f"{r['p99_ms']:.2f} ms | {r['mean_ms']:.2f} ms | {r['max_ms']:.2f} ms |"
+            )
+
+        rounds = " · ".join(
+            f"{r['sshq']['p50_ms']:.2f} / {r['ssh -tt']['p50_ms']:.2f}" for r in lt["per_round"]
+        )
+        d50, d99 = s["p50_ms"] - o["p50_ms"], s["p99_ms"] - o["p99_ms"]
+        parts.append(f"""### Keystroke echo latency
+
+One shell through sshq (`GET /v1/devices/{{id}}/shell?term=xterm&cols=80&rows=24` as a WebSocket:
+client → API → NATS → worker → SSH channel → device, and the echo back the same way) and one
+`ssh -tt` session ({m.get('openssh', 'OpenSSH')}, on a pty of its own, with the key the device
+trusts) to the **same device** (sshd on loopback, bash with readline), both open at once. Single
+characters are sent one at a time, {lt['gap_ms']:g} ms apart, each timed from the write until
+its echo is back at the client (both clients are the same Python asyncio program:
+`ops/bench-shells.py`). {lt['rounds']} rounds alternate the two (which goes first alternates too)
+after a warm-up of {lt['warmup']} keystrokes each that is not counted.
+
+| path | keystrokes | p50 | p90 | p99 | mean | max |
+|---|---|---|---|---|---|---|
+{row('sshq WebSocket bridge', s)}
+{row('`ssh -tt`', o)}
+| sshq − `ssh -tt` | | **{d50:+.2f} ms** | {s['p90_ms'] - o['p90_ms']:+.2f} ms | **{d99:+.2f} ms** | {s['mean_ms'] - o['mean_ms']:+.2f} ms | |
+
+p50 per round (sshq / `ssh -tt`): {rounds}. Opening the shell and answering its first command (`echo`):
+sshq {ms(lt['open_ms']['sshq'])} (the worker's connection to the device was new),
+`ssh -tt` {ms(lt['open_ms']['ssh -tt'])} (a new SSH connection).""")
+        goals.append(f"- echo p50 no more than 1 ms above `ssh -tt`'s: {verdict(d50, 1, higher_is_better=False, unit=' ms')}")
+        goals.append(f"- echo p99 no more than 5 ms above `ssh -tt`'s: {verdict(d99, 5, higher_is_better=False, unit=' ms')}")
+    if idle:
+        kib = lambda v: v / 1024
+        b, h, c = idle["before"], idle["holding"], idle["after_close"]
+        p = idle.get("holding_after_keystroke") or h
+        lines = [
+            "| measure | value |",
+            "|---|---|",
+            f"| shells opened (idle at their prompt) / wanted | {idle['shells_open']:,} / {idle['shells_wanted']:,} over {idle['devices']:,} devices, in {idle['open_seconds']:.1f} s; {sum(idle['failures'].values())} failed |",
+            f"| still open after {idle['settle_seconds']:g} s idle / answering a keystroke then | {idle['shells_alive_after_idle']:,} / {idle['shells_answering']:,} |",
+            f"| worker RSS before (after the latency part's shell closed) | {kib(b['worker']['vm_rss_kib']):.1f} MiB |",
+            f"| worker RSS holding the shells | **{kib(h['worker']['vm_rss_kib']):.1f} MiB** ({h['worker']['threads']} threads); after one keystroke each {kib(p['worker']['vm_rss_kib']):.1f} MiB |",
+            f"| worker RSS growth per idle shell | **{idle['worker_rss_per_shell_kib']:.1f} KiB** (includes the worker's SSH connection to each of the {idle['devices']:,} devices) |" if idle.get("worker_rss_per_shell_kib") is not None else "| worker RSS growth per idle shell | – |",
+            f"| idle shells per 100 MiB of worker RSS | **{num(idle.get('shells_per_100_mib'), 0)}** |",
+            f"| worker RSS after closing them all | {kib(c['worker']['vm_rss_kib']):.1f} MiB (peak {kib(c['worker']['vm_hwm_kib']):.1f} MiB) |",
+        ]
+        if "api" in b:
+            lines.append(
+                f"| API RSS before / holding the shells' WebSockets / after closing | {kib(b['api']['vm_rss_kib']):.1f} / {kib(h['api']['vm_rss_kib']):.1f} / {kib(c['api']['vm_rss_kib']):.1f} MiB |"
+            )
+        if idle["failures"]:
+            lines.append(f"| failures | {'; '.join(f'{k} ×{v}' for k, v in idle['failures'].items())} |")
+        parts.append(f"""### Idle shells per worker memory
+
+{idle['shells_wanted']:,} shells opened through the API over {idle['devices']:,} devices (at most
+{-(-idle['shells_wanted'] // max(1, idle['devices']))} per device: a worker opens 8 channels per device connection), each waited on until
+its prompt, then left idle for {idle['settle_seconds']:g} s. RSS is `VmRSS` of `/proc/<pid>/status` of the
+one worker; shells per 100 MiB = shells ÷ (RSS growth ÷ 100 MiB).
+
+{chr(10).join(lines)}""")
+        goals.append(f"- at least 500 idle shells per 100 MiB of worker RSS: {verdict(idle.get('shells_per_100_mib'), 500, unit='')}")
+    parts.append("Goals:\n" + "\n".join(goals))
+    return "\n\n".join(parts) + "\n"
+
+
 def write(res, path, parts):
     m = machine(res)
     makers = {
@@ -890,6 +966,7 @@ def write(res, path, parts):
         "connections": section_connections,
         "scaleout": section_scaleout,
         "fanout": section_fanout,
+        "shells": section_shells,
     }
     text = (
         open(path).read()
