@@ -863,6 +863,14 @@ def section_fanout(res, m):
         f"- wall time at most 2/3 of parallel-ssh's: {verdict(ratio(ps and ps.get('seconds'), sq.get('seconds')), 1.5)}",
         f"- first result under 100 ms after the 202: {verdict(sq.get('first_result_after_202_ms'), 100, higher_is_better=False, unit=' ms')}",
     ]
+    after = sq.get("first_result_after_202_ms")
+    first_note = ""
+    if after is not None and sq.get("submit_ms") is not None and after < 0:
+        first_note = (
+            f" (negative: the first job had ended {ms(-after)} before the `202` came back, "
+            f"{ms(sq['submit_ms'] + after)} after the request was sent — workers start a batch's "
+            "first jobs while the API is still storing the rest)"
+        )
     return f"""## Fan-out
 
 {header(m, 'fanout', f"(`uptime` on {sq['devices']:,} registered sshd devices, {sq['concurrency']} at once)")}
@@ -874,7 +882,7 @@ def section_fanout(res, m):
 sshq's wall time runs from sending `POST /v1/exec` (every device id, `max_concurrency`
 {sq['concurrency']}) to the last job's `ended` message on the batch's live subject; the
 `202` took {ms(sq.get('submit_ms'))} (the batch and its {sq['devices']:,} jobs stored), and its
-first result is timed from the `202`. The batch read back over REST: `{sq.get('batch_status')}`.
+first result is timed from the `202`{first_note}. The batch read back over REST: `{sq.get('batch_status')}`.
 Ansible's first result is its first output line; parallel-ssh's the first host whose command ended.
 Ansible and parallel-ssh start cold (no connection kept from an earlier run), as sshq's workers do.
 
