@@ -481,6 +481,10 @@ async fn targets_resolve_by_ids_tags_and_filters_and_unusable_devices_get_their_
             json!({ "command": "echo hi", "targets": { "status": "sleepy" } }),
             "targets.status",
         ),
+        (
+            json!({ "command": "echo hi", "targets": { "name": "web\u{0}" } }),
+            "targets.name",
+        ),
     ] {
         let (status, body) = stack.post("/v1/exec", &request).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{request}: {body}");

@@ -355,6 +355,10 @@ async fn resolve(
             ));
         }
     }
+    // The name filter is stored in the batch's selector: no control character enters the log.
+    if let Some(name) = &targets.name {
+        crate::domain::printable(name, "targets.name")?;
+    }
     let filtered = !targets.tags.is_empty()
         || targets.status.is_some()
         || targets.online.is_some()
