@@ -1,7 +1,7 @@
 //! The audit trail read model and its retention.
 //!
-//! Rows live in daily partitions of `audit_entries`. [`ensure_partition`] creates the
-//! partition an event needs (inside the applying transaction, so a rolled-back batch leaves
+//! Rows live in daily partitions of `audit_entries` ([`crate::partitions`]). The partition an
+//! event needs is created (inside the applying transaction, so a rolled-back batch leaves
 //! nothing behind); [`enforce_retention`] creates partitions a week ahead and drops those
 //! wholly older than the retention period — `DROP TABLE` on a partition, never a `DELETE`.
 //! Events older than the retention period are not written at all, so replaying the log does
@@ -12,66 +12,19 @@ use schemas::{
     BatchId, DeviceConfig, Event, ExecCancelRequested, ExecRejected, ExecRequested, PtySize,
 };
 use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
+
+use crate::partitions::DailyPartitions;
 use uuid::Uuid;
 
 /// Output kept per stream in an audit entry (Scalelite's 10 KB).
 pub const AUDIT_OUTPUT_BYTES: i32 = 10 * 1024;
 
-const PARENT: &str = "audit_entries";
-
-fn partition_name(day: NaiveDate) -> String {
-    format!("{PARENT}_p{}", day.format("%Y%m%d"))
-}
-
-fn day_of_partition(name: &str) -> Option<NaiveDate> {
-    let digits = name.strip_prefix(PARENT)?.strip_prefix("_p")?;
-    (digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| NaiveDate::parse_from_str(digits, "%Y%m%d").ok())
-        .flatten()
-}
-
-/// Creates the partition holding `day` if it is missing.
-/// Must run inside a transaction that holds [`lock_partitions`]: `CREATE TABLE IF NOT EXISTS`
-/// is not atomic against a concurrent creation of the same table.
-pub async fn ensure_partition(
-    tx: &mut Transaction<'_, Postgres>,
-    day: NaiveDate,
-) -> sqlx::Result<()> {
-    let next = day.succ_opt().expect("a day after");
-    // Names and bounds come from a NaiveDate, never from input.
-    let sql = format!(
-        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {PARENT} FOR VALUES FROM ('{day}') TO ('{next}')",
-        partition_name(day)
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// Serialises partition DDL (the batches' on-demand partitions and the retention task) for
-/// the rest of the transaction.
-pub async fn lock_partitions(tx: &mut Transaction<'_, Postgres>) -> sqlx::Result<()> {
-    // An arbitrary constant naming this lock ("audit partitions").
-    sqlx::query("SELECT pg_advisory_xact_lock(7305419921)")
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
+/// The audit trail's daily partitions.
+pub const PARTITIONS: DailyPartitions = DailyPartitions("audit_entries");
 
 /// The partitions that exist, oldest first.
 pub async fn partitions(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<NaiveDate>> {
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_inherits i
-         JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
-         WHERE p.relname = $1",
-    )
-    .bind(PARENT)
-    .fetch_all(db)
-    .await?;
-    let mut days: Vec<NaiveDate> = names.iter().filter_map(|n| day_of_partition(n)).collect();
-    days.sort();
-    Ok(days)
+    PARTITIONS.list(db).await
 }
 
 /// Creates partitions for the next week and drops every partition that ends before
@@ -82,23 +35,7 @@ pub async fn enforce_retention(
     retention: Duration,
 ) -> sqlx::Result<Vec<NaiveDate>> {
     let mut tx = pool.begin().await?;
-    lock_partitions(&mut tx).await?;
-    let today = now.date_naive();
-    for ahead in 0..7 {
-        ensure_partition(&mut tx, today + Duration::days(ahead)).await?;
-    }
-    let horizon = (now - retention).date_naive();
-    let mut dropped = Vec::new();
-    for day in partitions(&mut *tx).await? {
-        // A partition holds [day, day+1); it is expired when all of it is before the horizon.
-        if day.succ_opt().expect("a day after") <= horizon {
-            let sql = format!("DROP TABLE IF EXISTS {}", partition_name(day));
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&mut *tx)
-                .await?;
-            dropped.push(day);
-        }
-    }
+    let dropped = PARTITIONS.maintain(&mut tx, now, retention).await?;
     tx.commit().await?;
     Ok(dropped)
 }
@@ -352,12 +289,7 @@ impl AuditRows {
         if self.id.is_empty() {
             return Ok(());
         }
-        let days: std::collections::BTreeSet<NaiveDate> =
-            self.at.iter().map(|t| t.date_naive()).collect();
-        lock_partitions(tx).await?;
-        for day in days {
-            ensure_partition(tx, day).await?;
-        }
+        PARTITIONS.ensure_for(tx, &self.at).await?;
         let action: Vec<String> = self.action.iter().map(|s| s.to_string()).collect();
         let outcome: Vec<String> = self.outcome.iter().map(|s| s.to_string()).collect();
         sqlx::query(
@@ -440,15 +372,6 @@ pub fn display_command(argv: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn partition_names_round_trip() {
-        let day = NaiveDate::from_ymd_opt(2026, 2, 3).unwrap();
-        assert_eq!(partition_name(day), "audit_entries_p20260203");
-        assert_eq!(day_of_partition("audit_entries_p20260203"), Some(day));
-        assert_eq!(day_of_partition("audit_entries_p2026020"), None);
-        assert_eq!(day_of_partition("audit_entries_default"), None);
-    }
 
     #[test]
     fn commands_display_as_typed() {

@@ -19,6 +19,7 @@ pub mod devices;
 mod fold;
 pub mod jobs;
 pub mod keys;
+pub mod partitions;
 pub mod progress;
 pub mod quarantine;
 pub mod retention;

@@ -9,49 +9,16 @@
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use schemas::{Event, EventBody, ExecFailed, SessionFrames};
 use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
+
+use crate::partitions::DailyPartitions;
 use uuid::Uuid;
 
-const PARENT: &str = "session_frames";
-
-fn partition_name(day: NaiveDate) -> String {
-    format!("{PARENT}_p{}", day.format("%Y%m%d"))
-}
-
-fn day_of_partition(name: &str) -> Option<NaiveDate> {
-    let digits = name.strip_prefix(PARENT)?.strip_prefix("_p")?;
-    (digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| NaiveDate::parse_from_str(digits, "%Y%m%d").ok())
-        .flatten()
-}
-
-/// Creates the partition holding `day` if missing; the caller holds
-/// [`crate::audit::lock_partitions`] (one lock for all partition DDL).
-async fn ensure_partition(tx: &mut Transaction<'_, Postgres>, day: NaiveDate) -> sqlx::Result<()> {
-    let next = day.succ_opt().expect("a day after");
-    // Names and bounds come from a NaiveDate, never from input.
-    let sql = format!(
-        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {PARENT} FOR VALUES FROM ('{day}') TO ('{next}')",
-        partition_name(day)
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
+/// The recordings' daily partitions.
+const PARTITIONS: DailyPartitions = DailyPartitions("session_frames");
 
 /// The recording partitions that exist, oldest first.
 pub async fn partitions(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<NaiveDate>> {
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_inherits i
-         JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
-         WHERE p.relname = $1",
-    )
-    .bind(PARENT)
-    .fetch_all(db)
-    .await?;
-    let mut days: Vec<NaiveDate> = names.iter().filter_map(|n| day_of_partition(n)).collect();
-    days.sort();
-    Ok(days)
+    PARTITIONS.list(db).await
 }
 
 /// What one round of session retention removed.
@@ -69,22 +36,10 @@ pub async fn enforce_retention(
     retention: Duration,
 ) -> sqlx::Result<Removed> {
     let mut tx = pool.begin().await?;
-    crate::audit::lock_partitions(&mut tx).await?;
-    let today = now.date_naive();
-    for ahead in 0..7 {
-        ensure_partition(&mut tx, today + Duration::days(ahead)).await?;
-    }
-    let horizon = (now - retention).date_naive();
-    let mut removed = Removed::default();
-    for day in partitions(&mut *tx).await? {
-        if day.succ_opt().expect("a day after") <= horizon {
-            let sql = format!("DROP TABLE IF EXISTS {}", partition_name(day));
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&mut *tx)
-                .await?;
-            removed.frame_partitions.push(day);
-        }
-    }
+    let mut removed = Removed {
+        frame_partitions: PARTITIONS.maintain(&mut tx, now, retention).await?,
+        ..Default::default()
+    };
     // Frames of the partition holding the horizon that are older than it.
     sqlx::query("DELETE FROM session_frames WHERE at < $1")
         .bind(now - retention)
@@ -168,12 +123,7 @@ impl SessionRows {
             }
         }
         if !self.at.is_empty() {
-            let days: std::collections::BTreeSet<NaiveDate> =
-                self.at.iter().map(|t| t.date_naive()).collect();
-            crate::audit::lock_partitions(tx).await?;
-            for day in days {
-                ensure_partition(tx, day).await?;
-            }
+            PARTITIONS.ensure_for(tx, &self.at).await?;
             let kind: Vec<String> = self.kind.iter().map(|s| s.to_string()).collect();
             sqlx::query(
                 "WITH f AS (

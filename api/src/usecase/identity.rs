@@ -114,34 +114,20 @@ pub async fn rotate(state: &Shared, caller: &Caller) -> Result<SshKeyring, ApiEr
 
 /// Ends a rotation: the active key is retired and the next key becomes the active one.
 pub async fn complete(state: &Shared, caller: &Caller) -> Result<SshKeyring, ApiError> {
-    let (seq, ring) = ensure(state, Some(caller), &caller.tenant).await?;
-    if !ring.rotating() {
-        return Err(conflict("no rotation is in progress"));
-    }
-    let ring = SshKeyring {
-        keys: ring
-            .keys
-            .into_iter()
-            .filter(|k| k.state == SshKeyState::Next)
-            .map(|mut k| {
-                k.state = SshKeyState::Active;
-                k
-            })
-            .collect(),
-    };
-    write(
-        state,
-        Some(caller),
-        &caller.tenant,
-        &ring,
-        Expectation::LastSequence(seq),
-    )
-    .await?;
-    Ok(ring)
+    end_rotation(state, caller, SshKeyState::Next).await
 }
 
 /// Abandons a rotation: the next key is dropped, the active key stays.
 pub async fn cancel(state: &Shared, caller: &Caller) -> Result<SshKeyring, ApiError> {
+    end_rotation(state, caller, SshKeyState::Active).await
+}
+
+/// Ends a rotation keeping only the key in state `keep`, which is (or stays) the active one.
+async fn end_rotation(
+    state: &Shared,
+    caller: &Caller,
+    keep: SshKeyState,
+) -> Result<SshKeyring, ApiError> {
     let (seq, ring) = ensure(state, Some(caller), &caller.tenant).await?;
     if !ring.rotating() {
         return Err(conflict("no rotation is in progress"));
@@ -150,7 +136,11 @@ pub async fn cancel(state: &Shared, caller: &Caller) -> Result<SshKeyring, ApiEr
         keys: ring
             .keys
             .into_iter()
-            .filter(|k| k.state == SshKeyState::Active)
+            .filter(|k| k.state == keep)
+            .map(|mut k| {
+                k.state = SshKeyState::Active;
+                k
+            })
             .collect(),
     };
     write(
