@@ -23,6 +23,7 @@ pub mod recording;
 pub mod routes;
 pub mod shells;
 pub mod usecase;
+pub mod utf8;
 pub mod views;
 pub mod waiters;
 pub mod watch;

@@ -16,35 +16,7 @@ use read_models::sessions::{FrameRecord, SessionRecord};
 use schemas::FrameKind;
 use serde_json::{Value, json};
 
-/// Decodes `data` after the `carry` of the same stream into `out`; an incomplete sequence
-/// at the end is left in `carry` for the next frame.
-fn decode(carry: &mut Vec<u8>, data: &[u8], out: &mut String) {
-    let mut buf = std::mem::take(carry);
-    buf.extend_from_slice(data);
-    let mut rest = &buf[..];
-    loop {
-        match std::str::from_utf8(rest) {
-            Ok(s) => {
-                out.push_str(s);
-                return;
-            }
-            Err(e) => {
-                let (valid, after) = rest.split_at(e.valid_up_to());
-                out.push_str(std::str::from_utf8(valid).expect("checked valid"));
-                match e.error_len() {
-                    None => {
-                        *carry = after.to_vec();
-                        return;
-                    }
-                    Some(n) => {
-                        out.push('\u{FFFD}');
-                        rest = &after[n..];
-                    }
-                }
-            }
-        }
-    }
-}
+use crate::utf8::Utf8Carry;
 
 /// One event of the replay, in seconds from the start.
 struct Entry {
@@ -57,7 +29,7 @@ struct Entry {
 /// The frames as replay events: UTF-8 made whole, times monotonic.
 fn entries(frames: &[FrameRecord]) -> Vec<Entry> {
     // Carries of the output, error and input streams.
-    let mut carries: [Vec<u8>; 3] = Default::default();
+    let mut carries: [Utf8Carry; 3] = Default::default();
     let mut out = Vec::with_capacity(frames.len());
     let mut last = 0.0f64;
     let mut last_at = None;
@@ -73,11 +45,10 @@ fn entries(frames: &[FrameRecord]) -> Vec<Entry> {
             Some(FrameKind::Marker) => ("m", None),
             None => continue,
         };
-        let mut data = String::new();
-        match carry {
-            Some(i) => decode(&mut carries[i], &frame.data, &mut data),
-            None => data = String::from_utf8_lossy(&frame.data).into_owned(),
-        }
+        let data = match carry {
+            Some(i) => carries[i].push(&frame.data),
+            None => String::from_utf8_lossy(&frame.data).into_owned(),
+        };
         if !data.is_empty() || code == "m" {
             out.push(Entry {
                 time,
@@ -88,12 +59,13 @@ fn entries(frames: &[FrameRecord]) -> Vec<Entry> {
         }
     }
     // Whatever is still incomplete at the end can never be completed.
-    for (i, carry) in carries.iter().enumerate() {
-        if !carry.is_empty() {
+    for (i, carry) in carries.iter_mut().enumerate() {
+        let data = carry.finish();
+        if !data.is_empty() {
             out.push(Entry {
                 time: last,
                 code: if i == 2 { "i" } else { "o" },
-                data: String::from_utf8_lossy(carry).into_owned(),
+                data,
                 at: last_at.unwrap_or_default(),
             });
         }

@@ -15,7 +15,8 @@ use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ErrorCode};
 use crate::routes::jobs::job_json;
-use crate::usecase::follow::{self, FollowFrom, Followed, Utf8Carry};
+use crate::usecase::follow::{self, FollowFrom, Followed};
+use crate::utf8::Utf8Carry;
 
 /// How output chunks are carried in the events' `data`.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
