@@ -23,6 +23,7 @@ pub struct RegisterDevice {
     #[serde(default)]
     pub tags: Vec<String>,
     /// `accepted` (default), `pending` or `rejected`.
+    #[schema(value_type = Option<schemas::DeviceStatus>)]
     pub status: Option<String>,
     /// SSH usernames an exec request may ask for (`username`) besides `username`, which is
     /// always allowed and the default. At most 16.
@@ -44,6 +45,7 @@ pub struct UpdateDevice {
     pub username: Option<String>,
     pub host_key: Option<String>,
     pub tags: Option<Vec<String>>,
+    #[schema(value_type = Option<schemas::DeviceStatus>)]
     pub status: Option<String>,
     /// Replaces the other usernames exec requests may log in as (`[]`: only `username`).
     pub allowed_usernames: Option<Vec<String>>,

@@ -24,6 +24,18 @@ use crate::AppState;
             `property`, `details`.",
         version = env!("CARGO_PKG_VERSION")
     ),
+    // The error body, which the shared error responses (`routes::responses`) refer to by name,
+    // and the enums of query parameters (`routes::params`; utoipa collects the schemas of
+    // bodies, not of parameters).
+    components(schemas(
+        crate::error::ApiError,
+        crate::routes::params::Order,
+        crate::routes::params::JobSortBy,
+        crate::routes::params::DeviceSortBy,
+        crate::routes::params::RecordingFormat,
+        crate::routes::output::Encoding,
+        crate::routes::shells::WatchStart,
+    )),
     modifiers(&ApiKeyAuth),
     security(("api_key" = []))
 )]

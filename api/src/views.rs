@@ -7,6 +7,8 @@ use read_models::audit::AuditRecord;
 use read_models::devices::DeviceRecord;
 use read_models::keys::KeyRecord;
 use schemas::{DevicePresence, JobRecord, JobStatus};
+#[allow(unused_imports, reason = "named by `#[schema(value_type = ..)]`")]
+use schemas::{DeviceStatus, FailureCode, Role, SshKeyState};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -26,6 +28,7 @@ pub use schemas::AttemptError;
 pub struct Job {
     pub job_id: Uuid,
     pub device_id: Uuid,
+    #[schema(value_type = JobStatus)]
     pub status: String,
     /// Finished with exit status 0.
     pub is_ok: bool,
@@ -43,6 +46,8 @@ pub struct Job {
     pub exit_status: Option<i64>,
     pub exit_signal: Option<String>,
     pub exit_signal_message: Option<String>,
+    /// Why the job ended without a normal exit (`failed`, `timed_out`, …).
+    #[schema(value_type = Option<FailureCode>)]
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     /// Stored stdout as UTF-8 (invalid bytes replaced). Left out of lists.
@@ -121,6 +126,8 @@ impl Job {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Accepted {
     pub job_id: Uuid,
+    /// `queued`.
+    #[schema(value_type = JobStatus)]
     pub status: String,
     pub location: String,
 }
@@ -129,6 +136,7 @@ pub struct Accepted {
 pub struct CancelRequested {
     pub job_id: Uuid,
     /// The job's status when the cancel was recorded.
+    #[schema(value_type = JobStatus)]
     pub status: String,
     pub cancel_requested: bool,
 }
@@ -145,8 +153,10 @@ pub struct Device {
     pub host_key: String,
     pub tags: Vec<String>,
     /// `pending`, `accepted` or `rejected`; only accepted devices run commands.
+    #[schema(value_type = DeviceStatus)]
     pub status: String,
     pub online: bool,
+    #[schema(value_type = DevicePresence)]
     pub presence: String,
     pub last_seen_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
@@ -272,6 +282,7 @@ impl AuditEntry {
 pub struct Key {
     pub id: String,
     pub name: String,
+    #[schema(value_type = Role)]
     pub role: String,
     pub created_by: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -300,6 +311,7 @@ pub struct NewKey {
     /// Send it as `X-API-Key`. It is stored nowhere: keep it.
     pub key: String,
     pub name: String,
+    #[schema(value_type = Role)]
     pub role: String,
     pub tenant: String,
     pub expires_at: Option<DateTime<Utc>>,
@@ -322,6 +334,7 @@ pub struct SshPublicKey {
     /// `SHA256:…`, as `ssh-keygen -lf` prints it.
     pub fingerprint: String,
     pub created_at: DateTime<Utc>,
+    #[schema(value_type = SshKeyState)]
     pub state: String,
 }
 
@@ -334,7 +347,10 @@ pub struct SshKeys {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
+    /// `ok` whenever the API answers.
+    #[schema(value_type = HealthStatus)]
     pub status: String,
+    /// The API's connection to NATS (`connected`, `disconnected`, `pending`).
     pub nats: String,
     pub waiting_submits: usize,
 }
@@ -343,6 +359,7 @@ pub struct Health {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BatchAccepted {
     pub batch_id: Uuid,
+    #[schema(value_type = BatchStatus)]
     pub status: String,
     /// Devices the targets resolved to (jobs plus skipped devices).
     pub target_count: i64,
@@ -360,6 +377,7 @@ pub struct BatchTarget {
     /// The device's job; none when the device was skipped.
     pub job_id: Option<Uuid>,
     /// Why the device got no job: `offline`, `pending`, `rejected`.
+    #[schema(value_type = Option<SkipReason>)]
     pub skipped: Option<String>,
 }
 
@@ -368,6 +386,7 @@ pub struct BatchTarget {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Batch {
     pub batch_id: Uuid,
+    #[schema(value_type = BatchStatus)]
     pub status: String,
     /// The command as submitted (command line or template call).
     pub command: String,
@@ -398,8 +417,41 @@ pub struct Batch {
 pub struct BatchCancelRequested {
     pub batch_id: Uuid,
     /// The batch's status when the cancel was recorded.
+    #[schema(value_type = BatchStatus)]
     pub status: String,
     pub cancel_requested: bool,
     /// Jobs that were still queued or running and were asked to stop.
     pub jobs_canceled: i64,
+}
+
+/// The string enums of the views that have no domain type of their own (their values are
+/// computed where the view is built); the document shows them as enums so that generated
+/// clients get enums.
+///
+/// A fan-out batch's status (README, "Fan-out", has the rules).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchStatus {
+    InProgress,
+    Success,
+    Failed,
+    TimedOut,
+    Incomplete,
+    Cancelled,
+}
+
+/// Why a batch target got no job: the device is offline, or not accepted.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    Offline,
+    Pending,
+    Rejected,
+}
+
+/// `GET /healthz`'s `status`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Ok,
 }

@@ -153,6 +153,8 @@ where
 
 /// Whether a device may be used (ShellHub's states). Only accepted devices run commands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DeviceStatus {
     Pending,
     Accepted,
@@ -192,6 +194,8 @@ pub struct DeviceOffline {
 
 /// What a key may do; each role is a set of scopes (see `Role::scopes`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     Owner,
     Administrator,
@@ -313,6 +317,8 @@ impl std::fmt::Debug for TenantSshKey {
 
 /// Where a key is in its life. A retired key leaves the keyring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SshKeyState {
     /// The key jobs log in with.
     Active,
@@ -426,6 +432,8 @@ pub struct ExecFinished {
 
 /// The job ended without a normal exit. Append-only enum, like every wire enum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum FailureCode {
     /// The command outlived its timeout and was stopped on the device.
     TimedOut,

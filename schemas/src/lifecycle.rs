@@ -32,6 +32,7 @@ use crate::output::{OutputChunk, OutputStream};
 /// [`as_str`]: JobStatus::as_str
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobStatus {
     /// The API stored the request (`ExecRequested`) and answered `202`; no worker has started
     /// it. A worker pulling the request moves it to `running` (or, without running it, to
@@ -127,6 +128,7 @@ pub struct UnknownState(pub String);
 /// A device's heartbeat presence, as its presence subject's last event says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DevicePresence {
     /// The device never sent a heartbeat. A heartbeat (`DeviceOnline`, through the API) moves
     /// it to `online`.

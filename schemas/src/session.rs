@@ -50,6 +50,8 @@ impl Default for TenantSettings {
 
 /// What a session's channel is for. Append-only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SessionKind {
     Exec,
     Shell,

@@ -89,7 +89,7 @@ fn error(mut e: ApiError, job: Option<JobId>) -> Response {
         (status = 404, description = "Resource not found (no registered, accepted device is hostname)", body = ApiError),
         (status = 409, description = "Idempotency-Key reused with another body", body = ApiError),
         (status = 413, description = "Body too large", body = ApiError),
-        (status = 429, description = "Too many API calls for this key", body = ApiError),
+        (status = 429, description = "Too many API calls for this key", body = ApiError, headers(("Retry-After" = u64, description = "Seconds until the key may call again"))),
         (status = 500, description = "Internal server error: SSH connection or execution failed, timed out, or still running (job in details[0])", body = ApiError),
         (status = 503, description = "NATS or Postgres unavailable", body = ApiError)))]
 #[tracing::instrument(skip_all)]

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -34,7 +34,7 @@ use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::domain::ExecRequest;
 use crate::error::{ApiError, ErrorCode};
-use crate::routes::list::ListQuery;
+use crate::routes::params::{JobFilters, PageParams, Params};
 use crate::routes::templates::Templates;
 
 /// Scalelite's execute request.
@@ -91,6 +91,7 @@ pub struct ScaleliteHistoryEntry {
     pub target: String,
     pub device_id: Uuid,
     /// sshq's job status (`finished`, `timed_out`, `failed`, …).
+    #[schema(value_type = JobStatus)]
     pub status: String,
     pub success: bool,
     pub exit_code: Option<i64>,
@@ -377,7 +378,7 @@ fn command_line(argv: &[String]) -> String {
 }
 
 #[utoipa::path(get, path = "/compat/scalelite/api/v1/instances/{instance_id}/ssh/history", tag = "compat-scalelite",
-    params(("instance_id" = String, Path, description = "A device id, or a tag naming a group of devices"), ("page" = Option<i64>, Query, description = "From 1"), ("per_page" = Option<i64>, Query, description = "1-100, default 10"), ("order_by" = Option<String>, Query, description = "asc or desc (default)"), ("status" = Option<String>, Query), ("from" = Option<String>, Query, description = "RFC 3339"), ("to" = Option<String>, Query, description = "RFC 3339")),
+    params(("instance_id" = String, Path, description = "A device id, or a tag naming a group of devices"), PageParams, JobFilters),
     responses(
         (status = 200, description = "The instance's commands, newest first", body = ScaleliteHistory, headers(("X-Total-Count" = i64, description = "All matching items"))),
         (status = 400, description = "Bad query", body = ScaleliteError),
@@ -388,9 +389,11 @@ fn command_line(argv: &[String]) -> String {
 pub async fn history(
     State(state): State<AppState>,
     Path(instance_id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    page: Result<Params<PageParams>, ApiError>,
+    filters: Result<Params<JobFilters>, ApiError>,
     headers: HeaderMap,
 ) -> Response {
+    let query = page.and_then(|page| Ok((page.0, filters?.0)));
     match history_inner(&state, &instance_id, query, &headers).await {
         Ok(response) => response,
         Err(e) => error(e),
@@ -400,13 +403,13 @@ pub async fn history(
 async fn history_inner(
     state: &AppState,
     instance_id: &str,
-    query: HashMap<String, String>,
+    query: Result<(PageParams, JobFilters), ApiError>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = authenticate(state, headers, KeyIn::ApiKeyHeader).await?;
     caller.require(Scope::Read)?;
-    let query = ListQuery(query);
-    let page = query.page()?;
+    let (page, filters) = query?;
+    let page = page.page()?;
     let instance = instance(state, &caller, instance_id).await?;
     let names: HashMap<Uuid, String> = instance
         .devices()
@@ -414,12 +417,8 @@ async fn history_inner(
         .map(|d| (d.id, d.name.clone()))
         .collect();
     let filter = JobFilter {
-        device_id: None,
-        status: query.text("status"),
-        from: query.time("from")?,
-        to: query.time("to")?,
         device_ids: Some(names.keys().copied().collect()),
-        batch_id: None,
+        ..filters.filter()
     };
     let (records, total) = jobs::list(
         &state.db,

@@ -5,18 +5,16 @@
 //! are read-modify-write guarded by the subject's last sequence, so concurrent updates cannot
 //! silently overwrite each other (the loser gets 409 and retries).
 
-use std::collections::HashMap;
-
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use read_models::devices::{self, DeviceFilter, DeviceRecord, DeviceSort};
 use schemas::address::AddressError;
 use schemas::{AppendErrorKind, Expectation};
 use schemas::{
-    DeviceConfig, DeviceDeleted, DeviceId, DeviceOnline, DevicePresence, DeviceStatus, Event,
-    EventBody, SshTarget,
+    DeviceConfig, DeviceDeleted, DeviceId, DeviceOnline, DevicePresence, Event, EventBody,
+    SshTarget,
 };
 use serde_json::Value;
 
@@ -25,7 +23,9 @@ use crate::auth::{Caller, Scope};
 use crate::domain::{RegisterDevice, UpdateDevice, valid_tags};
 use crate::error::{ApiError, ErrorCode};
 use crate::json::JsonBody;
-use crate::routes::list::{ListQuery, paged};
+use crate::routes::list::paged;
+use crate::routes::params::{DeviceFilters, DevicePath, PageParams, Params};
+use crate::routes::responses::{Common, Conflict, Forbidden, Invalid, NotFound, TooLarge};
 use crate::usecase::devices::{Presence, lookup, presence};
 use crate::views;
 
@@ -98,7 +98,7 @@ async fn publish(state: &AppState, event: &Event, after: Option<u64>) -> Result<
     }
 }
 
-#[utoipa::path(post, path = "/v1/devices", tag = "devices", request_body = RegisterDevice, responses((status = 201, description = "Registered", body = views::Device), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 413, description = "Body too large", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/devices", tag = "devices", request_body = RegisterDevice, responses((status = 201, description = "Registered", body = views::Device), Common, Forbidden, Invalid, TooLarge))]
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, device_id = tracing::field::Empty))]
 pub async fn register(
     State(state): State<AppState>,
@@ -125,11 +125,11 @@ pub async fn register(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/devices/{id}", tag = "devices", params(("id" = String, Path, description = "The id")), responses((status = 200, body = views::Device), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError)))]
+#[utoipa::path(get, path = "/v1/devices/{id}", tag = "devices", params(DevicePath), responses((status = 200, body = views::Device), Common, Forbidden, Invalid, NotFound))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(DevicePath { id }): Path<DevicePath>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
     let device = lookup(&state, &caller, &id).await?;
@@ -141,11 +141,11 @@ pub async fn get(
     )))
 }
 
-#[utoipa::path(patch, path = "/v1/devices/{id}", tag = "devices", params(("id" = String, Path, description = "The id")), request_body = UpdateDevice, responses((status = 200, body = views::Device), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError), (status = 409, description = "Conflict", body = ApiError), (status = 413, description = "Body too large", body = ApiError)))]
+#[utoipa::path(patch, path = "/v1/devices/{id}", tag = "devices", params(DevicePath), request_body = UpdateDevice, responses((status = 200, body = views::Device), Common, Forbidden, Invalid, NotFound, Conflict, TooLarge))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(DevicePath { id }): Path<DevicePath>,
     JsonBody(body): JsonBody<UpdateDevice>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Devices)?;
@@ -169,11 +169,11 @@ pub async fn update(
     )))
 }
 
-#[utoipa::path(delete, path = "/v1/devices/{id}", tag = "devices", params(("id" = String, Path, description = "The id")), responses((status = 204, description = "Deleted"), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError), (status = 409, description = "Conflict", body = ApiError)))]
+#[utoipa::path(delete, path = "/v1/devices/{id}", tag = "devices", params(DevicePath), responses((status = 204, description = "Deleted"), Common, Forbidden, Invalid, NotFound, Conflict))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(DevicePath { id }): Path<DevicePath>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::Devices)?;
     let device = lookup(&state, &caller, &id).await?;
@@ -189,11 +189,11 @@ pub async fn delete(
 }
 
 /// `POST /v1/devices/{id}/heartbeat`: the device (or its agent) is alive.
-#[utoipa::path(post, path = "/v1/devices/{id}/heartbeat", tag = "devices", params(("id" = String, Path, description = "The id")), responses((status = 204, description = "Recorded"), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/devices/{id}/heartbeat", tag = "devices", params(DevicePath), responses((status = 204, description = "Recorded"), Common, Forbidden, Invalid, NotFound))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(DevicePath { id }): Path<DevicePath>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::Exec)?;
     let device = lookup(&state, &caller, &id).await?;
@@ -210,60 +210,28 @@ pub async fn heartbeat(
 
 /// `GET /v1/devices`: filters `tags` (comma-separated, all required), `status`, `online`,
 /// `name` (substring); `sort_by` `name`, `registered_at` (default), `last_seen_at`.
-#[utoipa::path(get, path = "/v1/devices", tag = "devices", params(("page" = Option<i64>, Query, description = "From 1"), ("per_page" = Option<i64>, Query, description = "1-100, default 10"), ("order_by" = Option<String>, Query, description = "asc or desc (default)"), ("sort_by" = Option<String>, Query, description = "name, registered_at or last_seen_at"), ("tags" = Option<String>, Query, description = "Comma-separated; all must match"), ("status" = Option<String>, Query), ("online" = Option<bool>, Query), ("name" = Option<String>, Query, description = "Substring, any case")), responses((status = 200, body = Vec<views::Device>, headers(("X-Total-Count" = i64, description = "All matching items"))), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError)))]
+#[utoipa::path(get, path = "/v1/devices", tag = "devices", params(PageParams, DeviceFilters), responses((status = 200, body = Vec<views::Device>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<HashMap<String, String>>,
+    page: Result<Params<PageParams>, ApiError>,
+    filters: Result<Params<DeviceFilters>, ApiError>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
-    let query = ListQuery(query);
-    let page = query.page()?;
-    let sort = match query.text("sort_by") {
-        None => DeviceSort::RegisteredAt,
-        Some(s) => DeviceSort::parse(&s).ok_or_else(|| {
-            ApiError::invalid(
-                ErrorCode::ValueIncorrectFormat,
-                "sort_by",
-                "sort_by is one of name, registered_at, last_seen_at",
-            )
-        })?,
-    };
-    let tags = match query.text("tags") {
+    let (Params(page), Params(filters)) = (page?, filters?);
+    let page = page.page()?;
+    let sort = filters
+        .sort_by
+        .map_or(DeviceSort::RegisteredAt, DeviceSort::from);
+    let tags = match filters.tags {
         None => Vec::new(),
         Some(t) => valid_tags(t.split(',').map(str::to_owned).collect())?,
     };
-    let status = query
-        .text("status")
-        .map(|s| {
-            DeviceStatus::parse(&s)
-                .map(|s| s.as_str().to_owned())
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        ErrorCode::ValueIncorrectFormat,
-                        "status",
-                        "status is pending, accepted or rejected",
-                    )
-                })
-        })
-        .transpose()?;
-    let online = match query.text("online").as_deref() {
-        None => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                ErrorCode::ValueIncorrectType,
-                "online",
-                "online is true or false",
-            ));
-        }
-    };
     let filter = DeviceFilter {
         tags,
-        status,
-        online,
-        name: query.text("name"),
+        status: filters.status.map(|s| s.as_str().to_owned()),
+        online: filters.online,
+        name: filters.name,
     };
     let (records, total) = devices::list(&state.db, &caller.tenant, &filter, sort, &page).await?;
     Ok(paged(records.iter().map(record_json).collect(), total))

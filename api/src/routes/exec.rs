@@ -8,12 +8,10 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use schemas::{JobId, JobRecord, JobStatus};
-use serde::Deserialize;
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
@@ -21,30 +19,24 @@ use crate::domain::ExecRequest;
 use crate::error::{ApiError, ErrorCode};
 use crate::json::JsonBody;
 use crate::routes::jobs;
+use crate::routes::params::{DevicePath, Params, WaitParams};
+use crate::routes::responses::{Common, Conflict, Forbidden, Invalid, NotFound, TooLarge};
 use crate::usecase::exec::{self, Submission, Submitted};
 use crate::views::Accepted;
 use crate::views::Job;
 
-#[derive(Debug, Deserialize)]
-pub struct SubmitParams {
-    /// Seconds to wait for the outcome before answering `202`.
-    #[serde(default)]
-    wait: u32,
-}
-
-#[utoipa::path(post, path = "/v1/devices/{id}/exec", tag = "exec", params(("id" = String, Path, description = "The id"), ("wait" = Option<u32>, Query, description = "Seconds to wait for the result (capped)"), ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe submit")), request_body = ExecRequest, responses((status = 200, description = "Finished within the wait", body = Job), (status = 202, description = "Accepted: durably queued", body = Accepted), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError), (status = 408, description = "Timed out (with ?wait=); the job is in details[0]", body = ApiError), (status = 409, description = "Conflict", body = ApiError), (status = 413, description = "Body too large", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/devices/{id}/exec", tag = "exec", params(DevicePath, WaitParams, ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe submit")), request_body = ExecRequest, responses((status = 200, description = "Finished within the wait", body = Job), (status = 202, description = "Accepted: durably queued", body = Accepted, headers(("Location" = String, description = "The job: `/v1/jobs/{id}`"))), Common, Forbidden, Invalid, NotFound, Conflict, TooLarge, (status = 408, description = "Timed out (with ?wait=); the job is in details[0]", body = ApiError)))]
 pub async fn submit(
     State(state): State<AppState>,
     caller: Caller,
-    Path(device): Path<String>,
-    params: Result<Query<SubmitParams>, QueryRejection>,
+    Path(DevicePath { id: device }): Path<DevicePath>,
+    params: Result<Params<WaitParams>, ApiError>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<ExecRequest>,
 ) -> Result<Response, ApiError> {
     // Before the query is read, so a caller without the scope hears that first.
     caller.require(Scope::Exec)?;
-    let Query(params) = params
-        .map_err(|e| ApiError::invalid(ErrorCode::ValueIncorrectType, "wait", e.body_text()))?;
+    let Params(params) = params?;
     let submission = Submission {
         device: &device,
         body,

@@ -1,12 +1,10 @@
 //! `GET /v1/jobs/{id}`: a job's status, outcome and stored output.
 
 use axum::Json;
-use std::collections::HashMap;
-
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use read_models::jobs::{self, JobFilter, JobSort};
+use read_models::jobs::{self, JobFilter};
 use schemas::JobRecord;
 use schemas::{Event, EventBody, ExecCancelRequested, JobId};
 use serde_json::Value;
@@ -16,14 +14,18 @@ use crate::usecase::jobs as jobs_usecase;
 use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ErrorCode};
-use crate::routes::list::{ListQuery, paged};
+use crate::routes::list::paged;
+use crate::routes::params::{
+    DevicePath, JobDeviceFilter, JobFilters, JobPath, JobSortParams, PageParams, Params,
+};
+use crate::routes::responses::{Common, Conflict, Forbidden, Invalid, NotFound};
 use crate::views::{CancelRequested, Job};
 
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "The id")), responses((status = 200, body = Job), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError)))]
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(JobPath), responses((status = 200, body = Job), Common, Forbidden, Invalid, NotFound))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(JobPath { id }): Path<JobPath>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
     let id: JobId = id.parse().map_err(|_| ApiError::not_found("job"))?;
@@ -43,11 +45,11 @@ pub fn job_json(job: &JobRecord, caller: &Caller) -> Value {
 /// `POST /v1/jobs/{id}/cancel`: stops a running command or drops a queued job. Answers `202`
 /// once the cancel request is in the log; the job then ends as `canceled` (unless it finished
 /// first). A job already finished is `409`.
-#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path, description = "The id")), responses((status = 202, body = CancelRequested), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError), (status = 409, description = "Conflict", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(JobPath), responses((status = 202, body = CancelRequested), Common, Forbidden, Invalid, NotFound, Conflict))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(JobPath { id }): Path<JobPath>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Scope::Exec)?;
     let id: JobId = id.parse().map_err(|_| ApiError::not_found("job"))?;
@@ -86,70 +88,56 @@ pub async fn cancel(
 }
 
 /// `GET /v1/jobs`: the tenant's jobs, filtered (`device_id`, `status`, `from`, `to`) and paged.
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(("page" = Option<i64>, Query, description = "From 1"), ("per_page" = Option<i64>, Query, description = "1-100, default 10"), ("order_by" = Option<String>, Query, description = "asc or desc (default)"), ("sort_by" = Option<String>, Query, description = "requested_at, finished_at, status or duration_ms"), ("status" = Option<String>, Query), ("from" = Option<String>, Query, description = "RFC 3339"), ("to" = Option<String>, Query, description = "RFC 3339"), ("device_id" = Option<String>, Query)), responses((status = 200, body = Vec<Job>, headers(("X-Total-Count" = i64, description = "All matching items"))), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError)))]
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(PageParams, JobSortParams, JobFilters, JobDeviceFilter), responses((status = 200, body = Vec<Job>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<HashMap<String, String>>,
+    page: Result<Params<PageParams>, ApiError>,
+    sort: Result<Params<JobSortParams>, ApiError>,
+    filters: Result<Params<JobFilters>, ApiError>,
+    device: Result<Params<JobDeviceFilter>, ApiError>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
-    let query = ListQuery(query);
+    let (Params(page), Params(sort), Params(filters)) = (page?, sort?, filters?);
     let filter = JobFilter {
-        device_id: query.uuid("device_id")?,
-        ..job_filter(&query)?
+        device_id: device?.0.device_id,
+        ..filters.filter()
     };
-    page_of_jobs(&state, &caller, &query, &filter).await
+    page_of_jobs(&state, &caller, &page, &sort, &filter).await
 }
 
 /// `GET /v1/devices/{id}/history`: one device's jobs, as Scalelite's per-target history.
-#[utoipa::path(get, path = "/v1/devices/{id}/history", tag = "jobs", params(("id" = String, Path, description = "The id"), ("page" = Option<i64>, Query, description = "From 1"), ("per_page" = Option<i64>, Query, description = "1-100, default 10"), ("order_by" = Option<String>, Query, description = "asc or desc (default)"), ("sort_by" = Option<String>, Query, description = "requested_at, finished_at, status or duration_ms"), ("status" = Option<String>, Query), ("from" = Option<String>, Query, description = "RFC 3339"), ("to" = Option<String>, Query, description = "RFC 3339")), responses((status = 200, body = Vec<Job>, headers(("X-Total-Count" = i64, description = "All matching items"))), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError)))]
+#[utoipa::path(get, path = "/v1/devices/{id}/history", tag = "jobs", params(DevicePath, PageParams, JobSortParams, JobFilters), responses((status = 200, body = Vec<Job>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid, NotFound))]
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    Path(DevicePath { id }): Path<DevicePath>,
+    page: Result<Params<PageParams>, ApiError>,
+    sort: Result<Params<JobSortParams>, ApiError>,
+    filters: Result<Params<JobFilters>, ApiError>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
+    let (Params(page), Params(sort), Params(filters)) = (page?, sort?, filters?);
     let device = crate::usecase::devices::lookup(&state, &caller, &id)
         .await?
         .config;
-    let query = ListQuery(query);
     let filter = JobFilter {
         device_id: Some(device.device_id.as_uuid()),
-        ..job_filter(&query)?
+        ..filters.filter()
     };
-    page_of_jobs(&state, &caller, &query, &filter).await
-}
-
-fn job_filter(query: &ListQuery) -> Result<JobFilter, ApiError> {
-    Ok(JobFilter {
-        device_id: None,
-        batch_id: None,
-        status: query.text("status"),
-        from: query.time("from")?,
-        to: query.time("to")?,
-        device_ids: None,
-    })
+    page_of_jobs(&state, &caller, &page, &sort, &filter).await
 }
 
 async fn page_of_jobs(
     state: &AppState,
     caller: &Caller,
-    query: &ListQuery,
+    page: &PageParams,
+    sort: &JobSortParams,
     filter: &JobFilter,
 ) -> Result<Response, ApiError> {
-    let page = query.page()?;
-    let sort = match query.text("sort_by") {
-        None => JobSort::RequestedAt,
-        Some(s) => JobSort::parse(&s).ok_or_else(|| {
-            ApiError::invalid(
-                ErrorCode::ValueIncorrectFormat,
-                "sort_by",
-                "sort_by is one of requested_at, finished_at, status, duration_ms",
-            )
-        })?,
-    };
-    let (records, total) = jobs::list(&state.db, &caller.tenant, filter, sort, &page).await?;
+    let page = page.page()?;
+    let (records, total) =
+        jobs::list(&state.db, &caller.tenant, filter, sort.sort(), &page).await?;
     let items = records
         .iter()
         .map(|job| {

@@ -4,10 +4,8 @@
 //! `GET /v1/keys` lists the tenant's keys (never a secret); `DELETE /v1/keys/{id}` revokes.
 //! `POST /v1/tenants` (bootstrap key only) creates a tenant with its first owner key.
 
-use std::collections::HashMap;
-
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use read_models::keys::{self, KeyRecord};
@@ -22,13 +20,16 @@ use crate::AppState;
 use crate::auth::{Caller, Scope, new_key};
 use crate::error::{ApiError, ErrorCode};
 use crate::json::JsonBody;
-use crate::routes::list::{ListQuery, paged};
+use crate::routes::list::paged;
+use crate::routes::params::{KeyPath, PageParams, Params};
+use crate::routes::responses::{Common, Conflict, Forbidden, Invalid, NotFound, TooLarge};
 use crate::views::{Key, NewKey, Tenant};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub name: String,
+    #[schema(value_type = schemas::Role)]
     pub role: String,
     /// Days until expiry: -1 (never), 30, 60, 90 or 365, as ShellHub offers.
     #[serde(default = "never")]
@@ -103,7 +104,7 @@ async fn issue(
     })
 }
 
-#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey, responses((status = 201, body = NewKey), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 413, description = "Body too large", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey, responses((status = 201, body = NewKey), Common, Forbidden, Invalid, TooLarge))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -144,23 +145,23 @@ fn key_json(key: &KeyRecord) -> Value {
     serde_json::to_value(Key::from(key)).expect("views serialise")
 }
 
-#[utoipa::path(get, path = "/v1/keys", tag = "keys", params(("page" = Option<i64>, Query, description = "From 1"), ("per_page" = Option<i64>, Query, description = "1-100, default 10"), ("order_by" = Option<String>, Query, description = "asc or desc (default)")), responses((status = 200, body = Vec<Key>, headers(("X-Total-Count" = i64, description = "All matching items"))), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError)))]
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", params(PageParams), responses((status = 200, body = Vec<Key>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<HashMap<String, String>>,
+    page: Result<Params<PageParams>, ApiError>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
-    let page = ListQuery(query).page()?;
+    let page = page?.0.page()?;
     let (records, total) = keys::list(&state.db, &caller.tenant, &page).await?;
     Ok(paged(records.iter().map(key_json).collect(), total))
 }
 
-#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "The id")), responses((status = 204, description = "Revoked"), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError)))]
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(KeyPath), responses((status = 204, description = "Revoked"), Common, Forbidden, Invalid, NotFound))]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(KeyPath { id }): Path<KeyPath>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::Keys)?;
     let id = KeyId::parse(&id).ok_or_else(|| ApiError::not_found("key"))?;
@@ -211,7 +212,7 @@ pub struct CreateTenant {
     pub name: String,
 }
 
-#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant, responses((status = 201, body = Tenant), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError), (status = 409, description = "Conflict", body = ApiError), (status = 413, description = "Body too large", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant, responses((status = 201, body = Tenant), Common, Forbidden, Invalid, Conflict, TooLarge))]
 pub async fn create_tenant(
     State(state): State<AppState>,
     caller: Caller,

@@ -17,6 +17,8 @@ pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod list;
 pub(crate) mod output;
+pub(crate) mod params;
+pub(crate) mod responses;
 pub(crate) mod sessions;
 pub(crate) mod shells;
 pub(crate) mod ssh;

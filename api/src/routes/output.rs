@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use base64::Engine;
@@ -15,6 +15,8 @@ use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ErrorCode};
 use crate::routes::jobs::job_json;
+use crate::routes::params::{JobPath, Params};
+use crate::routes::responses::{Common, Forbidden, Invalid, NotFound};
 use crate::usecase::follow::{self, FollowFrom, Followed};
 use crate::utf8::Utf8Carry;
 
@@ -91,25 +93,19 @@ pub struct OutputEvent {
 /// process. Jobs that ended long ago replay and end at once; without `follow=true` the stream
 /// stops at what the log holds now (with `end` only if the job is over).
 #[utoipa::path(get, path = "/v1/jobs/{id}/output", tag = "jobs",
-    params(("id" = String, Path, description = "The job's id"),
+    params(JobPath,
            ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this chunk"),
            OutputQuery),
-    responses(
-        (status = 200, description = "`stdout`, `stderr` and `end` events", content_type = "text/event-stream", body = OutputEvent),
-        (status = 400, description = "Invalid request", body = ApiError),
-        (status = 401, description = "Missing or invalid key", body = ApiError),
-        (status = 403, description = "The key's role does not allow this", body = ApiError),
-        (status = 404, description = "Not found (in your tenant)", body = ApiError),
-        (status = 429, description = "Too many API calls for this key", body = ApiError),
-        (status = 503, description = "NATS or Postgres unavailable", body = ApiError)))]
+    responses((status = 200, description = "`stdout`, `stderr` and `end` events", content_type = "text/event-stream", body = OutputEvent), Common, Forbidden, Invalid, NotFound))]
 pub async fn output(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(query): Query<OutputQuery>,
+    Path(JobPath { id }): Path<JobPath>,
+    query: Result<Params<OutputQuery>, ApiError>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     caller.require(Scope::Read)?;
+    let Params(query) = query?;
     let id: JobId = id.parse().map_err(|_| ApiError::not_found("job"))?;
     let after = match headers.get("last-event-id") {
         Some(value) => Some(

@@ -1,24 +1,26 @@
 //! `GET /v1/tenant`, `PATCH /v1/tenant` (the tenant's session settings), `GET /v1/sessions`,
 //! `GET /v1/sessions/{id}` and `GET /v1/sessions/{id}/recording`.
 
-use std::collections::HashMap;
-
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use read_models::sessions::{self, SessionFilter, SessionRecord};
-use schemas::{SessionKind, TenantSettings};
+use schemas::TenantSettings;
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::json::JsonBody;
 use crate::recording;
-use crate::routes::list::{ListQuery, paged};
+use crate::routes::list::paged;
+use crate::routes::params::{
+    PageParams, Params, RecordingFormat, RecordingParams, SessionFilters, SessionPath,
+};
+use crate::routes::responses::{Common, Conflict, Forbidden, Invalid, NotFound, TooLarge};
 use crate::usecase::sessions::{self as usecase, SettingsChange};
 
 /// A tenant's session settings.
@@ -42,7 +44,7 @@ fn tenant_view(caller: &Caller, s: TenantSettings) -> Json<TenantView> {
     })
 }
 
-#[utoipa::path(get, path = "/v1/tenant", tag = "sessions", responses((status = 200, body = TenantView), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS unavailable", body = ApiError)))]
+#[utoipa::path(get, path = "/v1/tenant", tag = "sessions", responses((status = 200, body = TenantView), Common, Forbidden))]
 pub async fn tenant(
     State(state): State<AppState>,
     caller: Caller,
@@ -53,7 +55,7 @@ pub async fn tenant(
 }
 
 /// Changes the given settings (owners only); the others stay as they are.
-#[utoipa::path(patch, path = "/v1/tenant", tag = "sessions", request_body = SettingsChange, responses((status = 200, body = TenantView), (status = 400, description = "Invalid request; `property` names what is wrong", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "Only an owner may change the tenant's settings", body = ApiError), (status = 409, description = "Conflict", body = ApiError), (status = 413, description = "Body too large", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS unavailable", body = ApiError)))]
+#[utoipa::path(patch, path = "/v1/tenant", tag = "sessions", request_body = SettingsChange, responses((status = 200, body = TenantView), Common, Forbidden, Invalid, Conflict, TooLarge, (status = 400, description = "Invalid request; `property` names what is wrong", body = ApiError), (status = 403, description = "Only an owner may change the tenant's settings", body = ApiError)))]
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
 pub async fn change_tenant(
     State(state): State<AppState>,
@@ -78,6 +80,7 @@ pub struct SessionView {
     pub username: String,
     /// `exec` or `shell`.
     #[serde(rename = "type")]
+    #[schema(value_type = schemas::SessionKind)]
     pub kind: String,
     pub term: Option<String>,
     pub cols: i32,
@@ -121,49 +124,23 @@ fn session_view(s: &SessionRecord) -> SessionView {
 }
 
 /// The tenant's sessions, filtered (`device_id`, `type`, `active`, `from`, `to`) and paged.
-#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", params(("page" = Option<i64>, Query, description = "From 1"), ("per_page" = Option<i64>, Query, description = "1-100, default 10"), ("order_by" = Option<String>, Query, description = "asc or desc (default), by started_at"), ("device_id" = Option<String>, Query), ("type" = Option<String>, Query, description = "exec or shell"), ("active" = Option<bool>, Query), ("from" = Option<String>, Query, description = "RFC 3339, started at or after"), ("to" = Option<String>, Query, description = "RFC 3339, started before")), responses((status = 200, body = Vec<SessionView>, headers(("X-Total-Count" = i64, description = "All matching items"))), (status = 400, description = "Invalid request", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "Postgres unavailable", body = ApiError)))]
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", params(PageParams, SessionFilters), responses((status = 200, body = Vec<SessionView>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<HashMap<String, String>>,
+    page: Result<Params<PageParams>, ApiError>,
+    filters: Result<Params<SessionFilters>, ApiError>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
-    let query = ListQuery(query);
-    let kind = match query.text("type") {
-        None => None,
-        Some(t) => Some(
-            SessionKind::parse(&t)
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        ErrorCode::ValueIncorrectFormat,
-                        "type",
-                        "type is exec or shell",
-                    )
-                })?
-                .as_str()
-                .to_owned(),
-        ),
-    };
-    let active = match query.text("active").as_deref() {
-        None => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                ErrorCode::ValueIncorrectType,
-                "active",
-                "active is true or false",
-            ));
-        }
-    };
+    let (Params(page), Params(filters)) = (page?, filters?);
     let filter = SessionFilter {
-        device_id: query.uuid("device_id")?,
-        kind,
-        active,
-        from: query.time("from")?,
-        to: query.time("to")?,
+        device_id: filters.device_id,
+        kind: filters.kind.map(|k| k.as_str().to_owned()),
+        active: filters.active,
+        from: filters.from,
+        to: filters.to,
     };
-    let page = query.page()?;
+    let page = page.page()?;
     let (records, total) = sessions::list(&state.db, &caller.tenant, &filter, &page)
         .await
         .map_err(ApiError::database)?;
@@ -174,11 +151,11 @@ pub async fn list(
     Ok(paged(items, total))
 }
 
-#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session id (an exec session's is its job's)")), responses((status = 200, body = SessionView), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "Postgres unavailable", body = ApiError)))]
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", params(SessionPath), responses((status = 200, body = SessionView), Common, Forbidden, NotFound))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(SessionPath { id }): Path<SessionPath>,
 ) -> Result<Json<SessionView>, ApiError> {
     caller.require(Scope::Read)?;
     let session = usecase::session(&state, &caller, &id).await?;
@@ -186,29 +163,19 @@ pub async fn get(
 }
 
 /// The recording as asciicast v2 (default) or, with `?format=shellhub`, ShellHub's frames.
-#[utoipa::path(get, path = "/v1/sessions/{id}/recording", tag = "sessions", params(("id" = String, Path, description = "The session id"), ("format" = Option<String>, Query, description = "asciicast (default) or shellhub")), responses((status = 200, description = "asciicast v2 (`application/x-asciicast`), or ShellHub's frame list as JSON", content_type = "application/x-asciicast", body = String), (status = 400, description = "Unknown format", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 404, description = "Not found (in your tenant), or not recorded", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "Postgres unavailable", body = ApiError)))]
+#[utoipa::path(get, path = "/v1/sessions/{id}/recording", tag = "sessions", params(SessionPath, RecordingParams), responses((status = 200, description = "asciicast v2 (`application/x-asciicast`), or with `format=shellhub` ShellHub's frame list as JSON", content((String = "application/x-asciicast"), (Vec<Object> = "application/json"))), Common, Forbidden, Invalid, NotFound, (status = 400, description = "Unknown format", body = ApiError), (status = 404, description = "Not found (in your tenant), or not recorded", body = ApiError)))]
 pub async fn recording(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    Path(SessionPath { id }): Path<SessionPath>,
+    params: Result<Params<RecordingParams>, ApiError>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
-    let format = query
-        .get("format")
-        .map(String::as_str)
-        .unwrap_or("asciicast");
-    if !matches!(format, "asciicast" | "shellhub") {
-        return Err(ApiError::invalid(
-            ErrorCode::ValueIncorrectFormat,
-            "format",
-            "format is asciicast or shellhub",
-        ));
-    }
+    let Params(params) = params?;
     let (session, frames) = usecase::recording(&state, &caller, &id).await?;
-    Ok(match format {
-        "shellhub" => Json(recording::shellhub(&session, &frames)).into_response(),
-        _ => (
+    Ok(match params.format {
+        RecordingFormat::Shellhub => Json(recording::shellhub(&session, &frames)).into_response(),
+        RecordingFormat::Asciicast => (
             [(header::CONTENT_TYPE, "application/x-asciicast")],
             recording::asciicast(&session, &frames),
         )

@@ -11,6 +11,7 @@ use schemas::SshKeyring;
 use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::error::ApiError;
+use crate::routes::responses::{Common, Conflict, Forbidden};
 use crate::usecase::identity;
 use crate::views::{SshKeys, SshPublicKey};
 
@@ -47,7 +48,7 @@ fn answer(headers: &HeaderMap, ring: &SshKeyring) -> Response {
     Json(view(ring)).into_response()
 }
 
-#[utoipa::path(get, path = "/v1/ssh/public-key", tag = "ssh", responses((status = 200, description = "The tenant's SSH public keys, the rotation's new key first (with `Accept: text/plain`: the bare authorized_keys lines)", content((SshKeys = "application/json"), (String = "text/plain"))), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError)))]
+#[utoipa::path(get, path = "/v1/ssh/public-key", tag = "ssh", responses((status = 200, description = "The tenant's SSH public keys, the rotation's new key first (with `Accept: text/plain`: the bare authorized_keys lines)", content((SshKeys = "application/json"), (String = "text/plain"))), Common))]
 pub async fn public_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -58,7 +59,7 @@ pub async fn public_key(
     Ok(answer(&headers, &ring))
 }
 
-#[utoipa::path(post, path = "/v1/ssh/keys/rotate", tag = "ssh", responses((status = 200, description = "A new key was added; devices need its line before the rotation is completed", body = SshKeys), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 409, description = "A rotation is already in progress", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/ssh/keys/rotate", tag = "ssh", responses((status = 200, description = "A new key was added; devices need its line before the rotation is completed", body = SshKeys), Common, Forbidden, Conflict, (status = 409, description = "A rotation is already in progress", body = ApiError)))]
 pub async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
@@ -67,7 +68,7 @@ pub async fn rotate(
     Ok(Json(view(&identity::rotate(&state, &caller).await?)))
 }
 
-#[utoipa::path(delete, path = "/v1/ssh/keys/rotate", tag = "ssh", responses((status = 200, description = "The rotation's new key was dropped", body = SshKeys), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 409, description = "No rotation is in progress", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError)))]
+#[utoipa::path(delete, path = "/v1/ssh/keys/rotate", tag = "ssh", responses((status = 200, description = "The rotation's new key was dropped", body = SshKeys), Common, Forbidden, Conflict, (status = 409, description = "No rotation is in progress", body = ApiError)))]
 pub async fn cancel_rotation(
     State(state): State<AppState>,
     caller: Caller,
@@ -76,7 +77,7 @@ pub async fn cancel_rotation(
     Ok(Json(view(&identity::cancel(&state, &caller).await?)))
 }
 
-#[utoipa::path(post, path = "/v1/ssh/keys/rotate/complete", tag = "ssh", responses((status = 200, description = "The old key is retired; only the new one logs in from now on", body = SshKeys), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "The key's role does not allow this", body = ApiError), (status = 409, description = "No rotation is in progress", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS or Postgres unavailable", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/ssh/keys/rotate/complete", tag = "ssh", responses((status = 200, description = "The old key is retired; only the new one logs in from now on", body = SshKeys), Common, Forbidden, Conflict, (status = 409, description = "No rotation is in progress", body = ApiError)))]
 pub async fn complete_rotation(
     State(state): State<AppState>,
     caller: Caller,

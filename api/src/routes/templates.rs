@@ -20,6 +20,8 @@ use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ErrorCode};
 use crate::json::JsonBody;
 use crate::policy::{CommandPolicy, Extras, Origin, Template, syntax};
+use crate::routes::params::TemplatePath;
+use crate::routes::responses::{Common, Conflict, Forbidden, Invalid, NotFound, TooLarge};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Templates {
@@ -59,7 +61,7 @@ pub struct NewTemplate {
     pub sensitive: bool,
 }
 
-#[utoipa::path(get, path = "/v1/templates", tag = "exec", responses((status = 200, body = Templates), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS unavailable", body = ApiError)))]
+#[utoipa::path(get, path = "/v1/templates", tag = "exec", responses((status = 200, body = Templates), Common))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -72,7 +74,7 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/templates", tag = "exec", request_body = NewTemplate, responses((status = 201, description = "Added: the tenant's callers may run it", body = Template), (status = 400, description = "Invalid template; `property` names what is wrong", body = ApiError), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "Only an owner may add templates", body = ApiError), (status = 409, description = "The name is taken (a built-in or one of the tenant's)", body = ApiError), (status = 413, description = "Body too large", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS unavailable", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/templates", tag = "exec", request_body = NewTemplate, responses((status = 201, description = "Added: the tenant's callers may run it", body = Template), Common, Forbidden, Invalid, Conflict, TooLarge, (status = 400, description = "Invalid template; `property` names what is wrong", body = ApiError), (status = 403, description = "Only an owner may add templates", body = ApiError), (status = 409, description = "The name is taken (a built-in or one of the tenant's)", body = ApiError)))]
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
 pub async fn add(
     State(state): State<AppState>,
@@ -151,12 +153,12 @@ pub async fn add(
     Ok((StatusCode::CREATED, Json(template)))
 }
 
-#[utoipa::path(delete, path = "/v1/templates/{name}", tag = "exec", params(("name" = String, Path, description = "The template's name")), responses((status = 204, description = "Removed: it no longer runs"), (status = 401, description = "Missing or invalid key", body = ApiError), (status = 403, description = "Only an owner may remove templates, and built-in templates cannot be removed", body = ApiError), (status = 404, description = "Not found (in your tenant)", body = ApiError), (status = 429, description = "Too many API calls for this key", body = ApiError), (status = 503, description = "NATS unavailable", body = ApiError)))]
+#[utoipa::path(delete, path = "/v1/templates/{name}", tag = "exec", params(TemplatePath), responses((status = 204, description = "Removed: it no longer runs"), Common, Forbidden, NotFound, (status = 403, description = "Only an owner may remove templates, and built-in templates cannot be removed", body = ApiError)))]
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    Path(TemplatePath { name }): Path<TemplatePath>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::Templates)?;
     if state.policy.templates.iter().any(|t| t.name == name) {

@@ -80,6 +80,7 @@ pub struct Targets {
     pub device_ids: Vec<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    #[schema(value_type = Option<schemas::DeviceStatus>)]
     pub status: Option<String>,
     pub online: Option<bool>,
     pub name: Option<String>,
