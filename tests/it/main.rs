@@ -15,6 +15,8 @@ mod lifecycle;
 mod live;
 mod noisy;
 mod openapi;
+mod openapi_client;
+mod openapi_document;
 mod outage;
 mod poison;
 mod policy;
