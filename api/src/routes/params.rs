@@ -256,7 +256,7 @@ pub struct AuditFilters {
     pub actor: Option<String>,
     /// Only entries with this outcome: `accepted`, `rejected`, or a job's terminal status.
     pub outcome: Option<String>,
-    /// Only entries of this action (`exec`, `device.register`, …).
+    /// Only entries of this action (`exec`, `exec_cancel`, `device_register`, …).
     pub action: Option<String>,
 }
 
