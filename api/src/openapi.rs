@@ -25,8 +25,8 @@ use crate::AppState;
         version = env!("CARGO_PKG_VERSION")
     ),
     // The error body, which the shared error responses (`routes::responses`) refer to by name,
-    // and the enums of query parameters (`routes::params`; utoipa collects the schemas of
-    // bodies, not of parameters).
+    // the enums of query parameters (`routes::params`; utoipa collects the schemas of bodies,
+    // not of parameters), and what the events of the output stream hold.
     components(schemas(
         crate::error::ApiError,
         crate::routes::params::Order,
@@ -34,6 +34,10 @@ use crate::AppState;
         crate::routes::params::DeviceSortBy,
         crate::routes::params::RecordingFormat,
         crate::routes::output::Encoding,
+        // The output stream's events: its body is `text/event-stream` (a string to clients
+        // that do not parse SSE), and these schemas say what the events hold.
+        crate::routes::output::OutputEvent,
+        crate::routes::output::OutputChunkEvent,
         crate::routes::shells::WatchStart,
     )),
     modifiers(&ApiKeyAuth),

@@ -1,9 +1,9 @@
 //! A client generated from the served OpenAPI document is usable: openapi-python-client (PyPI,
 //! pinned in `ops/test`) generates a Python package from `/openapi.json` without a warning, and
 //! `tests/py/generated_client.py` drives the running stack through it alone: registers a
-//! device, runs a command and waits for it, reads the job back with its `JobStatus` enum, lists
-//! jobs and devices with typed filters, and parses a 404, a 400 and a 401 into the `Error`
-//! model with its `ErrorCode` enum.
+//! device, runs a command and waits for it, reads the job back with its `JobStatus` enum, reads
+//! its output events and its recording, lists jobs and devices with typed filters, and parses a
+//! 404, a 400 and a 401 into the `Error` model with its `ErrorCode` enum.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -106,6 +106,8 @@ async fn a_client_generated_from_the_document_runs_a_job_and_parses_typed_errors
     assert_eq!(seen["job_status"], "finished", "{seen}");
     assert_eq!(seen["stdout"], "generated-client\n", "{seen}");
     assert_eq!(seen["listed_jobs"], 1, "{seen}");
+    assert!(seen["output_events"].as_u64().unwrap() >= 2, "{seen}");
+    assert_eq!(seen["recording_version"], 2, "{seen}");
     assert_eq!(
         seen["errors"],
         json!(["NOT_FOUND", "VALUE_OUT_OF_BOUNDS", "UNAUTHENTICATED"]),

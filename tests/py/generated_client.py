@@ -6,7 +6,7 @@ Usage: generated_client.py CLIENT_DIR BASE_URL API_KEY DEVICE_JSON
   DEVICE_JSON  {"name", "host", "port", "username", "host_key"} of a running sshd
 
 Registers the device, runs a command on it and waits for the job, reads the job back with its
-typed status enum, lists jobs and devices with typed query filters, and checks that errors
+typed status enum, reads its output events and its recording as text, lists jobs and devices with typed query filters, and checks that errors
 (404, 400 with `property`, 401) parse into the typed error model. Prints one JSON line with
 what it saw; any failed check raises (non-zero exit, traceback on stderr).
 """
@@ -25,11 +25,14 @@ from sshq_client.api.devices import register as register_device  # noqa: E402
 from sshq_client.api.exec_ import submit  # noqa: E402
 from sshq_client.api.jobs import get as get_job  # noqa: E402
 from sshq_client.api.jobs import list_ as list_jobs  # noqa: E402
+from sshq_client.api.jobs import output  # noqa: E402
+from sshq_client.api.sessions import recording  # noqa: E402
 from sshq_client.models import (  # noqa: E402
     Accepted,
     Device,
     DevicePresence,
     DeviceStatus,
+    Encoding,
     Error,
     ErrorCode,
     ExecRequest,
@@ -125,6 +128,28 @@ check(job.stdout == "generated-client\n", f"stdout {job.stdout!r}")
 check(job.device_id == device_id, "job's device")
 seen["job_status"] = job.status.value
 seen["stdout"] = job.stdout
+
+# Its output as server-sent events (without `follow`: what the log holds, then `end`), read as
+# the text the document says the stream is.
+events = output.sync_detailed(id=job_id, client=client, encoding=Encoding.TEXT)
+check(events.status_code == 200, f"output: {events.status_code} {events.content!r}")
+check(events.headers.get("content-type", "").startswith("text/event-stream"), "an event stream")
+check("event: stdout" in events.parsed and "generated-client" in events.parsed, events.parsed)
+check(events.parsed.rstrip().split("\n\n")[-1].startswith("event: end"), events.parsed)
+seen["output_events"] = events.parsed.count("event: ")
+
+# Its session's recording, as asciicast v2 text (once the projector has stored the frames).
+deadline = time.monotonic() + 30
+while True:
+    cast = recording.sync_detailed(id=job_id, client=client)
+    if cast.status_code == 200:
+        break
+    check(cast.status_code == 404 and time.monotonic() < deadline, f"recording: {cast.status_code}")
+    time.sleep(0.2)
+header = json.loads(cast.parsed.split("\n", 1)[0])
+check(header["version"] == 2, f"asciicast header {header!r}")
+check("generated-client" in cast.parsed, cast.parsed)
+seen["recording_version"] = header["version"]
 
 # List jobs with typed filters: the finished job is there, and not among running ones.
 listed = eventually(

@@ -96,7 +96,7 @@ pub struct OutputEvent {
     params(JobPath,
            ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this chunk"),
            OutputQuery),
-    responses((status = 200, description = "`stdout`, `stderr` and `end` events", content_type = "text/event-stream", body = OutputEvent), Common, Forbidden, Invalid, NotFound))]
+    responses((status = 200, description = "Server-sent events (`OutputEvent`): `stdout` and `stderr` (`data` an `OutputChunkEvent`), then `end` (`data` the job)", content_type = "text/event-stream", body = String), Common, Forbidden, Invalid, NotFound))]
 pub async fn output(
     State(state): State<AppState>,
     caller: Caller,
