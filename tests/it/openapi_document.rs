@@ -191,6 +191,20 @@ fn violations(spec: &Value) -> Vec<String> {
         if json_body {
             need("413", "it reads a body");
         }
+        let path = operation_name.split_once(' ').unwrap().1;
+        for template in path
+            .split('/')
+            .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        {
+            if !parameters
+                .iter()
+                .any(|p| p["in"] == "path" && p["name"] == template)
+            {
+                broken.push(format!(
+                    "{operation_name}: path parameter {template} undescribed"
+                ));
+            }
+        }
         for (status, why) in needed {
             if !statuses.contains(status) {
                 broken.push(format!("{operation_name}: no {status} ({why})"));

@@ -28,6 +28,7 @@ use crate::auth::{Caller, Scope};
 use crate::domain::{EnvVar, ExecRequest};
 use crate::error::{ApiError, ErrorCode};
 use crate::routes::jobs::job_json;
+use crate::routes::params::IdempotencyHeader;
 
 /// PrivX's exec request.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -78,7 +79,7 @@ fn error(mut e: ApiError, job: Option<JobId>) -> Response {
 }
 
 #[utoipa::path(post, path = "/compat/privx/exec", tag = "compat-privx",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe submit")),
+    params(IdempotencyHeader),
     request_body = PrivxExec,
     security(("bearer" = []), ("api_key" = [])),
     responses(

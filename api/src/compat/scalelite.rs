@@ -34,7 +34,7 @@ use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::domain::ExecRequest;
 use crate::error::{ApiError, ErrorCode};
-use crate::routes::params::{JobFilters, PageParams, Params};
+use crate::routes::params::{IdempotencyHeader, InstancePath, JobFilters, PageParams, Params};
 use crate::routes::templates::Templates;
 
 /// Scalelite's execute request.
@@ -245,7 +245,7 @@ impl Instance {
 }
 
 #[utoipa::path(post, path = "/compat/scalelite/api/v1/instances/{instance_id}/ssh/execute", tag = "compat-scalelite",
-    params(("instance_id" = String, Path, description = "A device id, or a tag naming a group of devices"), ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe submit")),
+    params(InstancePath, IdempotencyHeader),
     request_body = ScaleliteExecute,
     responses(
         (status = 200, description = "The command ran (see exit_code)", body = ScaleliteResult),
@@ -262,7 +262,7 @@ impl Instance {
 #[tracing::instrument(skip_all, fields(instance_id = %instance_id))]
 pub async fn execute(
     State(state): State<AppState>,
-    Path(instance_id): Path<String>,
+    Path(InstancePath { instance_id }): Path<InstancePath>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -378,7 +378,7 @@ fn command_line(argv: &[String]) -> String {
 }
 
 #[utoipa::path(get, path = "/compat/scalelite/api/v1/instances/{instance_id}/ssh/history", tag = "compat-scalelite",
-    params(("instance_id" = String, Path, description = "A device id, or a tag naming a group of devices"), PageParams, JobFilters),
+    params(InstancePath, PageParams, JobFilters),
     responses(
         (status = 200, description = "The instance's commands, newest first", body = ScaleliteHistory, headers(("X-Total-Count" = i64, description = "All matching items"))),
         (status = 400, description = "Bad query", body = ScaleliteError),
@@ -388,7 +388,7 @@ fn command_line(argv: &[String]) -> String {
         (status = 503, description = "NATS or Postgres unavailable", body = ScaleliteError)))]
 pub async fn history(
     State(state): State<AppState>,
-    Path(instance_id): Path<String>,
+    Path(InstancePath { instance_id }): Path<InstancePath>,
     page: Result<Params<PageParams>, ApiError>,
     filters: Result<Params<JobFilters>, ApiError>,
     headers: HeaderMap,

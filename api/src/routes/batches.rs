@@ -15,7 +15,9 @@ use crate::auth::{Caller, Scope};
 use crate::error::ApiError;
 use crate::json::JsonBody;
 use crate::routes::list::paged;
-use crate::routes::params::{BatchJobFilters, BatchPath, PageParams, Params, WaitParams};
+use crate::routes::params::{
+    BatchJobFilters, BatchPath, IdempotencyHeader, PageParams, Params, WaitParams,
+};
 use crate::routes::responses::{Common, Conflict, Forbidden, Invalid, NotFound, TooLarge};
 use crate::usecase::batches::{self, BatchRequest, BatchSubmission, BatchSubmitted};
 use crate::views::{Batch, BatchAccepted, BatchCancelRequested, Job};
@@ -23,7 +25,7 @@ use crate::views::{Batch, BatchAccepted, BatchCancelRequested, Job};
 /// Runs one command on every device the targets resolve to, as one batch with rate control.
 /// `202` once the batch and all its jobs are stored (readable at once); with `?wait=N`, `200`
 /// with the batch if it ended within the wait.
-#[utoipa::path(post, path = "/v1/exec", tag = "batches", params(WaitParams, ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe submit")), request_body = BatchRequest, responses((status = 200, description = "Ended within the wait", body = Batch), (status = 202, description = "Accepted: the batch and its jobs are stored", body = BatchAccepted, headers(("Location" = String, description = "The batch: `/v1/batches/{id}`"))), Common, Forbidden, Invalid, Conflict, TooLarge, (status = 400, description = "Invalid request, or no device matches the targets", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/exec", tag = "batches", params(WaitParams, IdempotencyHeader), request_body = BatchRequest, responses((status = 200, description = "Ended within the wait", body = Batch), (status = 202, description = "Accepted: the batch and its jobs are stored", body = BatchAccepted, headers(("Location" = String, description = "The batch: `/v1/batches/{id}`"))), Common, Forbidden, Invalid, Conflict, TooLarge, (status = 400, description = "Invalid request, or no device matches the targets", body = ApiError)))]
 pub async fn submit(
     State(state): State<AppState>,
     caller: Caller,

@@ -19,13 +19,13 @@ use crate::domain::ExecRequest;
 use crate::error::{ApiError, ErrorCode};
 use crate::json::JsonBody;
 use crate::routes::jobs;
-use crate::routes::params::{DevicePath, Params, WaitParams};
+use crate::routes::params::{DevicePath, IdempotencyHeader, Params, WaitParams};
 use crate::routes::responses::{Common, Conflict, Forbidden, Invalid, NotFound, TooLarge};
 use crate::usecase::exec::{self, Submission, Submitted};
 use crate::views::Accepted;
 use crate::views::Job;
 
-#[utoipa::path(post, path = "/v1/devices/{id}/exec", tag = "exec", params(DevicePath, WaitParams, ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe submit")), request_body = ExecRequest, responses((status = 200, description = "Finished within the wait", body = Job), (status = 202, description = "Accepted: durably queued", body = Accepted, headers(("Location" = String, description = "The job: `/v1/jobs/{id}`"))), Common, Forbidden, Invalid, NotFound, Conflict, TooLarge, (status = 408, description = "Timed out (with ?wait=); the job is in details[0]", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/devices/{id}/exec", tag = "exec", params(DevicePath, WaitParams, IdempotencyHeader), request_body = ExecRequest, responses((status = 200, description = "Finished within the wait", body = Job), (status = 202, description = "Accepted: durably queued", body = Accepted, headers(("Location" = String, description = "The job: `/v1/jobs/{id}`"))), Common, Forbidden, Invalid, NotFound, Conflict, TooLarge, (status = 408, description = "Timed out (with ?wait=); the job is in details[0]", body = ApiError)))]
 pub async fn submit(
     State(state): State<AppState>,
     caller: Caller,

@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ErrorCode};
 use crate::routes::jobs::job_json;
-use crate::routes::params::{JobPath, Params};
+use crate::routes::params::{JobPath, LastEventIdHeader, Params};
 use crate::routes::responses::{Common, Forbidden, Invalid, NotFound};
 use crate::usecase::follow::{self, FollowFrom, Followed};
 use crate::utf8::Utf8Carry;
@@ -94,7 +94,7 @@ pub struct OutputEvent {
 /// stops at what the log holds now (with `end` only if the job is over).
 #[utoipa::path(get, path = "/v1/jobs/{id}/output", tag = "jobs",
     params(JobPath,
-           ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this chunk"),
+           LastEventIdHeader,
            OutputQuery),
     responses((status = 200, description = "Server-sent events (`OutputEvent`): `stdout` and `stderr` (`data` an `OutputChunkEvent`), then `end` (`data` the job)", content_type = "text/event-stream", body = String), Common, Forbidden, Invalid, NotFound))]
 pub async fn output(

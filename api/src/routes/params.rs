@@ -308,6 +308,42 @@ pub struct RecordingParams {
     pub format: RecordingFormat,
 }
 
+/// `Idempotency-Key` on a submit (the handlers read it from their `HeaderMap` and pass it to the
+/// use case; this type describes it once for the document).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(
+    dead_code,
+    reason = "describes a header the handlers read from their HeaderMap"
+)]
+pub struct IdempotencyHeader {
+    /// 1-255 visible ASCII characters: a submit repeated with the same key and body answers
+    /// with the same job (or batch) instead of running it again; another body is `409`.
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `Last-Event-ID` on an output stream (browsers' `EventSource` sends it by itself).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(
+    dead_code,
+    reason = "describes a header the handler reads from its HeaderMap"
+)]
+pub struct LastEventIdHeader {
+    /// Resume after this chunk (an output event's `id`); wins over `after`.
+    #[param(rename = "Last-Event-ID", minimum = 0)]
+    pub last_event_id: Option<u64>,
+}
+
+/// A Scalelite instance in the path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct InstancePath {
+    /// A device id, or a tag naming a group of devices.
+    pub instance_id: String,
+}
+
 /// A job in the path.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
