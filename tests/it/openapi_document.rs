@@ -5,6 +5,7 @@
 //! an enum. The api crate declares these with `IntoParams` types (`routes::params`) and shared
 //! error sets (`routes::responses`); this walks what clients download, so a route added with a
 //! hand-written parameter, no `400` for its query, or a plain string for a status fails here.
+//! Operation ids are unique (generated clients name their functions after them).
 
 use std::collections::BTreeSet;
 
@@ -160,7 +161,15 @@ fn violations(spec: &Value) -> Vec<String> {
             broken.push(format!("dangling reference {reference}"));
         }
     }
+    let mut operation_ids = BTreeSet::new();
     for (operation_name, operation) in doc.operations() {
+        // Generators name their functions after it; the specification wants it unique.
+        match operation["operationId"].as_str() {
+            Some(id) if operation_ids.insert(id.to_owned()) => {}
+            other => broken.push(format!(
+                "{operation_name}: operationId {other:?} missing or taken"
+            )),
+        }
         let statuses = statuses(operation);
         let mut needed: Vec<(&str, &str)> = Vec::new();
         let mut need = |status: &'static str, why: &'static str| needed.push((status, why));

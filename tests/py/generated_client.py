@@ -19,14 +19,10 @@ client_dir, base_url, api_key, device_json = sys.argv[1:5]
 sys.path.insert(0, client_dir)
 
 from sshq_client import AuthenticatedClient, Client  # noqa: E402
-from sshq_client.api.devices import get as get_device  # noqa: E402
-from sshq_client.api.devices import list_ as list_devices  # noqa: E402
-from sshq_client.api.devices import register as register_device  # noqa: E402
-from sshq_client.api.exec_ import submit  # noqa: E402
-from sshq_client.api.jobs import get as get_job  # noqa: E402
-from sshq_client.api.jobs import list_ as list_jobs  # noqa: E402
-from sshq_client.api.jobs import output  # noqa: E402
-from sshq_client.api.sessions import recording  # noqa: E402
+from sshq_client.api.devices import get_device, list_devices, register_device  # noqa: E402
+from sshq_client.api.exec_ import exec_command  # noqa: E402
+from sshq_client.api.jobs import get_job, job_output, list_jobs  # noqa: E402
+from sshq_client.api.sessions import session_recording  # noqa: E402
 from sshq_client.models import (  # noqa: E402
     Accepted,
     Device,
@@ -93,7 +89,7 @@ check(isinstance(registered.parsed.presence, DevicePresence), f"presence {regist
 seen["device_status"] = registered.parsed.status.value
 
 # Run a command and wait for it: 200 with the finished Job (or 202, then poll).
-answer = submit.sync_detailed(
+answer = exec_command.sync_detailed(
     id=device_id,
     client=client,
     body=ExecRequest(command="echo generated-client"),
@@ -131,7 +127,7 @@ seen["stdout"] = job.stdout
 
 # Its output as server-sent events (without `follow`: what the log holds, then `end`), read as
 # the text the document says the stream is.
-events = output.sync_detailed(id=job_id, client=client, encoding=Encoding.TEXT)
+events = job_output.sync_detailed(id=job_id, client=client, encoding=Encoding.TEXT)
 check(events.status_code == 200, f"output: {events.status_code} {events.content!r}")
 check(events.headers.get("content-type", "").startswith("text/event-stream"), "an event stream")
 check("event: stdout" in events.parsed and "generated-client" in events.parsed, events.parsed)
@@ -141,7 +137,7 @@ seen["output_events"] = events.parsed.count("event: ")
 # Its session's recording, as asciicast v2 text (once the projector has stored the frames).
 deadline = time.monotonic() + 30
 while True:
-    cast = recording.sync_detailed(id=job_id, client=client)
+    cast = session_recording.sync_detailed(id=job_id, client=client)
     if cast.status_code == 200:
         break
     check(cast.status_code == 404 and time.monotonic() < deadline, f"recording: {cast.status_code}")

@@ -78,7 +78,7 @@ fn error(mut e: ApiError, job: Option<JobId>) -> Response {
     }
 }
 
-#[utoipa::path(post, path = "/compat/privx/exec", tag = "compat-privx",
+#[utoipa::path(post, path = "/compat/privx/exec", operation_id = "privx_exec", tag = "compat-privx",
     params(IdempotencyHeader),
     request_body = PrivxExec,
     security(("bearer" = []), ("api_key" = [])),

@@ -244,7 +244,7 @@ impl Instance {
     }
 }
 
-#[utoipa::path(post, path = "/compat/scalelite/api/v1/instances/{instance_id}/ssh/execute", tag = "compat-scalelite",
+#[utoipa::path(post, path = "/compat/scalelite/api/v1/instances/{instance_id}/ssh/execute", operation_id = "scalelite_execute", tag = "compat-scalelite",
     params(InstancePath, IdempotencyHeader),
     request_body = ScaleliteExecute,
     responses(
@@ -377,7 +377,7 @@ fn command_line(argv: &[String]) -> String {
         .join(" ")
 }
 
-#[utoipa::path(get, path = "/compat/scalelite/api/v1/instances/{instance_id}/ssh/history", tag = "compat-scalelite",
+#[utoipa::path(get, path = "/compat/scalelite/api/v1/instances/{instance_id}/ssh/history", operation_id = "scalelite_history", tag = "compat-scalelite",
     params(InstancePath, PageParams, JobFilters),
     responses(
         (status = 200, description = "The instance's commands, newest first", body = ScaleliteHistory, headers(("X-Total-Count" = i64, description = "All matching items"))),
@@ -458,7 +458,7 @@ async fn history_inner(
     Ok(response)
 }
 
-#[utoipa::path(get, path = "/compat/scalelite/api/v1/ssh/templates", tag = "compat-scalelite",
+#[utoipa::path(get, path = "/compat/scalelite/api/v1/ssh/templates", operation_id = "scalelite_templates", tag = "compat-scalelite",
     responses(
         (status = 200, description = "The commands this tenant may run (the whitelist)", body = Templates),
         (status = 401, description = "Invalid or missing API key", body = ScaleliteError),

@@ -79,7 +79,7 @@ fn error(e: ApiError) -> Response {
     response
 }
 
-#[utoipa::path(post, path = "/compat/zato/api/ssh", tag = "compat-zato",
+#[utoipa::path(post, path = "/compat/zato/api/ssh", operation_id = "zato_ssh", tag = "compat-zato",
     request_body = ZatoSsh,
     security(("basic" = []), ("api_key" = [])),
     responses(

@@ -13,7 +13,7 @@ use crate::routes::params::{AuditFilters, PageParams, Params};
 use crate::routes::responses::{Common, Forbidden, Invalid};
 use crate::views::AuditEntry;
 
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(PageParams, AuditFilters), responses((status = 200, body = Vec<AuditEntry>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid))]
+#[utoipa::path(get, path = "/v1/audit", operation_id = "list_audit", tag = "audit", params(PageParams, AuditFilters), responses((status = 200, body = Vec<AuditEntry>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

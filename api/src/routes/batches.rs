@@ -25,7 +25,7 @@ use crate::views::{Batch, BatchAccepted, BatchCancelRequested, Job};
 /// Runs one command on every device the targets resolve to, as one batch with rate control.
 /// `202` once the batch and all its jobs are stored (readable at once); with `?wait=N`, `200`
 /// with the batch if it ended within the wait.
-#[utoipa::path(post, path = "/v1/exec", tag = "batches", params(WaitParams, IdempotencyHeader), request_body = BatchRequest, responses((status = 200, description = "Ended within the wait", body = Batch), (status = 202, description = "Accepted: the batch and its jobs are stored", body = BatchAccepted, headers(("Location" = String, description = "The batch: `/v1/batches/{id}`"))), Common, Forbidden, Invalid, Conflict, TooLarge, (status = 400, description = "Invalid request, or no device matches the targets", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/exec", operation_id = "exec_batch", tag = "batches", params(WaitParams, IdempotencyHeader), request_body = BatchRequest, responses((status = 200, description = "Ended within the wait", body = Batch), (status = 202, description = "Accepted: the batch and its jobs are stored", body = BatchAccepted, headers(("Location" = String, description = "The batch: `/v1/batches/{id}`"))), Common, Forbidden, Invalid, Conflict, TooLarge, (status = 400, description = "Invalid request, or no device matches the targets", body = ApiError)))]
 pub async fn submit(
     State(state): State<AppState>,
     caller: Caller,
@@ -58,7 +58,7 @@ fn batch_id(id: &str) -> Result<BatchId, ApiError> {
 }
 
 /// A batch: status, counts per job status, targets, started/finished.
-#[utoipa::path(get, path = "/v1/batches/{id}", tag = "batches", params(BatchPath), responses((status = 200, body = Batch), Common, Forbidden, NotFound))]
+#[utoipa::path(get, path = "/v1/batches/{id}", operation_id = "get_batch", tag = "batches", params(BatchPath), responses((status = 200, body = Batch), Common, Forbidden, NotFound))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -72,7 +72,7 @@ pub async fn get(
 }
 
 /// A batch's jobs, paged, optionally of one `status`.
-#[utoipa::path(get, path = "/v1/batches/{id}/jobs", tag = "batches", params(BatchPath, PageParams, BatchJobFilters), responses((status = 200, body = Vec<Job>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid, NotFound))]
+#[utoipa::path(get, path = "/v1/batches/{id}/jobs", operation_id = "list_batch_jobs", tag = "batches", params(BatchPath, PageParams, BatchJobFilters), responses((status = 200, body = Vec<Job>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid, NotFound))]
 pub async fn jobs(
     State(state): State<AppState>,
     caller: Caller,
@@ -98,7 +98,7 @@ pub async fn jobs(
 }
 
 /// Cancels a batch: queued jobs never start, running ones are stopped. `409` once it ended.
-#[utoipa::path(post, path = "/v1/batches/{id}/cancel", tag = "batches", params(BatchPath), responses((status = 202, body = BatchCancelRequested), Common, Forbidden, NotFound, Conflict))]
+#[utoipa::path(post, path = "/v1/batches/{id}/cancel", operation_id = "cancel_batch", tag = "batches", params(BatchPath), responses((status = 202, body = BatchCancelRequested), Common, Forbidden, NotFound, Conflict))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -112,7 +112,7 @@ pub async fn cancel(
 }
 
 /// The tenant's batches, newest first, paged.
-#[utoipa::path(get, path = "/v1/batches", tag = "batches", params(PageParams), responses((status = 200, body = Vec<Batch>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid))]
+#[utoipa::path(get, path = "/v1/batches", operation_id = "list_batches", tag = "batches", params(PageParams), responses((status = 200, body = Vec<Batch>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -98,7 +98,7 @@ async fn publish(state: &AppState, event: &Event, after: Option<u64>) -> Result<
     }
 }
 
-#[utoipa::path(post, path = "/v1/devices", tag = "devices", request_body = RegisterDevice, responses((status = 201, description = "Registered", body = views::Device), Common, Forbidden, Invalid, TooLarge))]
+#[utoipa::path(post, path = "/v1/devices", operation_id = "register_device", tag = "devices", request_body = RegisterDevice, responses((status = 201, description = "Registered", body = views::Device), Common, Forbidden, Invalid, TooLarge))]
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, device_id = tracing::field::Empty))]
 pub async fn register(
     State(state): State<AppState>,
@@ -125,7 +125,7 @@ pub async fn register(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/devices/{id}", tag = "devices", params(DevicePath), responses((status = 200, body = views::Device), Common, Forbidden, Invalid, NotFound))]
+#[utoipa::path(get, path = "/v1/devices/{id}", operation_id = "get_device", tag = "devices", params(DevicePath), responses((status = 200, body = views::Device), Common, Forbidden, Invalid, NotFound))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -141,7 +141,7 @@ pub async fn get(
     )))
 }
 
-#[utoipa::path(patch, path = "/v1/devices/{id}", tag = "devices", params(DevicePath), request_body = UpdateDevice, responses((status = 200, body = views::Device), Common, Forbidden, Invalid, NotFound, Conflict, TooLarge))]
+#[utoipa::path(patch, path = "/v1/devices/{id}", operation_id = "update_device", tag = "devices", params(DevicePath), request_body = UpdateDevice, responses((status = 200, body = views::Device), Common, Forbidden, Invalid, NotFound, Conflict, TooLarge))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -169,7 +169,7 @@ pub async fn update(
     )))
 }
 
-#[utoipa::path(delete, path = "/v1/devices/{id}", tag = "devices", params(DevicePath), responses((status = 204, description = "Deleted"), Common, Forbidden, Invalid, NotFound, Conflict))]
+#[utoipa::path(delete, path = "/v1/devices/{id}", operation_id = "delete_device", tag = "devices", params(DevicePath), responses((status = 204, description = "Deleted"), Common, Forbidden, Invalid, NotFound, Conflict))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -189,7 +189,7 @@ pub async fn delete(
 }
 
 /// `POST /v1/devices/{id}/heartbeat`: the device (or its agent) is alive.
-#[utoipa::path(post, path = "/v1/devices/{id}/heartbeat", tag = "devices", params(DevicePath), responses((status = 204, description = "Recorded"), Common, Forbidden, Invalid, NotFound))]
+#[utoipa::path(post, path = "/v1/devices/{id}/heartbeat", operation_id = "device_heartbeat", tag = "devices", params(DevicePath), responses((status = 204, description = "Recorded"), Common, Forbidden, Invalid, NotFound))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     caller: Caller,
@@ -210,7 +210,7 @@ pub async fn heartbeat(
 
 /// `GET /v1/devices`: filters `tags` (comma-separated, all required), `status`, `online`,
 /// `name` (substring); `sort_by` `name`, `registered_at` (default), `last_seen_at`.
-#[utoipa::path(get, path = "/v1/devices", tag = "devices", params(PageParams, DeviceFilters), responses((status = 200, body = Vec<views::Device>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid))]
+#[utoipa::path(get, path = "/v1/devices", operation_id = "list_devices", tag = "devices", params(PageParams, DeviceFilters), responses((status = 200, body = Vec<views::Device>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -25,7 +25,7 @@ use crate::usecase::exec::{self, Submission, Submitted};
 use crate::views::Accepted;
 use crate::views::Job;
 
-#[utoipa::path(post, path = "/v1/devices/{id}/exec", tag = "exec", params(DevicePath, WaitParams, IdempotencyHeader), request_body = ExecRequest, responses((status = 200, description = "Finished within the wait", body = Job), (status = 202, description = "Accepted: durably queued", body = Accepted, headers(("Location" = String, description = "The job: `/v1/jobs/{id}`"))), Common, Forbidden, Invalid, NotFound, Conflict, TooLarge, (status = 408, description = "Timed out (with ?wait=); the job is in details[0]", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/devices/{id}/exec", operation_id = "exec_command", tag = "exec", params(DevicePath, WaitParams, IdempotencyHeader), request_body = ExecRequest, responses((status = 200, description = "Finished within the wait", body = Job), (status = 202, description = "Accepted: durably queued", body = Accepted, headers(("Location" = String, description = "The job: `/v1/jobs/{id}`"))), Common, Forbidden, Invalid, NotFound, Conflict, TooLarge, (status = 408, description = "Timed out (with ?wait=); the job is in details[0]", body = ApiError)))]
 pub async fn submit(
     State(state): State<AppState>,
     caller: Caller,

@@ -21,7 +21,7 @@ use crate::routes::params::{
 use crate::routes::responses::{Common, Conflict, Forbidden, Invalid, NotFound};
 use crate::views::{CancelRequested, Job};
 
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(JobPath), responses((status = 200, body = Job), Common, Forbidden, Invalid, NotFound))]
+#[utoipa::path(get, path = "/v1/jobs/{id}", operation_id = "get_job", tag = "jobs", params(JobPath), responses((status = 200, body = Job), Common, Forbidden, Invalid, NotFound))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -45,7 +45,7 @@ pub fn job_json(job: &JobRecord, caller: &Caller) -> Value {
 /// `POST /v1/jobs/{id}/cancel`: stops a running command or drops a queued job. Answers `202`
 /// once the cancel request is in the log; the job then ends as `canceled` (unless it finished
 /// first). A job already finished is `409`.
-#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(JobPath), responses((status = 202, body = CancelRequested), Common, Forbidden, Invalid, NotFound, Conflict))]
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", operation_id = "cancel_job", tag = "jobs", params(JobPath), responses((status = 202, body = CancelRequested), Common, Forbidden, Invalid, NotFound, Conflict))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -88,7 +88,7 @@ pub async fn cancel(
 }
 
 /// `GET /v1/jobs`: the tenant's jobs, filtered (`device_id`, `status`, `from`, `to`) and paged.
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(PageParams, JobSortParams, JobFilters, JobDeviceFilter), responses((status = 200, body = Vec<Job>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid))]
+#[utoipa::path(get, path = "/v1/jobs", operation_id = "list_jobs", tag = "jobs", params(PageParams, JobSortParams, JobFilters, JobDeviceFilter), responses((status = 200, body = Vec<Job>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -107,7 +107,7 @@ pub async fn list(
 }
 
 /// `GET /v1/devices/{id}/history`: one device's jobs, as Scalelite's per-target history.
-#[utoipa::path(get, path = "/v1/devices/{id}/history", tag = "jobs", params(DevicePath, PageParams, JobSortParams, JobFilters), responses((status = 200, body = Vec<Job>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid, NotFound))]
+#[utoipa::path(get, path = "/v1/devices/{id}/history", operation_id = "device_history", tag = "jobs", params(DevicePath, PageParams, JobSortParams, JobFilters), responses((status = 200, body = Vec<Job>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid, NotFound))]
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,

@@ -104,7 +104,7 @@ async fn issue(
     })
 }
 
-#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey, responses((status = 201, body = NewKey), Common, Forbidden, Invalid, TooLarge))]
+#[utoipa::path(post, path = "/v1/keys", operation_id = "create_key", tag = "keys", request_body = CreateKey, responses((status = 201, body = NewKey), Common, Forbidden, Invalid, TooLarge))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -145,7 +145,7 @@ fn key_json(key: &KeyRecord) -> Value {
     serde_json::to_value(Key::from(key)).expect("views serialise")
 }
 
-#[utoipa::path(get, path = "/v1/keys", tag = "keys", params(PageParams), responses((status = 200, body = Vec<Key>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid))]
+#[utoipa::path(get, path = "/v1/keys", operation_id = "list_keys", tag = "keys", params(PageParams), responses((status = 200, body = Vec<Key>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -157,7 +157,7 @@ pub async fn list(
     Ok(paged(records.iter().map(key_json).collect(), total))
 }
 
-#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(KeyPath), responses((status = 204, description = "Revoked"), Common, Forbidden, Invalid, NotFound))]
+#[utoipa::path(delete, path = "/v1/keys/{id}", operation_id = "revoke_key", tag = "keys", params(KeyPath), responses((status = 204, description = "Revoked"), Common, Forbidden, Invalid, NotFound))]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
@@ -212,7 +212,7 @@ pub struct CreateTenant {
     pub name: String,
 }
 
-#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant, responses((status = 201, body = Tenant), Common, Forbidden, Invalid, Conflict, TooLarge))]
+#[utoipa::path(post, path = "/v1/tenants", operation_id = "create_tenant", tag = "tenants", request_body = CreateTenant, responses((status = 201, body = Tenant), Common, Forbidden, Invalid, Conflict, TooLarge))]
 pub async fn create_tenant(
     State(state): State<AppState>,
     caller: Caller,

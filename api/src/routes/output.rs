@@ -92,7 +92,7 @@ pub struct OutputEvent {
 /// resumes with `Last-Event-ID` (browsers' `EventSource` sends it by itself) on any API
 /// process. Jobs that ended long ago replay and end at once; without `follow=true` the stream
 /// stops at what the log holds now (with `end` only if the job is over).
-#[utoipa::path(get, path = "/v1/jobs/{id}/output", tag = "jobs",
+#[utoipa::path(get, path = "/v1/jobs/{id}/output", operation_id = "job_output", tag = "jobs",
     params(JobPath,
            LastEventIdHeader,
            OutputQuery),

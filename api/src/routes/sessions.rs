@@ -44,7 +44,7 @@ fn tenant_view(caller: &Caller, s: TenantSettings) -> Json<TenantView> {
     })
 }
 
-#[utoipa::path(get, path = "/v1/tenant", tag = "sessions", responses((status = 200, body = TenantView), Common, Forbidden))]
+#[utoipa::path(get, path = "/v1/tenant", operation_id = "get_tenant_settings", tag = "sessions", responses((status = 200, body = TenantView), Common, Forbidden))]
 pub async fn tenant(
     State(state): State<AppState>,
     caller: Caller,
@@ -55,7 +55,7 @@ pub async fn tenant(
 }
 
 /// Changes the given settings (owners only); the others stay as they are.
-#[utoipa::path(patch, path = "/v1/tenant", tag = "sessions", request_body = SettingsChange, responses((status = 200, body = TenantView), Common, Forbidden, Invalid, Conflict, TooLarge, (status = 400, description = "Invalid request; `property` names what is wrong", body = ApiError), (status = 403, description = "Only an owner may change the tenant's settings", body = ApiError)))]
+#[utoipa::path(patch, path = "/v1/tenant", operation_id = "change_tenant_settings", tag = "sessions", request_body = SettingsChange, responses((status = 200, body = TenantView), Common, Forbidden, Invalid, Conflict, TooLarge, (status = 400, description = "Invalid request; `property` names what is wrong", body = ApiError), (status = 403, description = "Only an owner may change the tenant's settings", body = ApiError)))]
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
 pub async fn change_tenant(
     State(state): State<AppState>,
@@ -124,7 +124,7 @@ fn session_view(s: &SessionRecord) -> SessionView {
 }
 
 /// The tenant's sessions, filtered (`device_id`, `type`, `active`, `from`, `to`) and paged.
-#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", params(PageParams, SessionFilters), responses((status = 200, body = Vec<SessionView>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid))]
+#[utoipa::path(get, path = "/v1/sessions", operation_id = "list_sessions", tag = "sessions", params(PageParams, SessionFilters), responses((status = 200, body = Vec<SessionView>, headers(("X-Total-Count" = i64, description = "All matching items"))), Common, Forbidden, Invalid))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -151,7 +151,7 @@ pub async fn list(
     Ok(paged(items, total))
 }
 
-#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", params(SessionPath), responses((status = 200, body = SessionView), Common, Forbidden, NotFound))]
+#[utoipa::path(get, path = "/v1/sessions/{id}", operation_id = "get_session", tag = "sessions", params(SessionPath), responses((status = 200, body = SessionView), Common, Forbidden, NotFound))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -163,7 +163,7 @@ pub async fn get(
 }
 
 /// The recording as asciicast v2 (default) or, with `?format=shellhub`, ShellHub's frames.
-#[utoipa::path(get, path = "/v1/sessions/{id}/recording", tag = "sessions", params(SessionPath, RecordingParams), responses((status = 200, description = "asciicast v2 (`application/x-asciicast`), or with `format=shellhub` ShellHub's frame list as JSON", content((String = "application/x-asciicast"), (Vec<Object> = "application/json"))), Common, Forbidden, Invalid, NotFound, (status = 400, description = "Unknown format", body = ApiError), (status = 404, description = "Not found (in your tenant), or not recorded", body = ApiError)))]
+#[utoipa::path(get, path = "/v1/sessions/{id}/recording", operation_id = "session_recording", tag = "sessions", params(SessionPath, RecordingParams), responses((status = 200, description = "asciicast v2 (`application/x-asciicast`), or with `format=shellhub` ShellHub's frame list as JSON", content((String = "application/x-asciicast"), (Vec<Object> = "application/json"))), Common, Forbidden, Invalid, NotFound, (status = 400, description = "Unknown format", body = ApiError), (status = 404, description = "Not found (in your tenant), or not recorded", body = ApiError)))]
 pub async fn recording(
     State(state): State<AppState>,
     caller: Caller,

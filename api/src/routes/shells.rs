@@ -39,7 +39,7 @@ pub struct ShellQuery {
 /// "rows":..}` from the client; `session`, `error`, `exit` and `closed` from the server).
 /// Needs a role that may open shells (owner, administrator, operator) and the tenant's
 /// `interactive_sessions`.
-#[utoipa::path(get, path = "/v1/devices/{id}/shell", tag = "sessions", params(DevicePath, ShellQuery), responses((status = 101, description = "Switching to the WebSocket; the `X-Session-Id` header names the session"), Common, Forbidden, Invalid, NotFound, (status = 400, description = "Invalid terminal, size, or not a WebSocket upgrade; `property` names what is wrong", body = ApiError), (status = 401, description = "Missing or invalid key or ticket", body = ApiError), (status = 403, description = "The role may not open shells, or the tenant does not allow interactive sessions", body = ApiError), (status = 404, description = "No such device", body = ApiError), (status = 502, description = "The device could not be reached or refused the shell", body = ApiError), (status = 503, description = "No worker answered, or NATS unavailable", body = ApiError)))]
+#[utoipa::path(get, path = "/v1/devices/{id}/shell", operation_id = "open_shell", tag = "sessions", params(DevicePath, ShellQuery), responses((status = 101, description = "Switching to the WebSocket; the `X-Session-Id` header names the session"), Common, Forbidden, Invalid, NotFound, (status = 400, description = "Invalid terminal, size, or not a WebSocket upgrade; `property` names what is wrong", body = ApiError), (status = 401, description = "Missing or invalid key or ticket", body = ApiError), (status = 403, description = "The role may not open shells, or the tenant does not allow interactive sessions", body = ApiError), (status = 404, description = "No such device", body = ApiError), (status = 502, description = "The device could not be reached or refused the shell", body = ApiError), (status = 503, description = "No worker answered, or NATS unavailable", body = ApiError)))]
 pub async fn shell(
     State(state): State<AppState>,
     Path(DevicePath { id }): Path<DevicePath>,
@@ -76,7 +76,7 @@ pub struct TicketView {
     pub expires_at: DateTime<Utc>,
 }
 
-#[utoipa::path(post, path = "/v1/sessions/tickets", tag = "sessions", responses((status = 201, body = TicketView), Common, Forbidden, (status = 403, description = "The role may not open shells", body = ApiError), (status = 429, description = "Too many API calls for this key, or too many tickets outstanding", body = ApiError, headers(("Retry-After" = u64, description = "Seconds until the key may call again")))))]
+#[utoipa::path(post, path = "/v1/sessions/tickets", operation_id = "create_shell_ticket", tag = "sessions", responses((status = 201, body = TicketView), Common, Forbidden, (status = 403, description = "The role may not open shells", body = ApiError), (status = 429, description = "Too many API calls for this key, or too many tickets outstanding", body = ApiError, headers(("Retry-After" = u64, description = "Seconds until the key may call again")))))]
 pub async fn ticket(
     State(state): State<AppState>,
     caller: Caller,
@@ -96,7 +96,7 @@ pub struct CloseRequest {
 
 /// Ends a live interactive shell (owners and administrators); its client gets
 /// `{"type":"closed","reason":..}`.
-#[utoipa::path(post, path = "/v1/sessions/{id}/close", tag = "sessions", params(SessionPath), request_body(content = CloseRequest, description = "Optional reason"), responses((status = 202, description = "The shell is closing"), Common, Forbidden, Invalid, NotFound, Conflict, TooLarge, (status = 400, description = "Invalid reason", body = ApiError), (status = 403, description = "Only owners and administrators may close sessions", body = ApiError), (status = 404, description = "No such session", body = ApiError), (status = 409, description = "The session is not a live shell", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/sessions/{id}/close", operation_id = "close_session", tag = "sessions", params(SessionPath), request_body(content = CloseRequest, description = "Optional reason"), responses((status = 202, description = "The shell is closing"), Common, Forbidden, Invalid, NotFound, Conflict, TooLarge, (status = 400, description = "Invalid reason", body = ApiError), (status = 403, description = "Only owners and administrators may close sessions", body = ApiError), (status = 404, description = "No such session", body = ApiError), (status = 409, description = "The session is not a live shell", body = ApiError)))]
 pub async fn close(
     State(state): State<AppState>,
     caller: Caller,
@@ -135,7 +135,7 @@ pub struct WatchQuery {
 
 /// Follows a session read-only over a WebSocket (owners and administrators): terminal output
 /// in binary frames, `{"type":"resize",..}` and `{"type":"closed","reason":..}` in text frames.
-#[utoipa::path(get, path = "/v1/sessions/{id}/watch", tag = "sessions", params(SessionPath, WatchQuery), responses((status = 101, description = "Switching to the WebSocket"), Common, Forbidden, Invalid, NotFound, (status = 400, description = "Invalid `from`, or not a WebSocket upgrade", body = ApiError), (status = 401, description = "Missing or invalid key or ticket", body = ApiError), (status = 403, description = "Only owners and administrators may watch sessions", body = ApiError), (status = 404, description = "No such session", body = ApiError)))]
+#[utoipa::path(get, path = "/v1/sessions/{id}/watch", operation_id = "watch_session", tag = "sessions", params(SessionPath, WatchQuery), responses((status = 101, description = "Switching to the WebSocket"), Common, Forbidden, Invalid, NotFound, (status = 400, description = "Invalid `from`, or not a WebSocket upgrade", body = ApiError), (status = 401, description = "Missing or invalid key or ticket", body = ApiError), (status = 403, description = "Only owners and administrators may watch sessions", body = ApiError), (status = 404, description = "No such session", body = ApiError)))]
 pub async fn watch(
     State(state): State<AppState>,
     Path(SessionPath { id }): Path<SessionPath>,

@@ -48,7 +48,7 @@ fn answer(headers: &HeaderMap, ring: &SshKeyring) -> Response {
     Json(view(ring)).into_response()
 }
 
-#[utoipa::path(get, path = "/v1/ssh/public-key", tag = "ssh", responses((status = 200, description = "The tenant's SSH public keys, the rotation's new key first (with `Accept: text/plain`: the bare authorized_keys lines)", content((SshKeys = "application/json"), (String = "text/plain"))), Common))]
+#[utoipa::path(get, path = "/v1/ssh/public-key", operation_id = "ssh_public_keys", tag = "ssh", responses((status = 200, description = "The tenant's SSH public keys, the rotation's new key first (with `Accept: text/plain`: the bare authorized_keys lines)", content((SshKeys = "application/json"), (String = "text/plain"))), Common))]
 pub async fn public_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -59,7 +59,7 @@ pub async fn public_key(
     Ok(answer(&headers, &ring))
 }
 
-#[utoipa::path(post, path = "/v1/ssh/keys/rotate", tag = "ssh", responses((status = 200, description = "A new key was added; devices need its line before the rotation is completed", body = SshKeys), Common, Forbidden, Conflict, (status = 409, description = "A rotation is already in progress", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/ssh/keys/rotate", operation_id = "rotate_ssh_key", tag = "ssh", responses((status = 200, description = "A new key was added; devices need its line before the rotation is completed", body = SshKeys), Common, Forbidden, Conflict, (status = 409, description = "A rotation is already in progress", body = ApiError)))]
 pub async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
@@ -68,7 +68,7 @@ pub async fn rotate(
     Ok(Json(view(&identity::rotate(&state, &caller).await?)))
 }
 
-#[utoipa::path(delete, path = "/v1/ssh/keys/rotate", tag = "ssh", responses((status = 200, description = "The rotation's new key was dropped", body = SshKeys), Common, Forbidden, Conflict, (status = 409, description = "No rotation is in progress", body = ApiError)))]
+#[utoipa::path(delete, path = "/v1/ssh/keys/rotate", operation_id = "cancel_ssh_key_rotation", tag = "ssh", responses((status = 200, description = "The rotation's new key was dropped", body = SshKeys), Common, Forbidden, Conflict, (status = 409, description = "No rotation is in progress", body = ApiError)))]
 pub async fn cancel_rotation(
     State(state): State<AppState>,
     caller: Caller,
@@ -77,7 +77,7 @@ pub async fn cancel_rotation(
     Ok(Json(view(&identity::cancel(&state, &caller).await?)))
 }
 
-#[utoipa::path(post, path = "/v1/ssh/keys/rotate/complete", tag = "ssh", responses((status = 200, description = "The old key is retired; only the new one logs in from now on", body = SshKeys), Common, Forbidden, Conflict, (status = 409, description = "No rotation is in progress", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/ssh/keys/rotate/complete", operation_id = "complete_ssh_key_rotation", tag = "ssh", responses((status = 200, description = "The old key is retired; only the new one logs in from now on", body = SshKeys), Common, Forbidden, Conflict, (status = 409, description = "No rotation is in progress", body = ApiError)))]
 pub async fn complete_rotation(
     State(state): State<AppState>,
     caller: Caller,

@@ -61,7 +61,7 @@ pub struct NewTemplate {
     pub sensitive: bool,
 }
 
-#[utoipa::path(get, path = "/v1/templates", tag = "exec", responses((status = 200, body = Templates), Common))]
+#[utoipa::path(get, path = "/v1/templates", operation_id = "list_templates", tag = "exec", responses((status = 200, body = Templates), Common))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -74,7 +74,7 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/templates", tag = "exec", request_body = NewTemplate, responses((status = 201, description = "Added: the tenant's callers may run it", body = Template), Common, Forbidden, Invalid, Conflict, TooLarge, (status = 400, description = "Invalid template; `property` names what is wrong", body = ApiError), (status = 403, description = "Only an owner may add templates", body = ApiError), (status = 409, description = "The name is taken (a built-in or one of the tenant's)", body = ApiError)))]
+#[utoipa::path(post, path = "/v1/templates", operation_id = "add_template", tag = "exec", request_body = NewTemplate, responses((status = 201, description = "Added: the tenant's callers may run it", body = Template), Common, Forbidden, Invalid, Conflict, TooLarge, (status = 400, description = "Invalid template; `property` names what is wrong", body = ApiError), (status = 403, description = "Only an owner may add templates", body = ApiError), (status = 409, description = "The name is taken (a built-in or one of the tenant's)", body = ApiError)))]
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
 pub async fn add(
     State(state): State<AppState>,
@@ -153,7 +153,7 @@ pub async fn add(
     Ok((StatusCode::CREATED, Json(template)))
 }
 
-#[utoipa::path(delete, path = "/v1/templates/{name}", tag = "exec", params(TemplatePath), responses((status = 204, description = "Removed: it no longer runs"), Common, Forbidden, NotFound, (status = 403, description = "Only an owner may remove templates, and built-in templates cannot be removed", body = ApiError)))]
+#[utoipa::path(delete, path = "/v1/templates/{name}", operation_id = "remove_template", tag = "exec", params(TemplatePath), responses((status = 204, description = "Removed: it no longer runs"), Common, Forbidden, NotFound, (status = 403, description = "Only an owner may remove templates, and built-in templates cannot be removed", body = ApiError)))]
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
 pub async fn remove(
     State(state): State<AppState>,
