@@ -7,6 +7,10 @@
 //! otherwise are the document itself and its reader, which are not part of the API; `clippy.toml`
 //! forbids `route` elsewhere in this crate so that a plain `.route(..)` cannot slip an
 //! undocumented route in.
+//!
+//! What each annotation says is declared with types, not text: query, path and header
+//! parameters are `IntoParams` types from [`params`] (the same types the handler reads), error
+//! responses are the `IntoResponses` sets of [`responses`], bodies are `ToSchema` views.
 
 pub(crate) mod audit;
 pub(crate) mod batches;
