@@ -9,8 +9,8 @@
 //! undocumented route in.
 //!
 //! What each annotation says is declared with types, not text: query, path and header
-//! parameters are `IntoParams` types from [`params`] (the same types the handler reads), error
-//! responses are the `IntoResponses` sets of [`responses`], bodies are `ToSchema` views.
+//! parameters are `IntoParams` types from `params` (the same types the handler reads), error
+//! responses are the `IntoResponses` sets of `responses`, bodies are `ToSchema` views.
 
 pub(crate) mod audit;
 pub(crate) mod batches;
