@@ -55,7 +55,7 @@ pub async fn tenant(
 }
 
 /// Changes the given settings (owners only); the others stay as they are.
-#[utoipa::path(patch, path = "/v1/tenant", operation_id = "change_tenant_settings", tag = "sessions", request_body = SettingsChange, responses((status = 200, body = TenantView), Common, Forbidden, Invalid, Conflict, TooLarge, (status = 400, description = "Invalid request; `property` names what is wrong", body = ApiError), (status = 403, description = "Only an owner may change the tenant's settings", body = ApiError)))]
+#[utoipa::path(patch, path = "/v1/tenant", operation_id = "change_tenant_settings", tag = "sessions", request_body = SettingsChange, responses((status = 200, body = TenantView), Common, Forbidden, Invalid, Conflict, TooLarge, (status = 403, description = "Only an owner may change the tenant's settings", body = ApiError)))]
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
 pub async fn change_tenant(
     State(state): State<AppState>,
