@@ -174,6 +174,8 @@ pub fn service_permissions(identity: Identity, scope: &PrefixScope) -> Option<Pe
                 format!("$JS.API.CONSUMER.DELETE.{s}.*"),
                 format!("$JS.API.STREAM.MSG.GET.{s}"),
             ]);
+            // Shell tickets, shared by every API process.
+            publish.extend(bucket_calls(&scope.bucket("SHELL_TICKETS")));
             Permissions {
                 publish,
                 publish_deny: vec![format!(

@@ -22,6 +22,42 @@ pub struct SettingsChange {
     pub session_record: Option<bool>,
     pub record_input: Option<bool>,
     pub interactive_sessions: Option<bool>,
+    /// How long recordings of sessions opened from now on are kept, in days: 1 to
+    /// `recording_retention_max_days`. Shortening it also hides (and the projector deletes)
+    /// older sessions past the new period; lengthening it does not revive or extend them.
+    #[schema(minimum = 1)]
+    pub recording_retention_days: Option<u64>,
+}
+
+/// The deployment's most: its job retention (the log keeps nothing of a job longer), in
+/// `recording_retention_days` units (at least one).
+pub fn max_retention_days(state: &AppState) -> u64 {
+    let unit = state.recording_retention_unit.as_secs().max(1);
+    (state.topology.job_retention().as_secs() / unit).max(1)
+}
+
+/// How long the tenant's recordings are kept now: its own setting, else the deployment's
+/// maximum, never more than that.
+pub fn retention(state: &AppState, settings: &TenantSettings) -> std::time::Duration {
+    let max = state.topology.job_retention();
+    settings
+        .recording_retention_s
+        .map_or(max, |s| std::time::Duration::from_secs(s).min(max))
+}
+
+/// The tenant's retention in days, as `GET /v1/tenant` shows it.
+pub fn retention_days(state: &AppState, settings: &TenantSettings) -> u64 {
+    let unit = state.recording_retention_unit.as_secs().max(1);
+    retention(state, settings).as_secs().div_ceil(unit).max(1)
+}
+
+/// Sessions that started at or before this are past the tenant's current retention.
+pub fn visible_after(state: &AppState, settings: &TenantSettings) -> chrono::DateTime<chrono::Utc> {
+    let retention = chrono::Duration::from_std(retention(state, settings))
+        .unwrap_or(chrono::Duration::MAX);
+    chrono::Utc::now()
+        .checked_sub_signed(retention)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
 }
 
 /// The tenant's settings and the sequence of the event that set them (`None`: defaults).
@@ -50,6 +86,22 @@ pub async fn change(
     caller: &Caller,
     change: SettingsChange,
 ) -> Result<TenantSettings, ApiError> {
+    let retention_s = match change.recording_retention_days {
+        None => None,
+        Some(days) => {
+            let max = max_retention_days(state);
+            if !(1..=max).contains(&days) {
+                return Err(ApiError::invalid(
+                    ErrorCode::ValueOutOfBounds,
+                    "recording_retention_days",
+                    format!(
+                        "recording_retention_days must be from 1 to {max} (the deployment's maximum)"
+                    ),
+                ));
+            }
+            Some(days * state.recording_retention_unit.as_secs().max(1))
+        }
+    };
     // A concurrent change makes the append conflict: read again and reapply ours on top.
     for _ in 0..5 {
         let (seq, current) = settings(state, &caller.tenant).await?;
@@ -59,6 +111,7 @@ pub async fn change(
             interactive_sessions: change
                 .interactive_sessions
                 .unwrap_or(current.interactive_sessions),
+            recording_retention_s: retention_s.or(current.recording_retention_s),
         };
         if seq.is_some() && next == current {
             return Ok(current);
@@ -92,7 +145,8 @@ pub async fn session(
     id: &str,
 ) -> Result<SessionRecord, ApiError> {
     let id: Uuid = id.parse().map_err(|_| ApiError::not_found("session"))?;
-    sessions::get(&state.db, &caller.tenant, id)
+    let (_, settings) = settings(state, &caller.tenant).await?;
+    sessions::get(&state.db, &caller.tenant, id, visible_after(state, &settings))
         .await
         .map_err(ApiError::database)?
         .ok_or_else(|| ApiError::not_found("session"))
