@@ -380,7 +380,20 @@ impl Bridge {
                     reason,
                 }),
             );
-            if let Err(error) = topo.append(&self.state.js, &ended, Expectation::Any).await {
+            // The end leaves the log with the rest of the session (its tenant's retention).
+            let started = topo
+                .session_subject(&self.tenant, self.session, schemas::SessionFacet::Started);
+            let ttl = match topo.last_event(&self.state.stream, started).await {
+                Ok(Some((_, event))) => match event.body {
+                    EventBody::SessionStarted(s) => s.expires_at.map(schemas::Topology::ttl_until),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Err(error) = topo
+                .append_with_ttl(&self.state.js, &ended, Expectation::Any, ttl)
+                .await
+            {
                 warn!(%error, "could not record a lost shell's end");
             }
         }

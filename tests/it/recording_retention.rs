@@ -89,6 +89,16 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
     let new_id = new["job_id"].as_str().unwrap().to_owned();
     let session = session_of(&stack, &new_id).await;
     assert!((4.0..=6.0).contains(&lifetime(&session)), "{session}");
+    // A shell opened now gets it too (the API passes it to the worker with the open).
+    crate::shells::allow_shells(&stack, false).await;
+    let mut shell = crate::shells::open(&stack, &id, "", Some(&owner)).await.unwrap();
+    shell.type_text("echo shel$((1+1))\r").await;
+    shell.output_contains("shel2").await;
+    shell.type_text("exit\r").await;
+    assert_eq!(shell.wait_closed(Duration::from_secs(15)).await, "exited");
+    let shell_id = shell.session.clone();
+    let shell_session = crate::shells::ended_session(&stack, &shell_id).await;
+    assert!((4.0..=6.0).contains(&lifetime(&shell_session)), "{shell_session}");
     // The older session is capped by the shorter retention too.
     let capped = session_of(&stack, &old_id).await;
     assert!((4.0..=6.0).contains(&lifetime(&capped)), "{capped}");
@@ -140,6 +150,7 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
     loop {
         let (old_status, _) = stack.get(&format!("/v1/sessions/{old_id}")).await;
         let (new_status, _) = stack.get(&format!("/v1/sessions/{new_id}")).await;
+        let (shell_status, _) = stack.get(&format!("/v1/sessions/{shell_id}")).await;
         let rows: i64 = sqlx::query_scalar(
             "SELECT (SELECT count(*) FROM sessions WHERE id = ANY($1))
                   + (SELECT count(*) FROM session_frames WHERE session_id = ANY($1))",
@@ -147,6 +158,7 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
         .bind(vec![
             old_id.parse::<uuid::Uuid>().unwrap(),
             new_id.parse::<uuid::Uuid>().unwrap(),
+            shell_id.parse::<uuid::Uuid>().unwrap(),
         ])
         .fetch_one(&db)
         .await
@@ -154,9 +166,14 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
         let in_log = stack
             .subject_counts(&format!("{p}.evt.default.session.{new_id}.>"))
             .await
-            .len();
+            .len()
+            + stack
+                .subject_counts(&format!("{p}.evt.default.session.{shell_id}.>"))
+                .await
+                .len();
         if old_status == StatusCode::NOT_FOUND
             && new_status == StatusCode::NOT_FOUND
+            && shell_status == StatusCode::NOT_FOUND
             && rows == 0
             && in_log == 0
         {
@@ -164,7 +181,7 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
         }
         assert!(
             Instant::now() < deadline,
-            "still kept: GET old {old_status}, GET new {new_status}, {rows} rows, {in_log} subjects in the log"
+            "still kept: GET old {old_status}, new {new_status}, shell {shell_status}, {rows} rows, {in_log} subjects in the log"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -176,6 +193,16 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
         .await
         .unwrap();
     assert_eq!(recording.status(), StatusCode::NOT_FOUND);
+    // Watching an expired session is refused too: the shell's log is gone, and the capped
+    // session's events, still in the log with their first TTL, are not replayed past the cap.
+    for session in [&shell_id, &old_id] {
+        let watch = crate::shells::watcher(&stack, session, "?from=start", &owner).await;
+        assert_eq!(watch.err(), Some(404), "{session}");
+    }
+    let in_log = stack
+        .subject_counts(&format!("{p}.evt.default.session.{old_id}.>"))
+        .await;
+    assert!(!in_log.is_empty(), "the capped session's events keep their TTL");
     let (_, listed) = stack.get("/v1/sessions?per_page=100").await;
     let ids: Vec<&str> = listed
         .as_array()

@@ -659,7 +659,7 @@ async fn a_client_that_stops_reading_holds_the_device_back_and_garbage_is_just_b
 }
 
 /// Opens a watcher on a session; the refusal's status otherwise.
-async fn watcher(stack: &TestStack, session: &str, query: &str, key: &str) -> Result<Shell, u16> {
+pub(crate) async fn watcher(stack: &TestStack, session: &str, query: &str, key: &str) -> Result<Shell, u16> {
     let url = format!(
         "{}/v1/sessions/{session}/watch{query}",
         stack.base.replacen("http", "ws", 1)

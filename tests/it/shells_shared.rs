@@ -13,7 +13,7 @@ use schemas::nats_auth::Callout;
 use serde_json::{Value, json};
 use sshq_tests::{ApiProcess, NatsCluster, SshDevice, StackOptions, TestStack, env};
 
-use crate::shells::{allow_shells, ended_session, key, open, open_at};
+use crate::shells::{allow_shells, ended_session, open, open_at};
 
 fn python(args: &[&str]) -> Child {
     Command::new(env("SSHQ_TEST_PYTHON"))
@@ -239,17 +239,12 @@ async fn a_ticket_from_one_api_process_opens_a_shell_on_another_once() {
     }
 
     // A key revoked after its ticket was issued does not open a shell with it.
-    let operator = key(&stack, "operator").await;
-    let (_, keys) = stack.get("/v1/keys").await;
-    let operator_id = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["name"] == "operator")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (status, created) = stack
+        .post("/v1/keys", &json!({ "name": "op", "role": "operator" }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let operator = created["key"].as_str().unwrap().to_owned();
+    let operator_id = created["id"].as_str().unwrap().to_owned();
     let query = ticket(a.base.clone(), operator.clone()).await;
     let (status, body) = stack
         .call(

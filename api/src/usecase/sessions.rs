@@ -80,6 +80,60 @@ pub async fn settings(
     }
 }
 
+/// When a session's recording expires by the log alone, as the projector computes it: its own
+/// `expires_at` (the tenant's retention when it started; none: the job retention), capped by
+/// every shorter retention the tenant set after it started (settings events after
+/// `started_seq`, in log order). For reads that go to the log, not the read model (watch).
+pub async fn expiry_in_log(
+    state: &AppState,
+    tenant: &TenantId,
+    started_seq: u64,
+    started: &Event,
+) -> Result<schemas::Timestamp, ApiError> {
+    use async_nats::jetstream::consumer;
+    use futures::StreamExt;
+    let start = started.at.0;
+    let plus = |seconds: u64| {
+        schemas::Timestamp(start.saturating_add(i64::try_from(seconds.saturating_mul(1_000_000)).unwrap_or(i64::MAX)))
+    };
+    let mut expiry = match &started.body {
+        EventBody::SessionStarted(s) => s.expires_at,
+        _ => None,
+    }
+    .unwrap_or_else(|| plus(state.topology.job_retention().as_secs()));
+    let consumer = state
+        .stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: state.topology.tenant_settings_subject(tenant),
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: started_seq + 1,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(ApiError::log_unavailable)?;
+    let mut pending = consumer.cached_info().num_pending;
+    if pending == 0 {
+        return Ok(expiry);
+    }
+    let mut messages = consumer.messages().await.map_err(ApiError::log_unavailable)?;
+    while pending > 0 {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(5), messages.next())
+            .await
+            .map_err(|_| ApiError::log_unavailable("reading the tenant's settings timed out"))?
+            .ok_or_else(|| ApiError::log_unavailable("the ordered consumer ended"))?
+            .map_err(ApiError::log_unavailable)?;
+        pending = message.info().map_err(ApiError::log_unavailable)?.pending;
+        if let Ok(EventBody::TenantSettingsChanged(settings)) =
+            Event::decode(&message.payload).map(|e| e.body)
+            && let Some(retention) = settings.recording_retention_s
+        {
+            expiry = expiry.min(plus(retention));
+        }
+    }
+    Ok(expiry)
+}
+
 /// Applies `change` to the caller's tenant's settings; returns the settings now in force.
 pub async fn change(
     state: &AppState,

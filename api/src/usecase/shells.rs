@@ -268,16 +268,13 @@ pub async fn existing(state: &AppState, caller: &Caller, id: &str) -> Result<Ses
     {
         // Past the tenant's recording retention, a session is gone for the API even while
         // its events are still in the log (a retention shortened since it started).
-        Some((_, started)) => {
+        Some((seq, started)) => {
             let (_, settings) = crate::usecase::sessions::settings(state, &caller.tenant).await?;
-            let expired_by_own = match &started.body {
-                schemas::EventBody::SessionStarted(s) => {
-                    s.expires_at.is_some_and(|e| e <= schemas::Timestamp::now())
-                }
-                _ => false,
-            };
+            let expiry =
+                crate::usecase::sessions::expiry_in_log(state, &caller.tenant, seq, &started)
+                    .await?;
             let visible_after = crate::usecase::sessions::visible_after(state, &settings);
-            if expired_by_own || started.at.to_datetime() <= visible_after {
+            if expiry <= schemas::Timestamp::now() || started.at.to_datetime() <= visible_after {
                 Err(ApiError::not_found("session"))
             } else {
                 Ok(session)
