@@ -341,20 +341,20 @@ impl Application {
         );
         let shells = Arc::new(
             shells::Shells::connect(
-            shells::ShellSettings {
-                idle_timeout: Duration::from_secs(settings.shell_idle_timeout_s),
-                max_duration: Duration::from_secs(settings.shell_max_duration_s),
-                heartbeat: Duration::from_millis(settings.shell_heartbeat_ms.max(100)),
-                window_bytes: settings.shell_window_bytes.max(4096),
-                open_timeout: Duration::from_secs(settings.shell_open_timeout_s.max(1)),
-                ticket_ttl: Duration::from_secs(settings.shell_ticket_ttl_s.max(1)),
-            },
-            client.clone(),
-            &js,
-            &topology,
-            settings.stream_replicas,
-            background.shutdown.clone(),
-        )
+                shells::ShellSettings {
+                    idle_timeout: Duration::from_secs(settings.shell_idle_timeout_s),
+                    max_duration: Duration::from_secs(settings.shell_max_duration_s),
+                    heartbeat: Duration::from_millis(settings.shell_heartbeat_ms.max(100)),
+                    window_bytes: settings.shell_window_bytes.max(4096),
+                    open_timeout: Duration::from_secs(settings.shell_open_timeout_s.max(1)),
+                    ticket_ttl: Duration::from_secs(settings.shell_ticket_ttl_s.max(1)),
+                },
+                client.clone(),
+                &js,
+                &topology,
+                settings.stream_replicas,
+                background.shutdown.clone(),
+            )
             .await?,
         );
         let state = AppState(Arc::new(Shared {
@@ -397,7 +397,9 @@ impl Application {
             master_key,
             exec_signer,
             shells,
-            recording_retention_unit: Duration::from_secs(settings.recording_retention_unit_s.max(1)),
+            recording_retention_unit: Duration::from_secs(
+                settings.recording_retention_unit_s.max(1),
+            ),
         }));
         if !settings.nats_callout_seed.is_empty() {
             let callout =

@@ -381,8 +381,8 @@ impl Bridge {
                 }),
             );
             // The end leaves the log with the rest of the session (its tenant's retention).
-            let started = topo
-                .session_subject(&self.tenant, self.session, schemas::SessionFacet::Started);
+            let started =
+                topo.session_subject(&self.tenant, self.session, schemas::SessionFacet::Started);
             let ttl = match topo.last_event(&self.state.stream, started).await {
                 Ok(Some((_, event))) => match event.body {
                     EventBody::SessionStarted(s) => s.expires_at.map(schemas::Topology::ttl_until),

@@ -278,9 +278,14 @@ impl Fold {
                 if at < self.job_cutoff => {}
             // A session past its own expiry (the tenant's recording retention when it
             // started) is not written: its events are leaving the log at the same moment.
-            EventBody::SessionStarted(schemas::SessionStarted { expires_at: Some(e), .. })
-            | EventBody::SessionFrames(schemas::SessionFrames { expires_at: Some(e), .. })
-                if *e <= self.now => {}
+            EventBody::SessionStarted(schemas::SessionStarted {
+                expires_at: Some(e),
+                ..
+            })
+            | EventBody::SessionFrames(schemas::SessionFrames {
+                expires_at: Some(e),
+                ..
+            }) if *e <= self.now => {}
             EventBody::SessionFrames(e) => self.sessions.frames(&event, e),
             EventBody::SessionStarted(_)
             | EventBody::SessionEnded(_)

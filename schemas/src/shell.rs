@@ -227,7 +227,10 @@ impl ShellOut {
     }
 
     /// An output message read back from its headers and payload.
-    pub fn from_message(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Self, ShellFrameError> {
+    pub fn from_message(
+        headers: Option<&HeaderMap>,
+        payload: &[u8],
+    ) -> Result<Self, ShellFrameError> {
         let kind = headers
             .and_then(|h| h.get(KIND_HEADER))
             .ok_or(ShellFrameError::NoKind)?
@@ -235,8 +238,8 @@ impl ShellOut {
         if kind == "data" {
             return Ok(ShellOut::Data(payload.to_vec()));
         }
-        let control: Control = serde_json::from_slice(payload)
-            .map_err(|e| ShellFrameError::Payload(e.to_string()))?;
+        let control: Control =
+            serde_json::from_slice(payload).map_err(|e| ShellFrameError::Payload(e.to_string()))?;
         let out = match control {
             Control::Resize { cols, rows } => ShellOut::Resized { cols, rows },
             Control::Heartbeat => ShellOut::Heartbeat,
@@ -245,12 +248,24 @@ impl ShellOut {
             Control::InputAck { bytes } => ShellOut::InputAck { bytes },
         };
         if out.kind() != kind {
-            return Err(match ["data", "resized", "heartbeat", "exit", "closed", "input_ack"]
+            return Err(
+                match [
+                    "data",
+                    "resized",
+                    "heartbeat",
+                    "exit",
+                    "closed",
+                    "input_ack",
+                ]
                 .contains(&kind)
-            {
-                true => ShellFrameError::Payload(format!("a {} payload under kind {kind}", out.kind())),
-                false => ShellFrameError::UnknownKind(kind.to_owned()),
-            });
+                {
+                    true => ShellFrameError::Payload(format!(
+                        "a {} payload under kind {kind}",
+                        out.kind()
+                    )),
+                    false => ShellFrameError::UnknownKind(kind.to_owned()),
+                },
+            );
         }
         Ok(out)
     }
@@ -293,18 +308,26 @@ mod tests {
     fn output_is_raw_bytes_or_the_websocket_json_with_its_kind_in_a_header() {
         let all = [
             ShellOut::Data(vec![0, 0xff, b'\n']),
-            ShellOut::Resized { cols: 100, rows: 30 },
+            ShellOut::Resized {
+                cols: 100,
+                rows: 30,
+            },
             ShellOut::Heartbeat,
             ShellOut::Exit {
                 status: Some(3),
                 signal: None,
             },
-            ShellOut::Closed { reason: "idle".into() },
+            ShellOut::Closed {
+                reason: "idle".into(),
+            },
             ShellOut::InputAck { bytes: 7 },
         ];
         for (i, out) in all.iter().enumerate() {
             let (headers, payload) = out.to_message(i as u64 + 1);
-            assert_eq!(ShellOut::from_message(Some(&headers), &payload).unwrap(), *out);
+            assert_eq!(
+                ShellOut::from_message(Some(&headers), &payload).unwrap(),
+                *out
+            );
             assert_eq!(ShellOut::seq(Some(&headers)), Some(i as u64 + 1));
         }
         let (headers, payload) = ShellOut::Data(b"ls".to_vec()).to_message(1);
@@ -317,7 +340,10 @@ mod tests {
         let (_, payload) = all[1].to_message(2);
         assert_eq!(&payload[..], br#"{"type":"resize","cols":100,"rows":30}"#);
         // Malformed frames are errors, not guesses.
-        assert_eq!(ShellOut::from_message(None, b"x"), Err(ShellFrameError::NoKind));
+        assert_eq!(
+            ShellOut::from_message(None, b"x"),
+            Err(ShellFrameError::NoKind)
+        );
         let mut odd = HeaderMap::new();
         odd.insert(KIND_HEADER, "bell");
         assert_eq!(

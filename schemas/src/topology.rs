@@ -363,7 +363,10 @@ impl Topology {
     /// The `Nats-TTL` that makes a message published now leave the log at `expires` (whole
     /// seconds, rounded up; at least JetStream's smallest TTL, a second).
     pub fn ttl_until(expires: crate::event::Timestamp) -> Duration {
-        let left_us = expires.0.saturating_sub(crate::event::Timestamp::now().0).max(0) as u64;
+        let left_us = expires
+            .0
+            .saturating_sub(crate::event::Timestamp::now().0)
+            .max(0) as u64;
         Duration::from_secs(left_us.div_ceil(1_000_000).max(1))
     }
 
@@ -905,10 +908,12 @@ impl Topology {
         ttl: Option<Duration>,
     ) -> Result<jetstream::context::PublishAckFuture, AppendError> {
         let msg = match ttl {
-            Some(ttl) if !Self::retained_forever(&event.body) => jetstream::message::PublishMessage::build()
-                .payload(event.encode().into())
-                .message_id(event.id.to_string())
-                .ttl(ttl),
+            Some(ttl) if !Self::retained_forever(&event.body) => {
+                jetstream::message::PublishMessage::build()
+                    .payload(event.encode().into())
+                    .message_id(event.id.to_string())
+                    .ttl(ttl)
+            }
             _ => self.event_message(event),
         };
         let msg = match expectation {

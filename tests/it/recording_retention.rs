@@ -58,7 +58,8 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
     assert_eq!(tenant["recording_retention_days"], max, "{tenant}");
     assert_eq!(tenant["recording_retention_max_days"], max, "{tenant}");
     for bad in [json!(0), json!(max + 1)] {
-        let (status, body) = patch(&stack, &owner, json!({ "recording_retention_days": bad })).await;
+        let (status, body) =
+            patch(&stack, &owner, json!({ "recording_retention_days": bad })).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(body["property"], "recording_retention_days", "{body}");
         assert_eq!(body["error_code"], "VALUE_OUT_OF_BOUNDS", "{body}");
@@ -66,7 +67,10 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
     let (status, body) = patch(&stack, &owner, json!({ "recording_retention_days": "5" })).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (status, created) = stack
-        .post("/v1/keys", &json!({ "name": "admin", "role": "administrator" }))
+        .post(
+            "/v1/keys",
+            &json!({ "name": "admin", "role": "administrator" }),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let admin = created["key"].as_str().unwrap().to_owned();
@@ -91,14 +95,19 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
     assert!((4.0..=6.0).contains(&lifetime(&session)), "{session}");
     // A shell opened now gets it too (the API passes it to the worker with the open).
     crate::shells::allow_shells(&stack, false).await;
-    let mut shell = crate::shells::open(&stack, &id, "", Some(&owner)).await.unwrap();
+    let mut shell = crate::shells::open(&stack, &id, "", Some(&owner))
+        .await
+        .unwrap();
     shell.type_text("echo shel$((1+1))\r").await;
     shell.output_contains("shel2").await;
     shell.type_text("exit\r").await;
     assert_eq!(shell.wait_closed(Duration::from_secs(15)).await, "exited");
     let shell_id = shell.session.clone();
     let shell_session = crate::shells::ended_session(&stack, &shell_id).await;
-    assert!((4.0..=6.0).contains(&lifetime(&shell_session)), "{shell_session}");
+    assert!(
+        (4.0..=6.0).contains(&lifetime(&shell_session)),
+        "{shell_session}"
+    );
     // The older session is capped by the shorter retention too.
     let capped = session_of(&stack, &old_id).await;
     assert!((4.0..=6.0).contains(&lifetime(&capped)), "{capped}");
@@ -202,7 +211,10 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
     let in_log = stack
         .subject_counts(&format!("{p}.evt.default.session.{old_id}.>"))
         .await;
-    assert!(!in_log.is_empty(), "the capped session's events keep their TTL");
+    assert!(
+        !in_log.is_empty(),
+        "the capped session's events keep their TTL"
+    );
     let (_, listed) = stack.get("/v1/sessions?per_page=100").await;
     let ids: Vec<&str> = listed
         .as_array()

@@ -659,7 +659,12 @@ async fn a_client_that_stops_reading_holds_the_device_back_and_garbage_is_just_b
 }
 
 /// Opens a watcher on a session; the refusal's status otherwise.
-pub(crate) async fn watcher(stack: &TestStack, session: &str, query: &str, key: &str) -> Result<Shell, u16> {
+pub(crate) async fn watcher(
+    stack: &TestStack,
+    session: &str,
+    query: &str,
+    key: &str,
+) -> Result<Shell, u16> {
     let url = format!(
         "{}/v1/sessions/{session}/watch{query}",
         stack.base.replacen("http", "ws", 1)
@@ -914,7 +919,9 @@ async fn a_shell_whose_api_went_silent_is_ended_by_its_worker() {
             .await
             .expect("the worker ends the shell")
             .unwrap();
-        if let Ok(ShellOut::Closed { reason }) = ShellOut::from_message(message.headers.as_ref(), &message.payload) {
+        if let Ok(ShellOut::Closed { reason }) =
+            ShellOut::from_message(message.headers.as_ref(), &message.payload)
+        {
             break reason;
         }
     };

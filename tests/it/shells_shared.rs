@@ -306,10 +306,7 @@ async fn a_ticket_expires_after_its_ttl() {
     let (status, body) = open(&stack, &id, &query, None).await.err().unwrap();
     assert_eq!(status, 401, "{body}");
     assert!(
-        body["error_message"]
-            .as_str()
-            .unwrap()
-            .contains("expired"),
+        body["error_message"].as_str().unwrap().contains("expired"),
         "{body}"
     );
 }

@@ -76,11 +76,9 @@ impl<'a> Recorder<'a> {
     ) -> Self {
         let max = worker.topology.job_retention().as_secs();
         let retention = retention_s.unwrap_or(max).clamp(1, max);
-        let expires_at = Timestamp(
-            Timestamp::now()
-                .0
-                .saturating_add(i64::try_from(retention.saturating_mul(1_000_000)).unwrap_or(i64::MAX)),
-        );
+        let expires_at = Timestamp(Timestamp::now().0.saturating_add(
+            i64::try_from(retention.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
+        ));
         started.expires_at = Some(expires_at);
         let mut recorder = Self {
             expires_at,

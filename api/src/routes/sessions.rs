@@ -202,7 +202,10 @@ pub async fn get(
     caller.require(Scope::Read)?;
     let session = usecase::session(&state, &caller, &id).await?;
     let (_, settings) = usecase::settings(&state, &caller.tenant).await?;
-    Ok(Json(session_view(&session, usecase::retention(&state, &settings))))
+    Ok(Json(session_view(
+        &session,
+        usecase::retention(&state, &settings),
+    )))
 }
 
 /// The recording as asciicast v2 (default) or, with `?format=shellhub`, ShellHub's frames.

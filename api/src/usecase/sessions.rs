@@ -53,8 +53,8 @@ pub fn retention_days(state: &AppState, settings: &TenantSettings) -> u64 {
 
 /// Sessions that started at or before this are past the tenant's current retention.
 pub fn visible_after(state: &AppState, settings: &TenantSettings) -> chrono::DateTime<chrono::Utc> {
-    let retention = chrono::Duration::from_std(retention(state, settings))
-        .unwrap_or(chrono::Duration::MAX);
+    let retention =
+        chrono::Duration::from_std(retention(state, settings)).unwrap_or(chrono::Duration::MAX);
     chrono::Utc::now()
         .checked_sub_signed(retention)
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
@@ -93,9 +93,12 @@ pub async fn expiry_in_log(
     use async_nats::jetstream::consumer;
     use futures::StreamExt;
     let start = started.at.0;
-    let plus = |seconds: u64| {
-        schemas::Timestamp(start.saturating_add(i64::try_from(seconds.saturating_mul(1_000_000)).unwrap_or(i64::MAX)))
-    };
+    let plus =
+        |seconds: u64| {
+            schemas::Timestamp(start.saturating_add(
+                i64::try_from(seconds.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
+            ))
+        };
     let mut expiry = match &started.body {
         EventBody::SessionStarted(s) => s.expires_at,
         _ => None,
@@ -116,7 +119,10 @@ pub async fn expiry_in_log(
     if pending == 0 {
         return Ok(expiry);
     }
-    let mut messages = consumer.messages().await.map_err(ApiError::log_unavailable)?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(ApiError::log_unavailable)?;
     while pending > 0 {
         let message = tokio::time::timeout(std::time::Duration::from_secs(5), messages.next())
             .await
@@ -200,10 +206,15 @@ pub async fn session(
 ) -> Result<SessionRecord, ApiError> {
     let id: Uuid = id.parse().map_err(|_| ApiError::not_found("session"))?;
     let (_, settings) = settings(state, &caller.tenant).await?;
-    sessions::get(&state.db, &caller.tenant, id, visible_after(state, &settings))
-        .await
-        .map_err(ApiError::database)?
-        .ok_or_else(|| ApiError::not_found("session"))
+    sessions::get(
+        &state.db,
+        &caller.tenant,
+        id,
+        visible_after(state, &settings),
+    )
+    .await
+    .map_err(ApiError::database)?
+    .ok_or_else(|| ApiError::not_found("session"))
 }
 
 /// A session and its recorded frames; 404 for a session that was not recorded.
