@@ -20,9 +20,16 @@ async fn patch(stack: &TestStack, key: &str, body: Value) -> (StatusCode, Value)
 
 /// The session of a finished exec job, once the projector has it.
 async fn session_of(stack: &TestStack, job: &str) -> Value {
+    session_as(stack, &stack.api_key, job).await
+}
+
+/// [`session_of`] with a key of another tenant.
+async fn session_as(stack: &TestStack, key: &str, job: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (status, body) = stack.get(&format!("/v1/sessions/{job}")).await;
+        let (status, body) = stack
+            .call(Method::GET, &format!("/v1/sessions/{job}"), Some(key), None)
+            .await;
         if status == StatusCode::OK && body["active"] == false {
             return body;
         }
@@ -76,6 +83,23 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
     let admin = created["key"].as_str().unwrap().to_owned();
     let (status, body) = patch(&stack, &admin, json!({ "recording_retention_days": 5 })).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    // Another tenant, which keeps the default, and a session of its own.
+    let keep = stack.create_tenant("keep").await;
+    let keep_device = SshDevice::start();
+    let keep_dev = stack.register_as(&keep, &keep_device).await;
+    let (status, job) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/devices/{keep_dev}/exec"),
+            Some(&keep),
+            Some(&json!({ "command": "echo keep" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let keep_job = job["job_id"].as_str().unwrap().to_owned();
+    let keep_session = session_as(&stack, &keep, &keep_job).await;
+    assert!(lifetime(&keep_session) > 86_400.0, "{keep_session}");
 
     // A session under the default retention, then the owner shortens it to 5 "days".
     let old = stack.run(&id, json!({ "command": "echo old" })).await;
@@ -223,6 +247,15 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
         .map(|s| s["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec![kept_id.as_str()], "{listed}");
+    // The other tenant's session is untouched, in the API, the read model and the log.
+    let still = session_as(&stack, &keep, &keep_job).await;
+    assert_eq!(still["expires_at"], keep_session["expires_at"], "{still}");
+    assert!(
+        !stack
+            .subject_counts(&format!("{p}.evt.keep.session.{keep_job}.>"))
+            .await
+            .is_empty()
+    );
     // The job itself follows the job retention, not the recording's.
     let (status, job) = stack.get(&format!("/v1/jobs/{new_id}")).await;
     assert_eq!(status, StatusCode::OK, "{job}");
