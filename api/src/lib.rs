@@ -123,6 +123,8 @@ pub struct Settings {
     pub shell_open_timeout_s: u64,
     /// How long a shell ticket (`POST /v1/sessions/tickets`) stays valid.
     pub shell_ticket_ttl_s: u64,
+    /// Bytes the shared shell-ticket bucket may hold (about 100,000 tickets by default).
+    pub shell_ticket_bucket_bytes: i64,
     /// Seconds in one unit of a tenant's `recording_retention_days` (a day; tests shorten it
     /// to a second to see recordings expire). The deployment's maximum is its job retention.
     pub recording_retention_unit_s: u64,
@@ -168,6 +170,7 @@ impl Default for Settings {
             shell_window_bytes: 256 * 1024,
             shell_open_timeout_s: 20,
             shell_ticket_ttl_s: 30,
+            shell_ticket_bucket_bytes: 32 * 1024 * 1024,
             recording_retention_unit_s: 86_400,
         }
     }
@@ -348,6 +351,7 @@ impl Application {
                     window_bytes: settings.shell_window_bytes.max(4096),
                     open_timeout: Duration::from_secs(settings.shell_open_timeout_s.max(1)),
                     ticket_ttl: Duration::from_secs(settings.shell_ticket_ttl_s.max(1)),
+                    ticket_bucket_bytes: settings.shell_ticket_bucket_bytes.max(1024),
                 },
                 client.clone(),
                 &js,

@@ -31,9 +31,6 @@ use crate::auth::Caller;
 
 /// Messages queued for one client's WebSocket, at most.
 const QUEUE: usize = 256;
-/// Bytes the ticket bucket may hold (a ticket is about 200): past it, no new ticket until
-/// old ones expire (429).
-const TICKET_BUCKET_BYTES: i64 = 32 * 1024 * 1024;
 
 /// Shell settings of the API (from `SSHQ_SHELL_*`).
 #[derive(Clone, Debug)]
@@ -44,6 +41,9 @@ pub struct ShellSettings {
     pub window_bytes: u64,
     pub open_timeout: Duration,
     pub ticket_ttl: Duration,
+    /// Bytes the ticket bucket may hold (a ticket is about 300): past it, no new ticket until
+    /// old ones expire (429).
+    pub ticket_bucket_bytes: i64,
 }
 
 /// What every shell of this API process shares.
@@ -93,7 +93,7 @@ impl Shells {
             description: "sshq: single-use shell tickets (hashes), shared by API processes".into(),
             history: 1,
             max_age: settings.ticket_ttl,
-            max_bytes: TICKET_BUCKET_BYTES,
+            max_bytes: settings.ticket_bucket_bytes,
             num_replicas: replicas,
             ..Default::default()
         };

@@ -311,6 +311,65 @@ async fn a_ticket_expires_after_its_ttl() {
     );
 }
 
+/// A full ticket bucket refuses new tickets with 429 (nothing is evicted), and takes them
+/// again once old ones aged out.
+#[tokio::test]
+async fn a_full_ticket_bucket_answers_429_until_tickets_expire() {
+    let stack = TestStack::start_with(StackOptions {
+        tune_api: Some(|api| {
+            api.shell_ticket_ttl_s = 2;
+            api.shell_ticket_bucket_bytes = 4096;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let mut issued = Vec::new();
+    let refused = loop {
+        let (status, body) = stack
+            .call(
+                Method::POST,
+                "/v1/sessions/tickets",
+                Some(&stack.api_key),
+                None,
+            )
+            .await;
+        if status != StatusCode::CREATED {
+            break (status, body);
+        }
+        issued.push(body["ticket"].as_str().unwrap().to_owned());
+        assert!(
+            issued.len() < 100,
+            "a 4 KiB bucket took {} tickets",
+            issued.len()
+        );
+    };
+    assert!(!issued.is_empty());
+    assert_eq!(refused.0, StatusCode::TOO_MANY_REQUESTS, "{}", refused.1);
+    assert_eq!(
+        refused.1["error_code"], "TOO_MANY_REQUESTS",
+        "{}",
+        refused.1
+    );
+    // Once the outstanding ones age out, tickets are issued again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, body) = stack
+            .call(
+                Method::POST,
+                "/v1/sessions/tickets",
+                Some(&stack.api_key),
+                None,
+            )
+            .await;
+        if status == StatusCode::CREATED {
+            break;
+        }
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert!(Instant::now() < deadline, "the bucket never made room");
+    }
+}
+
 /// Idle means nobody typed or resized: a shell printing for ever is ended by a short idle
 /// timeout, and a keystroke puts the end off.
 #[tokio::test]
