@@ -253,6 +253,26 @@ impl KeyStore {
         Ok(known)
     }
 
+    /// The caller a shell ticket was issued to, if its key is still good now: a key revoked
+    /// or expired since the ticket was issued does not open a shell with it.
+    pub async fn still_valid(&self, state: &AppState, caller: Caller) -> Result<Caller, ApiError> {
+        if caller.bootstrap {
+            return Ok(caller);
+        }
+        let known = self
+            .lookup(state, &caller.key)
+            .await?
+            .filter(|k| k.tenant == caller.tenant && k.role == caller.role);
+        match known {
+            None => Err(ApiError::unauthenticated("invalid API key")),
+            Some(k) if k.revoked => Err(ApiError::unauthenticated("this API key was revoked")),
+            Some(k) if k.expires_at.is_some_and(|t| t <= chrono::Utc::now()) => {
+                Err(ApiError::unauthenticated("this API key has expired"))
+            }
+            Some(_) => Ok(caller),
+        }
+    }
+
     /// When a key expires, if it does (after [`Self::authenticate`] accepted it: cached).
     pub async fn expires_at(
         &self,

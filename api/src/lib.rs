@@ -110,7 +110,8 @@ pub struct Settings {
     /// Longest life of a tenant's NATS user JWT (it also never outlives the key): how long a
     /// live connection of a revoked key may stay connected.
     pub nats_tenant_jwt_ttl_s: u64,
-    /// Interactive shells: a shell ends after this long without input or output (0: never),
+    /// Interactive shells: a shell ends after this long without input from its client —
+    /// keystrokes or resizes, output does not count — (0: never),
     /// and after this long whatever happens (0: never).
     pub shell_idle_timeout_s: u64,
     pub shell_max_duration_s: u64,
@@ -122,6 +123,11 @@ pub struct Settings {
     pub shell_open_timeout_s: u64,
     /// How long a shell ticket (`POST /v1/sessions/tickets`) stays valid.
     pub shell_ticket_ttl_s: u64,
+    /// Bytes the shared shell-ticket bucket may hold (about 100,000 tickets by default).
+    pub shell_ticket_bucket_bytes: i64,
+    /// Seconds in one unit of a tenant's `recording_retention_days` (a day; tests shorten it
+    /// to a second to see recordings expire). The deployment's maximum is its job retention.
+    pub recording_retention_unit_s: u64,
 }
 
 impl Default for Settings {
@@ -164,6 +170,8 @@ impl Default for Settings {
             shell_window_bytes: 256 * 1024,
             shell_open_timeout_s: 20,
             shell_ticket_ttl_s: 30,
+            shell_ticket_bucket_bytes: 32 * 1024 * 1024,
+            recording_retention_unit_s: 86_400,
         }
     }
 }
@@ -215,6 +223,8 @@ pub struct Shared {
     /// Signs every exec request the API appends (`schemas::signing`); workers run no other.
     pub exec_signer: Arc<schemas::signing::Signer>,
     pub shells: Arc<shells::Shells>,
+    /// One unit of `recording_retention_days` (`Settings::recording_retention_unit_s`).
+    pub recording_retention_unit: Duration,
 }
 
 impl Shared {
@@ -332,18 +342,25 @@ impl Application {
                 .clone()
                 .follow(topology.clone(), template_notices),
         );
-        let shells = Arc::new(shells::Shells::new(
-            shells::ShellSettings {
-                idle_timeout: Duration::from_secs(settings.shell_idle_timeout_s),
-                max_duration: Duration::from_secs(settings.shell_max_duration_s),
-                heartbeat: Duration::from_millis(settings.shell_heartbeat_ms.max(100)),
-                window_bytes: settings.shell_window_bytes.max(4096),
-                open_timeout: Duration::from_secs(settings.shell_open_timeout_s.max(1)),
-                ticket_ttl: Duration::from_secs(settings.shell_ticket_ttl_s.max(1)),
-            },
-            client.clone(),
-            background.shutdown.clone(),
-        ));
+        let shells = Arc::new(
+            shells::Shells::connect(
+                shells::ShellSettings {
+                    idle_timeout: Duration::from_secs(settings.shell_idle_timeout_s),
+                    max_duration: Duration::from_secs(settings.shell_max_duration_s),
+                    heartbeat: Duration::from_millis(settings.shell_heartbeat_ms.max(100)),
+                    window_bytes: settings.shell_window_bytes.max(4096),
+                    open_timeout: Duration::from_secs(settings.shell_open_timeout_s.max(1)),
+                    ticket_ttl: Duration::from_secs(settings.shell_ticket_ttl_s.max(1)),
+                    ticket_bucket_bytes: settings.shell_ticket_bucket_bytes.max(1024),
+                },
+                client.clone(),
+                &js,
+                &topology,
+                settings.stream_replicas,
+                background.shutdown.clone(),
+            )
+            .await?,
+        );
         let state = AppState(Arc::new(Shared {
             topology,
             js,
@@ -384,6 +401,9 @@ impl Application {
             master_key,
             exec_signer,
             shells,
+            recording_retention_unit: Duration::from_secs(
+                settings.recording_retention_unit_s.max(1),
+            ),
         }));
         if !settings.nats_callout_seed.is_empty() {
             let callout =

@@ -13,15 +13,14 @@
 //! acknowledges bytes once the WebSocket took them, so a client that never reads stops the
 //! shell's output (and the device, through SSH's flow control), it does not grow the API.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::{self, kv};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
 use schemas::shell::{MAX_CHUNK, MISSED_HEARTBEATS, ShellIn, ShellOut};
-use schemas::{Event, EventBody, Expectation, KeyId, SessionId, ShellWay, TenantId};
-use serde::Deserialize;
+use schemas::{Event, EventBody, Expectation, KeyId, Role, SessionId, ShellWay, TenantId};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -32,8 +31,6 @@ use crate::auth::Caller;
 
 /// Messages queued for one client's WebSocket, at most.
 const QUEUE: usize = 256;
-/// Tickets outstanding per API process, at most (expired ones are swept first).
-const MAX_TICKETS: usize = 100_000;
 
 /// Shell settings of the API (from `SSHQ_SHELL_*`).
 #[derive(Clone, Debug)]
@@ -44,6 +41,9 @@ pub struct ShellSettings {
     pub window_bytes: u64,
     pub open_timeout: Duration,
     pub ticket_ttl: Duration,
+    /// Bytes the ticket bucket may hold (a ticket is about 300): past it, no new ticket until
+    /// old ones expire (429).
+    pub ticket_bucket_bytes: i64,
 }
 
 /// What every shell of this API process shares.
@@ -52,26 +52,70 @@ pub struct Shells {
     pub client: async_nats::Client,
     /// Ends every bridge (the API is shutting down); their shells are closed with a reason.
     pub shutdown: CancellationToken,
-    tickets: Mutex<HashMap<[u8; 32], (Caller, Instant)>>,
+    /// Outstanding tickets, shared by every API process (`<P>_SHELL_TICKETS`): the key is the
+    /// ticket's SHA-256 (the ticket itself is never stored), the value who it acts for, and
+    /// the bucket's age limit is the ticket TTL.
+    tickets: kv::Store,
+}
+
+/// What a ticket stands for, as stored in the bucket.
+#[derive(Serialize, Deserialize)]
+struct TicketValue {
+    key: KeyId,
+    tenant: TenantId,
+    role: Role,
+    bootstrap: bool,
+    /// Milliseconds since the Unix epoch when it was issued.
+    issued_ms: i64,
+}
+
+/// Why a ticket was not redeemed.
+#[derive(Debug)]
+pub enum TicketError {
+    /// Unknown, expired or already used.
+    Invalid,
+    /// The bucket could not be read or written.
+    Unavailable(String),
 }
 
 impl Shells {
-    pub fn new(
+    /// Looks up (or creates) the ticket bucket.
+    pub async fn connect(
         settings: ShellSettings,
         client: async_nats::Client,
+        js: &jetstream::Context,
+        topology: &schemas::Topology,
+        replicas: usize,
         shutdown: CancellationToken,
-    ) -> Self {
-        Self {
+    ) -> anyhow::Result<Self> {
+        let config = kv::Config {
+            bucket: topology.shell_tickets_bucket(),
+            description: "sshq: single-use shell tickets (hashes), shared by API processes".into(),
+            history: 1,
+            max_age: settings.ticket_ttl,
+            max_bytes: settings.ticket_bucket_bytes,
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        let tickets = match js.get_key_value(config.bucket.clone()).await {
+            Ok(store) => store,
+            Err(_) => match js.create_key_value(config.clone()).await {
+                Ok(store) => store,
+                // Another API process created it meanwhile.
+                Err(_) => js.get_key_value(config.bucket).await?,
+            },
+        };
+        Ok(Self {
             settings,
             client,
             shutdown,
-            tickets: Mutex::new(HashMap::new()),
-        }
+            tickets,
+        })
     }
 
-    /// A new ticket acting for `caller`, valid once within the ticket TTL. Only its hash is
-    /// kept. `None` when too many tickets are outstanding.
-    pub fn issue(&self, caller: &Caller) -> Option<String> {
+    /// A new ticket acting for `caller`, valid once within the ticket TTL, on any API process.
+    /// Only its hash is kept. `Ok(None)` when the bucket is full.
+    pub async fn issue(&self, caller: &Caller) -> Result<Option<String>, String> {
         let ticket = format!(
             "st_{}",
             rand::random::<[u8; 32]>()
@@ -79,30 +123,67 @@ impl Shells {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         );
-        let mut tickets = self.tickets.lock().expect("not poisoned");
-        if tickets.len() >= MAX_TICKETS {
-            tickets.retain(|_, (_, at)| at.elapsed() < self.settings.ticket_ttl);
-            if tickets.len() >= MAX_TICKETS {
-                return None;
-            }
+        let value = TicketValue {
+            key: caller.key.clone(),
+            tenant: caller.tenant.clone(),
+            role: caller.role,
+            bootstrap: caller.bootstrap,
+            issued_ms: chrono::Utc::now().timestamp_millis(),
+        };
+        let value = serde_json::to_vec(&value).expect("tickets always encode");
+        match self.tickets.create(hash(&ticket), value.into()).await {
+            Ok(_) => Ok(Some(ticket)),
+            Err(e) if e.to_string().contains("maximum bytes") => Ok(None),
+            Err(e) => Err(e.to_string()),
         }
-        tickets.insert(hash(&ticket), (caller.clone(), Instant::now()));
-        Some(ticket)
     }
 
-    /// The caller a ticket was issued to; the ticket is gone afterwards, used or not.
-    pub fn redeem(&self, ticket: &str) -> Option<Caller> {
-        let (caller, at) = self
+    /// The caller a ticket was issued to, once: the first redeemer (on any API process)
+    /// deletes it with the revision it read, so a second redeemer's delete fails.
+    pub async fn redeem(&self, ticket: &str) -> Result<Caller, TicketError> {
+        // Only well-formed tickets reach the bucket (the key is a hash anyway).
+        if !ticket.starts_with("st_") || ticket.len() != 67 {
+            return Err(TicketError::Invalid);
+        }
+        let key = hash(ticket);
+        let entry = self
             .tickets
-            .lock()
-            .expect("not poisoned")
-            .remove(&hash(ticket))?;
-        (at.elapsed() < self.settings.ticket_ttl).then_some(caller)
+            .entry(key.clone())
+            .await
+            .map_err(|e| TicketError::Unavailable(e.to_string()))?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            return Err(TicketError::Invalid);
+        };
+        if self
+            .tickets
+            .delete_expect_revision(&key, Some(entry.revision))
+            .await
+            .is_err()
+        {
+            // Someone redeemed it first (or the bucket is unreachable: either way, not ours).
+            return Err(TicketError::Invalid);
+        }
+        let value: TicketValue =
+            serde_json::from_slice(&entry.value).map_err(|_| TicketError::Invalid)?;
+        let age = chrono::Utc::now().timestamp_millis() - value.issued_ms;
+        if age < 0 || age as u128 >= self.settings.ticket_ttl.as_millis() {
+            return Err(TicketError::Invalid);
+        }
+        Ok(Caller {
+            key: value.key,
+            tenant: value.tenant,
+            role: value.role,
+            bootstrap: value.bootstrap,
+        })
     }
 }
 
-fn hash(ticket: &str) -> [u8; 32] {
-    Sha256::digest(ticket.as_bytes()).into()
+/// A ticket's key in the bucket: its SHA-256 in hex.
+fn hash(ticket: &str) -> String {
+    Sha256::digest(ticket.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A control message from the client.
@@ -230,7 +311,7 @@ impl Bridge {
                         break Ending::WorkerLost("the API lost its NATS subscription".into());
                     };
                     worker_seen = Instant::now();
-                    let item = match ShellOut::decode(&message.payload) {
+                    let item = match ShellOut::from_message(message.headers.as_ref(), &message.payload) {
                         Ok(ShellOut::Data(bytes)) => {
                             let n = bytes.len() as u64;
                             (Message::Binary(bytes.into()), n)
@@ -299,7 +380,20 @@ impl Bridge {
                     reason,
                 }),
             );
-            if let Err(error) = topo.append(&self.state.js, &ended, Expectation::Any).await {
+            // The end leaves the log with the rest of the session (its tenant's retention).
+            let started =
+                topo.session_subject(&self.tenant, self.session, schemas::SessionFacet::Started);
+            let ttl = match topo.last_event(&self.state.stream, started).await {
+                Ok(Some((_, event))) => match event.body {
+                    EventBody::SessionStarted(s) => s.expires_at.map(schemas::Topology::ttl_until),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Err(error) = topo
+                .append_with_ttl(&self.state.js, &ended, Expectation::Any, ttl)
+                .await
+            {
                 warn!(%error, "could not record a lost shell's end");
             }
         }
@@ -356,7 +450,7 @@ pub async fn watch(
                     message = output.next() => {
                         let Some(message) = message else { return };
                         seen = Instant::now();
-                        let sent = match ShellOut::decode(&message.payload) {
+                        let sent = match ShellOut::from_message(message.headers.as_ref(), &message.payload) {
                             Ok(ShellOut::Data(bytes)) => sink.send(Message::Binary(bytes.into())).await,
                             Ok(ShellOut::Resized { cols, rows }) => sink.send(text(json!({"type": "resize", "cols": cols, "rows": rows}))).await,
                             Ok(ShellOut::Exit { status, signal }) => sink.send(text(json!({"type": "exit", "status": status, "signal": signal}))).await,

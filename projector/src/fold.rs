@@ -40,6 +40,8 @@ pub(crate) struct Fold {
     pub quarantined: Vec<Quarantined>,
     /// Jobs requested before this have aged out: not written (a replay does not resurrect them).
     job_cutoff: DateTime<Utc>,
+    /// Sessions (their start and frames) expiring at or before this are not written.
+    now: schemas::Timestamp,
     /// Jobs whose outcome this batch applies, to announce after commit.
     pub concluded: Vec<(TenantId, JobId)>,
     /// Jobs this batch shows to be sensitive (their request's `Sshq-Sensitive` header, or
@@ -61,6 +63,7 @@ impl Fold {
             sessions: Default::default(),
             quarantined: Vec::new(),
             job_cutoff: retention.job_cutoff(now),
+            now: schemas::Timestamp::from(now),
             concluded: Vec::new(),
             sensitive: Vec::new(),
         }
@@ -256,11 +259,16 @@ impl Fold {
             | EventBody::DeviceOffline(_)
             | EventBody::ExecAttemptFailed(_) => self.rare.push(event),
             EventBody::TenantSettingsChanged(e) => {
-                let detail = format!(
+                let mut detail = format!(
                     "session_record={} record_input={} interactive_sessions={}",
                     e.session_record, e.record_input, e.interactive_sessions
                 );
+                if let Some(retention) = e.recording_retention_s {
+                    detail.push_str(&format!(" recording_retention_s={retention}"));
+                }
                 self.audit.admin(&event, "tenant_settings", None, detail);
+                // A shortened recording retention caps the tenant's sessions in log order.
+                self.sessions.lifecycle(event);
             }
             // Sessions age out with the jobs (their events carry the job retention).
             EventBody::SessionStarted(_)
@@ -268,6 +276,16 @@ impl Fold {
             | EventBody::SessionEnded(_)
             | EventBody::SessionLost(_)
                 if at < self.job_cutoff => {}
+            // A session past its own expiry (the tenant's recording retention when it
+            // started) is not written: its events are leaving the log at the same moment.
+            EventBody::SessionStarted(schemas::SessionStarted {
+                expires_at: Some(e),
+                ..
+            })
+            | EventBody::SessionFrames(schemas::SessionFrames {
+                expires_at: Some(e),
+                ..
+            }) if *e <= self.now => {}
             EventBody::SessionFrames(e) => self.sessions.frames(&event, e),
             EventBody::SessionStarted(_)
             | EventBody::SessionEnded(_)

@@ -56,6 +56,9 @@ pub struct Settings {
     pub retention_interval_s: u64,
     /// Where `/healthz` (lag) and `/metrics` are served.
     pub listen: std::net::SocketAddr,
+    /// How often sessions past their tenant's recording retention are deleted (the API
+    /// never serves them past it in any case).
+    pub recording_sweep_s: u64,
 }
 
 impl Default for Settings {
@@ -70,6 +73,7 @@ impl Default for Settings {
             job_retention_s: Topology::DEFAULT_JOB_RETENTION.as_secs(),
             retention_interval_s: 3600,
             listen: "127.0.0.1:8481".parse().expect("valid"),
+            recording_sweep_s: 60,
         }
     }
 }
@@ -99,6 +103,7 @@ pub struct Projector {
     retention: retention::Retention,
     retention_interval: Duration,
     progress: Arc<progress::Progress>,
+    recording_sweep: Duration,
 }
 
 impl Projector {
@@ -144,6 +149,7 @@ impl Projector {
             },
             retention_interval: Duration::from_secs(settings.retention_interval_s.max(1)),
             progress: Arc::default(),
+            recording_sweep: Duration::from_secs(settings.recording_sweep_s.max(1)),
         })
     }
 
@@ -154,6 +160,7 @@ impl Projector {
     /// Follows the log until `shutdown` fires. Returns only on shutdown or a fatal error.
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let retention = self.retention_task(shutdown.clone());
+        let sweep = self.recording_sweep_task(shutdown.clone());
         let watcher = tokio::spawn(
             self.progress
                 .clone()
@@ -161,6 +168,7 @@ impl Projector {
         );
         let result = self.follow_log(&shutdown).await;
         retention.abort();
+        sweep.abort();
         watcher.abort();
         result
     }
@@ -180,6 +188,9 @@ impl Projector {
             if checkpoint::load(&self.pool).await.unwrap_or(0) >= target {
                 shutdown.cancel();
                 follow.await?;
+                // What expired while the log was read (the log drops it by TTL): as the live
+                // read models' sweep leaves them.
+                sessions::sweep_expired(&self.pool, chrono::Utc::now()).await?;
                 return Ok(target);
             }
             tokio::select! {
@@ -187,6 +198,23 @@ impl Projector {
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         }
+    }
+
+    /// Sessions past their tenant's recording retention, deleted on a schedule.
+    fn recording_sweep_task(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let (pool, interval) = (self.pool.clone(), self.recording_sweep);
+        tokio::spawn(async move {
+            loop {
+                match sessions::sweep_expired(&pool, chrono::Utc::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(sessions = n, "recording retention removed expired sessions"),
+                    Err(error) => warn!(?error, "recording sweep failed; will retry"),
+                }
+                if sleep_or_shutdown(interval, &shutdown).await {
+                    return;
+                }
+            }
+        })
     }
 
     /// Partitions ahead and retention, on a schedule, beside the log consumer.

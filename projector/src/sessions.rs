@@ -5,6 +5,13 @@
 //! holds the recordings, one row per frame, in daily partitions dropped whole after the job
 //! retention — the period the session events themselves stay in the log, so a rebuild gives
 //! what the live read models hold after retention ran.
+//!
+//! Per-tenant recording retention is finer: a session expires at its `expires_at` (its start
+//! plus the tenant's retention then; all its events leave the log at that moment by their
+//! `Nats-TTL`), capped when the tenant shortens its retention later (in log order, so a
+//! rebuild caps the same sessions). The fold never writes a session or frames past their
+//! own `expires_at`, and [`sweep_expired`] deletes what expired since; a rebuild runs the
+//! sweep once caught up, so it gives what the live read models hold after the sweep.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use schemas::{Event, EventBody, ExecFailed, SessionFrames};
@@ -54,6 +61,33 @@ pub async fn enforce_retention(
     Ok(removed)
 }
 
+/// Deletes the sessions (and their frames) that expired by `now`: past their `expires_at`,
+/// which is the tenant's retention from the start, capped when the tenant shortened it
+/// since (see [`SessionRows::apply`]). Returns how many sessions went.
+pub async fn sweep_expired(pool: &PgPool, now: DateTime<Utc>) -> sqlx::Result<u64> {
+    let mut tx = pool.begin().await?;
+    let (tenants, ids): (Vec<String>, Vec<Uuid>) = sqlx::query_as::<_, (String, Uuid)>(
+        "DELETE FROM sessions WHERE expires_at <= $1 RETURNING tenant, id",
+    )
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .unzip();
+    if !ids.is_empty() {
+        sqlx::query(
+            "DELETE FROM session_frames f USING UNNEST($1::text[], $2::uuid[]) AS g(tenant, id)
+             WHERE f.tenant = g.tenant AND f.session_id = g.id",
+        )
+        .bind(&tenants)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(ids.len() as u64)
+}
+
 /// A batch's session events: starts and ends in log order, frames as one insert.
 #[derive(Default)]
 pub(crate) struct SessionRows {
@@ -97,11 +131,29 @@ impl SessionRows {
         failed: &[(DateTime<Utc>, ExecFailed)],
     ) -> sqlx::Result<()> {
         for event in &self.lifecycle {
+            // A tenant that shortens its recording retention shortens its sessions' lives:
+            // each expires at the latest at its start plus the new retention (lengthening
+            // extends nothing). Applied in log order among the starts, so a rebuild caps
+            // exactly the sessions the live read model capped.
+            if let EventBody::TenantSettingsChanged(settings) = &event.body
+                && let Some(retention) = settings.recording_retention_s
+            {
+                sqlx::query(
+                    "UPDATE sessions SET expires_at = LEAST(COALESCE(expires_at, 'infinity'),
+                         started_at + make_interval(secs => $2))
+                     WHERE tenant = $1
+                       AND COALESCE(expires_at, 'infinity') > started_at + make_interval(secs => $2)",
+                )
+                .bind(event.tenant.to_string())
+                .bind(retention.min(i64::MAX as u64 / 2) as f64)
+                .execute(&mut **tx)
+                .await?;
+            }
             if let EventBody::SessionStarted(e) = &event.body {
                 sqlx::query(
                     "INSERT INTO sessions (tenant, id, device_id, job_id, actor, username, type, term,
-                         cols, rows, started_at, recorded, input_recorded, worker)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                         cols, rows, started_at, recorded, input_recorded, worker, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                      ON CONFLICT (tenant, id) DO NOTHING",
                 )
                 .bind(event.tenant.to_string())
@@ -118,6 +170,7 @@ impl SessionRows {
                 .bind(e.recorded)
                 .bind(e.input_recorded)
                 .bind(&e.worker)
+                .bind(e.expires_at.map(|t| t.to_datetime()))
                 .execute(&mut **tx)
                 .await?;
             }

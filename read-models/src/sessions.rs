@@ -27,6 +27,9 @@ pub struct SessionRecord {
     pub end_reason: Option<String>,
     pub exit_status: Option<i64>,
     pub worker: String,
+    /// When the recording expires (the tenant's retention at the start); `None`: recorded
+    /// before per-tenant retention.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -49,23 +52,39 @@ pub struct FrameRecord {
     pub data: Vec<u8>,
 }
 
-pub async fn get(db: &PgPool, tenant: &TenantId, id: Uuid) -> sqlx::Result<Option<SessionRecord>> {
-    sqlx::query_as("SELECT * FROM sessions WHERE tenant = $1 AND id = $2")
-        .bind(tenant.to_string())
-        .bind(id)
-        .fetch_optional(db)
-        .await
+/// A session of the tenant that has not expired: started after `visible_after` (now minus the
+/// tenant's current recording retention) and before its own `expires_at`. Expired sessions
+/// are never served, whether or not the projector's sweep has deleted them yet.
+pub async fn get(
+    db: &PgPool,
+    tenant: &TenantId,
+    id: Uuid,
+    visible_after: DateTime<Utc>,
+) -> sqlx::Result<Option<SessionRecord>> {
+    sqlx::query_as(
+        "SELECT * FROM sessions WHERE tenant = $1 AND id = $2 AND started_at > $3
+             AND (expires_at IS NULL OR expires_at > now())",
+    )
+    .bind(tenant.to_string())
+    .bind(id)
+    .bind(visible_after)
+    .fetch_optional(db)
+    .await
 }
 
 /// One page of a tenant's sessions, newest first unless `ascending`, with the total count.
+/// Expired sessions are left out as in [`get`].
 pub async fn list(
     db: &PgPool,
     tenant: &TenantId,
     filter: &SessionFilter,
     page: &crate::Page,
+    visible_after: DateTime<Utc>,
 ) -> sqlx::Result<(Vec<SessionRecord>, i64)> {
     let push_filters = |q: &mut QueryBuilder<Postgres>| {
         q.push(" WHERE tenant = ").push_bind(tenant.to_string());
+        q.push(" AND started_at > ").push_bind(visible_after);
+        q.push(" AND (expires_at IS NULL OR expires_at > now())");
         if let Some(device) = filter.device_id {
             q.push(" AND device_id = ").push_bind(device);
         }

@@ -143,7 +143,7 @@ impl DeviceConfig {
 /// and has no field names, so a missing trailing field shows as the input ending where the
 /// field would start; that reads as the default. Only for the last field of a body whose
 /// variant carries nothing after it.
-fn trailing<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+pub(crate) fn trailing<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de> + Default,

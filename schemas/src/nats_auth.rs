@@ -174,6 +174,8 @@ pub fn service_permissions(identity: Identity, scope: &PrefixScope) -> Option<Pe
                 format!("$JS.API.CONSUMER.DELETE.{s}.*"),
                 format!("$JS.API.STREAM.MSG.GET.{s}"),
             ]);
+            // Shell tickets, shared by every API process.
+            publish.extend(bucket_calls(&scope.bucket("SHELL_TICKETS")));
             Permissions {
                 publish,
                 publish_deny: vec![format!(
@@ -563,5 +565,40 @@ mod tests {
                 .all(|s| s.contains("acme_0123456789ab"))
         );
         assert!(!perms.subscribe.iter().any(|s| s.contains(".sec.")));
+        assert!(!perms.subscribe.iter().any(|s| s.contains(".shell.")));
+    }
+
+    /// Shell tickets are the API's alone; a tenant's owner or administrator may follow its
+    /// shells' output and nothing else of a shell.
+    #[test]
+    fn shell_tickets_are_api_only_and_tenants_only_read_shell_output() {
+        let scope = PrefixScope::One("sshq".into());
+        let api = service_permissions(Identity::Api, &scope).unwrap();
+        assert!(api.publish.contains(&"$KV.SSHQ_SHELL_TICKETS.>".to_owned()));
+        assert!(
+            api.publish
+                .contains(&"$JS.API.STREAM.CREATE.KV_SSHQ_SHELL_TICKETS".to_owned())
+        );
+        for identity in [Identity::Worker, Identity::Projector] {
+            let perms = service_permissions(identity, &scope).unwrap();
+            assert!(
+                !perms.publish.iter().any(|s| s.contains("SHELL_TICKETS")),
+                "{identity:?}"
+            );
+        }
+        let admin = TenantGrant {
+            prefix: "sshq".into(),
+            tenant: "acme".into(),
+            key_id: "0123456789ab".into(),
+            secrets: true,
+        }
+        .permissions();
+        let shell: Vec<&String> = admin
+            .subscribe
+            .iter()
+            .chain(&admin.publish)
+            .filter(|s| s.contains(".shell."))
+            .collect();
+        assert_eq!(shell, [&"sshq.shell.acme.*.out".to_owned()]);
     }
 }

@@ -10,7 +10,9 @@
 //! - [`SessionEnded`] once, with the recorded byte count and whether the recording was cut at
 //!   the worker's per-session cap.
 //!
-//! Session events carry the job retention (`Nats-TTL`) like jobs; the tenant's settings
+//! Session events carry the tenant's recording retention as their `Nats-TTL`: every event of
+//! a session expires at the same moment, `expires_at` (the session's start plus the tenant's
+//! `recording_retention_s`, at most the job retention); the tenant's settings
 //! ([`TenantSettings`], on `<p>.evt.<tenant>.settings`, last message = current) are registry
 //! and kept for ever.
 
@@ -36,6 +38,16 @@ pub struct TenantSettings {
     pub record_input: bool,
     /// Allow interactive shells (default off).
     pub interactive_sessions: bool,
+    /// How long the tenant's session recordings are kept, in seconds; `None`: the
+    /// deployment's maximum (its job retention). Added at the end of the struct, which is the
+    /// end of its event: older events decode with `None`, and `None` is not written, so their
+    /// bytes are unchanged.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::event::trailing"
+    )]
+    pub recording_retention_s: Option<u64>,
 }
 
 impl Default for TenantSettings {
@@ -44,6 +56,7 @@ impl Default for TenantSettings {
             session_record: true,
             record_input: false,
             interactive_sessions: false,
+            recording_retention_s: None,
         }
     }
 }
@@ -93,6 +106,16 @@ pub struct SessionStarted {
     /// Whether keystrokes are recorded (the tenant's `record_input` when it started).
     pub input_recorded: bool,
     pub worker: String,
+    /// When the session's recording expires (the tenant's recording retention from the
+    /// start): every event of the session leaves the log then (`Nats-TTL`), and the read
+    /// models drop it. `None` (sessions recorded before per-tenant retention): the job
+    /// retention. At the end of its event, like [`TenantSettings::recording_retention_s`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::event::trailing"
+    )]
+    pub expires_at: Option<crate::event::Timestamp>,
 }
 
 /// What a frame carries. Append-only.
@@ -149,6 +172,14 @@ pub struct SessionFrames {
     pub session_id: SessionId,
     pub batch: u32,
     pub frames: Vec<Frame>,
+    /// The session's expiry ([`SessionStarted::expires_at`]), so that the projector never
+    /// writes frames of an expired session (a rebuild gives what retention left).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::event::trailing"
+    )]
+    pub expires_at: Option<crate::event::Timestamp>,
 }
 
 /// A session's channel closed.
@@ -169,4 +200,48 @@ pub struct SessionEnded {
 pub struct SessionLost {
     pub session_id: SessionId,
     pub reason: String,
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+    use crate::event::{Event, EventBody, Timestamp};
+    use crate::ids::TenantId;
+
+    /// The retention fields sit at the end of their events: events written before them decode
+    /// with `None`, and `None` writes the old bytes.
+    #[test]
+    fn retention_fields_are_trailing_and_optional() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let old = TenantSettings::default();
+        let with = TenantSettings {
+            recording_retention_s: Some(3600),
+            ..old
+        };
+        let encode = |body: EventBody| Event::new(tenant.clone(), None, body).encode();
+        let (old_bytes, new_bytes) = (
+            encode(EventBody::TenantSettingsChanged(old)),
+            encode(EventBody::TenantSettingsChanged(with)),
+        );
+        assert!(new_bytes.len() > old_bytes.len());
+        for (bytes, want) in [(old_bytes, old), (new_bytes, with)] {
+            match Event::decode(&bytes).unwrap().body {
+                EventBody::TenantSettingsChanged(got) => assert_eq!(got, want),
+                other => panic!("{other:?}"),
+            }
+        }
+        let frames = SessionFrames {
+            session_id: SessionId::new(),
+            batch: 0,
+            frames: vec![],
+            expires_at: Some(Timestamp(1_700_000_000_000_000)),
+        };
+        match Event::decode(&encode(EventBody::SessionFrames(frames.clone())))
+            .unwrap()
+            .body
+        {
+            EventBody::SessionFrames(got) => assert_eq!(got, frames),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -7,7 +7,15 @@
 //! <p>.shell.<tenant>.<session>.out    the worker → API (and watchers): ShellOut
 //! ```
 //!
-//! All three are postcard-encoded like events. Each direction is one subject from one
+//! `open` and `in` are postcard-encoded like events: only the API and the workers speak them.
+//! `out` is readable by any NATS client (a tenant's owner or administrator may follow a live
+//! shell with its API key through the auth callout): the kind is in the `Sshq-Shell` header
+//! (`data`, `resized`, `heartbeat`, `exit`, `closed`, `input_ack`), the message's number in
+//! `Sshq-Seq` (1, 2, ... per shell, so a follower sees a gap), and the payload is the raw
+//! terminal bytes for `data` and, for the others, the JSON the WebSocket sends
+//! (`{"type":"exit","status":..,"signal":..}`, `{"type":"closed","reason":..}`,
+//! `{"type":"resize","cols":..,"rows":..}`, `{"type":"heartbeat"}`,
+//! `{"type":"input_ack","bytes":..}`). See [`ShellOut::to_message`]. Each direction is one subject from one
 //! connection, so NATS keeps its order (terminal bytes, resizes and the end never overtake
 //! each other). Both sides send `Heartbeat`s every `heartbeat_ms`; a side that hears nothing
 //! from the other for [`MISSED_HEARTBEATS`] beats ends the shell with a reason, so a killed
@@ -19,6 +27,7 @@
 //! types faster than the device reads is held back at its own socket, and a worker never
 //! waits on a full channel for long.
 
+use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use crate::event::SshTarget;
@@ -59,7 +68,8 @@ pub struct ShellOpen {
     /// The tenant's `session_record` and `record_input` when the shell was opened.
     pub record: bool,
     pub record_input: bool,
-    /// The shell ends after this long without input or output (0: never).
+    /// The shell ends after this long without input from the person — keystrokes or resizes;
+    /// output does not count (0: never).
     pub idle_timeout_ms: u64,
     /// The shell ends after this long whatever happens (0: never).
     pub max_duration_ms: u64,
@@ -69,6 +79,10 @@ pub struct ShellOpen {
     /// The API stops waiting for the answer after this long; a worker that could not open the
     /// shell by then (a busy device's channel budget, a slow connect) gives up too.
     pub open_timeout_ms: u64,
+    /// The tenant's recording retention in seconds when the shell was opened (`None`: the
+    /// deployment's). At the end: a request without it decodes with `None`.
+    #[serde(default, deserialize_with = "crate::event::trailing")]
+    pub recording_retention_s: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,8 +111,8 @@ pub enum ShellIn {
     },
 }
 
-/// Worker → API (and watchers).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Worker → API (and watchers), as [`ShellOut::to_message`] puts it on the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ShellOut {
     /// Terminal output.
     Data(Vec<u8>),
@@ -135,7 +149,132 @@ macro_rules! codec {
         }
     )*};
 }
-codec!(ShellOpen, ShellOpenReply, ShellIn, ShellOut);
+codec!(ShellOpen, ShellOpenReply, ShellIn);
+
+/// The header naming an output message's kind (`data`, `resized`, ...).
+pub const KIND_HEADER: &str = "Sshq-Shell";
+/// The header numbering a shell's output messages from 1.
+pub const SEQ_HEADER: &str = "Sshq-Seq";
+
+/// The JSON payload of an output message that is not terminal bytes.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Control {
+    Resize {
+        cols: u32,
+        rows: u32,
+    },
+    Heartbeat,
+    Exit {
+        status: Option<u32>,
+        signal: Option<String>,
+    },
+    Closed {
+        reason: String,
+    },
+    InputAck {
+        bytes: u64,
+    },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ShellFrameError {
+    #[error("no Sshq-Shell header")]
+    NoKind,
+    #[error("unknown Sshq-Shell kind {0:?}")]
+    UnknownKind(String),
+    #[error("the payload does not match its kind: {0}")]
+    Payload(String),
+}
+
+impl ShellOut {
+    /// The `Sshq-Shell` header value of this message.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ShellOut::Data(_) => "data",
+            ShellOut::Resized { .. } => "resized",
+            ShellOut::Heartbeat => "heartbeat",
+            ShellOut::Exit { .. } => "exit",
+            ShellOut::Closed { .. } => "closed",
+            ShellOut::InputAck { .. } => "input_ack",
+        }
+    }
+
+    /// The message's headers and payload on `<p>.shell.<t>.<s>.out`; `seq` numbers the
+    /// shell's output messages (1, 2, ...).
+    pub fn to_message(&self, seq: u64) -> (HeaderMap, bytes::Bytes) {
+        let mut headers = HeaderMap::new();
+        headers.insert(KIND_HEADER, self.kind());
+        headers.insert(SEQ_HEADER, seq.to_string().as_str());
+        let control = match self {
+            ShellOut::Data(bytes) => return (headers, bytes::Bytes::copy_from_slice(bytes)),
+            ShellOut::Resized { cols, rows } => Control::Resize {
+                cols: *cols,
+                rows: *rows,
+            },
+            ShellOut::Heartbeat => Control::Heartbeat,
+            ShellOut::Exit { status, signal } => Control::Exit {
+                status: *status,
+                signal: signal.clone(),
+            },
+            ShellOut::Closed { reason } => Control::Closed {
+                reason: reason.clone(),
+            },
+            ShellOut::InputAck { bytes } => Control::InputAck { bytes: *bytes },
+        };
+        let json = serde_json::to_vec(&control).expect("control messages always encode");
+        (headers, json.into())
+    }
+
+    /// An output message read back from its headers and payload.
+    pub fn from_message(
+        headers: Option<&HeaderMap>,
+        payload: &[u8],
+    ) -> Result<Self, ShellFrameError> {
+        let kind = headers
+            .and_then(|h| h.get(KIND_HEADER))
+            .ok_or(ShellFrameError::NoKind)?
+            .as_str();
+        if kind == "data" {
+            return Ok(ShellOut::Data(payload.to_vec()));
+        }
+        let control: Control =
+            serde_json::from_slice(payload).map_err(|e| ShellFrameError::Payload(e.to_string()))?;
+        let out = match control {
+            Control::Resize { cols, rows } => ShellOut::Resized { cols, rows },
+            Control::Heartbeat => ShellOut::Heartbeat,
+            Control::Exit { status, signal } => ShellOut::Exit { status, signal },
+            Control::Closed { reason } => ShellOut::Closed { reason },
+            Control::InputAck { bytes } => ShellOut::InputAck { bytes },
+        };
+        if out.kind() != kind {
+            return Err(
+                match [
+                    "data",
+                    "resized",
+                    "heartbeat",
+                    "exit",
+                    "closed",
+                    "input_ack",
+                ]
+                .contains(&kind)
+                {
+                    true => ShellFrameError::Payload(format!(
+                        "a {} payload under kind {kind}",
+                        out.kind()
+                    )),
+                    false => ShellFrameError::UnknownKind(kind.to_owned()),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// The message's number (`Sshq-Seq`), if it has a valid one.
+    pub fn seq(headers: Option<&HeaderMap>) -> Option<u64> {
+        headers?.get(SEQ_HEADER)?.as_str().parse().ok()
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -163,10 +302,57 @@ mod tests {
         ] {
             assert_eq!(ShellIn::decode(&m.encode()).unwrap(), m);
         }
-        let out = ShellOut::Exit {
-            status: Some(3),
-            signal: None,
-        };
-        assert_eq!(ShellOut::decode(&out.encode()).unwrap(), out);
+    }
+
+    #[test]
+    fn output_is_raw_bytes_or_the_websocket_json_with_its_kind_in_a_header() {
+        let all = [
+            ShellOut::Data(vec![0, 0xff, b'\n']),
+            ShellOut::Resized {
+                cols: 100,
+                rows: 30,
+            },
+            ShellOut::Heartbeat,
+            ShellOut::Exit {
+                status: Some(3),
+                signal: None,
+            },
+            ShellOut::Closed {
+                reason: "idle".into(),
+            },
+            ShellOut::InputAck { bytes: 7 },
+        ];
+        for (i, out) in all.iter().enumerate() {
+            let (headers, payload) = out.to_message(i as u64 + 1);
+            assert_eq!(
+                ShellOut::from_message(Some(&headers), &payload).unwrap(),
+                *out
+            );
+            assert_eq!(ShellOut::seq(Some(&headers)), Some(i as u64 + 1));
+        }
+        let (headers, payload) = ShellOut::Data(b"ls".to_vec()).to_message(1);
+        assert_eq!(&payload[..], b"ls");
+        assert_eq!(headers.get(KIND_HEADER).unwrap().as_str(), "data");
+        let (_, payload) = all[3].to_message(4);
+        assert_eq!(&payload[..], br#"{"type":"exit","status":3,"signal":null}"#);
+        let (_, payload) = all[4].to_message(5);
+        assert_eq!(&payload[..], br#"{"type":"closed","reason":"idle"}"#);
+        let (_, payload) = all[1].to_message(2);
+        assert_eq!(&payload[..], br#"{"type":"resize","cols":100,"rows":30}"#);
+        // Malformed frames are errors, not guesses.
+        assert_eq!(
+            ShellOut::from_message(None, b"x"),
+            Err(ShellFrameError::NoKind)
+        );
+        let mut odd = HeaderMap::new();
+        odd.insert(KIND_HEADER, "bell");
+        assert_eq!(
+            ShellOut::from_message(Some(&odd), br#"{"type":"heartbeat"}"#),
+            Err(ShellFrameError::UnknownKind("bell".into()))
+        );
+        let mut exit = HeaderMap::new();
+        exit.insert(KIND_HEADER, "exit");
+        assert!(ShellOut::from_message(Some(&exit), br#"{"type":"heartbeat"}"#).is_err());
+        assert!(ShellOut::from_message(Some(&exit), b"\xff").is_err());
     }
 }

@@ -19,6 +19,8 @@
 //! <p>.evt.<tenant>.session.<id>.started   SessionStarted
 //! <p>.evt.<tenant>.session.<id>.frames    SessionFrames (the recording, batched)
 //! <p>.evt.<tenant>.session.<id>.ended     SessionEnded
+//!                                         (a session's events carry the tenant's recording
+//!                                         retention as TTL: they all leave at `expires_at`)
 //! <p>.evt.<tenant>.template.<name>        TemplateAdded | TemplateDefined | TemplateRemoved
 //!                                         (last = current)
 //! <p>.evt.<tenant>.ssh.identity            SshKeyring (the tenant's SSH keys, last = current)
@@ -27,11 +29,15 @@
 //! <p>.evt.<tenant>.batch.<batch>.cancel   BatchCancelRequested
 //! <p>.batch.<tenant>.<batch>.<job>.started|ended  core NATS only: a batch's live progress (JSON)
 //! KV <P>_BATCH_SLOTS, <P>_BATCH_COUNTS    the batches' run slots (leases) and counts
+//! KV <P>_SHELL_TICKETS                    single-use shell tickets (hash → caller), API only
 //! <p>.out.<tenant>.<job>.stdout|stderr|end  live output, raw bytes (see `output`)
 //! <p>.sec.<tenant>.<job>.stdout|stderr|end  the same for a job whose template is sensitive
 //!                                         (readable by owners and administrators only)
 //! <p>.projected.<tenant>.<job>            core NATS only: "this job's outcome is in Postgres"
-//! <p>.shell.<tenant>.<session>.open|in|out  core NATS only: interactive shells (`crate::shell`)
+//! <p>.shell.<tenant>.<session>.open|in|out  core NATS only: interactive shells (`crate::shell`);
+//!                                         `open`/`in` postcard (API ↔ worker), `out` raw
+//!                                         bytes or JSON with `Sshq-Shell`/`Sshq-Seq` headers,
+//!                                         readable by the tenant's owners and administrators
 //! ```
 //!
 //! All of it is stored in one stream, `<P>_LOG`, which is the source of truth: the projector
@@ -352,6 +358,16 @@ impl Topology {
             | EventBody::BatchExecRequested(_)
             | EventBody::BatchCancelRequested(_) => false,
         }
+    }
+
+    /// The `Nats-TTL` that makes a message published now leave the log at `expires` (whole
+    /// seconds, rounded up; at least JetStream's smallest TTL, a second).
+    pub fn ttl_until(expires: crate::event::Timestamp) -> Duration {
+        let left_us = expires
+            .0
+            .saturating_sub(crate::event::Timestamp::now().0)
+            .max(0) as u64;
+        Duration::from_secs(left_us.div_ceil(1_000_000).max(1))
     }
 
     /// The stored form of an event: payload, message id and, for job events, its TTL.
@@ -714,6 +730,12 @@ impl Topology {
         format!("{}_BATCH_SLOTS", self.prefix.to_ascii_uppercase())
     }
 
+    /// The key-value bucket of outstanding shell tickets (API only): key = the ticket's
+    /// SHA-256 in hex, age limit = the ticket TTL, redeemed by a revision-checked delete.
+    pub fn shell_tickets_bucket(&self) -> String {
+        format!("{}_SHELL_TICKETS", self.prefix.to_ascii_uppercase())
+    }
+
     /// The key-value bucket of the batches' counts ([`crate::BatchCounts`], one key a batch).
     pub fn batch_counts_bucket(&self) -> String {
         format!("{}_BATCH_COUNTS", self.prefix.to_ascii_uppercase())
@@ -861,7 +883,39 @@ impl Topology {
         event: &Event,
         expectation: Expectation,
     ) -> Result<jetstream::context::PublishAckFuture, AppendError> {
-        let msg = self.event_message(event);
+        self.send_with_ttl(js, event, expectation, None).await
+    }
+
+    /// [`Self::append`] with a TTL of the caller's instead of the job retention (a session's
+    /// events carry its tenant's recording retention: see [`Self::ttl_until`]).
+    pub async fn append_with_ttl(
+        &self,
+        js: &Context,
+        event: &Event,
+        expectation: Expectation,
+        ttl: Option<Duration>,
+    ) -> Result<u64, AppendError> {
+        Self::acknowledged(self.send_with_ttl(js, event, expectation, ttl).await?).await
+    }
+
+    /// [`Self::send`] with a TTL of the caller's (`None`: the event's usual one). Events that
+    /// are kept for ever stay so whatever `ttl` says.
+    pub async fn send_with_ttl(
+        &self,
+        js: &Context,
+        event: &Event,
+        expectation: Expectation,
+        ttl: Option<Duration>,
+    ) -> Result<jetstream::context::PublishAckFuture, AppendError> {
+        let msg = match ttl {
+            Some(ttl) if !Self::retained_forever(&event.body) => {
+                jetstream::message::PublishMessage::build()
+                    .payload(event.encode().into())
+                    .message_id(event.id.to_string())
+                    .ttl(ttl)
+            }
+            _ => self.event_message(event),
+        };
         let msg = match expectation {
             Expectation::Any => msg,
             Expectation::Empty => msg.expected_last_subject_sequence(0),

@@ -157,6 +157,7 @@ fn sample_after(previous: Option<&EventBody>, job: JobId, device: DeviceId) -> O
             session_record: true,
             record_input: true,
             interactive_sessions: false,
+            recording_retention_s: None,
         }),
         Some(EventBody::TenantSettingsChanged(_)) => EventBody::SessionStarted(SessionStarted {
             session_id: SessionId::of_job(job),
@@ -170,6 +171,7 @@ fn sample_after(previous: Option<&EventBody>, job: JobId, device: DeviceId) -> O
             recorded: true,
             input_recorded: false,
             worker: "w-1".into(),
+            expires_at: None,
         }),
         Some(EventBody::SessionStarted(_)) => EventBody::SessionFrames(SessionFrames {
             session_id: SessionId::of_job(job),
@@ -191,6 +193,7 @@ fn sample_after(previous: Option<&EventBody>, job: JobId, device: DeviceId) -> O
                     data: b"100x30".to_vec(),
                 },
             ],
+            expires_at: None,
         }),
         Some(EventBody::SessionFrames(_)) => EventBody::SessionEnded(SessionEnded {
             session_id: SessionId::of_job(job),

@@ -11,28 +11,38 @@ use sshq_tests::{SshDevice, StackOptions, TestStack, env};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-struct Shell {
-    ws: Socket,
-    session: String,
+pub(crate) struct Shell {
+    pub(crate) ws: Socket,
+    pub(crate) session: String,
     /// Terminal output so far.
-    output: String,
+    pub(crate) output: String,
     /// Control messages from the server so far.
-    control: Vec<Value>,
+    pub(crate) control: Vec<Value>,
 }
 
 /// Opens a shell; the HTTP status and error body when the upgrade is refused.
-async fn open(
+pub(crate) async fn open(
     stack: &TestStack,
+    device: &str,
+    query: &str,
+    key: Option<&str>,
+) -> Result<Shell, (u16, Value)> {
+    open_at(&stack.base, device, query, key).await
+}
+
+/// [`open`] on the API at `base`.
+pub(crate) async fn open_at(
+    base: &str,
     device: &str,
     query: &str,
     key: Option<&str>,
 ) -> Result<Shell, (u16, Value)> {
     let url = format!(
         "{}/v1/devices/{device}/shell{query}",
-        stack.base.replacen("http", "ws", 1)
+        base.replacen("http", "ws", 1)
     );
     let mut request = url.into_client_request().unwrap();
     if let Some(key) = key {
@@ -67,14 +77,14 @@ async fn open(
 }
 
 impl Shell {
-    async fn type_text(&mut self, text: &str) {
+    pub(crate) async fn type_text(&mut self, text: &str) {
         self.ws
             .send(Message::Binary(text.as_bytes().to_vec().into()))
             .await
             .unwrap();
     }
 
-    async fn control(&mut self, value: Value) {
+    pub(crate) async fn control(&mut self, value: Value) {
         self.ws
             .send(Message::Text(value.to_string().into()))
             .await
@@ -82,7 +92,7 @@ impl Shell {
     }
 
     /// Reads until `done` holds (or the socket ends); panics after `limit`.
-    async fn read_until(&mut self, limit: Duration, done: impl Fn(&Shell) -> bool) {
+    pub(crate) async fn read_until(&mut self, limit: Duration, done: impl Fn(&Shell) -> bool) {
         let deadline = Instant::now() + limit;
         while !done(self) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -115,20 +125,20 @@ impl Shell {
         }
     }
 
-    async fn output_contains(&mut self, needle: &str) {
+    pub(crate) async fn output_contains(&mut self, needle: &str) {
         let needle = needle.to_owned();
         self.read_until(Duration::from_secs(15), move |s| s.output.contains(&needle))
             .await;
     }
 
-    fn closed(&self) -> Option<String> {
+    pub(crate) fn closed(&self) -> Option<String> {
         self.control
             .iter()
             .find(|c| c["type"] == "closed")
             .map(|c| c["reason"].as_str().unwrap().to_owned())
     }
 
-    async fn wait_closed(&mut self, limit: Duration) -> String {
+    pub(crate) async fn wait_closed(&mut self, limit: Duration) -> String {
         self.read_until(limit, |s| s.closed().is_some()).await;
         self.closed().unwrap()
     }
@@ -147,7 +157,7 @@ impl Shell {
     }
 }
 
-async fn allow_shells(stack: &TestStack, record_input: bool) {
+pub(crate) async fn allow_shells(stack: &TestStack, record_input: bool) {
     let (status, body) = stack
         .call(
             Method::PATCH,
@@ -159,7 +169,7 @@ async fn allow_shells(stack: &TestStack, record_input: bool) {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-async fn key(stack: &TestStack, role: &str) -> String {
+pub(crate) async fn key(stack: &TestStack, role: &str) -> String {
     let (status, body) = stack
         .post("/v1/keys", &json!({ "name": role, "role": role }))
         .await;
@@ -167,7 +177,7 @@ async fn key(stack: &TestStack, role: &str) -> String {
     body["key"].as_str().unwrap().to_owned()
 }
 
-async fn ended_session(stack: &TestStack, id: &str) -> Value {
+pub(crate) async fn ended_session(stack: &TestStack, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (status, body) = stack.get(&format!("/v1/sessions/{id}")).await;
@@ -182,7 +192,7 @@ async fn ended_session(stack: &TestStack, id: &str) -> Value {
     }
 }
 
-async fn cast(stack: &TestStack, id: &str) -> String {
+pub(crate) async fn cast(stack: &TestStack, id: &str) -> String {
     let response = stack
         .http
         .get(stack.url(&format!("/v1/sessions/{id}/recording")))
@@ -649,7 +659,12 @@ async fn a_client_that_stops_reading_holds_the_device_back_and_garbage_is_just_b
 }
 
 /// Opens a watcher on a session; the refusal's status otherwise.
-async fn watcher(stack: &TestStack, session: &str, query: &str, key: &str) -> Result<Shell, u16> {
+pub(crate) async fn watcher(
+    stack: &TestStack,
+    session: &str,
+    query: &str,
+    key: &str,
+) -> Result<Shell, u16> {
     let url = format!(
         "{}/v1/sessions/{session}/watch{query}",
         stack.base.replacen("http", "ws", 1)
@@ -883,6 +898,7 @@ async fn a_shell_whose_api_went_silent_is_ended_by_its_worker() {
         heartbeat_ms: 300,
         window_bytes: 65_536,
         open_timeout_ms: 10_000,
+        recording_retention_s: None,
     };
     let reply = client
         .request(
@@ -903,7 +919,9 @@ async fn a_shell_whose_api_went_silent_is_ended_by_its_worker() {
             .await
             .expect("the worker ends the shell")
             .unwrap();
-        if let Ok(ShellOut::Closed { reason }) = ShellOut::decode(&message.payload) {
+        if let Ok(ShellOut::Closed { reason }) =
+            ShellOut::from_message(message.headers.as_ref(), &message.payload)
+        {
             break reason;
         }
     };

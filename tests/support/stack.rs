@@ -54,6 +54,8 @@ pub struct StackOptions {
     pub max_wait_s: u32,
     /// Changes the API's settings (shell timeouts, ...).
     pub tune_api: Option<fn(&mut sshq_api::Settings)>,
+    /// Changes the in-process projector's settings (sweep intervals, ...).
+    pub tune_projector: Option<fn(&mut sshq_projector::Settings)>,
 }
 
 impl Default for StackOptions {
@@ -78,6 +80,7 @@ impl Default for StackOptions {
             address_rate_limit_per_s: 0,
             max_wait_s: 60,
             tune_api: None,
+            tune_projector: None,
         }
     }
 }
@@ -168,7 +171,7 @@ impl TestStack {
             .await
             .expect("stream created");
 
-        let projector = sshq_projector::Settings {
+        let mut projector = sshq_projector::Settings {
             nats_url: service_url("projector"),
             prefix: prefix.clone(),
             database_url: database_url.clone(),
@@ -181,6 +184,9 @@ impl TestStack {
             },
             ..Default::default()
         };
+        if let Some(tune) = options.tune_projector {
+            tune(&mut projector);
+        }
         let projector = sshq_projector::Projector::connect(&projector)
             .await
             .expect("projector starts");

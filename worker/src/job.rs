@@ -451,7 +451,9 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
             recorded: tenant_settings.session_record,
             input_recorded: tenant_settings.session_record && tenant_settings.record_input,
             worker: worker.settings.worker_id.clone(),
+            expires_at: None,
         },
+        tenant_settings.recording_retention_s,
     )
     .await;
     // The request as it runs, with its secret values: in memory only, never published.

@@ -19,7 +19,7 @@ use std::time::Instant;
 use async_nats::jetstream::context::PublishAckFuture;
 use schemas::{
     Event, EventBody, Expectation, Frame, FrameKind, SessionEnded, SessionFrames, SessionId,
-    SessionStarted, TenantSettings, Topology,
+    SessionStarted, TenantSettings, Timestamp, Topology,
 };
 use tokio::time::Duration;
 use tracing::warn;
@@ -58,12 +58,30 @@ pub struct Recorder<'a> {
     pending_bytes: usize,
     flush_at: Option<tokio::time::Instant>,
     in_flight: VecDeque<(Event, Option<PublishAckFuture>)>,
+    /// When the recording expires: every event of the session leaves the log then.
+    expires_at: Timestamp,
 }
 
 impl<'a> Recorder<'a> {
     /// Publishes the session's start (its ack is awaited with the rest at [`Self::finish`]).
-    pub async fn start(worker: &'a Worker, cause: &'a Event, started: SessionStarted) -> Self {
+    /// `retention_s` is the tenant's recording retention (`None`: the deployment's, its job
+    /// retention, which is also the most any tenant gets): the session expires that long
+    /// after now, and each of its events is published with the TTL that makes it leave the
+    /// log then — no service needs rights to purge the log.
+    pub async fn start(
+        worker: &'a Worker,
+        cause: &'a Event,
+        mut started: SessionStarted,
+        retention_s: Option<u64>,
+    ) -> Self {
+        let max = worker.topology.job_retention().as_secs();
+        let retention = retention_s.unwrap_or(max).clamp(1, max);
+        let expires_at = Timestamp(Timestamp::now().0.saturating_add(
+            i64::try_from(retention.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
+        ));
+        started.expires_at = Some(expires_at);
         let mut recorder = Self {
+            expires_at,
             worker,
             cause,
             session: started.session_id,
@@ -144,6 +162,7 @@ impl<'a> Recorder<'a> {
             session_id: self.session,
             batch,
             frames,
+            expires_at: Some(self.expires_at),
         }))
         .await;
     }
@@ -155,10 +174,11 @@ impl<'a> Recorder<'a> {
             self.settle(oldest).await;
         }
         let event = Event::new(self.cause.tenant.clone(), self.cause.actor.clone(), body);
+        let ttl = Topology::ttl_until(self.expires_at);
         let ack = self
             .worker
             .topology
-            .send(&self.worker.js, &event, Expectation::Any)
+            .send_with_ttl(&self.worker.js, &event, Expectation::Any, Some(ttl))
             .await
             .ok();
         self.in_flight.push_back((event, ack));
@@ -172,7 +192,13 @@ impl<'a> Recorder<'a> {
         };
         if !stored {
             let (worker, event) = (self.worker, &event);
-            let republish = || worker.topology.append(&worker.js, event, Expectation::Any);
+            let expires_at = self.expires_at;
+            let republish = || {
+                let ttl = Topology::ttl_until(expires_at);
+                worker
+                    .topology
+                    .append_with_ttl(&worker.js, event, Expectation::Any, Some(ttl))
+            };
             if let Err(error) = durably("session", republish).await {
                 warn!(%error, kind = event.kind(), "a session event could not be stored");
             }

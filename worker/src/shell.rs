@@ -4,7 +4,8 @@
 //! Every worker answers shell-open requests in one queue group, so whichever worker gets the
 //! request opens the channel (on its pool's connection to the device, shared with that
 //! device's jobs) and serves the shell until it ends: the shell exits, the device closes the
-//! channel, an administrator or the client closes it, it is idle for `idle_timeout_ms`, it
+//! channel, an administrator or the client closes it, nobody typed or resized for
+//! `idle_timeout_ms` (output does not count: a program printing for ever is still idle), it
 //! reaches `max_duration_ms`, the API stops heartbeating (it died or lost the client), or the
 //! worker shuts down. Whatever ends it, the API is told why (`Closed`) and the session's end
 //! is recorded.
@@ -196,7 +197,8 @@ async fn run(worker: Arc<Worker>, request: Message, open: ShellOpen, shutdown: C
     let EventBody::SessionStarted(start) = &cause.body else {
         unreachable!("built above")
     };
-    let mut recorder = Recorder::start(&worker, &cause, start.clone()).await;
+    let mut recorder =
+        Recorder::start(&worker, &cause, start.clone(), open.recording_retention_s).await;
 
     let (mut reader, writer) = channel.split();
     let writer = Arc::new(writer);
@@ -205,12 +207,13 @@ async fn run(worker: Arc<Worker>, request: Message, open: ShellOpen, shutdown: C
     // input not yet acknowledged, and the acknowledgement goes out once a write is done, so
     // what waits here is bounded by the window.
     let (keys, mut keys_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let output = Output {
+        client: worker.client.clone(),
+        subject: output_subject.clone(),
+        seq: Arc::new(tokio::sync::Mutex::new(0)),
+    };
     let typist = {
-        let (writer, client, subject) = (
-            writer.clone(),
-            worker.client.clone(),
-            output_subject.clone(),
-        );
+        let (writer, output) = (writer.clone(), output.clone());
         tokio::spawn(async move {
             while let Some(bytes) = keys_rx.recv().await {
                 if writer.data(&bytes[..]).await.is_err() {
@@ -219,18 +222,13 @@ async fn run(worker: Arc<Worker>, request: Message, open: ShellOpen, shutdown: C
                 let ack = ShellOut::InputAck {
                     bytes: bytes.len() as u64,
                 };
-                let _ = client.publish(subject.clone(), ack.encode().into()).await;
+                output.send(ack).await;
             }
         })
     };
     let out = |message: ShellOut| {
-        let client = worker.client.clone();
-        let subject = output_subject.clone();
-        async move {
-            if let Err(error) = client.publish(subject, message.encode().into()).await {
-                warn!(%error, "could not publish shell output");
-            }
-        }
+        let output = output.clone();
+        async move { output.send(message).await }
     };
 
     let heartbeat = Duration::from_millis(open.heartbeat_ms.max(100));
@@ -254,8 +252,9 @@ async fn run(worker: Arc<Worker>, request: Message, open: ShellOpen, shutdown: C
         };
         tokio::select! {
             msg = reader.wait(), if unacked < open.window_bytes => match msg {
+                // Output is not activity: idle means nobody typed or resized, so a program
+                // printing for ever is still ended by the idle timeout.
                 Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
-                    last_activity = Instant::now();
                     recorder.frame(FrameKind::Output, &data).await;
                     for chunk in data.chunks(MAX_CHUNK) {
                         unacked += chunk.len() as u64;
@@ -337,6 +336,30 @@ async fn run(worker: Arc<Worker>, request: Message, open: ShellOpen, shutdown: C
     lease.release(crate::ssh::DEFAULT_KEEP_OPEN, false).await;
 }
 
+/// The shell's output subject, numbering its messages in the order they are published (the
+/// shell's loop and its typist both publish; the lock keeps numbers and order the same).
+#[derive(Clone)]
+struct Output {
+    client: async_nats::Client,
+    subject: String,
+    seq: Arc<tokio::sync::Mutex<u64>>,
+}
+
+impl Output {
+    async fn send(&self, message: ShellOut) {
+        let mut seq = self.seq.lock().await;
+        *seq += 1;
+        let (headers, payload) = message.to_message(*seq);
+        if let Err(error) = self
+            .client
+            .publish_with_headers(self.subject.clone(), headers, payload)
+            .await
+        {
+            warn!(%error, "could not publish shell output");
+        }
+    }
+}
+
 fn started(worker: &Worker, open: &ShellOpen) -> SessionStarted {
     SessionStarted {
         session_id: open.session_id,
@@ -350,5 +373,6 @@ fn started(worker: &Worker, open: &ShellOpen) -> SessionStarted {
         recorded: open.record,
         input_recorded: open.record && open.record_input,
         worker: worker.settings.worker_id.clone(),
+        expires_at: None,
     }
 }

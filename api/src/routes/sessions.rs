@@ -33,14 +33,20 @@ pub struct TenantView {
     pub record_input: bool,
     /// Allow interactive shells (default false).
     pub interactive_sessions: bool,
+    /// How long session recordings are kept, in days (default: the deployment's maximum).
+    pub recording_retention_days: u64,
+    /// The most `recording_retention_days` may be on this deployment (its job retention).
+    pub recording_retention_max_days: u64,
 }
 
-fn tenant_view(caller: &Caller, s: TenantSettings) -> Json<TenantView> {
+fn tenant_view(state: &AppState, caller: &Caller, s: TenantSettings) -> Json<TenantView> {
     Json(TenantView {
         tenant_id: caller.tenant.to_string(),
         session_record: s.session_record,
         record_input: s.record_input,
         interactive_sessions: s.interactive_sessions,
+        recording_retention_days: usecase::retention_days(state, &s),
+        recording_retention_max_days: usecase::max_retention_days(state),
     })
 }
 
@@ -51,7 +57,7 @@ pub async fn tenant(
 ) -> Result<Json<TenantView>, ApiError> {
     caller.require(Scope::Read)?;
     let (_, settings) = usecase::settings(&state, &caller.tenant).await?;
-    Ok(tenant_view(&caller, settings))
+    Ok(tenant_view(&state, &caller, settings))
 }
 
 /// Changes the given settings (owners only); the others stay as they are.
@@ -64,7 +70,7 @@ pub async fn change_tenant(
 ) -> Result<Json<TenantView>, ApiError> {
     caller.require(Scope::Settings)?;
     let settings = usecase::change(&state, &caller, change).await?;
-    Ok(tenant_view(&caller, settings))
+    Ok(tenant_view(&state, &caller, settings))
 }
 
 /// A session: one SSH channel (an exec job's or an interactive shell's).
@@ -98,9 +104,18 @@ pub struct SessionView {
     /// Why it ended.
     pub end_reason: Option<String>,
     pub exit_status: Option<i64>,
+    /// When the session and its recording are deleted (the tenant's recording retention).
+    pub expires_at: DateTime<Utc>,
 }
 
-fn session_view(s: &SessionRecord) -> SessionView {
+/// `retention`: the tenant's current recording retention (a session expires at the earlier
+/// of its own expiry and its start plus that).
+fn session_view(s: &SessionRecord, retention: std::time::Duration) -> SessionView {
+    let now_rule = chrono::Duration::from_std(retention)
+        .ok()
+        .and_then(|r| s.started_at.checked_add_signed(r))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let expires_at = s.expires_at.map_or(now_rule, |e| e.min(now_rule));
     SessionView {
         id: s.id,
         device_id: s.device_id,
@@ -120,6 +135,7 @@ fn session_view(s: &SessionRecord) -> SessionView {
         truncated: s.truncated,
         end_reason: s.end_reason.clone(),
         exit_status: s.exit_status,
+        expires_at,
     }
 }
 
@@ -141,12 +157,15 @@ pub async fn list(
         to: filters.to,
     };
     let page = page.page()?;
-    let (records, total) = sessions::list(&state.db, &caller.tenant, &filter, &page)
+    let (_, settings) = usecase::settings(&state, &caller.tenant).await?;
+    let visible_after = usecase::visible_after(&state, &settings);
+    let retention = usecase::retention(&state, &settings);
+    let (records, total) = sessions::list(&state.db, &caller.tenant, &filter, &page, visible_after)
         .await
         .map_err(ApiError::database)?;
     let items = records
         .iter()
-        .map(|s| serde_json::to_value(session_view(s)).expect("views serialise"))
+        .map(|s| serde_json::to_value(session_view(s, retention)).expect("views serialise"))
         .collect();
     Ok(paged(items, total))
 }
@@ -159,7 +178,11 @@ pub async fn get(
 ) -> Result<Json<SessionView>, ApiError> {
     caller.require(Scope::Read)?;
     let session = usecase::session(&state, &caller, &id).await?;
-    Ok(Json(session_view(&session)))
+    let (_, settings) = usecase::settings(&state, &caller.tenant).await?;
+    Ok(Json(session_view(
+        &session,
+        usecase::retention(&state, &settings),
+    )))
 }
 
 /// The recording as asciicast v2 (default) or, with `?format=shellhub`, ShellHub's frames.

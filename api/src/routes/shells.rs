@@ -82,7 +82,7 @@ pub async fn ticket(
     caller: Caller,
 ) -> Result<(StatusCode, Json<TicketView>), ApiError> {
     caller.require(Scope::Shell)?;
-    let view = usecase::ticket(&state, &caller)?;
+    let view = usecase::ticket(&state, &caller).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 

@@ -22,9 +22,17 @@ pub async fn caller(
     ticket: Option<&str>,
 ) -> Result<Caller, ApiError> {
     let caller = match ticket {
-        Some(ticket) => state.shells.redeem(ticket).ok_or_else(|| {
-            ApiError::unauthenticated("invalid ticket (unknown, expired or already used)")
-        })?,
+        Some(ticket) => match state.shells.redeem(ticket).await {
+            Ok(caller) => state.keys.still_valid(state, caller).await?,
+            Err(crate::shells::TicketError::Invalid) => {
+                return Err(ApiError::unauthenticated(
+                    "invalid ticket (unknown, expired or already used)",
+                ));
+            }
+            Err(crate::shells::TicketError::Unavailable(e)) => {
+                return Err(ApiError::log_unavailable(e));
+            }
+        },
         None => {
             let presented = headers
                 .get(API_KEY_HEADER)
@@ -142,6 +150,7 @@ pub async fn open(
         heartbeat_ms: shells.settings.heartbeat.as_millis() as u64,
         window_bytes: shells.settings.window_bytes,
         open_timeout_ms: shells.settings.open_timeout.as_millis() as u64,
+        recording_retention_s: prepared.settings.recording_retention_s,
     };
     let asked = tokio::time::timeout(
         shells.settings.open_timeout,
@@ -180,14 +189,18 @@ pub async fn open(
     }
 }
 
-pub fn ticket(state: &AppState, caller: &Caller) -> Result<TicketView, ApiError> {
-    let ticket = state.shells.issue(caller).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::TooManyRequests,
-            "too many tickets outstanding; retry in a few seconds",
-        )
-    })?;
+pub async fn ticket(state: &AppState, caller: &Caller) -> Result<TicketView, ApiError> {
+    let ticket = match state.shells.issue(caller).await {
+        Ok(Some(ticket)) => ticket,
+        Ok(None) => {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyRequests,
+                "too many tickets outstanding; retry in a few seconds",
+            ));
+        }
+        Err(e) => return Err(ApiError::log_unavailable(e)),
+    };
     let ttl = chrono::Duration::from_std(state.shells.settings.ticket_ttl).unwrap_or_default();
     Ok(TicketView {
         ticket,
@@ -253,7 +266,20 @@ pub async fn existing(state: &AppState, caller: &Caller, id: &str) -> Result<Ses
         .await
         .map_err(ApiError::log_unavailable)?
     {
-        Some(_) => Ok(session),
+        // Past the tenant's recording retention, a session is gone for the API even while
+        // its events are still in the log (a retention shortened since it started).
+        Some((seq, started)) => {
+            let (_, settings) = crate::usecase::sessions::settings(state, &caller.tenant).await?;
+            let expiry =
+                crate::usecase::sessions::expiry_in_log(state, &caller.tenant, seq, &started)
+                    .await?;
+            let visible_after = crate::usecase::sessions::visible_after(state, &settings);
+            if expiry <= schemas::Timestamp::now() || started.at.to_datetime() <= visible_after {
+                Err(ApiError::not_found("session"))
+            } else {
+                Ok(session)
+            }
+        }
         None => Err(ApiError::not_found("session")),
     }
 }
