@@ -1,0 +1,62 @@
+// Sessions: the list (exec jobs' channels and interactive shells) and one session with its
+// recording replayed in asciinema-player. The recording endpoint needs the key header, so the
+// console fetches the asciicast itself and hands the player the text.
+import * as AsciinemaPlayer from "asciinema-player";
+import "asciinema-player/dist/bundle/asciinema-player.css";
+import { h, fill, when, short, badge } from "../dom.js";
+import { pages } from "./devices.js";
+
+const PER_PAGE = 25;
+
+export async function sessionList(main, ctx) {
+  let page = 1;
+  const type = h("select#session-type", { onchange: () => { page = 1; refresh().catch(ctx.showError); } },
+    ["", "exec", "shell"].map((t) => h("option", { value: t }, t || "any type")));
+  const body = h("tbody");
+  const pager = h("div.pager");
+  fill(main,
+    h("div.toolbar", h("h1", "Sessions"), h("label", { for: "session-type" }, "Type "), type),
+    h("table.list#sessions", h("thead", h("tr", ["Session", "Type", "Device", "User", "Started", "Ended", "Reason", "Recorded"].map((t) => h("th", t)))), body),
+    pager);
+  async function refresh() {
+    const { items, total } = await ctx.api.page("/v1/sessions", {
+      page, per_page: PER_PAGE, type: type.value, device_id: ctx.query.get("device_id") ?? undefined,
+    });
+    fill(body, items.length ? items.map((s) => h("tr", { dataset: { sessionId: s.id } },
+      h("td", h("a", { href: `#/sessions/${s.id}` }, short(s.id))),
+      h("td", s.type),
+      h("td", short(s.device_id)),
+      h("td", s.username),
+      h("td", when(s.started_at)),
+      h("td", s.active ? badge("active", "running") : when(s.ended_at)),
+      h("td", s.end_reason ?? "—"),
+      h("td", s.recorded ? `${s.bytes} bytes${s.truncated ? " (cut)" : ""}` : "no"))) : h("tr", h("td.muted", { colspan: 8 }, "No sessions.")));
+    fill(pager, pages(total, page, (p) => { page = p; refresh().catch(ctx.showError); }, PER_PAGE));
+  }
+  await refresh();
+  ctx.every(5000, () => refresh().catch(ctx.showError));
+}
+
+export async function sessionDetail(main, ctx) {
+  const [id] = ctx.params;
+  const session = await ctx.api.get(`/v1/sessions/${encodeURIComponent(id)}`);
+  const stage = h("div.player#player");
+  fill(main,
+    h("h1", "Session ", h("code", id)),
+    h("p", badge(session.type), ` ${session.username} on device ${session.device_id}, ${session.cols}×${session.rows}, `,
+      `started ${when(session.started_at)}`, session.ended_at ? `, ended ${when(session.ended_at)} (${session.end_reason ?? "—"})` : " (active)",
+      session.job_id ? [" — ", h("a", { href: `#/jobs/${session.job_id}` }, "job")] : []),
+    stage);
+  if (!session.recorded) {
+    fill(stage, h("p.muted", "This session was not recorded."));
+    return;
+  }
+  const cast = await ctx.api.get(`/v1/sessions/${encodeURIComponent(id)}/recording`, { signal: ctx.signal });
+  const player = AsciinemaPlayer.create({ data: cast }, stage, {
+    autoPlay: true,
+    fit: "width",
+    idleTimeLimit: 2,
+    terminalFontFamily: "ui-monospace, 'DejaVu Sans Mono', monospace",
+  });
+  ctx.onCleanup(() => player.dispose());
+}
