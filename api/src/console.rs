@@ -6,8 +6,10 @@
 //! Every answer carries a strict Content-Security-Policy: scripts, styles, fonts and API calls
 //! only from this origin, no inline script or style, no framing. Two allowances, each for a
 //! named need: `'wasm-unsafe-eval'` lets asciinema-player compile its WebAssembly terminal
-//! (it cannot evaluate JavaScript), and `img-src data:` lets the stylesheets' small inline
-//! images load. `connect-src 'self'` covers the shell's WebSocket too: under CSP level 3 (every
+//! (it cannot evaluate JavaScript); the one style hash is that of the empty string, for the
+//! empty `<style>` elements xterm.js inserts (their text goes to adopted stylesheets instead,
+//! see `console/src/styles.js`), so no inline style with content is ever allowed; and
+//! `img-src data:` lets the stylesheets' small inline images load. `connect-src 'self'` covers the shell's WebSocket too: under CSP level 3 (every
 //! current browser), `'self'` matches `ws:`/`wss:` on the page's own host and port.
 //!
 //! Asset names carry a content hash, so they are cached for a year (`immutable`); `index.html`
@@ -37,7 +39,7 @@ pub struct Asset {
 pub static ASSETS: &[Asset] = include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
 
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
-     style-src 'self'; connect-src 'self'; img-src 'self' data:; font-src 'self'; \
+     style-src 'self' 'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='; connect-src 'self'; img-src 'self' data:; font-src 'self'; \
      object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// `/console`, `/console/` (the page) and `/console/assets/...` (its scripts and styles).

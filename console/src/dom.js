@@ -8,7 +8,8 @@ export function h(spec, attrs, ...children) {
   const el = document.createElement(tag || "div");
   if (classes.length) el.className = classes.join(" ");
   if (id) el.id = id;
-  if (attrs && (typeof attrs !== "object" || attrs instanceof Node || Array.isArray(attrs))) {
+  // No attributes given: the second argument is a child (0 and "" included).
+  if (attrs !== undefined && attrs !== null && (typeof attrs !== "object" || attrs instanceof Node || Array.isArray(attrs))) {
     children.unshift(attrs);
     attrs = null;
   }

@@ -2,7 +2,8 @@
 // elements. The console's Content-Security-Policy has no 'unsafe-inline' for styles, so the
 // browser would refuse those elements' text and the terminal would render without them.
 // Instead each <style> element the page creates keeps its text in a constructable stylesheet
-// adopted by the document: CSSOM, which CSP allows, while the element itself stays empty.
+// adopted by the document: CSSOM, which CSP allows, while the element itself stays empty (the
+// policy allows exactly the empty inline style, by its hash; see api/src/console.rs).
 // (Only xterm.js creates <style> elements in this page.)
 
 const sheets = new Map(); // <style> element -> its adopted sheet

@@ -103,7 +103,6 @@ def main():
             re.compile("online|offline|unknown")
         )
         expect(rows.filter(has_text=DEVICE_NAME)).to_contain_text(ONLY_TAG)
-        shot(page, "devices")
         page.fill("#tag-filter", ONLY_TAG)
         page.press("#tag-filter", "Enter")
         expect(rows.filter(has_text=OTHER_NAME)).to_have_count(0)
@@ -175,6 +174,24 @@ def main():
         page.keyboard.press("Enter")
         expect(page.locator("#shell-state")).to_contain_text("closed")
         expect(page.locator("#shell-state")).to_contain_text("exited with status 0")
+
+        step("presence changes show up live in the device list")
+        page.goto(f"{BASE}/console/#/devices")
+        presence = page.locator("#devices tbody tr", has_text=DEVICE_NAME).locator(".presence .badge")
+        expect(presence).to_have_text("unknown")
+        # An agent's heartbeats (the stack expects one a second and turns a device offline
+        # after two missed): the page, polling, shows it online, then offline once they stop.
+        for _ in range(40):
+            answer = page.request.post(
+                f"{BASE}/v1/devices/{DEVICE_ID}/heartbeat", headers={"X-API-Key": KEY}
+            )
+            assert answer.ok, f"heartbeat: {answer.status} {answer.text()}"
+            if presence.inner_text() == "online":
+                break
+            time.sleep(0.5)
+        expect(presence).to_have_text("online", timeout=1_000)
+        shot(page, "devices")
+        expect(presence).to_have_text("offline", timeout=20_000)
 
         step("sign out forgets the key")
         page.click("#signout")

@@ -43,7 +43,8 @@ export async function sessionDetail(main, ctx) {
   const stage = h("div.player#player");
   fill(main,
     h("h1", "Session ", h("code", id)),
-    h("p", badge(session.type), ` ${session.username} on device ${session.device_id}, ${session.cols}×${session.rows}, `,
+    h("p", badge(session.type), ` ${session.username} on device ${session.device_id}, `,
+      session.term ? `${session.term} ${session.cols}×${session.rows}, ` : "no terminal, ",
       `started ${when(session.started_at)}`, session.ended_at ? `, ended ${when(session.ended_at)} (${session.end_reason ?? "—"})` : " (active)",
       session.job_id ? [" — ", h("a", { href: `#/jobs/${session.job_id}` }, "job")] : []),
     stage);
@@ -51,7 +52,8 @@ export async function sessionDetail(main, ctx) {
     fill(stage, h("p.muted", "This session was not recorded."));
     return;
   }
-  const cast = await ctx.api.get(`/v1/sessions/${encodeURIComponent(id)}/recording`, { signal: ctx.signal });
+  let cast = await ctx.api.get(`/v1/sessions/${encodeURIComponent(id)}/recording`, { signal: ctx.signal });
+  if (!session.term) cast = withCarriageReturns(cast);
   const player = AsciinemaPlayer.create({ data: cast }, stage, {
     autoPlay: true,
     fit: "width",
@@ -59,4 +61,28 @@ export async function sessionDetail(main, ctx) {
     terminalFontFamily: "ui-monospace, 'DejaVu Sans Mono', monospace",
   });
   ctx.onCleanup(() => player.dispose());
+}
+
+/**
+ * An exec job without a pseudo-terminal writes bare line feeds, which a terminal (the player)
+ * shows as a staircase; a pty would have added the carriage returns. Adds them to output
+ * events, as `stty onlcr` would, leaving the recording's timing and every other byte alone.
+ */
+export function withCarriageReturns(cast) {
+  const lines = cast.split("\n");
+  return lines
+    .map((line, index) => {
+      if (index === 0 || line.trim() === "") return line; // the header, the last newline
+      try {
+        const event = JSON.parse(line);
+        if (Array.isArray(event) && event[1] === "o" && typeof event[2] === "string") {
+          event[2] = event[2].replace(/\r?\n/g, "\r\n");
+          return JSON.stringify(event);
+        }
+      } catch {
+        // Not an event line: left as it is, for the player to judge.
+      }
+      return line;
+    })
+    .join("\n");
 }
