@@ -16,7 +16,10 @@ use std::{env, fs};
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
-    let root = manifest.parent().expect("api/ sits in the workspace").to_path_buf();
+    let root = manifest
+        .parent()
+        .expect("api/ sits in the workspace")
+        .to_path_buf();
     let console = root.join("console");
     let dist = console.join("dist");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets it"));

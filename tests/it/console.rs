@@ -64,7 +64,10 @@ async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
         ] {
             assert!(csp.contains(directive), "{csp} lacks {directive}");
         }
-        assert!(!csp.contains("unsafe-inline") && !csp.contains("'unsafe-eval'"), "{csp}");
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("'unsafe-eval'"),
+            "{csp}"
+        );
         let html = page.text().await.unwrap();
         assert!(html.contains("/console/assets/main-"), "{html}");
     }
@@ -85,7 +88,10 @@ async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
         .to_owned();
     let plain = http.get(stack.url(&script)).send().await.unwrap();
     assert_eq!(plain.status(), StatusCode::OK);
-    assert_eq!(plain.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(
+        plain.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
     assert_eq!(
         plain.headers()["cache-control"],
         "public, max-age=31536000, immutable"
@@ -101,7 +107,10 @@ async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
     assert_eq!(packed.headers()["content-encoding"], "gzip");
     assert_eq!(packed.headers()["vary"], "accept-encoding");
     let packed = packed.bytes().await.unwrap();
-    assert!(packed.len() * 2 < plain.len(), "gzip should at least halve the bundle");
+    assert!(
+        packed.len() * 2 < plain.len(),
+        "gzip should at least halve the bundle"
+    );
 
     // Unknown assets and paths are 404 in the API's error format, still with the policy.
     let missing = http
@@ -113,11 +122,7 @@ async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
     assert!(missing.headers().contains_key("content-security-policy"));
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body["error_code"], "NOT_FOUND", "{body}");
-    let outside = http
-        .get(stack.url("/console/other"))
-        .send()
-        .await
-        .unwrap();
+    let outside = http.get(stack.url("/console/other")).send().await.unwrap();
     assert_eq!(outside.status(), StatusCode::NOT_FOUND);
 
     // The console is not an API operation: the OpenAPI document does not list it.
@@ -196,7 +201,10 @@ async fn a_person_signs_in_runs_commands_replays_a_recording_and_types_in_a_shel
         "the browser test failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
-    assert!(stdout.contains("console.py: all good"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("console.py: all good"),
+        "{stdout}\n{stderr}"
+    );
 
     // What the browser did is in the log like anything else: one shell, and it ended.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -208,7 +216,10 @@ async fn a_person_signs_in_runs_commands_replays_a_recording_and_types_in_a_shel
             assert_eq!(shells[0]["exit_status"], 0, "{shells:?}");
             break;
         }
-        assert!(Instant::now() < deadline, "the shell is still active: {shells:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the shell is still active: {shells:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
