@@ -170,6 +170,24 @@ def main():
         page.keyboard.press("Enter")
         expect(page.locator("#terminal .xterm-rows")).to_contain_text("hi-42-123")
         shot(page, "shell")
+
+        step("resizing the window resizes the remote terminal")
+
+        def stty_size(marker):
+            # `stty size` on the device, between markers the shell computes.
+            page.keyboard.type(f"echo {marker}$((1+1))-$(stty size | tr ' ' x)-end")
+            page.keyboard.press("Enter")
+            pattern = re.compile(f"{marker}2-(\\d+)x(\\d+)-end")
+            expect(page.locator("#terminal .xterm-rows")).to_contain_text(pattern)
+            found = pattern.search(page.locator("#terminal .xterm-rows").inner_text())
+            return int(found.group(1)), int(found.group(2))
+
+        before = stty_size("before")
+        page.set_viewport_size({"width": 900, "height": 560})
+        page.wait_for_timeout(500)
+        after = stty_size("after")
+        assert after[0] < before[0] and after[1] < before[1], f"size {before} -> {after}"
+        page.set_viewport_size({"width": 1280, "height": 800})
         page.keyboard.type("exit")
         page.keyboard.press("Enter")
         expect(page.locator("#shell-state")).to_contain_text("closed")
