@@ -71,6 +71,24 @@ def main():
             lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None,
         )
 
+        try:
+            drive(page, errors)
+        except Exception:
+            # What the page looked like when it failed, for whoever reads the test's output.
+            where = os.environ.get("FAILURE_DIR")
+            if where:
+                os.makedirs(where, exist_ok=True)
+                page.screenshot(path=os.path.join(where, "console-failure.png"), full_page=True)
+                with open(os.path.join(where, "console-failure.html"), "w") as f:
+                    f.write(page.content())
+                print(f"console.py: the page at the failure is in {where}/console-failure.*", flush=True)
+            raise
+        browser.close()
+    step("all good")
+
+
+def drive(page, errors):
+    if True:
         step("open the console")
         response = page.goto(f"{BASE}/console/")
         assert response.status == 200, response.status
@@ -128,6 +146,22 @@ def main():
         expect(page.locator(".job-output pre.output")).to_contain_text("second-line")
         shot(page, "job")
 
+        step("a template with arguments")
+        page.goto(f"{BASE}/console/#/run?device={DEVICE_ID}")
+        page.check("input[name=what][value=template]")
+        page.select_option("#run-template", "docker_logs")
+        page.fill("#run-form .args input[name=container]", "nginx")
+        page.fill("#run-form .args input[name=lines]", "5")
+        page.click("#run-form button[type=submit]")
+        panel = page.locator("#run-result .output-panel")
+        # The test devices run no docker daemon (or have no docker at all): the template ran,
+        # and the device said why it failed, on stderr.
+        expect(panel).to_have_attribute("data-ended", "finished", timeout=30_000)
+        expect(panel.locator(".output-status")).to_contain_text(re.compile(r"exit [1-9][0-9]*"))
+        expect(panel.locator("pre.output .stderr")).to_contain_text(re.compile(r"\S"))
+        page.click("#run-result a.job-link")
+        expect(page.locator("dl.facts")).to_contain_text("docker logs nginx --tail 5")
+
         step("the run on a tag is a batch with live progress")
         page.goto(f"{BASE}/console/#/run?tags={FLEET_TAG}")
         page.fill("#run-command", "sh -c 'sleep 1; echo fleet-ok'")
@@ -146,7 +180,7 @@ def main():
         page.goto(f"{BASE}/console/#/batches")
         expect(page.locator("#batches tbody tr").first).to_contain_text("success")
         page.goto(f"{BASE}/console/#/jobs")
-        expect(page.locator("#jobs tbody tr")).to_have_count(JOBS_BEFORE + 1 + FLEET_SIZE)
+        expect(page.locator("#jobs tbody tr")).to_have_count(JOBS_BEFORE + 2 + FLEET_SIZE)
         shot(page, "jobs")
 
         step("a recording plays in asciinema-player")
@@ -221,8 +255,6 @@ def main():
         violations = page.evaluate("window.__violations")
         assert not violations, f"Content-Security-Policy violations: {violations}"
         assert not errors, f"page errors: {errors}"
-        browser.close()
-    step("all good")
 
 
 if __name__ == "__main__":

@@ -188,6 +188,7 @@ async fn a_person_signs_in_runs_commands_replays_a_recording_and_types_in_a_shel
                 .env("JOBS_BEFORE", "1")
                 .env("SCREENSHOTS", screenshots)
                 .env("CHROMIUM", chromium)
+                .env("FAILURE_DIR", env!("CARGO_TARGET_TMPDIR"))
                 .output()
                 .expect("the Playwright script starts")
         }

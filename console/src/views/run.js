@@ -4,13 +4,11 @@ import { h, fill } from "../dom.js";
 import { outputPanel } from "./output.js";
 import { batchView } from "./batches.js";
 
-/** The named parameters of a template, in order: `{name:kind}`, `{kind}`. */
+/** A template's parameters, in order, from its `words`: `{name, kind, optional}`. */
 export function templateParams(template) {
-  const names = [];
-  for (const m of template.matchAll(/\{([A-Za-z_][A-Za-z0-9_]*)(?::[A-Za-z_]+)?\}/g)) {
-    if (!names.includes(m[1])) names.push(m[1]);
-  }
-  return names;
+  return (template.words ?? [])
+    .filter((w) => w.type === "param" || w.type === "option")
+    .map((w) => ({ name: w.name, kind: w.kind, optional: w.type === "option" }));
 }
 
 export async function run(main, ctx) {
@@ -28,7 +26,7 @@ export async function run(main, ctx) {
   const maxErrors = h("input", { id: "run-max-errors", value: "0", size: 6 });
   const command = h("input", { id: "run-command", placeholder: "uptime", autocomplete: "off", spellcheck: "false" });
   const templateSelect = h("select", { id: "run-template", onchange: sync },
-    templates.templates.map((t) => h("option", { value: t.name }, `${t.name} — ${t.template}`)));
+    templates.templates.map((t) => h("option", { value: t.name }, `${t.name} — ${t.usage}`)));
   const args = h("div.args");
   const timeout = h("input", { id: "run-timeout", type: "number", min: 1, max: 120, value: 30 });
   const result = h("div.result#run-result");
@@ -42,9 +40,10 @@ export async function run(main, ctx) {
     main.querySelector(".what-command").hidden = byTemplate();
     main.querySelector(".what-template").hidden = !byTemplate();
     const chosen = templates.templates.find((t) => t.name === templateSelect.value);
-    const names = chosen ? templateParams(chosen.template) : [];
+    const params = chosen ? templateParams(chosen) : [];
     const old = Object.fromEntries([...args.querySelectorAll("input")].map((i) => [i.name, i.value]));
-    fill(args, names.map((n) => h("label", `${n} `, h("input", { name: n, value: old[n] ?? "" }))));
+    fill(args, params.map((p) => h("label", `${p.name} `,
+      h("input", { name: p.name, value: old[p.name] ?? "", placeholder: p.optional ? `${p.kind} (optional)` : p.kind }))));
   }
 
   function body() {
