@@ -51,8 +51,9 @@ export function duration(ms) {
   return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
 }
 
+/** An id's last 12 characters: ids are UUIDv7, whose first ones are a timestamp. */
 export function short(id) {
-  return id ? String(id).slice(0, 8) : "—";
+  return id ? String(id).slice(-12) : "—";
 }
 
 export function badge(text, kind = text) {

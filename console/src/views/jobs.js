@@ -21,6 +21,7 @@ export async function jobList(main, ctx) {
     pager);
 
   async function refresh() {
+    const names = await ctx.api.deviceNames();
     const { items, total } = await ctx.api.page("/v1/jobs", {
       page, per_page: PER_PAGE, status: status.value, device_id: ctx.query.get("device_id") ?? undefined,
     });
@@ -29,7 +30,7 @@ export async function jobList(main, ctx) {
       h("td", h("a", { href: `#/jobs/${j.job_id}` }, short(j.job_id))),
       h("td", badge(j.status)),
       h("td", h("code", (j.argv ?? []).join(" "))),
-      h("td", short(j.device_id)),
+      h("td", names.get(j.device_id) ?? short(j.device_id)),
       h("td", j.exit_status ?? j.exit_signal ?? "—"),
       h("td", duration(j.duration_ms)),
       h("td", when(j.requested_at)))) : h("tr", h("td.muted", { colspan: 7 }, "No jobs.")));

@@ -19,13 +19,14 @@ export async function sessionList(main, ctx) {
     h("table.list#sessions", h("thead", h("tr", ["Session", "Type", "Device", "User", "Started", "Ended", "Reason", "Recorded"].map((t) => h("th", t)))), body),
     pager);
   async function refresh() {
+    const names = await ctx.api.deviceNames();
     const { items, total } = await ctx.api.page("/v1/sessions", {
       page, per_page: PER_PAGE, type: type.value, device_id: ctx.query.get("device_id") ?? undefined,
     });
     fill(body, items.length ? items.map((s) => h("tr", { dataset: { sessionId: s.id } },
       h("td", h("a", { href: `#/sessions/${s.id}` }, short(s.id))),
       h("td", s.type),
-      h("td", short(s.device_id)),
+      h("td", names.get(s.device_id) ?? short(s.device_id)),
       h("td", s.username),
       h("td", when(s.started_at)),
       h("td", s.active ? badge("active", "running") : when(s.ended_at)),
