@@ -194,7 +194,16 @@ def drive(page, errors):
         expect(term).to_contain_text("tick6", timeout=20_000)
         shot(page, "session-replay")
 
+        step("a shell is refused, plainly, while the tenant does not allow them")
+        page.goto(f"{BASE}/console/#/shell/{DEVICE_ID}")
+        expect(page.locator("#shell-state")).to_contain_text("does not allow interactive shells")
+        answer = page.request.patch(
+            f"{BASE}/v1/tenant", headers={"X-API-Key": KEY}, data={"interactive_sessions": True}
+        )
+        assert answer.ok, f"PATCH /v1/tenant: {answer.status} {answer.text()}"
+
         step("an interactive shell")
+        page.goto(f"{BASE}/console/#/devices")
         page.goto(f"{BASE}/console/#/shell/{DEVICE_ID}")
         expect(page.locator("#shell-state")).to_contain_text("connected")
         expect(page.locator("#terminal")).to_have_attribute("data-session", re.compile(".+"))

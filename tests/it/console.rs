@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sshq_tests::{SshDevice, TestStack, env};
 
@@ -139,17 +139,9 @@ async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
 
 #[tokio::test]
 async fn a_person_signs_in_runs_commands_replays_a_recording_and_types_in_a_shell_in_chromium() {
+    // Interactive shells start off (the default); the script turns them on once it saw the
+    // console refuse one.
     let stack = TestStack::start().await;
-    let (status, body) = stack
-        .call(
-            Method::PATCH,
-            "/v1/tenant",
-            Some(&stack.api_key),
-            Some(&json!({ "interactive_sessions": true })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-
     let web = SshDevice::start();
     let db = SshDevice::start();
     let unique = &stack.prefix;
