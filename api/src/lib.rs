@@ -10,6 +10,7 @@ pub mod auth;
 pub mod callout;
 pub mod command;
 pub mod compat;
+pub mod console;
 pub mod device_cache;
 pub mod domain;
 pub mod error;

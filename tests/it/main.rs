@@ -5,6 +5,7 @@ mod api;
 mod cli;
 mod cluster;
 mod compat;
+mod console;
 mod exec;
 mod fanout;
 mod fleet;

@@ -4,9 +4,10 @@
 //! one step puts the handler in the router under the path and methods its annotation names and
 //! puts the operation in the OpenAPI document, so the router and `/openapi.json` cannot drift
 //! (a route cannot be served undocumented, nor documented and not served). The only routes added
-//! otherwise are the document itself and its reader, which are not part of the API; `clippy.toml`
+//! otherwise are the document itself and its reader (`openapi::serve`), and the web console's
+//! page and assets (`console::router`, `/console`), which are not part of the API; `clippy.toml`
 //! forbids `route` elsewhere in this crate so that a plain `.route(..)` cannot slip an
-//! undocumented route in.
+//! undocumented route in (each exception allows it on its one function, with its reason).
 //!
 //! What each annotation says is declared with types, not text: query, path and header
 //! parameters are `IntoParams` types from `params` (the same types the handler reads), error
@@ -82,9 +83,10 @@ pub fn api() -> OpenApiRouter<AppState> {
 }
 
 /// The API's routes, `/openapi.json` and `/docs` (both serving the document split off the API's
-/// routes), and the fallback every other path gets.
+/// routes), the web console (`/console`), and the fallback every other path gets.
 pub fn router() -> Router<AppState> {
     let (api, document) = api().split_for_parts();
     api.merge(openapi::serve(document))
+        .merge(crate::console::router())
         .fallback(|| async { ApiError::not_found("resource") })
 }
