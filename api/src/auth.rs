@@ -36,8 +36,9 @@ use crate::error::{ApiError, ErrorCode};
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
-/// What a request needs to be allowed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a request needs to be allowed. Serialised (in `GET /v1/keys/current`) in snake_case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Read devices, jobs, history, audit, templates, keys.
     Read,
@@ -58,6 +59,20 @@ pub enum Scope {
     Shell,
     /// Close and watch other keys' live sessions (owners and administrators).
     Sessions,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 9] = [
+        Scope::Read,
+        Scope::Exec,
+        Scope::Devices,
+        Scope::Keys,
+        Scope::Tenants,
+        Scope::Templates,
+        Scope::Settings,
+        Scope::Shell,
+        Scope::Sessions,
+    ];
 }
 
 /// Whether a role may read secrets: the output of jobs whose template is sensitive, over REST
@@ -97,14 +112,18 @@ impl Caller {
         role_sees_secrets(self.role)
     }
 
-    /// 403 unless the caller's role grants `scope`.
-    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
-        let allowed = if scope == Scope::Tenants {
+    /// Whether the caller may do what `scope` covers.
+    pub fn may(&self, scope: Scope) -> bool {
+        if scope == Scope::Tenants {
             self.bootstrap
         } else {
             role_allows(self.role, scope)
-        };
-        if allowed {
+        }
+    }
+
+    /// 403 unless the caller's role grants `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.may(scope) {
             Ok(())
         } else {
             Err(ApiError::new(

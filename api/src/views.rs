@@ -318,6 +318,23 @@ pub struct NewKey {
     pub created_at: DateTime<Utc>,
 }
 
+/// The key a request is made with: who the caller is and what it may do (`GET /v1/keys/current`),
+/// so that a console or a script can tell before it tries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CurrentKey {
+    pub id: String,
+    pub tenant: String,
+    #[schema(value_type = Role)]
+    pub role: String,
+    /// The deployment's bootstrap key (it may create tenants).
+    pub bootstrap: bool,
+    /// Whether the key reads the output of sensitive templates (owners and administrators).
+    pub sees_secrets: bool,
+    /// What the key may do; the tenant's settings apply too (a shell needs
+    /// `interactive_sessions` as well as `shell`).
+    pub may: Vec<crate::auth::Scope>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Tenant {
     pub id: String,

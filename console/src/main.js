@@ -51,12 +51,19 @@ function hideError() {
 async function signedIn(key) {
   const candidate = new Api(key);
   const settings = await candidate.get("/v1/tenant"); // a real call: the key must work
+  const me = await candidate.get("/v1/keys/current");
   api = candidate;
   tenant = settings;
   sessionStorage.setItem(KEY, key);
   document.getElementById("nav").hidden = false;
   document.getElementById("signout").hidden = false;
-  fill(document.getElementById("who"), "tenant ", h("strong", { id: "tenant" }, settings.tenant_id));
+  fill(
+    document.getElementById("who"),
+    "tenant ",
+    h("strong", { id: "tenant" }, settings.tenant_id),
+    " · ",
+    h("span", { id: "role" }, me.role),
+  );
 }
 
 function signOut(message) {

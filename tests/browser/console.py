@@ -109,6 +109,7 @@ def drive(page, errors):
         page.fill("#api-key", KEY)
         page.click("form.signin button[type=submit]")
         expect(page.locator("#tenant")).to_have_text("default")
+        expect(page.locator("#role")).to_have_text("owner")
         expect(page.locator("#error")).to_be_hidden()
         assert page.evaluate("localStorage.length") == 0, "the key went to localStorage"
         assert page.evaluate("document.cookie") == "", "the console set a cookie"

@@ -209,6 +209,70 @@ async fn roles_map_to_scopes_and_keys_are_shown_once_and_stored_hashed() {
         !audit.contains(secret_part),
         "a secret reached the audit trail"
     );
+
+    // Each key can ask who it is and what it may do (what the console shows and hides).
+    let may = |v: &Value| -> Vec<String> {
+        v["may"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (key, role, secrets, expected) in [
+        (
+            &owner,
+            "owner",
+            true,
+            &[
+                "read",
+                "exec",
+                "devices",
+                "keys",
+                "templates",
+                "settings",
+                "shell",
+                "sessions",
+            ][..],
+        ),
+        (
+            &admin,
+            "administrator",
+            true,
+            &["read", "exec", "devices", "keys", "shell", "sessions"][..],
+        ),
+        (&operator, "operator", false, &["read", "exec", "shell"][..]),
+        (&observer, "observer", false, &["read"][..]),
+    ] {
+        let (status, me) = stack
+            .call(Method::GET, "/v1/keys/current", Some(key), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{me}");
+        assert_eq!(
+            (
+                me["tenant"].as_str(),
+                me["role"].as_str(),
+                me["bootstrap"].as_bool()
+            ),
+            (Some("roles"), Some(role), Some(false)),
+            "{me}"
+        );
+        assert_eq!(me["sees_secrets"].as_bool(), Some(secrets), "{me}");
+        assert_eq!(may(&me), expected, "{me}");
+        assert!(
+            key.starts_with(&format!("sk_{}_", me["id"].as_str().unwrap())),
+            "the id is the key's own: {me}"
+        );
+    }
+    let (_, me) = stack
+        .call(Method::GET, "/v1/keys/current", Some(&stack.api_key), None)
+        .await;
+    assert_eq!(me["bootstrap"].as_bool(), Some(true), "{me}");
+    assert!(may(&me).contains(&"tenants".to_owned()), "{me}");
+    let (status, _) = stack
+        .call(Method::GET, "/v1/keys/current", Some("sk_nope_nope"), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

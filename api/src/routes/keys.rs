@@ -1,7 +1,8 @@
 //! API keys and tenants.
 //!
 //! `POST /v1/keys` issues a key in the caller's tenant and shows its secret once;
-//! `GET /v1/keys` lists the tenant's keys (never a secret); `DELETE /v1/keys/{id}` revokes.
+//! `GET /v1/keys` lists the tenant's keys (never a secret); `GET /v1/keys/current` says which
+//! key a request is made with and what it may do; `DELETE /v1/keys/{id}` revokes.
 //! `POST /v1/tenants` (bootstrap key only) creates a tenant with its first owner key.
 
 use axum::Json;
@@ -23,7 +24,7 @@ use crate::json::JsonBody;
 use crate::routes::list::paged;
 use crate::routes::params::{KeyPath, PageParams, Params};
 use crate::routes::responses::{Common, Conflict, Forbidden, Invalid, NotFound, TooLarge};
-use crate::views::{Key, NewKey, Tenant};
+use crate::views::{CurrentKey, Key, NewKey, Tenant};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +156,21 @@ pub async fn list(
     let page = page?.0.page()?;
     let (records, total) = keys::list(&state.db, &caller.tenant, &page).await?;
     Ok(paged(records.iter().map(key_json).collect(), total))
+}
+
+#[utoipa::path(get, path = "/v1/keys/current", operation_id = "current_key", tag = "keys", responses((status = 200, body = CurrentKey), Common))]
+pub async fn current(caller: Caller) -> Json<CurrentKey> {
+    Json(CurrentKey {
+        id: caller.key.0.clone(),
+        tenant: caller.tenant.to_string(),
+        role: caller.role.as_str().to_owned(),
+        bootstrap: caller.bootstrap,
+        sees_secrets: caller.sees_secrets(),
+        may: Scope::ALL
+            .into_iter()
+            .filter(|&scope| caller.may(scope))
+            .collect(),
+    })
 }
 
 #[utoipa::path(delete, path = "/v1/keys/{id}", operation_id = "revoke_key", tag = "keys", params(KeyPath), responses((status = 204, description = "Revoked"), Common, Forbidden, Invalid, NotFound))]

@@ -61,6 +61,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(batches::cancel))
         .routes(routes!(templates::remove))
         .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::current))
         .routes(routes!(keys::revoke))
         .routes(routes!(keys::create_tenant))
         // Drop-in adapters (issue 16), each over the one exec path.
