@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sshq_tests::{ApiProcess, SseEvent, SseReader, SshDevice, TestStack, read};
 
@@ -446,4 +446,111 @@ async fn batch_follows_are_tenant_scoped_and_bad_input_is_refused() {
     .collect(Duration::from_secs(30))
     .await;
     assert_eq!(stdout_by_device(&events)["mine-0"], "secret-of-default\n");
+}
+
+async fn key_of_role(stack: &TestStack, role: &str) -> String {
+    let (status, body) = stack
+        .post("/v1/keys", &json!({ "name": role, "role": role }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["key"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_sensitive_batchs_output_is_followed_only_by_roles_that_see_secrets() {
+    let stack = TestStack::start().await;
+    let _fleet = tagged_fleet(&stack, 2, "vault").await;
+    let (status, template) = stack
+        .post(
+            "/v1/templates",
+            &json!({ "name": "show_secret", "template": "printenv SHOWN", "env": ["SHOWN"], "sensitive": true }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{template}");
+    let secret = format!("batchsecret{}", uuid::Uuid::new_v4().simple());
+    let batch = submit(
+        &stack,
+        json!({ "template": "show_secret", "env": [{ "key": "SHOWN", "value": secret, "secret": true }],
+                "targets": { "tags": ["vault"] } }),
+    )
+    .await;
+    let path = format!("/v1/batches/{batch}/output?follow=true");
+    let owners = open(&stack.base, &stack.api_key, &path, None)
+        .await
+        .collect(Duration::from_secs(30))
+        .await;
+    let out = stdout_by_device(&owners);
+    assert_eq!(out["vault-0"], format!("{secret}\n"));
+    assert_eq!(out["vault-1"], format!("{secret}\n"));
+    assert_eq!(owners.last().unwrap().event, "end");
+
+    let operator = key_of_role(&stack, "operator").await;
+    let theirs = open(&stack.base, &operator, &path, None)
+        .await
+        .collect(Duration::from_secs(30))
+        .await;
+    let kinds: Vec<&str> = theirs.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["batch", "job_end", "progress", "job_end", "progress", "end"],
+        "the ends, not the output"
+    );
+    assert!(
+        !theirs.iter().any(|e| e.data.contains(&secret)),
+        "{theirs:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_large_batch_is_followed_through_the_tenants_wildcards_without_other_jobs() {
+    let stack = TestStack::start().await;
+    // More jobs than the follower filters one by one.
+    let fleet = tagged_fleet(&stack, 17, "big").await;
+    // Output of another job of the same tenant, and of another tenant, meanwhile.
+    let loner = SshDevice::start();
+    let loner_id = stack.register(&loner).await;
+    let other_key = stack.create_tenant("neighbour").await;
+    let theirs = SshDevice::start();
+    let their_id = stack.register_as(&other_key, &theirs).await;
+    let batch = submit(
+        &stack,
+        json!({ "command": "sh -c 'sleep 0.5; echo in-batch'", "targets": { "tags": ["big"] }, "max_concurrency": 17 }),
+    )
+    .await;
+    let mine = stack
+        .submit(
+            &loner_id,
+            json!({ "command": "sh -c 'sleep 0.3; echo not-in-batch'" }),
+        )
+        .await;
+    let (status, other) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/devices/{their_id}/exec"),
+            Some(&other_key),
+            Some(&json!({ "command": "sh -c 'sleep 0.3; echo neighbour'" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{other}");
+    let events = open(
+        &stack.base,
+        &stack.api_key,
+        &format!("/v1/batches/{batch}/output?follow=true"),
+        None,
+    )
+    .await
+    .collect(Duration::from_secs(60))
+    .await;
+    let out = stdout_by_device(&events);
+    assert_eq!(out.len(), fleet.len(), "{out:?}");
+    assert!(out.values().all(|o| o == "in-batch\n"), "{out:?}");
+    assert!(
+        !events.iter().any(|e| e.data.contains("not-in-batch")
+            || e.data.contains("neighbour")
+            || e.data.contains(&mine)),
+        "{events:?}"
+    );
+    assert_eq!(events.iter().filter(|e| e.event == "job_end").count(), 17);
+    positions(&events);
+    assert_eq!(events.last().unwrap().json()["status"], "success");
 }

@@ -39,7 +39,7 @@ use crate::usecase::{batches, jobs};
 use crate::views::Batch;
 
 /// Up to this many jobs, the consumer filters on each job's subjects.
-const PER_JOB_FILTERS: usize = 100;
+const PER_JOB_FILTERS: usize = 16;
 /// How long the final `end` waits for the read model to fold the batch's last outcome.
 const SETTLE_PATIENCE: Duration = Duration::from_secs(5);
 
