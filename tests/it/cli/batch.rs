@@ -288,3 +288,67 @@ async fn ctrl_c_cancels_the_batch_and_exits_130() {
         "both the running and the queued job: {got}"
     );
 }
+
+#[tokio::test]
+async fn on_a_terminal_a_fan_out_draws_a_progress_bar_and_clears_it() {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    use std::io::Read;
+
+    let stack = TestStack::start().await;
+    let _fleet = tagged_fleet(&stack, 2, "tty").await;
+    let pty = native_pty_system()
+        .openpty(PtySize {
+            rows: 24,
+            cols: 120,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .unwrap();
+    let mut command = CommandBuilder::new(super::shell::sshq_path());
+    command.args([
+        "exec",
+        "--tag",
+        "tty",
+        "--max-concurrency",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.8; echo done",
+    ]);
+    command.env_clear();
+    command.env("HOME", std::env::temp_dir());
+    command.env("TERM", "xterm");
+    command.env("SSHQ_API_URL", &stack.base);
+    command.env("SSHQ_API_KEY", &stack.api_key);
+    let mut child = pty.slave.spawn_command(command).unwrap();
+    drop(pty.slave);
+    let screen = super::shell::Screen::default();
+    let mut reader = pty.master.try_clone_reader().unwrap();
+    let sink = screen.clone();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            sink.0.lock().unwrap().extend_from_slice(&buffer[..n]);
+        }
+    });
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.exit_code(), 0, "{:?}", screen.text());
+    screen.wait_for("ok 2", 0).await;
+    let seen = screen.text();
+    assert!(
+        seen.contains("tty-0 | done") && seen.contains("tty-1 | done"),
+        "{seen:?}"
+    );
+    // The bar counted the jobs, on stderr, and was cleared before the summary.
+    assert!(seen.contains("0/2") && seen.contains("1/2"), "{seen:?}");
+    assert!(
+        seen.contains("\x1b[2K") || seen.contains("\x1b[K"),
+        "cleared: {seen:?}"
+    );
+}

@@ -28,15 +28,15 @@ pub(super) async fn allow_shells(stack: &TestStack) {
 
 /// What the pty's master has read so far.
 #[derive(Clone, Default)]
-struct Screen(Arc<Mutex<Vec<u8>>>);
+pub(super) struct Screen(pub(super) Arc<Mutex<Vec<u8>>>);
 
 impl Screen {
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 
     /// Waits until the screen holds `needle` (after `from` bytes); returns where it ends.
-    async fn wait_for(&self, needle: &str, from: usize) -> usize {
+    pub(super) async fn wait_for(&self, needle: &str, from: usize) -> usize {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             {
@@ -60,7 +60,7 @@ impl Screen {
     }
 }
 
-fn sshq_path() -> String {
+pub(super) fn sshq_path() -> String {
     let bin_dir = std::env::var("SSHQ_TEST_BIN_DIR")
         .unwrap_or_else(|_| format!("{}/../target/debug", env!("CARGO_MANIFEST_DIR")));
     format!("{bin_dir}/sshq")
