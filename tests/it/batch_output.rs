@@ -99,7 +99,14 @@ async fn a_batch_is_followed_live_with_devices_job_ends_progress_and_end() {
     dead.kill();
     // Targets resolve against the device list (the read model): wait for the fourth.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while stack.get("/v1/devices?tags=web").await.1.as_array().map(Vec::len) != Some(4) {
+    while stack
+        .get("/v1/devices?tags=web")
+        .await
+        .1
+        .as_array()
+        .map(Vec::len)
+        != Some(4)
+    {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
