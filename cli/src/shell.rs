@@ -6,8 +6,8 @@
 //! On a terminal, the local terminal is put in raw mode (keys, Ctrl-C included, go to the
 //! device as typed) and restored on every way out: the end of the shell, an error, a panic.
 //! Without one (stdin or stdout not a terminal: scripts, tests), it is a pipe: stdin is
-//! forwarded as it comes, and at its end the shell is sent an end-of-file (Ctrl-D, which the
-//! device's terminal turns into an end of input once what came before has been read), so
+//! forwarded (once the shell has printed something, its prompt, or after a few seconds), and
+//! at its end the shell is sent an end of input (see [`end_of_input`]), so
 //! `printf 'uname\n' | sshq shell dev` runs and returns.
 //!
 //! Exit codes: the shell's exit status; 128 + the signal's number when a signal ended it; 255
@@ -145,6 +145,7 @@ where
     let mut stdin = tokio::io::stdin();
     let mut buffer = vec![0u8; 16 * 1024];
     let mut stdin_open = true;
+    let mut last_byte: Option<u8> = None;
     // A pipe's input is all there at once: it waits for the shell's first output (its
     // prompt), since a shell starting up may discard input typed ahead of it.
     let mut ready = interactive;
@@ -162,12 +163,14 @@ where
                 match read {
                     Ok(0) | Err(_) => {
                         stdin_open = false;
-                        // End of input: the device's terminal reads Ctrl-D as end-of-file.
                         if !interactive {
-                            sink.send(Message::Binary(vec![0x04].into())).await.map_err(lost)?;
+                            sink.send(Message::Binary(end_of_input(last_byte).into())).await.map_err(lost)?;
                         }
                     }
-                    Ok(n) => sink.send(Message::Binary(buffer[..n].to_vec().into())).await.map_err(lost)?,
+                    Ok(n) => {
+                        last_byte = Some(buffer[n - 1]);
+                        sink.send(Message::Binary(buffer[..n].to_vec().into())).await.map_err(lost)?;
+                    }
                 }
             }
             _ = winch.recv() => {
@@ -214,6 +217,20 @@ where
             }
         }
     }
+}
+
+/// What a pipe's end sends to the shell: Ctrl-D (end of input for a shell at its prompt, or
+/// for a command reading its stdin), then `exit` on a line of its own — a Ctrl-D that reaches
+/// the device's terminal while it is in canonical mode (a command running, the shell starting)
+/// and is then read by a line editor is no end of input any more, while a line is read the same
+/// either way. `exit` without a status keeps the last command's, as an end of input does.
+fn end_of_input(last_byte: Option<u8>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if last_byte.is_some_and(|b| b != b'\n') {
+        bytes.push(b'\n');
+    }
+    bytes.extend_from_slice(b"\x04exit\n");
+    bytes
 }
 
 /// The terminal's size, or `COLUMNS`/`LINES` (80x24) without one.

@@ -198,6 +198,29 @@ async fn sshq_shell_pipes_stdin_and_closes_on_its_end() {
         text(&out.stderr)
     );
 
+    // The end of stdin while a command still runs (the device's terminal then is in
+    // canonical mode), and input that does not end in a newline.
+    for _ in 0..3 {
+        let out = cli
+            .run_with_stdin(&["shell", &id], b"sleep 0.5; echo slept-$((1+1))\n")
+            .await;
+        assert!(
+            text(&out.stdout).contains("slept-2"),
+            "{}",
+            text(&out.stdout)
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let out = cli
+        .run_with_stdin(&["shell", &id], b"echo last-$((4+4)); false")
+        .await;
+    assert!(
+        text(&out.stdout).contains("last-8"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(1), "the last command's status");
+
     // An unknown device: 255 too, with the reason.
     let out = cli.run_with_stdin(&["shell", "no-such-device"], b"").await;
     assert_eq!(out.status.code(), Some(255));
