@@ -352,3 +352,61 @@ async fn on_a_terminal_a_fan_out_draws_a_progress_bar_and_clears_it() {
         "cleared: {seen:?}"
     );
 }
+
+#[tokio::test]
+async fn a_fan_out_rides_out_an_api_crash_without_losing_or_repeating_a_line() {
+    let stack = TestStack::start().await;
+    let _fleet = tagged_fleet(&stack, 2, "edge").await;
+    let port = sshq_tests::free_port();
+    let mut api = sshq_tests::ApiProcess::spawn_on(&stack, port).await;
+    let mut cli = Cli::new(&stack);
+    cli.base = api.base.clone();
+    let mut command = cli.command(&[
+        "exec",
+        "--tag",
+        "edge",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10; do echo tick$i; sleep 0.3; done",
+    ]);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            sink.lock().unwrap().push(line.unwrap());
+        }
+    });
+    // A few lines in, the API dies; it comes back on the same address a moment later.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines.lock().unwrap().len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "no output: {:?}",
+            lines.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    api.kill_9();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let _api = sshq_tests::ApiProcess::spawn_on(&stack, port).await;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    reader.join().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let mut got = lines.lock().unwrap().clone();
+    got.sort();
+    let mut expected: Vec<String> = ["edge-0", "edge-1"]
+        .iter()
+        .flat_map(|d| (1..=10).map(move |i| format!("{d} | tick{i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected, "every line once: {stderr}");
+    assert!(stderr.contains("ok 2"), "{stderr}");
+}
