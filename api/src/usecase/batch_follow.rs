@@ -113,8 +113,9 @@ pub struct BatchFollowFrom {
     pub live: bool,
 }
 
-/// Skipped output chunks still pass through `carry` (so a text decoder keeps its state);
-/// `emit` tells whether the item lies after the resume point.
+/// An item and whether it lies after the resume point (`emit`). Items at or before it are
+/// still yielded, so that a caller decoding text keeps its per-job state (a character split
+/// across two chunks) across the resume; the caller sends only those with `emit`.
 pub struct Positioned {
     pub item: BatchFollowed,
     pub emit: bool,
