@@ -410,3 +410,43 @@ async fn a_fan_out_rides_out_an_api_crash_without_losing_or_repeating_a_line() {
     assert_eq!(got, expected, "every line once: {stderr}");
     assert!(stderr.contains("ok 2"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_detached_batch_is_cancelled_and_followed_from_the_command_line() {
+    let stack = TestStack::start().await;
+    let _fleet = tagged_fleet(&stack, 2, "bg").await;
+    let cli = Cli::new(&stack);
+    let out = cli
+        .run(&[
+            "exec",
+            "--tag",
+            "bg",
+            "-d",
+            "--max-concurrency",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "echo begun; sleep 30",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let batch = text(&out.stdout).trim().to_owned();
+    assert_eq!(batch.len(), 36, "the batch id: {batch:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stack.get(&format!("/v1/batches/{batch}")).await.1["counts"]["running"] != 1 {
+        assert!(Instant::now() < deadline, "never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = cli.json(&["batches", "cancel", &batch, "-o", "json"]).await;
+    assert_eq!(answer["cancel_requested"], true, "{answer}");
+    let out = cli.run(&["batches", "follow", &batch]).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("cancelled"), "{stderr}");
+    assert!(stderr.contains("canceled 2"), "{stderr}");
+    // Once it ended, a cancel is refused in the API's words.
+    let out = cli.run(&["batches", "cancel", &batch]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("409"), "{}", text(&out.stderr));
+}
