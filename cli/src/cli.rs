@@ -6,6 +6,7 @@ use base64::Engine;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+use crate::batches::BatchesCommand;
 use crate::client::{Api, CliError, encode};
 use crate::config::{self, Config};
 use crate::follow::{self, describe_failure, exit_code};
@@ -44,7 +45,20 @@ pub enum Output {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a command on a device and stream its output; exits with the command's exit status.
+    /// With --tag/--device: on many devices at once (a batch), each line prefixed by its device.
     Exec(ExecArgs),
+    /// An interactive shell on a device (raw-mode terminal, resized with this one). Exits with
+    /// the shell's exit status; 255 when it could not open or ended without one.
+    Shell {
+        /// The device: its id or its exact name.
+        device: String,
+    },
+    /// Recorded sessions: list, get, play, close.
+    #[command(subcommand)]
+    Sessions(crate::sessions::SessionsCommand),
+    /// Batches (fan-outs): list, get, follow, cancel.
+    #[command(subcommand)]
+    Batches(BatchesCommand),
     /// Jobs: list, get, follow, cancel.
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -59,9 +73,30 @@ enum Command {
 }
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Fan-out exit codes: 0 every device exited 0; 1 a command failed (non-zero exit, \
+signal, timeout); 255 a device could not run it (unreachable, auth or host key failure, expired, \
+skipped); 130 canceled (Ctrl-C cancels the batch). Lines go to stdout/stderr prefixed `NAME | `; \
+the summary goes to stderr. With --output json: one JSON document {\"batch\":…,\"jobs\":[…]} at the end."
+)]
 struct ExecArgs {
-    /// The device: its id or its exact name.
-    device: String,
+    /// The device: its id or its exact name (not with --tag/--device).
+    #[arg(required_unless_present_any = ["tags", "devices"], conflicts_with_all = ["tags", "devices"])]
+    device: Option<String>,
+    /// Fan out to every device with this tag (repeatable: all must match).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Fan out to this device, id or name (repeatable; with --tag, both must match).
+    #[arg(long = "device", value_name = "DEVICE")]
+    devices: Vec<String>,
+    /// Fan-out: devices running at once, a count (10) or a percentage ("10%"); the API's
+    /// default is 50.
+    #[arg(long, value_name = "N")]
+    max_concurrency: Option<String>,
+    /// Fan-out: errors allowed before the batch stops starting jobs, a count or a percentage
+    /// (the API's default is 0).
+    #[arg(long, value_name = "E")]
+    max_errors: Option<String>,
     /// Seconds before the command is killed (1-120; the API's default is 30).
     #[arg(long)]
     timeout: Option<u32>,
@@ -203,7 +238,21 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
     let api = Api::new(&url, &key);
     let out = cli.output;
     match cli.command {
+        Command::Exec(args) if args.device.is_none() => fan_out(&api, out, args).await,
         Command::Exec(args) => exec(&api, out, args).await,
+        Command::Batches(command) => crate::batches::run(&api, out, command).await,
+        Command::Sessions(command) => crate::sessions::run(&api, out, command).await,
+        Command::Shell { device } => {
+            let opened = match resolve_device(&api, &device).await {
+                Ok(id) => crate::shell::run(&api, &key, &id).await,
+                Err(e) => Err(e),
+            };
+            // Like ssh: 255 when no shell ran.
+            opened.or_else(|error| {
+                eprintln!("sshq: {error}");
+                Ok(crate::shell::EXIT_NO_STATUS)
+            })
+        }
         Command::Jobs(command) => jobs(&api, out, command).await,
         Command::Devices(command) => devices(&api, out, command).await,
         Command::Keys(command) => keys(&api, out, command).await,
@@ -211,7 +260,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
     }
 }
 
-fn print_json(value: &Value) {
+pub(crate) fn print_json(value: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).expect("JSON serialises")
@@ -219,7 +268,7 @@ fn print_json(value: &Value) {
 }
 
 /// A device id from an id or an exact name.
-async fn resolve_device(api: &Api, device: &str) -> Result<String, CliError> {
+pub(crate) async fn resolve_device(api: &Api, device: &str) -> Result<String, CliError> {
     if uuid_like(device) {
         return Ok(device.to_owned());
     }
@@ -241,7 +290,9 @@ fn uuid_like(s: &str) -> bool {
     s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
 
-async fn exec(api: &Api, out: Output, args: ExecArgs) -> Result<i32, CliError> {
+/// The fields of `POST /v1/devices/{id}/exec` (and of a batch's `POST /v1/exec`) from the
+/// command line.
+fn exec_body(args: &ExecArgs) -> Result<serde_json::Map<String, Value>, CliError> {
     let mut body = serde_json::Map::new();
     match &args.template {
         Some(name) => {
@@ -301,7 +352,12 @@ async fn exec(api: &Api, out: Output, args: ExecArgs) -> Result<i32, CliError> {
             json!(base64::engine::general_purpose::STANDARD.encode(&input)),
         );
     }
-    let device = resolve_device(api, &args.device).await?;
+    Ok(body)
+}
+
+async fn exec(api: &Api, out: Output, args: ExecArgs) -> Result<i32, CliError> {
+    let body = exec_body(&args)?;
+    let device = resolve_device(api, args.device.as_deref().unwrap_or_default()).await?;
     let accepted = api
         .post(&format!("/v1/devices/{device}/exec"), &Value::Object(body))
         .await?;
@@ -314,6 +370,51 @@ async fn exec(api: &Api, out: Output, args: ExecArgs) -> Result<i32, CliError> {
         return Ok(0);
     }
     finish(api, out, &job_id).await
+}
+
+/// `sshq exec --tag … [--device …] -- CMD`: one batch over `POST /v1/exec`, followed live.
+async fn fan_out(api: &Api, out: Output, args: ExecArgs) -> Result<i32, CliError> {
+    if args.stdin {
+        return Err(CliError::Usage(
+            "--stdin is for one device; a fan-out runs the same command everywhere".into(),
+        ));
+    }
+    let mut body = exec_body(&args)?;
+    let mut device_ids = Vec::new();
+    for device in &args.devices {
+        device_ids.push(resolve_device(api, device).await?);
+    }
+    let mut targets = serde_json::Map::new();
+    if !args.tags.is_empty() {
+        targets.insert("tags".into(), json!(args.tags));
+    }
+    if !device_ids.is_empty() {
+        targets.insert("device_ids".into(), json!(device_ids));
+    }
+    body.insert("targets".into(), Value::Object(targets));
+    if let Some(n) = &args.max_concurrency {
+        body.insert("max_concurrency".into(), limit_value(n));
+    }
+    if let Some(n) = &args.max_errors {
+        body.insert("max_errors".into(), limit_value(n));
+    }
+    let accepted = api.post("/v1/exec", &Value::Object(body)).await?;
+    let batch_id = accepted["batch_id"].as_str().unwrap_or_default().to_owned();
+    if args.detach {
+        match out {
+            Output::Json => print_json(&accepted),
+            Output::Table => println!("{batch_id}"),
+        }
+        return Ok(0);
+    }
+    crate::batches::finish(api, out, &batch_id).await
+}
+
+/// A count as a number, anything else (`10%`) as the text the API parses.
+fn limit_value(text: &str) -> Value {
+    text.parse::<u64>()
+        .map(|n| json!(n))
+        .unwrap_or_else(|_| json!(text))
 }
 
 /// Follows a job to its end, then reports it; the exit code says how it ended.
@@ -619,7 +720,7 @@ fn key_type(openssh: &str) -> &str {
 }
 
 /// A JSON value as table text: strings bare, null empty, the rest as JSON.
-fn text(value: &Value) -> String {
+pub(crate) fn text(value: &Value) -> String {
     match value {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),

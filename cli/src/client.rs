@@ -97,6 +97,24 @@ impl Api {
         Ok(self.send(Method::GET, path, None).await?.0)
     }
 
+    /// A `GET` whose answer is text (a recording), not JSON.
+    pub async fn get_text(&self, path: &str) -> Result<String, CliError> {
+        let response = self
+            .http
+            .get(self.url(path))
+            .header("X-API-Key", &self.key)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| self.unreachable(e))?;
+        if !status.is_success() {
+            let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            return Err(api_error(status, &value));
+        }
+        Ok(text)
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
         Ok(self.send(Method::POST, path, Some(body)).await?.0)
     }

@@ -100,7 +100,7 @@ pub fn exit_code(job: &Value) -> i32 {
     }
 }
 
-fn signal_number(name: &str) -> i32 {
+pub fn signal_number(name: &str) -> i32 {
     match name.trim_start_matches("SIG") {
         "HUP" => 1,
         "INT" => 2,

@@ -771,6 +771,21 @@ impl Topology {
         format!("{}.out.{tenant}.{job}.>", self.prefix)
     }
 
+    /// Every job outcome of one tenant (a large batch's follower filters on it).
+    pub fn tenant_outcomes_filter(&self, tenant: &TenantId) -> String {
+        format!("{}.evt.{tenant}.job.*.outcome", self.prefix)
+    }
+
+    /// Every output of one tenant's jobs.
+    pub fn tenant_output_filter(&self, tenant: &TenantId) -> String {
+        format!("{}.out.{tenant}.>", self.prefix)
+    }
+
+    /// Every sensitive output of one tenant's jobs.
+    pub fn tenant_sensitive_output_filter(&self, tenant: &TenantId) -> String {
+        format!("{}.sec.{tenant}.>", self.prefix)
+    }
+
     /// [`Self::output_filter`] for a job whose template is sensitive.
     pub fn sensitive_output_filter(&self, tenant: &TenantId, job: JobId) -> String {
         format!("{}.sec.{tenant}.{job}.>", self.prefix)

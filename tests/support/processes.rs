@@ -107,9 +107,13 @@ pub struct ApiProcess {
 
 impl ApiProcess {
     pub async fn spawn(stack: &TestStack) -> Self {
+        Self::spawn_on(stack, free_port()).await
+    }
+
+    /// [`Self::spawn`] on a given port (a restart where clients expect the API).
+    pub async fn spawn_on(stack: &TestStack, port: u16) -> Self {
         let bin_dir = std::env::var("SSHQ_TEST_BIN_DIR")
             .unwrap_or_else(|_| format!("{}/../target/debug", env!("CARGO_MANIFEST_DIR")));
-        let port = free_port();
         let child = Command::new(format!("{bin_dir}/sshq-api"))
             .env("SSHQ_NATS_URL", stack.service_nats_url("api"))
             .env("SSHQ_MASTER_KEY_FILE", &stack.master_key_file)

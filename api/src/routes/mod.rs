@@ -14,6 +14,7 @@
 //! responses are the `IntoResponses` sets of `responses`, bodies are `ToSchema` views.
 
 pub(crate) mod audit;
+pub(crate) mod batch_output;
 pub(crate) mod batches;
 pub(crate) mod devices;
 pub(crate) mod exec;
@@ -59,6 +60,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(batches::get))
         .routes(routes!(batches::jobs))
         .routes(routes!(batches::cancel))
+        .routes(routes!(batch_output::output))
         .routes(routes!(templates::remove))
         .routes(routes!(keys::create, keys::list))
         .routes(routes!(keys::current))

@@ -107,22 +107,7 @@ pub async fn output(
     caller.require(Scope::Read)?;
     let Params(query) = query?;
     let id: JobId = id.parse().map_err(|_| ApiError::not_found("job"))?;
-    let after = match headers.get("last-event-id") {
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        ErrorCode::ValueIncorrectFormat,
-                        "Last-Event-ID",
-                        "Last-Event-ID must be the id of an output event (a whole number)",
-                    )
-                })?,
-        ),
-        None => query.after,
-    };
+    let after = last_event_id(&headers)?.or(query.after);
     let from = FollowFrom {
         after,
         live: query.follow,
@@ -163,4 +148,25 @@ pub async fn output(
         })
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// The `Last-Event-ID` header of a resumed event stream: the whole number the last event's
+/// `id` carried.
+pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    headers
+        .get("last-event-id")
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        ErrorCode::ValueIncorrectFormat,
+                        "Last-Event-ID",
+                        "Last-Event-ID must be the id of an output event (a whole number)",
+                    )
+                })
+        })
+        .transpose()
 }

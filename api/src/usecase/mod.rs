@@ -5,6 +5,7 @@
 //! same code rather than growing a second execution path. [`exec`] runs a command on a
 //! device; [`devices`] reads one device and its presence from the log; [`jobs`] reads one job.
 
+pub mod batch_follow;
 pub mod batches;
 pub mod devices;
 pub mod exec;

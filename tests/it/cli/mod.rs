@@ -8,14 +8,18 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 use sshq_tests::{SshDevice, TestStack, free_port};
 
-struct Cli {
-    base: String,
-    key: String,
+mod batch;
+mod sessions;
+mod shell;
+
+pub(super) struct Cli {
+    pub base: String,
+    pub key: String,
     home: tempfile::TempDir,
 }
 
 impl Cli {
-    fn new(stack: &TestStack) -> Self {
+    pub fn new(stack: &TestStack) -> Self {
         Self {
             base: stack.base.clone(),
             key: stack.api_key.clone(),
@@ -23,7 +27,7 @@ impl Cli {
         }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn command(&self, args: &[&str]) -> Command {
         let bin_dir = std::env::var("SSHQ_TEST_BIN_DIR")
             .unwrap_or_else(|_| format!("{}/../target/debug", env!("CARGO_MANIFEST_DIR")));
         let mut command = Command::new(format!("{bin_dir}/sshq"));
@@ -38,7 +42,7 @@ impl Cli {
         command
     }
 
-    async fn run(&self, args: &[&str]) -> Output {
+    pub async fn run(&self, args: &[&str]) -> Output {
         let mut command = self.command(args);
         tokio::task::spawn_blocking(move || {
             command.output().expect("sshq binary: run through ops/test")
@@ -47,7 +51,7 @@ impl Cli {
         .unwrap()
     }
 
-    async fn run_with_stdin(&self, args: &[&str], input: &'static [u8]) -> Output {
+    pub async fn run_with_stdin(&self, args: &[&str], input: &'static [u8]) -> Output {
         let mut command = self.command(args);
         command
             .stdin(Stdio::piped())
@@ -63,7 +67,7 @@ impl Cli {
     }
 
     /// Runs, expects exit 0 and JSON on stdout.
-    async fn json(&self, args: &[&str]) -> Value {
+    pub async fn json(&self, args: &[&str]) -> Value {
         let out = self.run(args).await;
         assert_eq!(
             out.status.code(),
@@ -89,7 +93,7 @@ async fn output(mut command: Command) -> Output {
     .unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(super) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 

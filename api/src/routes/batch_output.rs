@@ -1,0 +1,188 @@
+//! `GET /v1/batches/{id}/output`: every job's output of a batch as server-sent events, live
+//! with `follow=true`. Thin: the behaviour is in [`crate::usecase::batch_follow`]; chunks are
+//! encoded as `GET /v1/jobs/{id}/output` encodes them.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use base64::Engine;
+use futures::{Stream, StreamExt};
+use schemas::{BatchId, JobId, OutputStream};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::auth::{Caller, Scope};
+use crate::error::ApiError;
+use crate::routes::output::{Encoding, last_event_id};
+use crate::usecase::batch_follow::{
+    self, BatchFollowFrom, BatchFollowed, BatchJobEnd, BatchJobRef, Positioned,
+};
+use crate::utf8::Utf8Carry;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BatchOutputQuery {
+    /// Keep the stream open until every job of the batch has ended (default: stop at what the
+    /// log holds now).
+    #[serde(default)]
+    follow: bool,
+    /// Only events after this position; the `Last-Event-ID` header, when sent, wins.
+    after: Option<u64>,
+    /// `text` (default) or `base64`.
+    #[serde(default)]
+    encoding: Encoding,
+}
+
+/// The `data` of a batch's `stdout` or `stderr` event.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BatchChunkEvent {
+    #[serde(flatten)]
+    pub job: BatchJobRef,
+    /// The chunk's sequence number within its job (stdout and stderr counted together).
+    pub seq: u64,
+    /// The text (`encoding=text`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// The exact bytes (`encoding=base64`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_base64: Option<String>,
+}
+
+/// The name of a batch output event.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(
+    dead_code,
+    reason = "documents the event stream; events are built by axum's `Event`"
+)]
+pub enum BatchOutputEventName {
+    Batch,
+    Stdout,
+    Stderr,
+    JobEnd,
+    Progress,
+    End,
+}
+
+/// One server-sent event of a batch's output stream, as `EventSource` sees it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the event stream; events are built by axum's `Event`"
+)]
+pub struct BatchOutputEvent {
+    event: BatchOutputEventName,
+    /// The position in the log (absent on `batch` and `end`): resume with it as
+    /// `Last-Event-ID`.
+    id: Option<String>,
+    /// JSON: the batch for `batch` and `end`, a [`BatchChunkEvent`] for `stdout`/`stderr`, a
+    /// [`BatchJobEnd`] for `job_end`, a `BatchProgress` for `progress`.
+    data: String,
+}
+
+/// Server-sent events for the whole batch, in log order: first `batch` (the batch as
+/// `GET /v1/batches/{id}` gives it, with its targets: device names for prefixes), then each
+/// job's `stdout`/`stderr` chunks (`data` = [`BatchChunkEvent`]: job id, device id and name,
+/// the job's chunk `seq`, the text or bytes), a `job_end` ([`BatchJobEnd`]: status, exit,
+/// error, progress) when a job ends followed by a `progress` event (counts), and a final `end`
+/// with the finished batch. Within a job, chunks come in the order the device wrote them.
+/// Every event but `batch` and `end` has as `id` its position in the log: one number for all
+/// the jobs at once; a dropped connection resumes with `Last-Event-ID` on any API process.
+/// A batch that ended long ago replays and ends at once; without `follow=true` the stream
+/// stops at what the log holds now (`end` only if the batch is over). Output of a sensitive
+/// template is left out for roles that do not see secrets, as for a single job.
+#[utoipa::path(get, path = "/v1/batches/{id}/output", tag = "batches",
+    params(("id" = String, Path, description = "The batch's id"),
+           ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position"),
+           BatchOutputQuery),
+    responses(
+        (status = 200, description = "`batch`, `stdout`, `stderr`, `job_end`, `progress` and `end` events", content_type = "text/event-stream", body = BatchOutputEvent),
+        (status = 400, description = "Invalid request", body = ApiError),
+        (status = 401, description = "Missing or invalid key", body = ApiError),
+        (status = 403, description = "The key's role does not allow this", body = ApiError),
+        (status = 404, description = "Not found (in your tenant)", body = ApiError),
+        (status = 429, description = "Too many API calls for this key", body = ApiError),
+        (status = 503, description = "NATS or Postgres unavailable", body = ApiError)))]
+pub async fn output(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<BatchOutputQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    caller.require(Scope::Read)?;
+    let id: BatchId = id.parse().map_err(|_| ApiError::not_found("batch"))?;
+    let from = BatchFollowFrom {
+        after: last_event_id(&headers)?.or(query.after),
+        live: query.follow,
+    };
+    let followed = batch_follow::follow(&state, &caller, id, from).await?;
+    let encoding = query.encoding;
+    // Per job and stream, so a character split across two chunks of a job stays whole.
+    let mut carries: HashMap<(JobId, OutputStream), Utf8Carry> = HashMap::new();
+    let events = followed.flat_map(move |Positioned { item, emit }| {
+        let events: Vec<Event> = match item {
+            BatchFollowed::Start(batch) => vec![json_event("batch", None, &*batch)],
+            BatchFollowed::Chunk {
+                position,
+                job,
+                seq,
+                stream,
+                data,
+            } => {
+                let (data, data_base64) = match encoding {
+                    Encoding::Text => {
+                        let carry = carries.entry((job.job_id, stream)).or_default();
+                        (Some(carry.push(&data)), None)
+                    }
+                    Encoding::Base64 => (
+                        None,
+                        Some(base64::engine::general_purpose::STANDARD.encode(&data)),
+                    ),
+                };
+                if emit {
+                    let chunk = BatchChunkEvent {
+                        job,
+                        seq,
+                        data,
+                        data_base64,
+                    };
+                    vec![json_event(stream.as_str(), Some(position), &chunk)]
+                } else {
+                    Vec::new()
+                }
+            }
+            BatchFollowed::JobEnd { position, end } => {
+                carries.remove(&(end.job.job_id, OutputStream::Stdout));
+                carries.remove(&(end.job.job_id, OutputStream::Stderr));
+                if emit {
+                    let end: &BatchJobEnd = &end;
+                    vec![
+                        json_event("job_end", Some(position), end),
+                        json_event("progress", Some(position), &end.progress),
+                    ]
+                } else {
+                    Vec::new()
+                }
+            }
+            BatchFollowed::End(batch) => vec![json_event("end", None, &*batch)],
+        };
+        futures::stream::iter(events.into_iter().map(Ok))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn json_event(name: &str, id: Option<u64>, data: &impl Serialize) -> Event {
+    let event = Event::default()
+        .event(name)
+        .json_data(data)
+        .expect("events serialise");
+    match id {
+        Some(id) => event.id(id.to_string()),
+        None => event,
+    }
+}

@@ -1,0 +1,392 @@
+//! Following a whole batch's output from the log, for `GET /v1/batches/{id}/output`.
+//!
+//! The batch counterpart of [`crate::usecase::follow`]: one ordered consumer of the follower's
+//! own reads, in log order, every job's output chunks and outcome events from the batch's
+//! `BatchRequested` on. The position of a message in the stream (its stream sequence) is the
+//! one cursor for all the jobs at once: it is the `id` of every event, and a follower resumed
+//! with `Last-Event-ID: N` reads the batch again from its start, keeping the per-job state
+//! (which jobs ended, the counts, a character split across chunks) but emitting only what lies
+//! after `N`. Nothing depends on the API process that served the first part.
+//!
+//! A job's `job_end` is its outcome event (`ExecFinished`/`ExecFailed`): every chunk of a job is
+//! stored before its outcome, so once the outcome is read nothing of that job can follow. The
+//! batch ends when every job has ended; the final `end` carries the batch as
+//! `GET /v1/batches/{id}` gives it, once the read model has folded it (briefly waited for).
+//!
+//! Consumer filters: for batches of up to [`PER_JOB_FILTERS`] jobs, the jobs' own output and
+//! outcome subjects; for larger ones the tenant's output and outcome wildcards with the
+//! messages of other jobs dropped here (filters are sent to the server in the consumer's
+//! config, and thousands of them cost more than skipping).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use schemas::topology::{BatchFacet, JobFacet, SubjectKind};
+use schemas::{
+    BatchId, BatchRequested, DeviceId, Event, EventBody, JobId, JobStatus, OutputMessage,
+    OutputStream,
+};
+use serde::Serialize;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::usecase::{batches, jobs};
+use crate::views::Batch;
+
+/// Up to this many jobs, the consumer filters on each job's subjects.
+const PER_JOB_FILTERS: usize = 16;
+/// How long the final `end` waits for the read model to fold the batch's last outcome.
+const SETTLE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Which job of the batch an item is about.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchJobRef {
+    #[schema(value_type = String)]
+    pub job_id: JobId,
+    #[schema(value_type = String)]
+    pub device_id: DeviceId,
+    /// The device's name when the batch was submitted (what lines are prefixed with).
+    pub device: String,
+}
+
+/// How far the batch has come, as the follower has read it.
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct BatchProgress {
+    /// Jobs of the batch (targets not skipped).
+    pub jobs: u64,
+    /// Jobs that have ended.
+    pub ended: u64,
+    /// Targets without a job (offline, pending or rejected devices).
+    pub skipped: u64,
+    /// Ended jobs per status (`finished`, `failed`, `timed_out`, `canceled`, …).
+    pub counts: BTreeMap<String, u64>,
+}
+
+/// A job's end, as its outcome event tells it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchJobEnd {
+    #[serde(flatten)]
+    pub job: BatchJobRef,
+    /// The job's terminal status.
+    pub status: String,
+    pub exit_status: Option<i64>,
+    pub exit_signal: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    /// The batch's progress with this job counted.
+    pub progress: BatchProgress,
+}
+
+/// What a batch follower sees, in log order.
+#[derive(Debug)]
+pub enum BatchFollowed {
+    /// The batch as it stands when the follow starts (first, on every connection).
+    Start(Box<Batch>),
+    /// An output chunk of one job; `position` is the message's stream sequence.
+    Chunk {
+        position: u64,
+        job: BatchJobRef,
+        seq: u64,
+        stream: OutputStream,
+        data: Bytes,
+    },
+    /// A job has ended.
+    JobEnd {
+        position: u64,
+        end: Box<BatchJobEnd>,
+    },
+    /// Every job has ended; nothing follows.
+    End(Box<Batch>),
+}
+
+/// Where a follow starts and whether it waits for more.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BatchFollowFrom {
+    /// Only what lies after this stream position (the `Last-Event-ID` of a resumed follow).
+    pub after: Option<u64>,
+    /// Keep following until the batch ends; otherwise stop at what the log holds now.
+    pub live: bool,
+}
+
+/// An item and whether it lies after the resume point (`emit`). Items at or before it are
+/// still yielded, so that a caller decoding text keeps its per-job state (a character split
+/// across two chunks) across the resume; the caller sends only those with `emit`.
+pub struct Positioned {
+    pub item: BatchFollowed,
+    pub emit: bool,
+}
+
+/// The batch's output from the log. Fails only before the first item: a batch that is not the
+/// caller's is `404`, an unreachable log `503`.
+pub async fn follow(
+    state: &AppState,
+    caller: &Caller,
+    id: BatchId,
+    from: BatchFollowFrom,
+) -> Result<BoxStream<'static, Positioned>, ApiError> {
+    let batch = batches::load(state, caller, id, true)
+        .await?
+        .ok_or_else(|| ApiError::not_found("batch"))?;
+    let tenant = caller.tenant.clone();
+    let requested = state
+        .topology
+        .last_event(
+            &state.stream,
+            state
+                .topology
+                .batch_subject(&tenant, id, BatchFacet::Requested),
+        )
+        .await
+        .map_err(ApiError::log_unavailable)?
+        .and_then(|(position, event)| match event.body {
+            EventBody::BatchRequested(b) => Some((position, b)),
+            _ => None,
+        });
+    let Some((start, requested)) = requested else {
+        // Aged out of the log with its jobs (the read model keeps the batch): nothing to
+        // replay but the batch itself.
+        let end = batches::load(state, caller, id, true)
+            .await?
+            .ok_or_else(|| ApiError::not_found("batch"))?;
+        let (batch, end) = (Box::new(batch), Box::new(end));
+        return Ok(futures::stream::iter([
+            Positioned {
+                item: BatchFollowed::Start(batch),
+                emit: true,
+            },
+            Positioned {
+                item: BatchFollowed::End(end),
+                emit: true,
+            },
+        ])
+        .boxed());
+    };
+
+    let members = members(&requested);
+    let mut progress = BatchProgress {
+        jobs: members.len() as u64,
+        skipped: (requested.targets.len() - members.len()) as u64,
+        ..Default::default()
+    };
+    // One command for every job: the first job tells whether its output is sensitive.
+    let sensitive = match members.keys().next() {
+        Some(first) => jobs::load(state, caller, *first)
+            .await?
+            .is_some_and(|j| j.sensitive),
+        None => false,
+    };
+    let output = match (sensitive, caller.sees_secrets()) {
+        (false, _) => Some(false),
+        (true, true) => Some(true),
+        (true, false) => None,
+    };
+    let filter_subjects = filters(state, caller, &members, output);
+    let start_item = Positioned {
+        item: BatchFollowed::Start(Box::new(batch)),
+        emit: true,
+    };
+    if members.is_empty() {
+        let end = batches::load(state, caller, id, true)
+            .await?
+            .ok_or_else(|| ApiError::not_found("batch"))?;
+        return Ok(futures::stream::iter([
+            start_item,
+            Positioned {
+                item: BatchFollowed::End(Box::new(end)),
+                emit: true,
+            },
+        ])
+        .boxed());
+    }
+
+    let consumer = state
+        .stream
+        .create_consumer(OrderedConfig {
+            filter_subjects,
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(ApiError::log_unavailable)?;
+    let mut pending = consumer.cached_info().num_pending;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(ApiError::log_unavailable)?;
+
+    let state = state.clone();
+    let caller = caller.clone();
+    Ok(async_stream::stream! {
+        yield start_item;
+        let mut messages = messages;
+        let mut open: HashMap<JobId, BatchJobRef> = members;
+        let mut ended = false;
+        loop {
+            if open.is_empty() {
+                ended = true;
+                break;
+            }
+            if !from.live && pending == 0 {
+                break;
+            }
+            let Some(Ok(message)) = messages.next().await else { break };
+            pending = pending.saturating_sub(1);
+            let position = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let emit = from.after.is_none_or(|after| position > after);
+            match state.topology.classify(&message.subject) {
+                Some(SubjectKind::Output { tenant: t, job, part }) => {
+                    if t != caller.tenant.as_str() || output.is_none() {
+                        continue;
+                    }
+                    let Some(job) = job.parse::<JobId>().ok().and_then(|j| open.get(&j)) else {
+                        continue;
+                    };
+                    // Sensitive output only from its own subjects, plain only from its own.
+                    if state.topology.is_sensitive_output(&message.subject) != (output == Some(true)) {
+                        continue;
+                    }
+                    if let Ok(OutputMessage::Chunk(chunk)) =
+                        OutputMessage::parse(part, message.headers.as_ref(), message.payload.clone())
+                    {
+                        yield Positioned {
+                            item: BatchFollowed::Chunk {
+                                position,
+                                job: job.clone(),
+                                seq: chunk.seq,
+                                stream: chunk.stream,
+                                data: chunk.data,
+                            },
+                            emit,
+                        };
+                    }
+                }
+                Some(SubjectKind::Event) => {
+                    let Ok(event) = Event::decode(&message.payload) else { continue };
+                    if event.tenant != caller.tenant {
+                        continue;
+                    }
+                    let (job_id, status, exit_status, exit_signal, error_code, error_message) =
+                        match &event.body {
+                            EventBody::ExecFinished(e) => (
+                                e.job_id,
+                                JobStatus::Finished,
+                                e.exit_status.map(i64::from),
+                                e.exit_signal.clone(),
+                                None,
+                                None,
+                            ),
+                            EventBody::ExecFailed(e) => (
+                                e.job_id,
+                                e.code.status(),
+                                None,
+                                None,
+                                Some(e.code.as_str().to_owned()),
+                                Some(e.message.clone()),
+                            ),
+                            _ => continue,
+                        };
+                    let Some(job) = open.remove(&job_id) else { continue };
+                    progress.ended += 1;
+                    *progress.counts.entry(status.as_str().to_owned()).or_default() += 1;
+                    yield Positioned {
+                        item: BatchFollowed::JobEnd {
+                            position,
+                            end: Box::new(BatchJobEnd {
+                                job,
+                                status: status.as_str().to_owned(),
+                                exit_status,
+                                exit_signal,
+                                error_code,
+                                error_message,
+                                progress: progress.clone(),
+                            }),
+                        },
+                        emit,
+                    };
+                }
+                None => {}
+            }
+        }
+        if ended && let Ok(Some(batch)) = settled(&state, &caller, id).await {
+            yield Positioned { item: BatchFollowed::End(Box::new(batch)), emit: true };
+        }
+    }
+    .boxed())
+}
+
+/// The batch's jobs by id, with the device each runs on.
+fn members(requested: &BatchRequested) -> HashMap<JobId, BatchJobRef> {
+    requested
+        .targets
+        .iter()
+        .filter_map(|t| {
+            t.job_id.map(|job_id| {
+                (
+                    job_id,
+                    BatchJobRef {
+                        job_id,
+                        device_id: t.device_id,
+                        device: t.name.clone(),
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
+/// The consumer's filters: outcomes always, output when the caller may read it (`Some(true)`:
+/// the sensitive subjects).
+fn filters(
+    state: &AppState,
+    caller: &Caller,
+    members: &HashMap<JobId, BatchJobRef>,
+    output: Option<bool>,
+) -> Vec<String> {
+    let topology = &state.topology;
+    let tenant = &caller.tenant;
+    if members.len() <= PER_JOB_FILTERS {
+        let mut subjects = Vec::with_capacity(members.len() * 2);
+        for job in members.keys() {
+            subjects.push(topology.job_subject(tenant, *job, JobFacet::Outcome));
+            match output {
+                Some(false) => subjects.push(topology.output_filter(tenant, *job)),
+                Some(true) => subjects.push(topology.sensitive_output_filter(tenant, *job)),
+                None => {}
+            }
+        }
+        subjects
+    } else {
+        let mut subjects = vec![topology.tenant_outcomes_filter(tenant)];
+        match output {
+            Some(false) => subjects.push(topology.tenant_output_filter(tenant)),
+            Some(true) => subjects.push(topology.tenant_sensitive_output_filter(tenant)),
+            None => {}
+        }
+        subjects
+    }
+}
+
+/// The batch once the read model has folded its end (or as it stands after a bounded wait).
+async fn settled(
+    state: &AppState,
+    caller: &Caller,
+    id: BatchId,
+) -> Result<Option<Batch>, ApiError> {
+    let deadline = tokio::time::Instant::now() + SETTLE_PATIENCE;
+    loop {
+        let batch = batches::load(state, caller, id, true).await?;
+        if batch.as_ref().is_none_or(|b| b.status != "in_progress")
+            || tokio::time::Instant::now() >= deadline
+        {
+            return Ok(batch);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
