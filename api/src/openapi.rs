@@ -38,6 +38,9 @@ use crate::AppState;
         // that do not parse SSE), and these schemas say what the events hold.
         crate::routes::output::OutputEvent,
         crate::routes::output::OutputChunkEvent,
+        crate::routes::batch_output::BatchOutputEvent,
+        crate::routes::batch_output::BatchChunkEvent,
+        crate::usecase::batch_follow::BatchJobEnd,
         crate::routes::shells::WatchStart,
     )),
     modifiers(&ApiKeyAuth),

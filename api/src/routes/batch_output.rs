@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use base64::Engine;
@@ -18,6 +18,8 @@ use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::error::ApiError;
 use crate::routes::output::{Encoding, last_event_id};
+use crate::routes::params::{BatchPath, LastEventIdHeader, Params};
+use crate::routes::responses::{Common, Forbidden, Invalid, NotFound};
 use crate::usecase::batch_follow::{
     self, BatchFollowFrom, BatchFollowed, BatchJobEnd, BatchJobRef, Positioned,
 };
@@ -95,26 +97,20 @@ pub struct BatchOutputEvent {
 /// A batch that ended long ago replays and ends at once; without `follow=true` the stream
 /// stops at what the log holds now (`end` only if the batch is over). Output of a sensitive
 /// template is left out for roles that do not see secrets, as for a single job.
-#[utoipa::path(get, path = "/v1/batches/{id}/output", tag = "batches",
-    params(("id" = String, Path, description = "The batch's id"),
-           ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position"),
+#[utoipa::path(get, path = "/v1/batches/{id}/output", operation_id = "batch_output", tag = "batches",
+    params(BatchPath,
+           LastEventIdHeader,
            BatchOutputQuery),
-    responses(
-        (status = 200, description = "`batch`, `stdout`, `stderr`, `job_end`, `progress` and `end` events", content_type = "text/event-stream", body = BatchOutputEvent),
-        (status = 400, description = "Invalid request", body = ApiError),
-        (status = 401, description = "Missing or invalid key", body = ApiError),
-        (status = 403, description = "The key's role does not allow this", body = ApiError),
-        (status = 404, description = "Not found (in your tenant)", body = ApiError),
-        (status = 429, description = "Too many API calls for this key", body = ApiError),
-        (status = 503, description = "NATS or Postgres unavailable", body = ApiError)))]
+    responses((status = 200, description = "Server-sent events (`BatchOutputEvent`): `batch`, `stdout`, `stderr` (`data` a `BatchChunkEvent`), `job_end` (`data` a `BatchJobEnd`), `progress` and `end`", content_type = "text/event-stream", body = String), Common, Forbidden, Invalid, NotFound))]
 pub async fn output(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(query): Query<BatchOutputQuery>,
+    Path(BatchPath { id }): Path<BatchPath>,
+    query: Result<Params<BatchOutputQuery>, ApiError>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     caller.require(Scope::Read)?;
+    let Params(query) = query?;
     let id: BatchId = id.parse().map_err(|_| ApiError::not_found("batch"))?;
     let from = BatchFollowFrom {
         after: last_event_id(&headers)?.or(query.after),
