@@ -73,9 +73,11 @@ pub struct BatchJobEnd {
     #[serde(flatten)]
     pub job: BatchJobRef,
     /// The job's terminal status.
+    #[schema(value_type = schemas::JobStatus)]
     pub status: String,
     pub exit_status: Option<i64>,
     pub exit_signal: Option<String>,
+    #[schema(value_type = Option<schemas::FailureCode>)]
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     /// The batch's progress with this job counted.
