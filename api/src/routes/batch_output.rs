@@ -9,7 +9,6 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use base64::Engine;
 use futures::{Stream, StreamExt};
 use schemas::{BatchId, JobId, OutputStream};
 use serde::{Deserialize, Serialize};
@@ -17,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::error::ApiError;
-use crate::routes::output::{Encoding, last_event_id};
+use crate::routes::output::{Encoding, OutputChunkEvent, last_event_id};
 use crate::routes::params::{BatchPath, LastEventIdHeader, Params};
 use crate::routes::responses::{Common, Forbidden, Invalid, NotFound};
 use crate::usecase::batch_follow::{
@@ -44,14 +43,10 @@ pub struct BatchOutputQuery {
 pub struct BatchChunkEvent {
     #[serde(flatten)]
     pub job: BatchJobRef,
-    /// The chunk's sequence number within its job (stdout and stderr counted together).
-    pub seq: u64,
-    /// The text (`encoding=text`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<String>,
-    /// The exact bytes (`encoding=base64`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_base64: Option<String>,
+    /// The chunk as a job's own stream carries it: `seq` (within its job, stdout and stderr
+    /// counted together) and `data` or `data_base64`.
+    #[serde(flatten)]
+    pub chunk: OutputChunkEvent,
 }
 
 /// The name of a batch output event.
@@ -130,23 +125,10 @@ pub async fn output(
                 stream,
                 data,
             } => {
-                let (data, data_base64) = match encoding {
-                    Encoding::Text => {
-                        let carry = carries.entry((job.job_id, stream)).or_default();
-                        (Some(carry.push(&data)), None)
-                    }
-                    Encoding::Base64 => (
-                        None,
-                        Some(base64::engine::general_purpose::STANDARD.encode(&data)),
-                    ),
-                };
+                let carry = carries.entry((job.job_id, stream)).or_default();
+                let chunk = OutputChunkEvent::new(encoding, carry, seq, &data);
                 if emit {
-                    let chunk = BatchChunkEvent {
-                        job,
-                        seq,
-                        data,
-                        data_base64,
-                    };
+                    let chunk = BatchChunkEvent { job, chunk };
                     vec![json_event(stream.as_str(), Some(position), &chunk)]
                 } else {
                     Vec::new()

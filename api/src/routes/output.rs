@@ -123,18 +123,7 @@ pub async fn output(
                     OutputStream::Stdout => &mut stdout,
                     OutputStream::Stderr => &mut stderr,
                 };
-                let chunk = match encoding {
-                    Encoding::Text => OutputChunkEvent {
-                        seq,
-                        data: Some(carry.push(&data)),
-                        data_base64: None,
-                    },
-                    Encoding::Base64 => OutputChunkEvent {
-                        seq,
-                        data: None,
-                        data_base64: Some(base64::engine::general_purpose::STANDARD.encode(&data)),
-                    },
-                };
+                let chunk = OutputChunkEvent::new(encoding, carry, seq, &data);
                 Event::default()
                     .event(stream.as_str())
                     .id(seq.to_string())
@@ -148,6 +137,25 @@ pub async fn output(
         })
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+impl OutputChunkEvent {
+    /// Chunk `seq` in `encoding`; in text, `carry` (its stream's) keeps a character split
+    /// across two chunks whole.
+    pub(crate) fn new(encoding: Encoding, carry: &mut Utf8Carry, seq: u64, data: &[u8]) -> Self {
+        match encoding {
+            Encoding::Text => Self {
+                seq,
+                data: Some(carry.push(data)),
+                data_base64: None,
+            },
+            Encoding::Base64 => Self {
+                seq,
+                data: None,
+                data_base64: Some(base64::engine::general_purpose::STANDARD.encode(data)),
+            },
+        }
+    }
 }
 
 /// The `Last-Event-ID` header of a resumed event stream: the whole number the last event's

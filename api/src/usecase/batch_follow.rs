@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -35,6 +35,7 @@ use serde::Serialize;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::usecase::follow::read_log;
 use crate::usecase::{batches, jobs};
 use crate::views::Batch;
 
@@ -206,22 +207,14 @@ pub async fn follow(
         .boxed());
     }
 
-    let consumer = state
-        .stream
-        .create_consumer(OrderedConfig {
-            filter_subjects,
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: start,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(ApiError::log_unavailable)?;
-    let mut pending = consumer.cached_info().num_pending;
-    let messages = consumer
-        .messages()
-        .await
-        .map_err(ApiError::log_unavailable)?;
+    let (mut pending, messages) = read_log(
+        state,
+        filter_subjects,
+        DeliverPolicy::ByStartSequence {
+            start_sequence: start,
+        },
+    )
+    .await?;
 
     let state = state.clone();
     let caller = caller.clone();

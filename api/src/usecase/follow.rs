@@ -54,6 +54,31 @@ pub struct FollowFrom {
     pub live: bool,
 }
 
+/// An ordered consumer of its own over `filter_subjects` of the log (from `deliver_policy`), as both
+/// the job and the batch followers read it: the number of messages it has pending at creation
+/// (what the log holds now) and their stream.
+pub(crate) async fn read_log(
+    state: &AppState,
+    filter_subjects: Vec<String>,
+    deliver_policy: DeliverPolicy,
+) -> Result<(u64, async_nats::jetstream::consumer::pull::Ordered), ApiError> {
+    let consumer = state
+        .stream
+        .create_consumer(OrderedConfig {
+            filter_subjects,
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(ApiError::log_unavailable)?;
+    let pending = consumer.cached_info().num_pending;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(ApiError::log_unavailable)?;
+    Ok((pending, messages))
+}
+
 /// The job's output from the log as a stream of [`Followed`] items. Fails only before the
 /// first item: a job that is not the caller's is `404`, an unreachable log `503`. A stream
 /// ends early (without [`Followed::End`]) only when the log becomes unreachable mid-way or, for
@@ -76,21 +101,8 @@ pub async fn follow(
         (true, true) => filter_subjects.push(state.topology.sensitive_output_filter(&tenant, id)),
         (true, false) => {}
     }
-    let consumer = state
-        .stream
-        .create_consumer(OrderedConfig {
-            filter_subjects,
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .map_err(ApiError::log_unavailable)?;
     // What the log holds for this job right now: a follow that is not live stops after it.
-    let mut pending = consumer.cached_info().num_pending;
-    let messages = consumer
-        .messages()
-        .await
-        .map_err(ApiError::log_unavailable)?;
+    let (mut pending, messages) = read_log(state, filter_subjects, DeliverPolicy::All).await?;
 
     let state = state.clone();
     let caller = caller.clone();
