@@ -13,7 +13,8 @@
 //! - `stack`: `StackOptions`, `TestStack` and its HTTP helpers;
 //! - `processes`: `WorkerProcess`, `ProjectorProcess`, `ApiProcess`, the real binaries;
 //! - `read_models`: `digest`, `wait_caught_up`;
-//! - `sse`: `SseReader`, server-sent events as a browser parses them.
+//! - `sse`: `SseReader`, server-sent events as a browser parses them;
+//! - `python`: `spawn_python`, `python_line`, `python_outcome`: third-party clients in `tests/py`.
 
 #[path = "support/devices.rs"]
 mod devices;
@@ -21,6 +22,8 @@ mod devices;
 pub mod fake_ssh;
 #[path = "support/processes.rs"]
 mod processes;
+#[path = "support/python.rs"]
+mod python;
 #[path = "support/read_models.rs"]
 mod read_models;
 #[path = "support/services.rs"]
@@ -32,6 +35,7 @@ mod stack;
 
 pub use devices::SshDevice;
 pub use processes::{ApiProcess, ProjectorProcess, WorkerProcess};
+pub use python::{python_line, python_outcome, spawn_python};
 pub use read_models::{digest, wait_caught_up};
 pub use services::{
     NatsCluster, NatsNode, PgInstance, create_database, create_database_on, env, free_port,

@@ -4,44 +4,21 @@
 //! from one API process opens a shell on another, once; a shell printing for ever is still
 //! idle when nobody types.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use schemas::nats_auth::Callout;
 use serde_json::{Value, json};
-use sshq_tests::{ApiProcess, NatsCluster, SshDevice, StackOptions, TestStack, env};
+use sshq_tests::{
+    ApiProcess, NatsCluster, SshDevice, StackOptions, TestStack, python_line, python_outcome,
+    spawn_python,
+};
 
 use crate::shells::{allow_shells, ended_session, open, open_at};
 
 fn python(args: &[&str]) -> Child {
-    Command::new(env("SSHQ_TEST_PYTHON"))
-        .arg(format!("{}/py/shell_nats.py", env!("CARGO_MANIFEST_DIR")))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// The last line the client printed, as JSON (after waiting for it to exit).
-async fn outcome(child: Child) -> Value {
-    let out = tokio::time::timeout(
-        Duration::from_secs(90),
-        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
-    )
-    .await
-    .expect("nats-py client finished")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "nats-py client failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    spawn_python("shell_nats.py", args)
 }
 
 /// A new key of tenant `default`: (secret, id).
@@ -95,11 +72,12 @@ async fn an_administrator_key_follows_a_live_shell_over_nats_and_nobody_types_in
         &format!("_INBOX_default_{admin_id}"),
         &out,
     ]);
-    let mut first = String::new();
-    BufReader::new(follower.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert_eq!(first.trim(), "subscribed", "{}", nats.log("n1"));
+    assert_eq!(
+        python_line(&mut follower),
+        "subscribed",
+        "{}",
+        nats.log("n1")
+    );
     shell.type_text("echo MARK$((40+2))\r").await;
     shell.output_contains("MARK42").await;
     shell
@@ -108,7 +86,7 @@ async fn an_administrator_key_follows_a_live_shell_over_nats_and_nobody_types_in
     shell.type_text("exit 3\r").await;
     assert_eq!(shell.wait_closed(Duration::from_secs(15)).await, "exited");
 
-    let followed = outcome(follower).await;
+    let followed = python_outcome(follower).await;
     assert!(
         followed["text"].as_str().unwrap().contains("MARK42"),
         "{followed}"
@@ -153,7 +131,7 @@ async fn an_administrator_key_follows_a_live_shell_over_nats_and_nobody_types_in
     cases.push((other, "_INBOX_bbb_x".into(), true));
     for (token, inbox, may_not_follow) in cases {
         let follow = if may_not_follow { out.as_str() } else { "-" };
-        let refused = outcome(python(&[
+        let refused = python_outcome(python(&[
             "refused",
             &url,
             &token,

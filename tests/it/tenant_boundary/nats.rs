@@ -3,8 +3,7 @@
 //! auth callout the API answers) reads only its own tenant's output, live and replayed, and
 //! nothing else. Proven against real nats-server with nats-py as the third-party client.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -12,48 +11,18 @@ use reqwest::{Method, StatusCode};
 use schemas::EventBody;
 use schemas::nats_auth::{Callout, split_credentials};
 use serde_json::{Value, json};
-use sshq_tests::{NatsCluster, SshDevice, StackOptions, TestStack, env, service_nats_url};
-
-fn script() -> String {
-    format!("{}/py/tenant_nats.py", env!("CARGO_MANIFEST_DIR"))
-}
+use sshq_tests::{
+    NatsCluster, SshDevice, StackOptions, TestStack, python_line, python_outcome, service_nats_url,
+    spawn_python,
+};
 
 fn python(args: &[&str]) -> Child {
-    Command::new(env("SSHQ_TEST_PYTHON"))
-        .arg(script())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// The last line the client printed, as JSON (after waiting for it to exit).
-async fn outcome(child: Child) -> Value {
-    let out = tokio::time::timeout(
-        Duration::from_secs(90),
-        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
-    )
-    .await
-    .expect("nats-py client finished")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "nats-py client failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    spawn_python("tenant_nats.py", args)
 }
 
 /// Waits until the client prints `line` (it is then subscribed or connected).
 fn wait_line(child: &mut Child, line: &str, nats: &NatsCluster) {
-    let mut first = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert_eq!(first.trim(), line, "server log:\n{}", nats.log("n1"));
+    assert_eq!(python_line(child), line, "server log:\n{}", nats.log("n1"));
 }
 
 fn bare_url(url: &str) -> String {
@@ -214,7 +183,7 @@ async fn a_tenant_key_reads_its_own_output_live_and_late_and_nothing_else() {
         "sk_000000000000_0000000000000000000000000000000000000000000000000000000000000000",
         "nonsense",
     ] {
-        let refused = outcome(python(&["connect", &url, token, "-"])).await;
+        let refused = python_outcome(python(&["connect", &url, token, "-"])).await;
         assert_eq!(refused["ok"], false, "{token}: {refused}");
         assert!(
             refused["error"]
@@ -243,7 +212,7 @@ async fn a_tenant_key_reads_its_own_output_live_and_late_and_nothing_else() {
         .await;
     assert_eq!(job["status"], "finished", "{job}");
     let job_id = job["job_id"].as_str().unwrap();
-    let live = outcome(live).await;
+    let live = python_outcome(live).await;
     let text: String = live
         .as_array()
         .unwrap()
@@ -255,7 +224,7 @@ async fn a_tenant_key_reads_its_own_output_live_and_late_and_nothing_else() {
 
     // Late: replay through a consumer made with the filtered create subject.
     let consumer = format!("default_{observer_id}");
-    let replayed = outcome(python(&[
+    let replayed = python_outcome(python(&[
         "replay",
         &url,
         &observer,
@@ -268,7 +237,7 @@ async fn a_tenant_key_reads_its_own_output_live_and_late_and_nothing_else() {
     assert_eq!(replayed, live, "the late reader sees what the live one saw");
 
     // The same key on the other tenant's subjects, the raw log, publishing and the stream.
-    let forbidden = outcome(python(&[
+    let forbidden = python_outcome(python(&[
         "forbidden",
         &url,
         &observer,
@@ -296,7 +265,7 @@ async fn a_tenant_key_reads_its_own_output_live_and_late_and_nothing_else() {
 
     // Tenant bbb's owner key sees none of tenant default's output either.
     let bbb_inbox = "_INBOX_bbb_x".to_owned();
-    let refused = outcome(python(&[
+    let refused = python_outcome(python(&[
         "forbidden",
         &url,
         &other_key,
@@ -328,7 +297,7 @@ async fn a_revoked_key_is_refused_and_its_live_connection_dropped_within_seconds
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    let held = outcome(held).await;
+    let held = python_outcome(held).await;
     let waited = revoked_at.elapsed();
     let dropped = held["dropped_after_s"]
         .as_f64()
@@ -342,7 +311,7 @@ async fn a_revoked_key_is_refused_and_its_live_connection_dropped_within_seconds
         "dropped {dropped:.1} s after revocation (JWT TTL 3 s): {held}"
     );
     println!("revoked key's connection dropped after {dropped:.2} s, closed after {waited:?}");
-    let refused = outcome(python(&["connect", &url, &key, &inbox])).await;
+    let refused = python_outcome(python(&["connect", &url, &key, &inbox])).await;
     assert_eq!(refused["ok"], false, "{refused}");
 }
 
