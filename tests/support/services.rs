@@ -248,8 +248,10 @@ impl NatsCluster {
             auth,
             _dir: dir,
         };
-        // Healthy means JetStream is up and the meta group has a leader, on every node.
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Healthy means JetStream is up and the meta group has a leader, on every node. Three
+        // servers electing a leader while the rest of the suite loads both cores can take
+        // longer than on an idle machine: the bound is generous, the wait ends when healthy.
+        let deadline = Instant::now() + Duration::from_secs(60);
         for node in &cluster.nodes {
             let url = format!("http://127.0.0.1:{}/healthz", node.monitor_port);
             while !http_probe::blocking_get_ok(&url) {
