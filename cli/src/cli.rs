@@ -232,7 +232,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
     let overrides = Config {
         api_url: cli.api_url,
         api_key: cli.api_key,
-        ca_cert: cli.ca_cert,
+        ca_cert: cli.ca_cert.map(Into::into),
     };
     let config = config::load(&overrides)
         .map_err(|e| CliError::Usage(format!("reading the configuration: {e}")))?;
@@ -242,7 +242,8 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 .into(),
         ));
     };
-    let api = Api::new(&url, &key, config.ca_cert.as_deref())?;
+    let ca_cert = config.ca_cert.as_ref().map(|path| path.relative());
+    let api = Api::new(&url, &key, ca_cert.as_deref())?;
     let out = cli.output;
     match cli.command {
         Command::Exec(args) if args.device.is_none() => fan_out(&api, out, args).await,

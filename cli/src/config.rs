@@ -1,20 +1,22 @@
 //! Where the CLI finds its API: flags, then `SSHQ_API_URL`/`SSHQ_API_KEY`, then the config
 //! file (`$SSHQ_CONFIG`, else `$XDG_CONFIG_HOME/sshq/config.toml`, else
 //! `~/.config/sshq/config.toml`) with `api_url`, `api_key` and `ca_cert` (a PEM file of CA
-//! certificates trusted for an `https://` API besides the platform's; `SSHQ_CA_CERT`,
-//! `--ca-cert`).
+//! certificates trusted for an `https://` API besides the platform's, relative to the file's
+//! folder; `SSHQ_CA_CERT`, `--ca-cert`).
 
 use std::path::PathBuf;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::magic::RelativePathBuf;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct Config {
     pub api_url: Option<String>,
     pub api_key: Option<String>,
-    pub ca_cert: Option<PathBuf>,
+    /// Relative to the config file's folder when given there, else to the working directory.
+    pub ca_cert: Option<RelativePathBuf>,
 }
 
 pub fn config_file() -> Option<PathBuf> {
@@ -54,7 +56,7 @@ impl Serialize for Overrides<'_> {
             map.serialize_entry("api_key", key)?;
         }
         if let Some(ca) = &self.0.ca_cert {
-            map.serialize_entry("ca_cert", ca)?;
+            map.serialize_entry("ca_cert", ca.original())?;
         }
         map.end()
     }

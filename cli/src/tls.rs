@@ -110,9 +110,9 @@ pub fn words(error: &rustls::Error, host: &str) -> String {
             _ => format!("the API's TLS certificate was refused ({error})"),
         },
         rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => format!(
-            "TLS handshake failed ({error}): does {host} speak HTTPS on that port? (http:// URLs are plain HTTP)"
+            "the server did not answer in TLS ({error}): is it HTTPS on that port? (http:// URLs are plain HTTP)"
         ),
-        other => format!("TLS handshake failed: {other}"),
+        other => format!("the handshake failed: {other}"),
     }
 }
 

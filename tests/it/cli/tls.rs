@@ -239,13 +239,32 @@ async fn https_and_wss_with_a_private_ca() {
     assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
     assert_eq!(jobs[0]["exit_status"], 7);
 
-    // ... and by the config file.
+    // ... and by the config file, a relative path being relative to the file's folder.
     let dir = cli.home.path().join(".config/sshq");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("config.toml"), format!("ca_cert = \"{ca}\"\n")).unwrap();
+    std::fs::copy(ca, dir.join("company-ca.pem")).unwrap();
+    std::fs::write(dir.join("config.toml"), "ca_cert = \"company-ca.pem\"\n").unwrap();
     let out = cli.run(&["devices", "list", "-o", "json"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     std::fs::remove_file(dir.join("config.toml")).unwrap();
+
+    // A fan-out's batch events over HTTPS too.
+    let mut command = cli.command(&["exec", "--device", &id, "--", "echo", "fanned"]);
+    command.env("SSHQ_CA_CERT", ca);
+    let out = output(command).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("| fanned"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The platform's store is trusted by default: here the CA is in it through SSL_CERT_FILE,
+    // as a machine whose administrator installed the company's CA would have it.
+    let mut command = cli.command(&["devices", "list", "-o", "json"]);
+    command.env("SSL_CERT_FILE", ca);
+    let out = output(command).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
     // The shell in pipe mode over wss:// through the same terminator.
     allow_shells(&stack).await;
