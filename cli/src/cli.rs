@@ -20,12 +20,18 @@ use crate::table::Table;
     version,
     about = "Run commands on SSH devices through sshq, follow their output live, manage devices and keys",
     after_help = "Configuration: --api-url/--api-key, else SSHQ_API_URL/SSHQ_API_KEY, else the config \
-file ($SSHQ_CONFIG or ~/.config/sshq/config.toml: api_url = \"…\", api_key = \"…\")."
+file ($SSHQ_CONFIG or ~/.config/sshq/config.toml: api_url = \"…\", api_key = \"…\", \
+ca_cert = \"…\"). An https:// URL is TLS for every call and the shell's WebSocket (wss://), trusting \
+the platform's CA certificates and --ca-cert/SSHQ_CA_CERT/ca_cert's; http:// is plain."
 )]
 pub struct Cli {
-    /// The API's base URL (e.g. http://127.0.0.1:8480).
+    /// The API's base URL (e.g. https://sshq.example.com or http://127.0.0.1:8480).
     #[arg(long, global = true)]
     api_url: Option<String>,
+    /// A PEM file of CA certificates to trust for an https:// API, besides the platform's
+    /// (SSHQ_CA_CERT, or ca_cert in the config file).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
     /// The API key (prefer SSHQ_API_KEY or the config file: flags show in `ps`).
     #[arg(long, global = true, hide_env_values = true)]
     api_key: Option<String>,
@@ -226,6 +232,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
     let overrides = Config {
         api_url: cli.api_url,
         api_key: cli.api_key,
+        ca_cert: cli.ca_cert.map(Into::into),
     };
     let config = config::load(&overrides)
         .map_err(|e| CliError::Usage(format!("reading the configuration: {e}")))?;
@@ -235,7 +242,8 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 .into(),
         ));
     };
-    let api = Api::new(&url, &key);
+    let ca_cert = config.ca_cert.as_ref().map(|path| path.relative());
+    let api = Api::new(&url, &key, ca_cert.as_deref())?;
     let out = cli.output;
     match cli.command {
         Command::Exec(args) if args.device.is_none() => fan_out(&api, out, args).await,

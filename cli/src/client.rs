@@ -1,5 +1,8 @@
 //! The API over HTTP, and the errors a person is shown.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -16,6 +19,10 @@ pub enum CliError {
     },
     #[error("cannot reach the API at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// The TLS handshake with the API failed (an untrusted certificate, another host's, ...):
+    /// not retried, since trying again cannot help.
+    #[error("TLS to the API at {url} failed: {reason}")]
+    Tls { url: String, reason: String },
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -23,7 +30,8 @@ pub enum CliError {
 }
 
 impl CliError {
-    /// `1` for anything the API or the network refused, `2` for a misuse of the command line.
+    /// `1` for anything the API or the network refused (an untrusted TLS certificate too), `2`
+    /// for a misuse of the command line.
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => 2,
@@ -37,22 +45,69 @@ pub struct Api {
     http: reqwest::Client,
     base: String,
     key: String,
+    /// The TLS configuration of an `https://` API (the shell's `wss://` uses it too).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Api {
-    pub fn new(base: &str, key: &str) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            base: base.trim_end_matches('/').to_owned(),
-            key: key.to_owned(),
+    /// An API at `base`: `https://` is TLS (trusting the platform's roots and `ca_cert`'s),
+    /// `http://` plain; any other scheme is a usage error.
+    pub fn new(base: &str, key: &str, ca_cert: Option<&Path>) -> Result<Self, CliError> {
+        let base = base.trim_end_matches('/').to_owned();
+        let scheme = base.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        let tls = match scheme.as_deref() {
+            Some("https") => Some(crate::tls::client_config(ca_cert)?),
+            Some("http") => None,
+            _ => {
+                return Err(CliError::Usage(format!(
+                    "the API URL {base} must start with https:// (TLS) or http:// (plain)"
+                )));
+            }
+        };
+        let mut http = reqwest::Client::builder();
+        if let Some(config) = &tls {
+            // Only HTTPS from here on, redirects included: never a silent fall back to http.
+            http = http
+                .use_preconfigured_tls(config.as_ref().clone())
+                .https_only(true);
         }
+        let http = http
+            .build()
+            .map_err(|e| CliError::Other(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base,
+            key: key.to_owned(),
+            tls,
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
+    pub fn tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls.clone()
+    }
+
+    /// The API's host name (or address), as a certificate must name it.
+    pub fn host(&self) -> String {
+        let rest = self.base.split_once("://").map_or(&*self.base, |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+        if let Some(v6) = authority.strip_prefix('[') {
+            return v6.split(']').next().unwrap_or(v6).to_owned();
+        }
+        authority.split(':').next().unwrap_or(authority).to_owned()
+    }
+
     fn unreachable(&self, e: reqwest::Error) -> CliError {
+        if let Some(reason) = crate::tls::describe(&e, &self.host()) {
+            return CliError::Tls {
+                url: self.base.clone(),
+                reason,
+            };
+        }
         CliError::Unreachable {
             url: self.base.clone(),
             reason: e.to_string(),

@@ -1,17 +1,22 @@
 //! Where the CLI finds its API: flags, then `SSHQ_API_URL`/`SSHQ_API_KEY`, then the config
 //! file (`$SSHQ_CONFIG`, else `$XDG_CONFIG_HOME/sshq/config.toml`, else
-//! `~/.config/sshq/config.toml`) with `api_url` and `api_key`.
+//! `~/.config/sshq/config.toml`) with `api_url`, `api_key` and `ca_cert` (a PEM file of CA
+//! certificates trusted for an `https://` API besides the platform's, relative to the file's
+//! folder; `SSHQ_CA_CERT`, `--ca-cert`).
 
 use std::path::PathBuf;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::magic::RelativePathBuf;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct Config {
     pub api_url: Option<String>,
     pub api_key: Option<String>,
+    /// Relative to the config file's folder when given there, else to the working directory.
+    pub ca_cert: Option<RelativePathBuf>,
 }
 
 pub fn config_file() -> Option<PathBuf> {
@@ -31,7 +36,7 @@ pub fn load(overrides: &Config) -> Result<Config, Box<figment::Error>> {
         figment = figment.merge(Toml::file(file));
     }
     figment
-        .merge(Env::prefixed("SSHQ_").only(&["api_url", "api_key"]))
+        .merge(Env::prefixed("SSHQ_").only(&["api_url", "api_key", "ca_cert"]))
         .merge(Serialized::defaults(Overrides(overrides)))
         .extract()
         .map_err(Box::new)
@@ -49,6 +54,9 @@ impl Serialize for Overrides<'_> {
         }
         if let Some(key) = &self.0.api_key {
             map.serialize_entry("api_key", key)?;
+        }
+        if let Some(ca) = &self.0.ca_cert {
+            map.serialize_entry("ca_cert", ca.original())?;
         }
         map.end()
     }

@@ -14,3 +14,4 @@ pub mod sessions;
 pub mod shell;
 pub mod sse;
 pub mod table;
+pub mod tls;

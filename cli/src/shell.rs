@@ -21,6 +21,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::TlsError;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -85,7 +86,15 @@ pub async fn run(api: &Api, key: &str, device_id: &str) -> Result<i32, CliError>
         "X-API-Key",
         HeaderValue::from_str(key).map_err(|_| CliError::Usage("bad API key".into()))?,
     );
-    let (socket, _) = match tokio_tungstenite::connect_async(request).await {
+    // wss:// with the API's TLS configuration, ws:// plain: as the API URL says.
+    let connector = match api.tls() {
+        Some(config) => tokio_tungstenite::Connector::Rustls(config),
+        None => tokio_tungstenite::Connector::Plain,
+    };
+    let connected =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector))
+            .await;
+    let (socket, _) = match connected {
         Ok(connected) => connected,
         Err(WsError::Http(response)) => {
             let status = response.status();
@@ -105,7 +114,19 @@ pub async fn run(api: &Api, key: &str, device_id: &str) -> Result<i32, CliError>
                 property: body["property"].as_str().map(str::to_owned),
             });
         }
+        Err(WsError::Tls(TlsError::Rustls(e))) => {
+            return Err(CliError::Tls {
+                url: api.url(""),
+                reason: crate::tls::words(&e, &api.host()),
+            });
+        }
         Err(e) => {
+            if let Some(reason) = crate::tls::describe(&e, &api.host()) {
+                return Err(CliError::Tls {
+                    url: api.url(""),
+                    reason,
+                });
+            }
             return Err(CliError::Unreachable {
                 url: api.url(""),
                 reason: e.to_string(),

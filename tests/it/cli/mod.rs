@@ -11,6 +11,7 @@ use sshq_tests::{SshDevice, TestStack, free_port};
 mod batch;
 mod sessions;
 mod shell;
+mod tls;
 
 pub(super) struct Cli {
     pub base: String,

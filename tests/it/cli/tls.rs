@@ -1,0 +1,404 @@
+//! The `sshq` binary against an API behind TLS: a throwaway CA and server certificates made
+//! with the `openssl` command, a rustls terminator in the test process forwarding bytes to the
+//! stack's plain port (WebSocket upgrades pass through it like any bytes). `https://` means TLS
+//! for every call and `wss://` for the shell; a certificate the CLI does not trust, or one for
+//! another host name, fails with a sentence and exit 1 (255 for `shell`, like ssh).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sshq_tests::{SshDevice, TestStack};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::shell::allow_shells;
+use super::{Cli, output, text};
+
+/// A CA and the certificates it signed, as PEM files in a directory of the test's own.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let pki = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        pki.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sshq test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("the openssl command (ops/test installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+
+    /// A server certificate `name` signed by the CA for `san` (e.g. `IP:127.0.0.1`).
+    fn server(&self, name: &str, san: &str) -> (PathBuf, PathBuf) {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        let ext = format!("{name}.ext");
+        std::fs::write(
+            self.path(&ext),
+            format!(
+                "subjectAltName={san}\nbasicConstraints=critical,CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .unwrap();
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &pem,
+        ]);
+        (self.path(&pem), self.path(&key))
+    }
+}
+
+/// A TLS terminator on loopback in front of `upstream`: every accepted connection is
+/// decrypted and its bytes copied both ways to a plain connection to the API.
+struct Terminator {
+    addr: SocketAddr,
+    /// Handshakes that completed (a refused certificate never gets here).
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Terminator {
+    async fn start(cert: &Path, key: &Path, upstream: SocketAddr) -> Self {
+        let certs = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let Ok(mut api) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut api).await;
+                });
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+}
+
+impl Drop for Terminator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn upstream(stack: &TestStack) -> SocketAddr {
+    stack
+        .base
+        .strip_prefix("http://")
+        .expect("the test stack's API is plain http")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap()
+}
+
+/// The CLI at `url`, trusting `ca` when given.
+fn cli_at(stack: &TestStack, url: &str) -> Cli {
+    let mut cli = Cli::new(stack);
+    cli.base = url.to_owned();
+    cli
+}
+
+#[tokio::test]
+async fn https_and_wss_with_a_private_ca() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    let pki = Pki::new();
+    let (cert, key) = pki.server("api", "IP:127.0.0.1,DNS:localhost");
+    let terminator = Terminator::start(&cert, &key, upstream(&stack)).await;
+    let ca = pki.path("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let cli = cli_at(&stack, &terminator.url());
+
+    // exec streams stdout and stderr and exits with the remote status, over HTTPS (SSE too).
+    let mut command = cli.command(&[
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    command.env("SSHQ_CA_CERT", ca);
+    let out = output(command).await;
+    assert_eq!(text(&out.stdout), "out\n", "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "err\n");
+    assert_eq!(out.status.code(), Some(7));
+
+    // jobs list -o json, the CA given by the flag this time.
+    let mut command = cli.command(&["jobs", "list", "-o", "json", "--ca-cert", ca]);
+    command.env_remove("SSHQ_CA_CERT");
+    let out = output(command).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
+    assert_eq!(jobs[0]["exit_status"], 7);
+
+    // ... and by the config file, a relative path being relative to the file's folder.
+    let dir = cli.home.path().join(".config/sshq");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(ca, dir.join("company-ca.pem")).unwrap();
+    std::fs::write(dir.join("config.toml"), "ca_cert = \"company-ca.pem\"\n").unwrap();
+    let out = cli.run(&["devices", "list", "-o", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    std::fs::remove_file(dir.join("config.toml")).unwrap();
+
+    // A fan-out's batch events over HTTPS too.
+    let mut command = cli.command(&["exec", "--device", &id, "--", "echo", "fanned"]);
+    command.env("SSHQ_CA_CERT", ca);
+    let out = output(command).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("| fanned"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The platform's store is trusted by default: here the CA is in it through SSL_CERT_FILE,
+    // as a machine whose administrator installed the company's CA would have it.
+    let mut command = cli.command(&["devices", "list", "-o", "json"]);
+    command.env("SSL_CERT_FILE", ca);
+    let out = output(command).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // The shell in pipe mode over wss:// through the same terminator.
+    allow_shells(&stack).await;
+    let before = terminator.accepted.load(Ordering::SeqCst);
+    let mut command = cli.command(&["shell", &id]);
+    command.env("SSHQ_CA_CERT", ca);
+    let out = pipe(command, b"echo tls-$((20+22))\nexit 4\n").await;
+    assert!(
+        text(&out.stdout).contains("tls-42"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        terminator.accepted.load(Ordering::SeqCst) > before,
+        "the shell went through the TLS terminator"
+    );
+
+    // Without the CA: the certificate is not trusted, said in words, exit 1, nothing retried.
+    let started = std::time::Instant::now();
+    let out = cli.run(&["jobs", "list"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("TLS to the API at https://127.0.0.1:")
+            && stderr.contains("not signed by a trusted certificate authority")
+            && stderr.contains("--ca-cert"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("InvalidCertificate"),
+        "no debug dump: {stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let out = cli.run(&["exec", &id, "--", "true"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("not signed by a trusted"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "a refused certificate is not retried like a dropped connection"
+    );
+    // -o json keeps the error a JSON document.
+    let out = cli.run(&["jobs", "list", "-o", "json"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("not signed by a trusted")
+    );
+    // The shell over wss:// refuses it the same way (255: no shell ran, like ssh). Its device
+    // is given by id, so the WebSocket is the first connection.
+    let out = pipe(cli.command(&["shell", &id]), b"exit 0\n").await;
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not signed by a trusted"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A CA file that is not one: a usage error before any connection.
+    let bogus = pki.path("bogus.pem");
+    std::fs::write(&bogus, "hello\n").unwrap();
+    let mut command = cli.command(&["devices", "list"]);
+    command.env("SSHQ_CA_CERT", &bogus);
+    let out = output(command).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no PEM certificate"));
+
+    // http:// stays plain, with no TLS configuration needed.
+    let plain = Cli::new(&stack);
+    let out = plain.run(&["jobs", "list", "-o", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // ... and https:// to a plain port is no silent fall back: it fails.
+    let mut command =
+        cli_at(&stack, &stack.base.replacen("http://", "https://", 1)).command(&["jobs", "list"]);
+    command.env("SSHQ_CA_CERT", ca);
+    let out = output(command).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("TLS"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_host_name_is_refused() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    allow_shells(&stack).await;
+    let pki = Pki::new();
+    let (cert, key) = pki.server("elsewhere", "DNS:elsewhere.example");
+    let terminator = Terminator::start(&cert, &key, upstream(&stack)).await;
+    let ca = pki.path("ca.pem");
+    let cli = cli_at(&stack, &terminator.url());
+
+    let mut command = cli.command(&["jobs", "list", "-o", "json"]);
+    command.env("SSHQ_CA_CERT", &ca);
+    let out = output(command).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("not valid for the host name 127.0.0.1"),
+        "{stderr}"
+    );
+
+    let mut command = cli.command(&["shell", &id]);
+    command.env("SSHQ_CA_CERT", &ca);
+    let out = pipe(command, b"exit 0\n").await;
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not valid for the host name 127.0.0.1"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        terminator.accepted.load(Ordering::SeqCst),
+        0,
+        "no handshake completed"
+    );
+}
+
+/// Runs `command` with `input` on its stdin (pipe mode for `shell`).
+async fn pipe(mut command: Command, input: &'static [u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
