@@ -971,27 +971,30 @@ def section_shells_churn(res, m):
     if not ch or not ch.get("rounds"):
         return None
     mib = lambda s: s["api"]["vm_rss_kib"] / 1024
-    g = lambda s, name: s["metrics"].get(name)
+    g = lambda s, name: s.get("api_nats_subscriptions") if name == "subs" else s["metrics"].get(name)
     b = ch["before"]
     rows = [
-        "| round | shells opened | API RSS holding them | open shells / live tasks then | API RSS after closing | open shells / live tasks after |",
+        "| round | shells opened | API RSS holding them | open shells / live tasks / NATS subscriptions then | API RSS after closing | open shells / live tasks / NATS subscriptions after |",
         "|---|---|---|---|---|---|",
-        f"| before | | | | {mib(b):.1f} MiB | {num(g(b, 'sshq_api_shells_open'))} / {num(g(b, 'sshq_api_tokio_alive_tasks'))} |",
+        f"| before | | | | {mib(b):.1f} MiB | {num(g(b, 'sshq_api_shells_open'))} / {num(g(b, 'sshq_api_tokio_alive_tasks'))} / {num(g(b, 'subs'))} |",
     ]
     for r in ch["rounds"]:
         h, a = r["holding"], r["after"]
         failed = sum(r["failures"].values())
         rows.append(
             f"| {r['round']} | {r['opened']:,}{f' ({failed} failed)' if failed else ''} in {r['open_seconds']:.1f} s "
-            f"| {mib(h):.1f} MiB | {num(g(h, 'sshq_api_shells_open'))} / {num(g(h, 'sshq_api_tokio_alive_tasks'))} "
-            f"| **{mib(a):.1f} MiB** | {num(g(a, 'sshq_api_shells_open'))} / {num(g(a, 'sshq_api_tokio_alive_tasks'))} |"
+            f"| {mib(h):.1f} MiB | {num(g(h, 'sshq_api_shells_open'))} / {num(g(h, 'sshq_api_tokio_alive_tasks'))} / {num(g(h, 'subs'))} "
+            f"| **{mib(a):.1f} MiB** | {num(g(a, 'sshq_api_shells_open'))} / {num(g(a, 'sshq_api_tokio_alive_tasks'))} / {num(g(a, 'subs'))} |"
         )
     rs = ch["rounds"]
     first, last = rs[0]["after"], rs[-1]["after"]
     later = [mib(r["after"]) - mib(p["after"]) for p, r in zip(rs, rs[1:])]
     profile = m.get("BENCH_PROFILE", "release")
     build = "" if profile == "release" else f" **{profile} build** (BENCH_PROFILE={profile}): its figures are larger than a release build's."
-    tasks_back = all(g(r["after"], "sshq_api_tokio_alive_tasks") == g(b, "sshq_api_tokio_alive_tasks") for r in rs)
+    tasks_back = all(
+        g(r["after"], "sshq_api_tokio_alive_tasks") == g(b, "sshq_api_tokio_alive_tasks") and g(r["after"], "subs") == g(b, "subs")
+        for r in rs
+    )
     return f"""### API memory under shell churn
 
 {header(m, 'shells-churn', '(one worker; the API process measured)')}{build}
@@ -1000,13 +1003,14 @@ def section_shells_churn(res, m):
 opened (`GET /v1/devices/{{id}}/shell` as a WebSocket) and waited on until it answers an `echo`,
 then all closed by their clients; after each round, once the API's `sshq_api_shells_open`
 (`GET /metrics`) is 0 again and {ch['settle_seconds']:g} s more, the API's `VmRSS` and its gauges
-(`sshq_api_tokio_alive_tasks`: every task alive in the API process).
+(`sshq_api_tokio_alive_tasks`: every task alive in the API process) and the NATS subscriptions
+of the API's connections (nats-server's `/connz`).
 
 {chr(10).join(rows)}
 
 After the first round the API's RSS after closing moved by {', '.join(f'{d:+.1f}' for d in later) or '–'} MiB per
-later round ({mib(last) - mib(first):+.1f} MiB from round 1 to round {rs[-1]['round']}); live tasks after each round
-{'were back to the count before the first' if tasks_back else 'were NOT always back to the count before the first'}.
+later round ({mib(last) - mib(first):+.1f} MiB from round 1 to round {rs[-1]['round']}); live tasks and NATS subscriptions
+after each round {'were back to their counts before the first' if tasks_back else 'were NOT always back to their counts before the first'}.
 """
 
 

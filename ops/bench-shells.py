@@ -17,11 +17,12 @@ has `websockets`). JSON on stdout, progress on stderr.
       the shells closed and the RSS once more.
 
   bench-shells.py churn --api-url URL --api-key KEY --devices FILE --shells N --rounds K \
-      --api-pid PID [--worker-pid PID] [--settle 3]
+      --api-pid PID [--worker-pid PID] [--settle 3] [--nats-monitor URL]
       Shell churn, for the API's memory: K rounds of N shells opened (each waited on until it
       answers), then all closed by their clients; after each round, once the API's
       `sshq_api_shells_open` is back to 0 and `--settle` seconds more, the API's RSS and its
-      `/metrics` gauges (open shells, watchers, live tasks). RSS that grows round after round
+      `/metrics` gauges (open shells, watchers, live tasks) and the NATS subscriptions of the
+      API's connections (nats-server's /connz, user `api`). RSS that grows round after round
       is a leak; RSS that stops growing after the first rounds is memory the allocator keeps.
 """
 
@@ -392,8 +393,17 @@ def api_metrics(api_url):
     return out
 
 
+def api_subscriptions(monitor):
+    """NATS subscriptions held by the connections of the user `api` (nats-server's /connz)."""
+    with urllib.request.urlopen(f"{monitor}/connz?auth=1&limit=1024", timeout=10) as r:
+        conns = json.load(r).get("connections") or []
+    return sum(c.get("subscriptions", 0) for c in conns if c.get("authorized_user") == "api")
+
+
 def churn_snapshot(a):
     s = {"api": vm(a.api_pid), "metrics": api_metrics(a.api_url)}
+    if a.nats_monitor:
+        s["api_nats_subscriptions"] = api_subscriptions(a.nats_monitor)
     if a.worker_pid:
         s["worker"] = vm(a.worker_pid)
     return s
@@ -448,9 +458,9 @@ async def churn(a):
         rounds.append(r)
         log(f"round {k + 1}: {r['opened']} opened in {open_s:.1f} s ({sum(failures.values())} failed); API RSS holding "
             f"{holding['api']['vm_rss_kib'] / 1024:.1f} MiB ({holding['metrics'].get('sshq_api_shells_open'):.0f} open, "
-            f"{holding['metrics'].get('sshq_api_tokio_alive_tasks'):.0f} tasks), after closing "
+            f"{holding['metrics'].get('sshq_api_tokio_alive_tasks'):.0f} tasks, {holding.get('api_nats_subscriptions')} NATS subscriptions), after closing "
             f"{after['api']['vm_rss_kib'] / 1024:.1f} MiB ({after['metrics'].get('sshq_api_shells_open'):.0f} open, "
-            f"{after['metrics'].get('sshq_api_tokio_alive_tasks'):.0f} tasks)")
+            f"{after['metrics'].get('sshq_api_tokio_alive_tasks'):.0f} tasks, {after.get('api_nats_subscriptions')} NATS subscriptions)")
     out = {
         "shells_per_round": a.shells,
         "rounds_wanted": a.rounds,
@@ -493,6 +503,7 @@ def main():
     chu.add_argument("--api-pid", type=int, required=True)
     chu.add_argument("--worker-pid", type=int)
     chu.add_argument("--settle", type=float, default=3)
+    chu.add_argument("--nats-monitor", help="nats-server's monitoring URL: the API's subscriptions from /connz")
     chu.add_argument("--parallelism", type=int, default=16)
     a = p.parse_args()
     run = {"latency": latency, "idle": idle, "churn": churn}[a.cmd]

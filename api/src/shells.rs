@@ -34,6 +34,12 @@ use crate::auth::Caller;
 /// Messages queued for one client's WebSocket, at most.
 const QUEUE: usize = 256;
 
+/// The read buffer of a shell's or a watcher's WebSocket. tungstenite's default (128 KiB) is
+/// zero-filled on the first read, so each connection kept 128 KiB resident for input that is
+/// keystrokes and resizes (a watcher sends nothing); a larger message still arrives whole (the
+/// buffer grows to the frame's length, up to the route's message limit), in more reads.
+pub const WS_READ_BUFFER: usize = 4 * 1024;
+
 /// Shell settings of the API (from `SSHQ_SHELL_*`).
 #[derive(Clone, Debug)]
 pub struct ShellSettings {
