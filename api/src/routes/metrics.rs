@@ -52,7 +52,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     }
     let mut body = String::new();
     for (name, help, value) in gauges {
-        let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        let _ = writeln!(
+            body,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     }
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body)
 }
