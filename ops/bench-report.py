@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Helpers of ops/bench: CPU accounting around a command, perf sample folding, and the
-BENCHMARKS.md sections (exec, submit, connections, scaleout, fanout, shells) made from the JSON results.
+BENCHMARKS.md sections (exec, submit, connections, scaleout, fanout, shells, shells-churn) made from the JSON results.
 
   bench-report.py cpu-begin STATE name=pid[,pid...]...   # CPU of those process trees from now
   bench-report.py cpu-end STATE                          # ...to now, as JSON on stdout
@@ -966,6 +966,54 @@ one worker; shells per 100 MiB = shells ÷ (RSS growth ÷ 100 MiB).
     return "\n\n".join(parts) + "\n"
 
 
+def section_shells_churn(res, m):
+    ch = load(res, "shells-churn.json")
+    if not ch or not ch.get("rounds"):
+        return None
+    mib = lambda s: s["api"]["vm_rss_kib"] / 1024
+    g = lambda s, name: s.get("api_nats_subscriptions") if name == "subs" else s["metrics"].get(name)
+    b = ch["before"]
+    rows = [
+        "| round | shells opened | API RSS holding them | open shells / live tasks / NATS subscriptions then | API RSS after closing | open shells / live tasks / NATS subscriptions after |",
+        "|---|---|---|---|---|---|",
+        f"| before | | | | {mib(b):.1f} MiB | {num(g(b, 'sshq_api_shells_open'))} / {num(g(b, 'sshq_api_tokio_alive_tasks'))} / {num(g(b, 'subs'))} |",
+    ]
+    for r in ch["rounds"]:
+        h, a = r["holding"], r["after"]
+        failed = sum(r["failures"].values())
+        rows.append(
+            f"| {r['round']} | {r['opened']:,}{f' ({failed} failed)' if failed else ''} in {r['open_seconds']:.1f} s "
+            f"| {mib(h):.1f} MiB | {num(g(h, 'sshq_api_shells_open'))} / {num(g(h, 'sshq_api_tokio_alive_tasks'))} / {num(g(h, 'subs'))} "
+            f"| **{mib(a):.1f} MiB** | {num(g(a, 'sshq_api_shells_open'))} / {num(g(a, 'sshq_api_tokio_alive_tasks'))} / {num(g(a, 'subs'))} |"
+        )
+    rs = ch["rounds"]
+    first, last = rs[0]["after"], rs[-1]["after"]
+    later = [mib(r["after"]) - mib(p["after"]) for p, r in zip(rs, rs[1:])]
+    profile = m.get("BENCH_PROFILE", "release")
+    build = "" if profile == "release" else f" **{profile} build** (BENCH_PROFILE={profile}): its figures are larger than a release build's."
+    tasks_back = all(
+        g(r["after"], "sshq_api_tokio_alive_tasks") == g(b, "sshq_api_tokio_alive_tasks") and g(r["after"], "subs") == g(b, "subs")
+        for r in rs
+    )
+    return f"""### API memory under shell churn
+
+{header(m, 'shells-churn', '(one worker; the API process measured)')}{build}
+
+{ch['rounds_wanted']} rounds of {ch['shells_per_round']:,} shells over {ch['devices']:,} devices: each shell
+opened (`GET /v1/devices/{{id}}/shell` as a WebSocket) and waited on until it answers an `echo`,
+then all closed by their clients; after each round, once the API's `sshq_api_shells_open`
+(`GET /metrics`) is 0 again and {ch['settle_seconds']:g} s more, the API's `VmRSS` and its gauges
+(`sshq_api_tokio_alive_tasks`: every task alive in the API process) and the NATS subscriptions
+of the API's connections (nats-server's `/connz`).
+
+{chr(10).join(rows)}
+
+After the first round the API's RSS after closing moved by {', '.join(f'{d:+.1f}' for d in later) or '–'} MiB per
+later round ({mib(last) - mib(first):+.1f} MiB from round 1 to round {rs[-1]['round']}); live tasks and NATS subscriptions
+after each round {'were back to their counts before the first' if tasks_back else 'were NOT always back to their counts before the first'}.
+"""
+
+
 def write(res, path, parts):
     m = machine(res)
     makers = {
@@ -975,6 +1023,7 @@ def write(res, path, parts):
         "scaleout": section_scaleout,
         "fanout": section_fanout,
         "shells": section_shells,
+        "shells-churn": section_shells_churn,
     }
     text = (
         open(path).read()

@@ -15,6 +15,15 @@ has `websockets`). JSON on stdout, progress on stderr.
       Idle shells: the worker's RSS (/proc/PID/status VmRSS), then N shells opened (spread
       over the devices in FILE, one id a line, round robin) and left idle, the RSS again, then
       the shells closed and the RSS once more.
+
+  bench-shells.py churn --api-url URL --api-key KEY --devices FILE --shells N --rounds K \
+      --api-pid PID [--worker-pid PID] [--settle 3] [--nats-monitor URL]
+      Shell churn, for the API's memory: K rounds of N shells opened (each waited on until it
+      answers), then all closed by their clients; after each round, once the API's
+      `sshq_api_shells_open` is back to 0 and `--settle` seconds more, the API's RSS and its
+      `/metrics` gauges (open shells, watchers, live tasks) and the NATS subscriptions of the
+      API's connections (nats-server's /connz, user `api`). RSS that grows round after round
+      is a leak; RSS that stops growing after the first rounds is memory the allocator keeps.
 """
 
 import argparse
@@ -29,6 +38,7 @@ import subprocess
 import sys
 import termios
 import time
+import urllib.request
 
 import websockets
 from websockets.asyncio.client import connect
@@ -372,12 +382,104 @@ async def idle(a):
     print()
 
 
+def api_metrics(api_url):
+    """The API's /metrics gauges, name -> value."""
+    out = {}
+    with urllib.request.urlopen(f"{api_url}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+    return out
+
+
+def api_subscriptions(monitor):
+    """NATS subscriptions held by the connections of the user `api` (nats-server's /connz)."""
+    with urllib.request.urlopen(f"{monitor}/connz?auth=1&limit=1024", timeout=10) as r:
+        conns = json.load(r).get("connections") or []
+    return sum(c.get("subscriptions", 0) for c in conns if c.get("authorized_user") == "api")
+
+
+def churn_snapshot(a):
+    s = {"api": vm(a.api_pid), "metrics": api_metrics(a.api_url)}
+    if a.nats_monitor:
+        s["api_nats_subscriptions"] = api_subscriptions(a.nats_monitor)
+    if a.worker_pid:
+        s["worker"] = vm(a.worker_pid)
+    return s
+
+
+async def churn(a):
+    devices = [line.strip() for line in open(a.devices) if line.strip()]
+    await asyncio.sleep(a.settle)
+    before = churn_snapshot(a)
+    log(f"API RSS before: {before['api']['vm_rss_kib'] / 1024:.1f} MiB, {before['metrics'].get('sshq_api_tokio_alive_tasks')} tasks; "
+        f"{a.rounds} rounds of {a.shells} shells over {len(devices)} devices")
+    gate = asyncio.Semaphore(a.parallelism)
+    rounds = []
+    for k in range(a.rounds):
+        shells, failures = [], {}
+
+        async def one(i):
+            async with gate:
+                try:
+                    term = await WsShell.open(a.api_url, a.api_key, devices[i % len(devices)])
+                    shells.append(term)
+                    await ready(term)
+                except Exception as e:
+                    key = f"{type(e).__name__}: {e}"[:160]
+                    failures[key] = failures.get(key, 0) + 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(a.shells)))
+        open_s = time.perf_counter() - t0
+        holding = churn_snapshot(a)
+        await asyncio.gather(*(s.close() for s in shells), return_exceptions=True)
+        # Bridges end once the worker confirms (or within the bridge's own bounds): wait for
+        # the gauge rather than guessing a time.
+        t1 = time.perf_counter()
+        drained = None
+        while time.perf_counter() - t1 < 60:
+            if api_metrics(a.api_url).get("sshq_api_shells_open") == 0:
+                drained = time.perf_counter() - t1
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(a.settle)
+        after = churn_snapshot(a)
+        r = {
+            "round": k + 1,
+            "opened": len(shells) - sum(failures.values()),
+            "failures": failures,
+            "open_seconds": open_s,
+            "drained_seconds": drained,
+            "holding": holding,
+            "after": after,
+        }
+        rounds.append(r)
+        log(f"round {k + 1}: {r['opened']} opened in {open_s:.1f} s ({sum(failures.values())} failed); API RSS holding "
+            f"{holding['api']['vm_rss_kib'] / 1024:.1f} MiB ({holding['metrics'].get('sshq_api_shells_open'):.0f} open, "
+            f"{holding['metrics'].get('sshq_api_tokio_alive_tasks'):.0f} tasks, {holding.get('api_nats_subscriptions')} NATS subscriptions), after closing "
+            f"{after['api']['vm_rss_kib'] / 1024:.1f} MiB ({after['metrics'].get('sshq_api_shells_open'):.0f} open, "
+            f"{after['metrics'].get('sshq_api_tokio_alive_tasks'):.0f} tasks, {after.get('api_nats_subscriptions')} NATS subscriptions)")
+    out = {
+        "shells_per_round": a.shells,
+        "rounds_wanted": a.rounds,
+        "devices": len(devices),
+        "settle_seconds": a.settle,
+        "before": before,
+        "rounds": rounds,
+    }
+    json.dump(out, sys.stdout, indent=1)
+    print()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     lat = sub.add_parser("latency")
     idl = sub.add_parser("idle")
-    for s in (lat, idl):
+    chu = sub.add_parser("churn")
+    for s in (lat, idl, chu):
         s.add_argument("--api-url", required=True)
         s.add_argument("--api-key", required=True)
     lat.add_argument("--device", required=True)
@@ -395,8 +497,17 @@ def main():
     idl.add_argument("--api-pid", type=int)
     idl.add_argument("--settle", type=float, default=10)
     idl.add_argument("--parallelism", type=int, default=16)
+    chu.add_argument("--devices", required=True)
+    chu.add_argument("--shells", type=int, default=500)
+    chu.add_argument("--rounds", type=int, default=5)
+    chu.add_argument("--api-pid", type=int, required=True)
+    chu.add_argument("--worker-pid", type=int)
+    chu.add_argument("--settle", type=float, default=3)
+    chu.add_argument("--nats-monitor", help="nats-server's monitoring URL: the API's subscriptions from /connz")
+    chu.add_argument("--parallelism", type=int, default=16)
     a = p.parse_args()
-    asyncio.run(latency(a) if a.cmd == "latency" else idle(a))
+    run = {"latency": latency, "idle": idle, "churn": churn}[a.cmd]
+    asyncio.run(run(a))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@
 //! acknowledges bytes once the WebSocket took them, so a client that never reads stops the
 //! shell's output (and the device, through SSH's flow control), it does not grow the API.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
@@ -32,6 +34,12 @@ use crate::auth::Caller;
 /// Messages queued for one client's WebSocket, at most.
 const QUEUE: usize = 256;
 
+/// The read buffer of a shell's or a watcher's WebSocket. tungstenite's default (128 KiB) is
+/// zero-filled on the first read, so each connection kept 128 KiB resident for input that is
+/// keystrokes and resizes (a watcher sends nothing); a larger message still arrives whole (the
+/// buffer grows to the frame's length, up to the route's message limit), in more reads.
+pub const WS_READ_BUFFER: usize = 4 * 1024;
+
 /// Shell settings of the API (from `SSHQ_SHELL_*`).
 #[derive(Clone, Debug)]
 pub struct ShellSettings {
@@ -46,10 +54,41 @@ pub struct ShellSettings {
     pub ticket_bucket_bytes: i64,
 }
 
+/// A count of live things (shell bridges, session watchers) of this API process, for
+/// `/metrics`: each is counted by a [`Held`] that it owns, so the count falls back however the
+/// thing ends (finished, failed, its future dropped before the upgrade completed).
+#[derive(Clone, Default)]
+pub struct Gauge(Arc<AtomicUsize>);
+
+/// One counted thing; dropping it uncounts it.
+pub struct Held(Arc<AtomicUsize>);
+
+impl Gauge {
+    pub fn hold(&self) -> Held {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Held(self.0.clone())
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What every shell of this API process shares.
 pub struct Shells {
     pub settings: ShellSettings,
     pub client: async_nats::Client,
+    /// Shell bridges alive: from the worker's "opened" (the bridge holds the shell's output
+    /// subscription) until the bridge ends or is dropped.
+    pub open: Gauge,
+    /// Session watchers (`GET /v1/sessions/{id}/watch`) connected.
+    pub watchers: Gauge,
     /// Ends every bridge (the API is shutting down); their shells are closed with a reason.
     pub shutdown: CancellationToken,
     /// Outstanding tickets, shared by every API process (`<P>_SHELL_TICKETS`): the key is the
@@ -108,6 +147,8 @@ impl Shells {
         Ok(Self {
             settings,
             client,
+            open: Gauge::default(),
+            watchers: Gauge::default(),
             shutdown,
             tickets,
         })
@@ -200,6 +241,8 @@ pub struct Bridge {
     pub actor: KeyId,
     pub session: SessionId,
     pub output: async_nats::Subscriber,
+    /// Counts this bridge in [`Shells::open`] while it lives.
+    pub held: Held,
 }
 
 /// How a bridge ended.
@@ -428,6 +471,7 @@ pub async fn watch(
     from: WatchFrom,
     socket: WebSocket,
 ) {
+    let _held = state.shells.watchers.hold();
     let (mut sink, mut stream) = socket.split();
     let heartbeat = state.shells.settings.heartbeat;
     let reason: String = match from {

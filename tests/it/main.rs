@@ -2,6 +2,7 @@
 //! One binary, so the suite compiles once; helpers live in the crate's `lib.rs`.
 
 mod api;
+mod api_metrics;
 mod batch_output;
 mod cli;
 mod cluster;

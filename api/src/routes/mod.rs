@@ -22,6 +22,7 @@ pub(crate) mod health;
 pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod list;
+pub(crate) mod metrics;
 pub(crate) mod output;
 pub(crate) mod params;
 pub(crate) mod responses;
@@ -44,6 +45,7 @@ use crate::openapi::{self, ApiDoc};
 pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(devices::register, devices::list))
         .routes(routes!(devices::get, devices::update, devices::delete))
         .routes(routes!(devices::heartbeat))

@@ -61,6 +61,7 @@ pub async fn shell(
     let session = bridge.session.to_string();
     let mut response = upgrade
         .max_message_size(1024 * 1024)
+        .read_buffer_size(crate::shells::WS_READ_BUFFER)
         .on_upgrade(move |socket| bridge.run(socket));
     if let Ok(value) = HeaderValue::from_str(&session) {
         response.headers_mut().insert("x-session-id", value);
@@ -158,8 +159,7 @@ pub async fn watch(
         )
     })?;
     let tenant = caller.tenant.clone();
-    Ok(
-        upgrade
-            .on_upgrade(move |socket| crate::shells::watch(state, tenant, session, from, socket)),
-    )
+    Ok(upgrade
+        .read_buffer_size(crate::shells::WS_READ_BUFFER)
+        .on_upgrade(move |socket| crate::shells::watch(state, tenant, session, from, socket)))
 }

@@ -179,6 +179,7 @@ pub async fn open(
             actor: caller.key.clone(),
             session,
             output,
+            held: shells.open.hold(),
         }),
         Ok(ShellOpenReply::Refused { reason }) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
