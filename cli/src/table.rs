@@ -66,3 +66,12 @@ mod tests {
         assert_eq!(table.render(), "ID  NAME\n1   web 1\n22  db\n");
     }
 }
+
+/// The DEVICE cell of a job or session: the device's name (`device_name`), or its id when the
+/// device has no name any more (deleted) or the API is older than the field.
+pub fn device(item: &serde_json::Value) -> String {
+    match item["device_name"].as_str() {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => item["device_id"].as_str().unwrap_or_default().to_owned(),
+    }
+}
