@@ -11,6 +11,7 @@ use schemas::TenantId;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::ApiError;
 
 /// The names of the tenant's devices among `ids`.
@@ -23,11 +24,19 @@ pub async fn of(
     Ok(read_models::devices::names(&state.db, tenant, &ids).await?)
 }
 
-/// The name of one device of the tenant.
-pub async fn one(
-    state: &AppState,
-    tenant: &TenantId,
-    id: Uuid,
-) -> Result<Option<String>, ApiError> {
-    Ok(of(state, tenant, [id]).await?.remove(&id))
+/// The name of one device of the caller's tenant. The read model first; a device it does not
+/// have (yet: the projector lags or is down, as right after a registration) is read from the
+/// log, so a single job or session names a device that exists however far the read model is
+/// behind, and a `?wait=` answer names it as every later read does. A deleted device, or a log
+/// that cannot be read, gives `None`: a name never fails the request it decorates.
+pub async fn one(state: &AppState, caller: &Caller, id: Uuid) -> Result<Option<String>, ApiError> {
+    if let Some(name) = of(state, &caller.tenant, [id]).await?.remove(&id) {
+        return Ok(Some(name));
+    }
+    Ok(
+        crate::usecase::devices::lookup(state, caller, &id.to_string())
+            .await
+            .ok()
+            .map(|device| device.config.name),
+    )
 }

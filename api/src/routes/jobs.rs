@@ -43,7 +43,7 @@ pub async fn job_json(
     job: &JobRecord,
     caller: &Caller,
 ) -> Result<Value, ApiError> {
-    let name = crate::names::one(state, &caller.tenant, job.device_id).await?;
+    let name = crate::names::one(state, caller, job.device_id).await?;
     Ok(job_json_named(job, caller, name))
 }
 

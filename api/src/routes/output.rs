@@ -150,7 +150,7 @@ pub async fn output(
                 Ok(event) => event,
                 Err(job) => {
                     // The end is never held back by the name: without the read models it is null.
-                    let name = crate::names::one(&state, &caller.tenant, job.device_id)
+                    let name = crate::names::one(&state, &caller, job.device_id)
                         .await
                         .ok()
                         .flatten();

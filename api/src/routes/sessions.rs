@@ -191,7 +191,7 @@ pub async fn get(
     caller.require(Scope::Read)?;
     let session = usecase::session(&state, &caller, &id).await?;
     let (_, settings) = usecase::settings(&state, &caller.tenant).await?;
-    let name = crate::names::one(&state, &caller.tenant, session.device_id).await?;
+    let name = crate::names::one(&state, &caller, session.device_id).await?;
     Ok(Json(session_view(
         &session,
         usecase::retention(&state, &settings),
