@@ -7,6 +7,7 @@ running stack that tests/it/console.rs started. Every step asserts what a person
 - a command on a tag runs as a batch whose progress reaches success, with each target's output;
 - a session recording plays in asciinema-player (text appears over time, not all at once);
 - an interactive shell over the WebSocket runs what is typed, and reports its close;
+- an administrator closes another live shell from its session page, and the shell says so;
 - device names show in the job and session lists for a device past the first 100;
 - a batch's skipped targets are all listed, page after page;
 - an observer key sees why it may not run commands or open shells, and no Run action;
@@ -283,6 +284,28 @@ def drive(page, errors):
         page.keyboard.press("Enter")
         expect(page.locator("#shell-state")).to_contain_text("closed")
         expect(page.locator("#shell-state")).to_contain_text("exited with status 0")
+
+        step("an administrator closes a live shell from its session page")
+        page.goto(f"{BASE}/console/#/devices")
+        page.goto(f"{BASE}/console/#/shell/{DEVICE_ID}")
+        expect(page.locator("#terminal")).to_have_attribute("data-session", re.compile(".+"))
+        live = page.locator("#terminal").get_attribute("data-session")
+        admin = page.context.new_page()  # another tab: its own sessionStorage, so it signs in
+        admin.goto(f"{BASE}/console/")
+        admin.fill("#api-key", KEY)
+        admin.click("form.signin button[type=submit]")
+        expect(admin.locator("#role")).to_have_text("owner")
+        for _ in range(40):  # until the read model has the live shell
+            admin.goto(f"{BASE}/console/#/sessions/{live}")
+            admin.reload()
+            if admin.locator("#close-session").count():
+                break
+            time.sleep(0.25)
+        expect(admin.locator("#close-session")).to_be_enabled()
+        admin.click("#close-session")
+        expect(admin.locator(".session-actions")).to_contain_text("being closed")
+        expect(page.locator("#shell-state")).to_contain_text("closed", timeout=20_000)
+        admin.close()
 
         step("presence changes show up live in the device list")
         page.goto(f"{BASE}/console/#/devices")
