@@ -16,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod json;
 pub mod limits;
+pub mod names;
 pub mod nats_config;
 pub mod openapi;
 pub mod policy;

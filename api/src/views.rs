@@ -28,6 +28,8 @@ pub use schemas::AttemptError;
 pub struct Job {
     pub job_id: Uuid,
     pub device_id: Uuid,
+    /// The device's name now (`null` if the device was deleted since).
+    pub device_name: Option<String>,
     #[schema(value_type = JobStatus)]
     pub status: String,
     /// Finished with exit status 0.
@@ -88,6 +90,7 @@ impl Job {
         Self {
             job_id: job.id,
             device_id: job.device_id,
+            device_name: None,
             status: job.status.as_str().to_owned(),
             is_ok: job.status == JobStatus::Finished && job.exit_status == Some(0),
             argv: job.argv.clone(),
@@ -118,6 +121,14 @@ impl Job {
             sensitive: job.sensitive,
             output_redacted: redacted,
             batch_id: job.batch_id,
+        }
+    }
+
+    /// The view with its device's name (see `crate::names`).
+    pub fn named(self, device_name: Option<String>) -> Self {
+        Self {
+            device_name,
+            ..self
         }
     }
 }

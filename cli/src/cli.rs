@@ -471,7 +471,7 @@ async fn jobs(api: &Api, out: Output, command: JobsCommand) -> Result<i32, CliEr
                     for job in &jobs {
                         table.row(vec![
                             text(&job["job_id"]),
-                            text(&job["device_id"]),
+                            crate::table::device(job),
                             text(&job["status"]),
                             job["exit_status"]
                                 .as_i64()
@@ -503,6 +503,7 @@ async fn jobs(api: &Api, out: Output, command: JobsCommand) -> Result<i32, CliEr
                     for field in [
                         "job_id",
                         "device_id",
+                        "device_name",
                         "status",
                         "exit_status",
                         "exit_signal",

@@ -87,7 +87,7 @@ pub async fn run(api: &Api, out: Output, command: SessionsCommand) -> Result<i32
                         table.row(vec![
                             text(&s["id"]),
                             text(&s["type"]),
-                            text(&s["device_id"]),
+                            crate::table::device(s),
                             text(&s["username"]),
                             text(&s["started_at"]),
                             if s["active"] == true {

@@ -54,6 +54,15 @@ impl Table {
     }
 }
 
+/// The DEVICE cell of a job or session: the device's name (`device_name`), or its id when the
+/// device has no name any more (deleted) or the API is older than the field.
+pub fn device(item: &serde_json::Value) -> String {
+    match item["device_name"].as_str() {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => item["device_id"].as_str().unwrap_or_default().to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Table;
@@ -64,5 +73,16 @@ mod tests {
         table.row(vec!["1".into(), "web\n1".into()]);
         table.row(vec!["22".into(), "db".into()]);
         assert_eq!(table.render(), "ID  NAME\n1   web 1\n22  db\n");
+    }
+
+    #[test]
+    fn a_device_is_named_or_else_identified() {
+        let id = "0190f0f0-0000-7000-8000-000000000000";
+        let named = serde_json::json!({ "device_id": id, "device_name": "web-1" });
+        assert_eq!(super::device(&named), "web-1");
+        let deleted = serde_json::json!({ "device_id": id, "device_name": null });
+        assert_eq!(super::device(&deleted), id);
+        let older_api = serde_json::json!({ "device_id": id });
+        assert_eq!(super::device(&older_api), id);
     }
 }

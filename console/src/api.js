@@ -65,15 +65,6 @@ export class Api {
     return this.request("POST", path, { ...options, body });
   }
 
-  /** Device names by id (the first 100 devices by name, read once a minute at most). */
-  async deviceNames() {
-    if (!this.names || Date.now() - this.names.at > 60_000) {
-      const { items } = await this.page("/v1/devices", { per_page: 100, sort_by: "name", order_by: "asc" });
-      this.names = { at: Date.now(), byId: new Map(items.map((d) => [d.id, d.name])) };
-    }
-    return this.names.byId;
-  }
-
   /** A page of a list endpoint: its items and `X-Total-Count`. */
   async page(path, params = {}) {
     const query = new URLSearchParams();

@@ -3,6 +3,7 @@
 // or a URL.
 import "./style.css";
 import { Api, ApiError } from "./api.js";
+import { Access } from "./access.js";
 import { h, fill } from "./dom.js";
 import { signIn } from "./views/signin.js";
 import { devices } from "./views/devices.js";
@@ -17,6 +18,7 @@ const main = document.getElementById("main");
 const banner = document.getElementById("error");
 let api = null;
 let tenant = null;
+let access = null;
 let cleanups = [];
 
 const routes = [
@@ -54,6 +56,7 @@ async function signedIn(key) {
   const me = await candidate.get("/v1/keys/current");
   api = candidate;
   tenant = settings;
+  access = new Access(me);
   sessionStorage.setItem(KEY, key);
   document.getElementById("nav").hidden = false;
   document.getElementById("signout").hidden = false;
@@ -62,13 +65,14 @@ async function signedIn(key) {
     "tenant ",
     h("strong", { id: "tenant" }, settings.tenant_id),
     " · ",
-    h("span", { id: "role" }, me.role),
+    h("span", { id: "role", title: `may: ${(me.may ?? []).join(", ")}` }, me.role),
   );
 }
 
 function signOut(message) {
   api = null;
   tenant = null;
+  access = null;
   sessionStorage.removeItem(KEY);
   document.getElementById("nav").hidden = true;
   document.getElementById("signout").hidden = true;
@@ -119,6 +123,8 @@ function route() {
   const ctx = {
     api,
     tenant,
+    /** What the key may do (`access.may("exec")`) and why not (`access.why`). */
+    access,
     params,
     query,
     signal: controller.signal,

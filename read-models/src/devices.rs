@@ -160,3 +160,25 @@ pub async fn tagged(
     .fetch_all(db)
     .await
 }
+
+/// The names of the tenant's devices among `ids` (one query for a page of jobs or sessions);
+/// an id that is not (or no longer) a device of the tenant is simply absent.
+pub async fn names(
+    db: &PgPool,
+    tenant: &TenantId,
+    ids: &[Uuid],
+) -> sqlx::Result<std::collections::HashMap<Uuid, String>> {
+    if ids.is_empty() {
+        return Ok(std::collections::HashMap::new());
+    }
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, name FROM devices WHERE tenant = $1 AND id = ANY($2)")
+            .bind(tenant.as_str())
+            .bind(ids)
+            .fetch_all(db)
+            .await?;
+    Ok(rows.into_iter().collect())
+}

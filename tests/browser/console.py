@@ -7,6 +7,10 @@ running stack that tests/it/console.rs started. Every step asserts what a person
 - a command on a tag runs as a batch whose progress reaches success, with each target's output;
 - a session recording plays in asciinema-player (text appears over time, not all at once);
 - an interactive shell over the WebSocket runs what is typed, and reports its close;
+- an administrator closes another live shell from its session page, and the shell says so;
+- device names show in the job and session lists for a device past the first 100;
+- a batch's skipped targets are all listed, page after page;
+- an observer key sees why it may not run commands or open shells, and no Run action;
 - signing out forgets the key; nothing went to localStorage or cookies; the page raised no
   Content-Security-Policy violation and no uncaught error.
 
@@ -31,6 +35,13 @@ FLEET_TAG = os.environ["FLEET_TAG"]  # every device has it
 FLEET_SIZE = int(os.environ["FLEET_SIZE"])
 RECORDING = os.environ["RECORDING_SESSION"]  # a job printing tick1..tick6 over ~3 s
 JOBS_BEFORE = int(os.environ["JOBS_BEFORE"])  # jobs of the tenant before this script
+LATE_ID = os.environ["LATE_DEVICE_ID"]  # sorts after 100 other devices by name
+LATE_NAME = os.environ["LATE_DEVICE_NAME"]
+LATE_JOB = os.environ["LATE_JOB"]  # a job on LATE
+CROWD_TAG = os.environ["CROWD_TAG"]  # LATE and CROWD_SKIPPED pending devices
+CROWD_SKIPPED = int(os.environ["CROWD_SKIPPED"])
+FILLER_SUFFIX = os.environ["FILLER_SUFFIX"]  # the pending ones are y-filler-NNN{suffix}
+OBSERVER_KEY = os.environ["OBSERVER_KEY"]
 SHOTS = os.environ["SCREENSHOTS"]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
@@ -184,6 +195,43 @@ def drive(page, errors):
         expect(page.locator("#jobs tbody tr")).to_have_count(JOBS_BEFORE + 2 + FLEET_SIZE)
         shot(page, "jobs")
 
+        step("device names past the first 100 devices")
+        late_row = page.locator(f"#jobs tbody tr[data-job-id='{LATE_JOB}']")
+        expect(late_row.locator("td.device")).to_have_text(LATE_NAME)
+        page.goto(f"{BASE}/console/#/sessions")
+        expect(page.locator(f"#sessions tbody tr[data-session-id='{LATE_JOB}'] td.device")).to_have_text(LATE_NAME)
+        page.goto(f"{BASE}/console/#/jobs/{LATE_JOB}")
+        expect(page.locator("dl.facts")).to_contain_text(LATE_NAME)
+        page.goto(f"{BASE}/console/#/run?device={LATE_ID}")
+        expect(page.locator("#run-device option:checked")).to_contain_text(LATE_NAME)
+
+        step("a batch's skipped targets, every one, page after page")
+        page.goto(f"{BASE}/console/#/run?tags={CROWD_TAG}")
+        page.fill("#run-command", "echo crowd")
+        page.click("#run-form button[type=submit]")
+        batch = page.locator("#run-result [data-status]").first
+        expect(batch).not_to_have_attribute("data-status", "in_progress", timeout=60_000)
+        expect(batch.locator(".skipped-title")).to_have_text(f"Skipped targets ({CROWD_SKIPPED})")
+        expect(batch.locator(".batch-targets tbody tr")).to_have_count(1)
+        skipped_rows = batch.locator(".batch-skipped tbody tr")
+        seen = []
+        pages_seen = 0
+        while True:
+            pages_seen += 1
+            expect(skipped_rows.first).to_be_visible()
+            seen += [r.strip() for r in skipped_rows.locator("td:first-child").all_inner_texts()]
+            next_button = batch.locator(".batch-skipped + .pager button", has_text="Next")
+            if next_button.count() == 0 or next_button.is_disabled():
+                break
+            first = skipped_rows.first.inner_text()
+            next_button.click()
+            expect(skipped_rows.first).not_to_have_text(first)
+        fillers = {f"y-filler-{i:03}{FILLER_SUFFIX}" for i in range(CROWD_SKIPPED)}
+        assert sorted(seen) == sorted(fillers), f"skipped targets listed: {len(seen)} {seen[:5]}"
+        assert pages_seen == -(-CROWD_SKIPPED // 25), f"{pages_seen} pages"
+        expect(skipped_rows.first).to_contain_text("pending")
+        shot(page, "batch-skipped")
+
         step("a recording plays in asciinema-player")
         page.goto(f"{BASE}/console/#/sessions")
         expect(page.locator(f"#sessions tbody tr[data-session-id='{RECORDING}']")).to_have_count(1)
@@ -237,6 +285,28 @@ def drive(page, errors):
         expect(page.locator("#shell-state")).to_contain_text("closed")
         expect(page.locator("#shell-state")).to_contain_text("exited with status 0")
 
+        step("an administrator closes a live shell from its session page")
+        page.goto(f"{BASE}/console/#/devices")
+        page.goto(f"{BASE}/console/#/shell/{DEVICE_ID}")
+        expect(page.locator("#terminal")).to_have_attribute("data-session", re.compile(".+"))
+        live = page.locator("#terminal").get_attribute("data-session")
+        admin = page.context.new_page()  # another tab: its own sessionStorage, so it signs in
+        admin.goto(f"{BASE}/console/")
+        admin.fill("#api-key", KEY)
+        admin.click("form.signin button[type=submit]")
+        expect(admin.locator("#role")).to_have_text("owner")
+        for _ in range(40):  # until the read model has the live shell
+            admin.goto(f"{BASE}/console/#/sessions/{live}")
+            admin.reload()
+            if admin.locator("#close-session").count():
+                break
+            time.sleep(0.25)
+        expect(admin.locator("#close-session")).to_be_enabled()
+        admin.click("#close-session")
+        expect(admin.locator(".session-actions")).to_contain_text("being closed")
+        expect(page.locator("#shell-state")).to_contain_text("closed", timeout=20_000)
+        admin.close()
+
         step("presence changes show up live in the device list")
         page.goto(f"{BASE}/console/#/devices")
         presence = page.locator("#devices tbody tr", has_text=DEVICE_NAME).locator(".presence .badge")
@@ -260,6 +330,33 @@ def drive(page, errors):
         expect(page.locator("#api-key")).to_be_visible()
         assert page.evaluate("sessionStorage.length") == 0, "the key outlived sign-out"
         page.goto(f"{BASE}/console/#/jobs")
+        expect(page.locator("#api-key")).to_be_visible()
+
+        step("an observer sees why it may not run commands or open shells")
+        page.fill("#api-key", OBSERVER_KEY)
+        page.click("form.signin button[type=submit]")
+        expect(page.locator("#role")).to_have_text("observer")
+        page.goto(f"{BASE}/console/#/devices")
+        expect(page.locator(".notice.access")).to_contain_text("may not run commands")
+        expect(page.locator(".notice.access")).to_contain_text("may not open interactive shells")
+        row = page.locator("#devices tbody tr", has_text=DEVICE_NAME)
+        expect(row.locator("button.denied[data-denied=exec]")).to_be_disabled()
+        expect(row.locator("button.denied[data-denied=exec]")).to_have_text("Run")
+        expect(row.locator("button.denied[data-denied=shell]")).to_be_disabled()
+        expect(row.locator("a.button", has_text="Run")).to_have_count(0)
+        expect(row.locator("a.button", has_text="Shell")).to_have_count(0)
+        expect(row.locator("a.button", has_text="Sessions")).to_have_count(1)
+        shot(page, "observer")
+        page.goto(f"{BASE}/console/#/run?device={DEVICE_ID}")
+        expect(page.locator("#run-denied")).to_contain_text("observer")
+        expect(page.locator("#run-form")).to_have_count(0)
+        page.goto(f"{BASE}/console/#/shell/{DEVICE_ID}")
+        expect(page.locator("#shell-state")).to_contain_text("may not open interactive shells")
+        expect(page.locator("#terminal .xterm")).to_have_count(0)
+        page.goto(f"{BASE}/console/#/jobs/{LATE_JOB}")
+        expect(page.locator("dl.facts")).to_contain_text(LATE_NAME)
+        expect(page.locator("button", has_text="Cancel job")).to_be_hidden()
+        page.click("#signout")
         expect(page.locator("#api-key")).to_be_visible()
 
         violations = page.evaluate("window.__violations")

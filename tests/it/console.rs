@@ -1,7 +1,9 @@
 //! The web console (`/console`): served from the bundle embedded in the API binary with its
 //! security headers, and driven end to end in headless Chromium (Debian's, through Playwright:
 //! `tests/browser/console.py`) against a real stack with real sshd devices — sign in, devices,
-//! a command's live output, a batch on a tag, a recording's replay, an interactive shell.
+//! a command's live output, a batch on a tag (its skipped targets paged), a recording's replay,
+//! an interactive shell, device names past the first 100 devices, and an observer key that is
+//! shown no way to run a command.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -157,6 +159,44 @@ async fn a_person_signs_in_runs_commands_replays_a_recording_and_types_in_a_shel
     assert_eq!(recorded["status"], "finished", "{recorded}");
     let recording = recorded["job_id"].as_str().unwrap().to_owned();
 
+    // More than the 100 devices a page lists: 100 pending ones sorting between web/db and a
+    // last device, whose job the job and session lists must still name. A run on their tag
+    // skips the 100 pending ones, more targets than a page shows.
+    for i in 0..100 {
+        let (status, body) = stack
+            .post(
+                "/v1/devices",
+                &json!({
+                    "name": format!("y-filler-{i:03}-{unique}"),
+                    "host": "127.0.0.1",
+                    "port": db.port,
+                    "username": db.user,
+                    "host_key": db.host_key,
+                    "tags": ["crowd"],
+                    "status": "pending",
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let late_name = format!("zz-late-{unique}");
+    let late_id = register(&stack, &db, &late_name, &["crowd"]).await;
+    listed(&stack, "tags=crowd&per_page=100&page=2", 1).await; // 101 of them
+    let late = stack.run(&late_id, json!({ "command": "echo late" })).await;
+    assert_eq!(late["status"], "finished", "{late}");
+    let late_job = late["job_id"].as_str().unwrap().to_owned();
+
+    // A key that may only read.
+    let (status, observer) = stack
+        .post(
+            "/v1/keys",
+            &json!({ "name": "console-observer", "role": "observer" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{observer}");
+    let observer = observer["key"].as_str().unwrap().to_owned();
+    let filler_suffix = format!("-{unique}");
+
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/browser/console.py");
     // The README's screenshots are taken by this test: with SSHQ_UPDATE_SCREENSHOTS=1 it writes
     // them into docs/screenshots; otherwise into the target directory, so a test run leaves the
@@ -186,7 +226,14 @@ async fn a_person_signs_in_runs_commands_replays_a_recording_and_types_in_a_shel
                 .env("FLEET_TAG", "fleet")
                 .env("FLEET_SIZE", "2")
                 .env("RECORDING_SESSION", &recording)
-                .env("JOBS_BEFORE", "1")
+                .env("JOBS_BEFORE", "2")
+                .env("LATE_DEVICE_ID", &late_id)
+                .env("LATE_DEVICE_NAME", &late_name)
+                .env("LATE_JOB", &late_job)
+                .env("CROWD_TAG", "crowd")
+                .env("CROWD_SKIPPED", "100")
+                .env("FILLER_SUFFIX", &filler_suffix)
+                .env("OBSERVER_KEY", &observer)
                 .env("SCREENSHOTS", screenshots)
                 .env("CHROMIUM", chromium)
                 .env("FAILURE_DIR", env!("CARGO_TARGET_TMPDIR"))
@@ -208,14 +255,19 @@ async fn a_person_signs_in_runs_commands_replays_a_recording_and_types_in_a_shel
         "{stdout}\n{stderr}"
     );
 
-    // What the browser did is in the log like anything else: one shell, and it ended.
+    // What the browser did is in the log like anything else: two shells, both ended: the one
+    // exited by its user with status 0, the one an administrator closed from the console.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (_, shells) = stack.get("/v1/sessions?type=shell").await;
+        let (_, shells) = stack.get("/v1/sessions?type=shell&order_by=asc").await;
         let shells = shells.as_array().unwrap().clone();
-        assert_eq!(shells.len(), 1, "{shells:?}");
-        if shells[0]["active"] == false {
+        assert_eq!(shells.len(), 2, "{shells:?}");
+        if shells.iter().all(|s| s["active"] == false) {
             assert_eq!(shells[0]["exit_status"], 0, "{shells:?}");
+            assert_ne!(
+                shells[1]["end_reason"], shells[0]["end_reason"],
+                "{shells:?}"
+            );
             break;
         }
         assert!(

@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod compat;
 mod console;
+mod device_names;
 mod exec;
 mod fanout;
 mod fleet;

@@ -27,7 +27,7 @@ use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::domain::{EnvVar, ExecRequest};
 use crate::error::{ApiError, ErrorCode};
-use crate::routes::jobs::job_json;
+use crate::routes::jobs::job_json_named;
 use crate::routes::params::IdempotencyHeader;
 
 /// PrivX's exec request.
@@ -126,7 +126,7 @@ async fn exec_inner(
     };
     let id = device.id.to_string();
     Ok(match run(state, &caller, &id, exec, headers).await? {
-        Ran::Ended(job) => ended(&job, &caller),
+        Ran::Ended(job) => ended(&job, &caller, Some(device.name.clone())),
         Ran::Pending { job_id, waited } => error(
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -142,7 +142,7 @@ async fn exec_inner(
     })
 }
 
-fn ended(job: &JobRecord, caller: &Caller) -> Response {
+fn ended(job: &JobRecord, caller: &Caller, device_name: Option<String>) -> Response {
     let job_id = JobId::from_uuid(job.id);
     if job.status != JobStatus::Finished {
         let message = match job.status {
@@ -162,7 +162,7 @@ fn ended(job: &JobRecord, caller: &Caller) -> Response {
                 ErrorCode::GeneralError,
                 message,
             )
-            .detail(job_json(job, caller)),
+            .detail(job_json_named(job, caller, device_name)),
             Some(job_id),
         );
     }

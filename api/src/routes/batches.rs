@@ -87,13 +87,7 @@ pub async fn jobs(
     let (jobs, total) = batches::jobs_page(&state, &caller, batch_id(&id)?, status, &page)
         .await?
         .ok_or_else(|| ApiError::not_found("batch"))?;
-    let items = jobs
-        .iter()
-        .map(|job| {
-            serde_json::to_value(Job::new(job, false, caller.sees_secrets()))
-                .expect("views serialise")
-        })
-        .collect();
+    let items = crate::routes::jobs::jobs_json(&state, &jobs, &caller).await?;
     Ok(paged(items, total))
 }
 

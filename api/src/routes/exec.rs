@@ -45,12 +45,13 @@ pub async fn submit(
     };
     Ok(match exec::submit(&state, &caller, submission).await? {
         Submitted::Accepted(job_id) => accepted(job_id),
-        Submitted::Ended(job) => ended(&job, &caller),
+        Submitted::Ended(job) => ended(&state, &job, &caller).await?,
     })
 }
 
 /// A job that ended within the wait: `200`, or `408` (the job in `details[0]`) if it timed out.
-fn ended(job: &JobRecord, caller: &Caller) -> Response {
+async fn ended(state: &AppState, job: &JobRecord, caller: &Caller) -> Result<Response, ApiError> {
+    let view = jobs::job_json(state, job, caller).await?;
     if job.status == JobStatus::TimedOut {
         let error = ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -59,9 +60,9 @@ fn ended(job: &JobRecord, caller: &Caller) -> Response {
                 .clone()
                 .unwrap_or_else(|| "the command timed out".into()),
         );
-        return error.detail(jobs::job_json(job, caller)).into_response();
+        return Ok(error.detail(view).into_response());
     }
-    Json(jobs::job_json(job, caller)).into_response()
+    Ok(Json(view).into_response())
 }
 
 fn accepted(job_id: JobId) -> Response {

@@ -32,14 +32,43 @@ pub async fn get(
     let job = jobs_usecase::load_settled(&state, &caller, id)
         .await?
         .ok_or_else(|| ApiError::not_found("job"))?;
-    Ok(Json(job_json(&job, &caller)))
+    Ok(Json(job_json(&state, &job, &caller).await?))
 }
 
-/// The job as `caller` may see it. `stdout`/`stderr` are UTF-8 (invalid bytes replaced); the
-/// `_base64` forms carry the exact bytes; a sensitive job's output is redacted for roles that
-/// may not see secrets (`output_redacted: true`).
-pub fn job_json(job: &JobRecord, caller: &Caller) -> Value {
-    serde_json::to_value(Job::new(job, true, caller.sees_secrets())).expect("views serialise")
+/// The job as `caller` may see it, with its device's name. `stdout`/`stderr` are UTF-8
+/// (invalid bytes replaced); the `_base64` forms carry the exact bytes; a sensitive job's
+/// output is redacted for roles that may not see secrets (`output_redacted: true`).
+pub async fn job_json(
+    state: &AppState,
+    job: &JobRecord,
+    caller: &Caller,
+) -> Result<Value, ApiError> {
+    let name = crate::names::one(state, caller, job.device_id).await?;
+    Ok(job_json_named(job, caller, name))
+}
+
+/// [`job_json`] with the device's name already known.
+pub fn job_json_named(job: &JobRecord, caller: &Caller, device_name: Option<String>) -> Value {
+    serde_json::to_value(Job::new(job, true, caller.sees_secrets()).named(device_name))
+        .expect("views serialise")
+}
+
+/// A page of jobs (without output) as `caller` may see them, each with its device's name
+/// (one query for the page).
+pub async fn jobs_json(
+    state: &AppState,
+    jobs: &[JobRecord],
+    caller: &Caller,
+) -> Result<Vec<Value>, ApiError> {
+    let names = crate::names::of(state, &caller.tenant, jobs.iter().map(|j| j.device_id)).await?;
+    Ok(jobs
+        .iter()
+        .map(|job| {
+            let view = Job::new(job, false, caller.sees_secrets())
+                .named(names.get(&job.device_id).cloned());
+            serde_json::to_value(view).expect("views serialise")
+        })
+        .collect())
 }
 
 /// `POST /v1/jobs/{id}/cancel`: stops a running command or drops a queued job. Answers `202`
@@ -62,7 +91,7 @@ pub async fn cancel(
             ErrorCode::JobFinished,
             format!("the job already ended as {}", job.status),
         )
-        .detail(job_json(&job, &caller)));
+        .detail(job_json(&state, &job, &caller).await?));
     }
     let event = Event::new(
         caller.tenant.clone(),
@@ -138,12 +167,5 @@ async fn page_of_jobs(
     let page = page.page()?;
     let (records, total) =
         jobs::list(&state.db, &caller.tenant, filter, sort.sort(), &page).await?;
-    let items = records
-        .iter()
-        .map(|job| {
-            serde_json::to_value(Job::new(job, false, caller.sees_secrets()))
-                .expect("views serialise")
-        })
-        .collect();
-    Ok(paged(items, total))
+    Ok(paged(jobs_json(state, &records, caller).await?, total))
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ErrorCode};
-use crate::routes::jobs::job_json;
+use crate::routes::jobs::job_json_named;
 use crate::routes::params::{JobPath, LastEventIdHeader, Params};
 use crate::routes::responses::{Common, Forbidden, Invalid, NotFound};
 use crate::usecase::follow::{self, FollowFrom, Followed};
@@ -116,25 +116,40 @@ pub async fn output(
     let encoding = query.encoding;
     let mut stdout = Utf8Carry::default();
     let mut stderr = Utf8Carry::default();
-    let events = followed.map(move |item| {
-        Ok(match item {
-            Followed::Chunk { seq, stream, data } => {
-                let carry = match stream {
-                    OutputStream::Stdout => &mut stdout,
-                    OutputStream::Stderr => &mut stderr,
-                };
-                let chunk = OutputChunkEvent::new(encoding, carry, seq, &data);
-                Event::default()
-                    .event(stream.as_str())
-                    .id(seq.to_string())
-                    .json_data(chunk)
-                    .expect("chunks serialise")
-            }
-            Followed::End(job) => Event::default()
-                .event("end")
-                .json_data(job_json(&job, &caller))
-                .expect("jobs serialise"),
-        })
+    // Chunks are built in order as they come; the end event looks up the device's name.
+    let events = followed.map(move |item| match item {
+        Followed::Chunk { seq, stream, data } => {
+            let carry = match stream {
+                OutputStream::Stdout => &mut stdout,
+                OutputStream::Stderr => &mut stderr,
+            };
+            let chunk = OutputChunkEvent::new(encoding, carry, seq, &data);
+            Ok(Event::default()
+                .event(stream.as_str())
+                .id(seq.to_string())
+                .json_data(chunk)
+                .expect("chunks serialise"))
+        }
+        Followed::End(job) => Err(job),
+    });
+    let events = events.then(move |item| {
+        let (state, caller) = (state.clone(), caller.clone());
+        async move {
+            Ok(match item {
+                Ok(event) => event,
+                Err(job) => {
+                    // The end is never held back by the name: without the read models it is null.
+                    let name = crate::names::one(&state, &caller, job.device_id)
+                        .await
+                        .ok()
+                        .flatten();
+                    Event::default()
+                        .event("end")
+                        .json_data(job_json_named(&job, &caller, name))
+                        .expect("jobs serialise")
+                }
+            })
+        }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -78,6 +78,8 @@ pub async fn change_tenant(
 pub struct SessionView {
     pub id: Uuid,
     pub device_id: Uuid,
+    /// The device's name now (`null` if the device was deleted since).
+    pub device_name: Option<String>,
     /// The exec job the session ran (exec sessions).
     pub job_id: Option<Uuid>,
     /// The API key that opened it.
@@ -110,7 +112,11 @@ pub struct SessionView {
 
 /// `retention`: the tenant's current recording retention (a session expires at the earlier
 /// of its own expiry and its start plus that).
-fn session_view(s: &SessionRecord, retention: std::time::Duration) -> SessionView {
+fn session_view(
+    s: &SessionRecord,
+    retention: std::time::Duration,
+    device_name: Option<String>,
+) -> SessionView {
     let now_rule = chrono::Duration::from_std(retention)
         .ok()
         .and_then(|r| s.started_at.checked_add_signed(r))
@@ -119,6 +125,7 @@ fn session_view(s: &SessionRecord, retention: std::time::Duration) -> SessionVie
     SessionView {
         id: s.id,
         device_id: s.device_id,
+        device_name,
         job_id: s.job_id,
         actor: s.actor.clone(),
         username: s.username.clone(),
@@ -163,9 +170,14 @@ pub async fn list(
     let (records, total) = sessions::list(&state.db, &caller.tenant, &filter, &page, visible_after)
         .await
         .map_err(ApiError::database)?;
+    let names =
+        crate::names::of(&state, &caller.tenant, records.iter().map(|s| s.device_id)).await?;
     let items = records
         .iter()
-        .map(|s| serde_json::to_value(session_view(s, retention)).expect("views serialise"))
+        .map(|s| {
+            let name = names.get(&s.device_id).cloned();
+            serde_json::to_value(session_view(s, retention, name)).expect("views serialise")
+        })
         .collect();
     Ok(paged(items, total))
 }
@@ -179,9 +191,11 @@ pub async fn get(
     caller.require(Scope::Read)?;
     let session = usecase::session(&state, &caller, &id).await?;
     let (_, settings) = usecase::settings(&state, &caller.tenant).await?;
+    let name = crate::names::one(&state, &caller, session.device_id).await?;
     Ok(Json(session_view(
         &session,
         usecase::retention(&state, &settings),
+        name,
     )))
 }
 

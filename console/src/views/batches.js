@@ -73,10 +73,18 @@ export async function batchView(el, ctx, id) {
       ctx.showError(e);
     }
   } }, "Cancel batch");
+  // Skipped targets have no job, so `/jobs` never pages them: they are listed apart, every one
+  // of them (the batch's `targets` holds them all), paged here.
+  const skippedTitle = h("h2.skipped-title", "Skipped targets");
+  const skippedBody = h("tbody");
+  const skippedPager = h("div.pager");
+  const skippedTable = h("table.list.batch-skipped", h("thead", h("tr", ["Device", "Device id", "Reason"].map((t) => h("th", t)))), skippedBody);
   fill(el, summary, cancel,
     h("h2", "Targets"),
     h("table.list.batch-targets", h("thead", h("tr", ["Device", "Job", "Status", "Exit", "Duration", ""].map((t) => h("th", t)))), targets),
-    pager);
+    pager,
+    skippedTitle, skippedTable, skippedPager);
+  let skippedPage = 1;
   const open = new Map(); // job id -> panel
   ctx.onCleanup(() => open.forEach((p) => p.stop()));
   let page = 1;
@@ -88,7 +96,7 @@ export async function batchView(el, ctx, id) {
       ctx.api.page(`/v1/batches/${encodeURIComponent(id)}/jobs`, { page, per_page: PER_PAGE, order_by: "asc" }),
     ]);
     ended = batch.status !== "in_progress";
-    cancel.hidden = ended;
+    cancel.hidden = ended || !ctx.access.may("exec");
     el.dataset.status = batch.status;
     const counts = Object.entries(batch.counts ?? {}).filter(([, n]) => n > 0);
     fill(summary,
@@ -99,11 +107,26 @@ export async function batchView(el, ctx, id) {
         `max concurrency ${batch.max_concurrency}; requested ${when(batch.requested_at)}`,
         batch.finished_at ? `; finished ${when(batch.finished_at)}` : ""));
     const names = new Map((batch.targets ?? []).map((t) => [t.job_id, t.name]));
-    const skipped = (batch.targets ?? []).filter((t) => t.skipped);
     fill(targets,
-      jobs.items.map((job) => targetRow(job, names.get(job.job_id) ?? short(job.device_id))),
-      page === 1 ? skipped.map((t) => h("tr", h("td", t.name), h("td", "—"), h("td", badge("skipped")), h("td", t.skipped), h("td"), h("td"))) : []);
+      jobs.items.length ? jobs.items.map((job) => targetRow(job, names.get(job.job_id) ?? job.device_name ?? short(job.device_id)))
+        : h("tr", h("td.muted", { colspan: 6 }, "No jobs.")));
     fill(pager, pages(jobs.total, page, (p) => { page = p; refresh().catch(ctx.showError); }, PER_PAGE));
+    skipped = (batch.targets ?? []).filter((t) => t.skipped);
+    showSkipped();
+  }
+
+  let skipped = [];
+  function showSkipped() {
+    const none = skipped.length === 0;
+    skippedTitle.hidden = none;
+    skippedTable.hidden = none;
+    fill(skippedTitle, `Skipped targets (${skipped.length})`);
+    const last = Math.max(1, Math.ceil(skipped.length / PER_PAGE));
+    skippedPage = Math.min(skippedPage, last);
+    const shown = skipped.slice((skippedPage - 1) * PER_PAGE, skippedPage * PER_PAGE);
+    fill(skippedBody, shown.map((t) => h("tr", { dataset: { deviceId: t.device_id } },
+      h("td", t.name), h("td", h("code", short(t.device_id))), h("td", badge(t.skipped, "skipped")))));
+    fill(skippedPager, pages(skipped.length, skippedPage, (p) => { skippedPage = p; showSkipped(); }, PER_PAGE));
   }
 
   function targetRow(job, name) {

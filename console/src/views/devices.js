@@ -28,6 +28,7 @@ export async function devices(main, ctx) {
         },
       }, h("label", { for: "tag-filter" }, "Tag"), tagInput, h("button", { type: "submit" }, "Filter")),
       count),
+    ctx.access.notice("exec", "shell"),
     h("table.list#devices",
       h("thead", h("tr", ["Name", "Host", "Status", "Online", "Last seen", "Tags", ""].map((t) => h("th", t)))),
       table),
@@ -63,8 +64,8 @@ export async function devices(main, ctx) {
         refresh().catch(ctx.showError);
       } }, t))),
       h("td.actions",
-        h("a.button", { href: `#/run?device=${d.id}` }, "Run"),
-        h("a.button", { href: `#/shell/${d.id}` }, "Shell"),
+        ctx.access.action("exec", h("a.button", { href: `#/run?device=${d.id}` }, "Run")),
+        ctx.access.action("shell", h("a.button", { href: `#/shell/${d.id}` }, "Shell")),
         h("a.button", { href: `#/sessions?device_id=${d.id}` }, "Sessions")),
     );
   }

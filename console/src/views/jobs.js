@@ -21,7 +21,6 @@ export async function jobList(main, ctx) {
     pager);
 
   async function refresh() {
-    const names = await ctx.api.deviceNames();
     const { items, total } = await ctx.api.page("/v1/jobs", {
       page, per_page: PER_PAGE, status: status.value, device_id: ctx.query.get("device_id") ?? undefined,
     });
@@ -30,7 +29,7 @@ export async function jobList(main, ctx) {
       h("td", h("a", { href: `#/jobs/${j.job_id}` }, short(j.job_id))),
       h("td", badge(j.status)),
       h("td", h("code", (j.argv ?? []).join(" "))),
-      h("td", names.get(j.device_id) ?? short(j.device_id)),
+      h("td.device", { title: j.device_id }, j.device_name ?? short(j.device_id)),
       h("td", j.exit_status ?? j.exit_signal ?? "—"),
       h("td", duration(j.duration_ms)),
       h("td", when(j.requested_at)))) : h("tr", h("td.muted", { colspan: 7 }, "No jobs.")));
@@ -56,12 +55,12 @@ export async function jobDetail(main, ctx) {
   async function load() {
     const job = await ctx.api.get(`/v1/jobs/${encodeURIComponent(id)}`);
     main.dataset.status = job.status;
-    cancel.hidden = ENDED(job.status);
+    cancel.hidden = ENDED(job.status) || !ctx.access.may("exec");
     const row = (term, ...value) => [h("dt", term), h("dd", ...value)];
     fill(facts,
       row("Status", badge(job.status), job.is_ok ? " ok" : ""),
       row("Command", h("code", (job.argv ?? []).join(" "))),
-      row("Device", job.device_id, " ", h("a", { href: `#/sessions/${job.job_id}` }, "session")),
+      row("Device", job.device_name ? [h("strong", job.device_name), " "] : "", h("code", job.device_id), " ", h("a", { href: `#/sessions/${job.job_id}` }, "session")),
       job.batch_id ? row("Batch", h("a", { href: `#/batches/${job.batch_id}` }, job.batch_id)) : [],
       row("Exit", job.exit_status ?? "—", job.exit_signal ? ` (signal ${job.exit_signal}${job.exit_signal_message ? `: ${job.exit_signal_message}` : ""})` : ""),
       job.error_code ? row("Error", `${job.error_code}: ${job.error_message ?? ""}`) : [],

@@ -12,10 +12,20 @@ export function templateParams(template) {
 }
 
 export async function run(main, ctx) {
+  if (!ctx.access.may("exec")) {
+    fill(main, h("h1", "Run a command"), h("p.notice.access#run-denied", { role: "note" }, ctx.access.why("exec")));
+    return;
+  }
   const [{ items: deviceItems }, templates] = await Promise.all([
     ctx.api.page("/v1/devices", { per_page: 100, sort_by: "name", order_by: "asc" }),
     ctx.api.get("/v1/templates"),
   ]);
+  // The list offers the first 100 devices by name; a device asked for by id (the devices
+  // page's Run link) is offered too wherever it sorts.
+  const wanted = ctx.query.get("device");
+  if (wanted && !deviceItems.some((d) => d.id === wanted)) {
+    deviceItems.unshift(await ctx.api.get(`/v1/devices/${encodeURIComponent(wanted)}`));
+  }
   const radio = (name, value, label, checked) =>
     h("label.choice", h("input", { type: "radio", name, value, checked, onchange: sync }), ` ${label}`);
 

@@ -19,14 +19,13 @@ export async function sessionList(main, ctx) {
     h("table.list#sessions", h("thead", h("tr", ["Session", "Type", "Device", "User", "Started", "Ended", "Reason", "Recorded"].map((t) => h("th", t)))), body),
     pager);
   async function refresh() {
-    const names = await ctx.api.deviceNames();
     const { items, total } = await ctx.api.page("/v1/sessions", {
       page, per_page: PER_PAGE, type: type.value, device_id: ctx.query.get("device_id") ?? undefined,
     });
     fill(body, items.length ? items.map((s) => h("tr", { dataset: { sessionId: s.id } },
       h("td", h("a", { href: `#/sessions/${s.id}` }, short(s.id))),
       h("td", s.type),
-      h("td", names.get(s.device_id) ?? short(s.device_id)),
+      h("td.device", { title: s.device_id }, s.device_name ?? short(s.device_id)),
       h("td", s.username),
       h("td", when(s.started_at)),
       h("td", s.active ? badge("active", "running") : when(s.ended_at)),
@@ -44,10 +43,11 @@ export async function sessionDetail(main, ctx) {
   const stage = h("div.player#player");
   fill(main,
     h("h1", "Session ", h("code", id)),
-    h("p", badge(session.type), ` ${session.username} on device ${session.device_id}, `,
+    h("p", badge(session.type), ` ${session.username} on device ${session.device_name ? `${session.device_name} (${session.device_id})` : session.device_id}, `,
       session.term ? `${session.term} ${session.cols}×${session.rows}, ` : "no terminal, ",
       `started ${when(session.started_at)}`, session.ended_at ? `, ended ${when(session.ended_at)} (${session.end_reason ?? "—"})` : " (active)",
       session.job_id ? [" — ", h("a", { href: `#/jobs/${session.job_id}` }, "job")] : []),
+    closeAction(session, ctx),
     stage);
   if (!session.recorded) {
     fill(stage, h("p.muted", "This session was not recorded."));
@@ -62,6 +62,22 @@ export async function sessionDetail(main, ctx) {
     terminalFontFamily: "ui-monospace, 'DejaVu Sans Mono', monospace",
   });
   ctx.onCleanup(() => player.dispose());
+}
+
+/** A live shell can be closed by owners and administrators (`POST /v1/sessions/{id}/close`). */
+function closeAction(session, ctx) {
+  if (session.type !== "shell" || !session.active) return [];
+  const button = h("button.danger#close-session", { type: "button", onclick: async () => {
+    button.disabled = true;
+    try {
+      await ctx.api.post(`/v1/sessions/${encodeURIComponent(session.id)}/close`, { reason: "closed from the console" });
+      fill(button.parentNode, badge("closing", "canceled"), " the shell is being closed; its user is told why.");
+    } catch (e) {
+      button.disabled = false;
+      ctx.showError(e);
+    }
+  } }, "Close session");
+  return h("p.session-actions", ctx.access.action("sessions", button), ctx.access.may("sessions") ? [] : [" ", h("span.muted", ctx.access.why("sessions"))]);
 }
 
 /**

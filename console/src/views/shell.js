@@ -17,6 +17,11 @@ export async function shell(main, ctx) {
   const screen = h("div.terminal#terminal");
   const close = h("button", { type: "button", onclick: () => socket?.close(1000, "closed by the user") }, "Disconnect");
   fill(main, h("div.toolbar", h("h1", "Shell on ", device.name), state, close), screen);
+  if (!ctx.access.may("shell")) {
+    fill(state, badge("refused", "failed"), " ", ctx.access.why("shell"));
+    close.disabled = true;
+    return;
+  }
   // A refused upgrade reaches the page only as a closed socket (code 1006), so the reasons
   // the console can know of are checked first and shown plainly.
   const settings = await ctx.api.get("/v1/tenant");

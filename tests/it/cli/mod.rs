@@ -302,6 +302,24 @@ async fn devices_jobs_and_keys_are_managed_from_the_command_line() {
         .await;
     assert_eq!(jobs[0]["job_id"], job.as_str());
     assert_eq!(jobs[0]["status"], "canceled");
+    assert_eq!(jobs[0]["device_name"], "db-1", "{jobs}");
+    assert!(jobs[0]["device_id"].is_string(), "{jobs}");
+    let out = cli.run(&["jobs", "list", "--device", "db-1"]).await;
+    let table = text(&out.stdout);
+    let column = table
+        .lines()
+        .next()
+        .unwrap()
+        .find("DEVICE")
+        .expect("DEVICE");
+    let row = table
+        .lines()
+        .find(|l| l.contains(&job))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row[column..].starts_with("db-1 "),
+        "the DEVICE column shows the name:\n{table}"
+    );
     let one = cli.json(&["jobs", "get", &job, "-o", "json"]).await;
     assert_eq!(one["status"], "canceled");
     let out = cli.run(&["jobs", "cancel", &job]).await;

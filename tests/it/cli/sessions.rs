@@ -60,13 +60,28 @@ async fn sessions_are_listed_and_played_with_their_timing() {
         .json(&["sessions", "list", "-o", "json", "--device", &id])
         .await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    // JSON carries the device's id and name; the table's DEVICE column shows the name.
+    let name = format!("dev-{}", device.port);
+    assert_eq!(list[0]["device_id"], id.as_str(), "{list}");
+    assert_eq!(list[0]["device_name"], name.as_str(), "{list}");
     let got = cli.json(&["sessions", "get", &session, "-o", "json"]).await;
     assert_eq!(got["device_id"], id.as_str());
+    assert_eq!(got["device_name"], name.as_str());
     let out = cli.run(&["sessions", "list"]).await;
+    let table = text(&out.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.contains(&session))
+        .unwrap_or_else(|| panic!("{table}"));
+    let header = table.lines().next().unwrap();
+    let column = header.find("DEVICE").expect("a DEVICE column");
     assert!(
-        text(&out.stdout).contains(&session),
-        "{}",
-        text(&out.stdout)
+        row[column..].starts_with(&name),
+        "the DEVICE column shows the name:\n{table}"
+    );
+    assert!(
+        !row.contains(&id),
+        "the table shows the name, not the id:\n{table}"
     );
 
     let timed = |args: Vec<String>| {
