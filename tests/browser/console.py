@@ -204,6 +204,13 @@ def drive(page, errors):
         expect(page.locator("dl.facts")).to_contain_text(LATE_NAME)
         page.goto(f"{BASE}/console/#/run?device={LATE_ID}")
         expect(page.locator("#run-device option:checked")).to_contain_text(LATE_NAME)
+        page.goto(f"{BASE}/console/#/run")
+        expect(page.locator("#run-device option")).to_have_count(100)
+        page.fill("#run-device-find", LATE_NAME.upper())
+        expect(page.locator("#run-device option")).to_have_count(1)
+        expect(page.locator("#run-device option")).to_contain_text(LATE_NAME)
+        page.fill("#run-device-find", "no-such-device-name")
+        expect(page.locator("#run-device option")).to_have_text(["no device matches"])
 
         step("a batch's skipped targets, every one, page after page")
         page.goto(f"{BASE}/console/#/run?tags={CROWD_TAG}")

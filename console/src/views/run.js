@@ -20,8 +20,8 @@ export async function run(main, ctx) {
     ctx.api.page("/v1/devices", { per_page: 100, sort_by: "name", order_by: "asc" }),
     ctx.api.get("/v1/templates"),
   ]);
-  // The list offers the first 100 devices by name; a device asked for by id (the devices
-  // page's Run link) is offered too wherever it sorts.
+  // The list offers the first 100 devices by name (the search below finds the others); a
+  // device asked for by id (the devices page's Run link) is offered too wherever it sorts.
   const wanted = ctx.query.get("device");
   if (wanted && !deviceItems.some((d) => d.id === wanted)) {
     deviceItems.unshift(await ctx.api.get(`/v1/devices/${encodeURIComponent(wanted)}`));
@@ -29,8 +29,31 @@ export async function run(main, ctx) {
   const radio = (name, value, label, checked) =>
     h("label.choice", h("input", { type: "radio", name, value, checked, onchange: sync }), ` ${label}`);
 
-  const deviceSelect = h("select", { id: "run-device" },
-    deviceItems.map((d) => h("option", { value: d.id, selected: d.id === ctx.query.get("device") }, `${d.name} (${d.host})`)));
+  const option = (d) => h("option", { value: d.id, selected: d.id === wanted }, `${d.name} (${d.host})`);
+  const deviceSelect = h("select", { id: "run-device" }, deviceItems.map(option));
+  // The list holds 100 devices at a time: typing part of a name asks the API for the first
+  // 100 that match (`name` filter, any case), a moment after the last keystroke.
+  let findTimer = null;
+  let findRound = 0;
+  const deviceFind = h("input", {
+    id: "run-device-find", type: "search", placeholder: "find by name", autocomplete: "off", size: 16,
+    oninput: () => {
+      clearTimeout(findTimer);
+      findTimer = setTimeout(async () => {
+        const round = ++findRound;
+        const text = deviceFind.value.trim();
+        try {
+          const { items } = await ctx.api.page("/v1/devices",
+            { per_page: 100, sort_by: "name", order_by: "asc", ...(text ? { name: text } : {}) });
+          if (round !== findRound) return; // a later search answered or will answer
+          fill(deviceSelect, items.length ? items.map(option) : h("option", { value: "", disabled: true }, "no device matches"));
+        } catch (e) {
+          ctx.showError(e);
+        }
+      }, 250);
+    },
+  });
+  ctx.onCleanup(() => clearTimeout(findTimer));
   const tagInput = h("input", { id: "run-tags", placeholder: "tags, comma-separated (all must match)", value: ctx.query.get("tags") ?? "" });
   const concurrency = h("input", { id: "run-concurrency", value: "10", size: 6, title: "10, 10% or a ramp like 1,5,20%" });
   const maxErrors = h("input", { id: "run-max-errors", value: "0", size: 6 });
@@ -114,7 +137,7 @@ export async function run(main, ctx) {
       h("fieldset", h("legend", "On"),
         radio("target", "device", "a device", !ctx.query.get("tags")),
         radio("target", "tag", "every device with tags", Boolean(ctx.query.get("tags"))),
-        h("div.target-device", h("label", { for: "run-device" }, "Device "), deviceSelect),
+        h("div.target-device", h("label", { for: "run-device" }, "Device "), deviceSelect, " ", deviceFind),
         h("div.target-tag", h("label", { for: "run-tags" }, "Tags "), tagInput,
           h("label", { for: "run-concurrency" }, " max concurrency "), concurrency,
           h("label", { for: "run-max-errors" }, " max errors "), maxErrors)),
