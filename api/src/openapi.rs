@@ -40,6 +40,7 @@ use crate::AppState;
         crate::routes::output::OutputChunkEvent,
         crate::routes::batch_output::BatchOutputEvent,
         crate::routes::batch_output::BatchChunkEvent,
+        crate::usecase::batch_follow::BatchJobStart,
         crate::usecase::batch_follow::BatchJobEnd,
         crate::routes::shells::WatchStart,
     )),

@@ -771,9 +771,9 @@ impl Topology {
         format!("{}.out.{tenant}.{job}.>", self.prefix)
     }
 
-    /// Every job outcome of one tenant (a large batch's follower filters on it).
-    pub fn tenant_outcomes_filter(&self, tenant: &TenantId) -> String {
-        format!("{}.evt.{tenant}.job.*.outcome", self.prefix)
+    /// One facet (`started`, `outcome`, …) of every job of one tenant.
+    pub fn tenant_jobs_filter(&self, tenant: &TenantId, facet: JobFacet) -> String {
+        format!("{}.evt.{tenant}.job.*.{}", self.prefix, facet.as_str())
     }
 
     /// Every output of one tenant's jobs.

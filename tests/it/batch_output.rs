@@ -162,7 +162,7 @@ async fn a_batch_is_followed_live_with_devices_job_ends_progress_and_end() {
     }
     let stderr: Vec<&SseEvent> = events.iter().filter(|e| e.event == "stderr").collect();
     assert_eq!(stderr.len(), 3);
-    // Within a job: one, two (stderr), three, then its job_end.
+    // Within a job: its start on a worker, one, two (stderr), three, then its job_end.
     for i in 0..3 {
         let name = format!("web-{i}");
         let mine: Vec<String> = events
@@ -172,9 +172,24 @@ async fn a_batch_is_followed_live_with_devices_job_ends_progress_and_end() {
             .collect();
         assert_eq!(
             mine,
-            ["stdout:one\n", "stderr:two\n", "stdout:three\n", "job_end:"],
+            [
+                "job_start:",
+                "stdout:one\n",
+                "stderr:two\n",
+                "stdout:three\n",
+                "job_end:"
+            ],
             "{name}"
         );
+    }
+    for start in events.iter().filter(|e| e.event == "job_start") {
+        let start = start.json();
+        assert_eq!(start["attempt"], 1, "{start}");
+        assert!(
+            start["worker"].as_str().is_some_and(|w| !w.is_empty()),
+            "{start}"
+        );
+        assert!(start["job_id"].is_string(), "{start}");
     }
 
     let ends: Vec<Value> = events
@@ -338,6 +353,8 @@ async fn without_follow_a_running_batch_stops_at_what_the_log_holds() {
             .event,
         "batch"
     );
+    let start = live.next_within(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(start.event, "job_start");
     let first = live.next_within(Duration::from_secs(20)).await.unwrap();
     assert_eq!(first.json()["data"], "early\n");
     let started = Instant::now();
@@ -352,7 +369,11 @@ async fn without_follow_a_running_batch_stops_at_what_the_log_holds() {
     .await;
     assert!(started.elapsed() < Duration::from_secs(4));
     let kinds: Vec<&str> = now.iter().map(|e| e.event.as_str()).collect();
-    assert_eq!(kinds, ["batch", "stdout"], "no `end` while the batch runs");
+    assert_eq!(
+        kinds,
+        ["batch", "job_start", "stdout"],
+        "no `end` while the batch runs"
+    );
 }
 
 #[tokio::test]
@@ -502,11 +523,21 @@ async fn a_sensitive_batchs_output_is_followed_only_by_roles_that_see_secrets() 
         .await
         .collect(Duration::from_secs(30))
         .await;
-    let kinds: Vec<&str> = theirs.iter().map(|e| e.event.as_str()).collect();
+    // The starts (two, in any order against the other job's end) and the ends, not the output.
+    let kinds: Vec<&str> = theirs
+        .iter()
+        .map(|e| e.event.as_str())
+        .filter(|&e| e != "job_start")
+        .collect();
     assert_eq!(
         kinds,
         ["batch", "job_end", "progress", "job_end", "progress", "end"],
         "the ends, not the output"
+    );
+    assert_eq!(
+        theirs.iter().filter(|e| e.event == "job_start").count(),
+        2,
+        "{theirs:?}"
     );
     assert!(
         !theirs.iter().any(|e| e.data.contains(&secret)),
@@ -564,6 +595,8 @@ async fn a_large_batch_is_followed_through_the_tenants_wildcards_without_other_j
         "{events:?}"
     );
     assert_eq!(events.iter().filter(|e| e.event == "job_end").count(), 17);
+    // Only the batch's starts, through the tenant's wildcard too.
+    assert_eq!(events.iter().filter(|e| e.event == "job_start").count(), 17);
     positions(&events);
     assert_eq!(events.last().unwrap().json()["status"], "success");
 }

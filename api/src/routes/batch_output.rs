@@ -58,6 +58,7 @@ pub struct BatchChunkEvent {
 )]
 pub enum BatchOutputEventName {
     Batch,
+    JobStart,
     Stdout,
     Stderr,
     JobEnd,
@@ -76,14 +77,16 @@ pub struct BatchOutputEvent {
     /// The position in the log (absent on `batch` and `end`): resume with it as
     /// `Last-Event-ID`.
     id: Option<String>,
-    /// JSON: the batch for `batch` and `end`, a [`BatchChunkEvent`] for `stdout`/`stderr`, a
-    /// [`BatchJobEnd`] for `job_end`, a `BatchProgress` for `progress`.
+    /// JSON: the batch for `batch` and `end`, a `BatchJobStart` for `job_start`, a
+    /// [`BatchChunkEvent`] for `stdout`/`stderr`, a [`BatchJobEnd`] for `job_end`, a
+    /// `BatchProgress` for `progress`.
     data: String,
 }
 
 /// Server-sent events for the whole batch, in log order: first `batch` (the batch as
-/// `GET /v1/batches/{id}` gives it, with its targets: device names for prefixes), then each
-/// job's `stdout`/`stderr` chunks (`data` = [`BatchChunkEvent`]: job id, device id and name,
+/// `GET /v1/batches/{id}` gives it, with its targets: device names for prefixes), then for
+/// each job a `job_start` when a worker starts it (`BatchJobStart`: attempt, worker; again
+/// for a retry), its `stdout`/`stderr` chunks (`data` = [`BatchChunkEvent`]: job id, device id and name,
 /// the job's chunk `seq`, the text or bytes), a `job_end` ([`BatchJobEnd`]: status, exit,
 /// error, progress) when a job ends followed by a `progress` event (counts), and a final `end`
 /// with the finished batch. Within a job, chunks come in the order the device wrote them.
@@ -96,7 +99,7 @@ pub struct BatchOutputEvent {
     params(BatchPath,
            LastEventIdHeader,
            BatchOutputQuery),
-    responses((status = 200, description = "Server-sent events (`BatchOutputEvent`): `batch`, `stdout`, `stderr` (`data` a `BatchChunkEvent`), `job_end` (`data` a `BatchJobEnd`), `progress` and `end`", content_type = "text/event-stream", body = String), Common, Forbidden, Invalid, NotFound))]
+    responses((status = 200, description = "Server-sent events (`BatchOutputEvent`): `batch`, `job_start` (`data` a `BatchJobStart`), `stdout`, `stderr` (`data` a `BatchChunkEvent`), `job_end` (`data` a `BatchJobEnd`), `progress` and `end`", content_type = "text/event-stream", body = String), Common, Forbidden, Invalid, NotFound))]
 pub async fn output(
     State(state): State<AppState>,
     caller: Caller,
@@ -130,6 +133,13 @@ pub async fn output(
                 if emit {
                     let chunk = BatchChunkEvent { job, chunk };
                     vec![json_event(stream.as_str(), Some(position), &chunk)]
+                } else {
+                    Vec::new()
+                }
+            }
+            BatchFollowed::JobStart { position, start } => {
+                if emit {
+                    vec![json_event("job_start", Some(position), &*start)]
                 } else {
                     Vec::new()
                 }

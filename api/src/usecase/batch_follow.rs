@@ -1,7 +1,7 @@
 //! Following a whole batch's output from the log, for `GET /v1/batches/{id}/output`.
 //!
 //! The batch counterpart of [`crate::usecase::follow`]: one ordered consumer of the follower's
-//! own reads, in log order, every job's output chunks and outcome events from the batch's
+//! own reads, in log order, every job's start, output chunks and outcome events from the batch's
 //! `BatchRequested` on. The position of a message in the stream (its stream sequence) is the
 //! one cursor for all the jobs at once: it is the `id` of every event, and a follower resumed
 //! with `Last-Event-ID: N` reads the batch again from its start, keeping the per-job state
@@ -13,8 +13,10 @@
 //! batch ends when every job has ended; the final `end` carries the batch as
 //! `GET /v1/batches/{id}` gives it, once the read model has folded it (briefly waited for).
 //!
-//! Consumer filters: for batches of up to [`PER_JOB_FILTERS`] jobs, the jobs' own output and
-//! outcome subjects; for larger ones the tenant's output and outcome wildcards with the
+//! A job's `job_start` is each `ExecStarted` (one per attempt) while the job is open.
+//!
+//! Consumer filters: for batches of up to [`PER_JOB_FILTERS`] jobs, the jobs' own start, output
+//! and outcome subjects; for larger ones the tenant's start, output and outcome wildcards with the
 //! messages of other jobs dropped here (filters are sent to the server in the consumer's
 //! config, and thousands of them cost more than skipping).
 
@@ -68,6 +70,17 @@ pub struct BatchProgress {
     pub counts: BTreeMap<String, u64>,
 }
 
+/// A job's start on a worker, as its `ExecStarted` event tells it (one per attempt).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchJobStart {
+    #[serde(flatten)]
+    pub job: BatchJobRef,
+    /// The attempt that started (1 first; a retry after a lost connection or worker counts up).
+    pub attempt: u32,
+    /// The worker that runs it.
+    pub worker: String,
+}
+
 /// A job's end, as its outcome event tells it.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct BatchJobEnd {
@@ -97,6 +110,11 @@ pub enum BatchFollowed {
         seq: u64,
         stream: OutputStream,
         data: Bytes,
+    },
+    /// A job has started on a worker (again, for a retry).
+    JobStart {
+        position: u64,
+        start: Box<BatchJobStart>,
     },
     /// A job has ended.
     JobEnd {
@@ -267,6 +285,22 @@ pub async fn follow(
                     if event.tenant != caller.tenant {
                         continue;
                     }
+                    if let EventBody::ExecStarted(e) = &event.body {
+                        if let Some(job) = open.get(&e.job_id) {
+                            yield Positioned {
+                                item: BatchFollowed::JobStart {
+                                    position,
+                                    start: Box::new(BatchJobStart {
+                                        job: job.clone(),
+                                        attempt: e.attempt,
+                                        worker: e.worker.clone(),
+                                    }),
+                                },
+                                emit,
+                            };
+                        }
+                        continue;
+                    }
                     let (job_id, status, exit_status, exit_signal, error_code, error_message) =
                         match &event.body {
                             EventBody::ExecFinished(e) => (
@@ -336,8 +370,8 @@ fn members(requested: &BatchRequested) -> HashMap<JobId, BatchJobRef> {
         .collect()
 }
 
-/// The consumer's filters: outcomes always, output when the caller may read it (`Some(true)`:
-/// the sensitive subjects).
+/// The consumer's filters: starts and outcomes always, output when the caller may read it
+/// (`Some(true)`: the sensitive subjects).
 fn filters(
     state: &AppState,
     caller: &Caller,
@@ -347,8 +381,9 @@ fn filters(
     let topology = &state.topology;
     let tenant = &caller.tenant;
     if members.len() <= PER_JOB_FILTERS {
-        let mut subjects = Vec::with_capacity(members.len() * 2);
+        let mut subjects = Vec::with_capacity(members.len() * 3);
         for job in members.keys() {
+            subjects.push(topology.job_subject(tenant, *job, JobFacet::Started));
             subjects.push(topology.job_subject(tenant, *job, JobFacet::Outcome));
             match output {
                 Some(false) => subjects.push(topology.output_filter(tenant, *job)),
@@ -358,7 +393,10 @@ fn filters(
         }
         subjects
     } else {
-        let mut subjects = vec![topology.tenant_outcomes_filter(tenant)];
+        let mut subjects = vec![
+            topology.tenant_jobs_filter(tenant, JobFacet::Started),
+            topology.tenant_jobs_filter(tenant, JobFacet::Outcome),
+        ];
         match output {
             Some(false) => subjects.push(topology.tenant_output_filter(tenant)),
             Some(true) => subjects.push(topology.tenant_sensitive_output_filter(tenant)),
