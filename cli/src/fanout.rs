@@ -5,7 +5,7 @@
 //! API restart) resumes after the last event it got; Ctrl-C cancels the batch (a second one
 //! leaves at once).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
@@ -141,6 +141,9 @@ pub async fn follow(api: &Api, batch_id: &str, show: Show) -> Result<BatchOutcom
     };
     let mut collected: BTreeMap<String, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
     let mut ends: Vec<Value> = Vec::new();
+    // Jobs started and not yet ended, and the ended ones per status: the bar's message.
+    let mut running: HashSet<String> = HashSet::new();
+    let mut counts = String::new();
     let mut last_id: Option<String> = None;
     let mut failures = 0;
     let mut interrupted = false;
@@ -190,6 +193,11 @@ pub async fn follow(api: &Api, batch_id: &str, show: Show) -> Result<BatchOutcom
                             .bar
                             .set_length(data["job_count"].as_u64().unwrap_or(0));
                     }
+                    "job_start" => {
+                        running.insert(data["job_id"].as_str().unwrap_or_default().to_owned());
+                        printer.bar.set_message(bar_message(running.len(), &counts));
+                        last_id = event.id.clone();
+                    }
                     "stdout" | "stderr" => {
                         let bytes = base64::engine::general_purpose::STANDARD
                             .decode(data["data_base64"].as_str().unwrap_or_default())
@@ -222,6 +230,7 @@ pub async fn follow(api: &Api, batch_id: &str, show: Show) -> Result<BatchOutcom
                                 format!("{}{line}\n", printer.prefix(&device)).as_bytes(),
                             );
                         }
+                        running.remove(&job);
                         let mut end = data.clone();
                         if let Some((out, err)) = collected.remove(&job) {
                             end["stdout"] = json!(String::from_utf8_lossy(&out));
@@ -233,13 +242,13 @@ pub async fn follow(api: &Api, batch_id: &str, show: Show) -> Result<BatchOutcom
                         if let Some(progress) =
                             end.as_object_mut().and_then(|o| o.remove("progress"))
                         {
-                            update_bar(&printer.bar, &progress);
+                            update_bar(&printer.bar, &progress, running.len(), &mut counts);
                         }
                         ends.push(end);
                         last_id = event.id.clone();
                     }
                     "progress" => {
-                        update_bar(&printer.bar, &data);
+                        update_bar(&printer.bar, &data, running.len(), &mut counts);
                         last_id = event.id.clone();
                     }
                     "end" => {
@@ -266,9 +275,10 @@ pub async fn follow(api: &Api, batch_id: &str, show: Show) -> Result<BatchOutcom
     }
 }
 
-fn update_bar(bar: &ProgressBar, progress: &Value) {
+/// Moves the bar to a `progress` (ended jobs) and keeps its counts for the message.
+fn update_bar(bar: &ProgressBar, progress: &Value, running: usize, counts: &mut String) {
     bar.set_position(progress["ended"].as_u64().unwrap_or(0));
-    let counts = progress["counts"]
+    *counts = progress["counts"]
         .as_object()
         .map(|c| {
             c.iter()
@@ -277,7 +287,16 @@ fn update_bar(bar: &ProgressBar, progress: &Value) {
                 .join(", ")
         })
         .unwrap_or_default();
-    bar.set_message(counts);
+    bar.set_message(bar_message(running, counts));
+}
+
+/// The bar's message: jobs running now (started, not ended), then ended jobs per status.
+fn bar_message(running: usize, counts: &str) -> String {
+    match (running, counts.is_empty()) {
+        (0, _) => counts.to_owned(),
+        (n, true) => format!("running {n}"),
+        (n, false) => format!("running {n} · {counts}"),
+    }
 }
 
 /// One line about a job that did not exit 0, for the prefixed output.

@@ -347,6 +347,8 @@ async fn on_a_terminal_a_fan_out_draws_a_progress_bar_and_clears_it() {
     );
     // The bar counted the jobs, on stderr, and was cleared before the summary.
     assert!(seen.contains("0/2") && seen.contains("1/2"), "{seen:?}");
+    // While a job runs (one at a time here) the bar says so, from the stream's job_start.
+    assert!(seen.contains("running 1"), "{seen:?}");
     assert!(
         seen.contains("\x1b[2K") || seen.contains("\x1b[K"),
         "cleared: {seen:?}"
