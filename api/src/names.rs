@@ -27,7 +27,7 @@ pub async fn of(
 /// The name of one device of the caller's tenant. The read model first; a device it does not
 /// have (yet: the projector lags or is down, as right after a registration) is read from the
 /// log, so a single job or session names a device that exists however far the read model is
-/// behind, and a `?wait=` answer names it as every later read does. A deleted device, or a log
+/// behind (a `?wait=` answer takes the name its submit read instead). A deleted device, or a log
 /// that cannot be read, gives `None`: a name never fails the request it decorates.
 pub async fn one(state: &AppState, caller: &Caller, id: Uuid) -> Result<Option<String>, ApiError> {
     if let Some(name) = of(state, &caller.tenant, [id]).await?.remove(&id) {

@@ -199,7 +199,7 @@ pub async fn run(
         wait,
     };
     Ok(match exec::submit(state, caller, submission).await? {
-        Submitted::Ended(mut job) => {
+        Submitted::Ended { mut job, .. } => {
             // A sensitive template's output is for roles that see secrets, here as in every
             // native view.
             if job.sensitive && !caller.sees_secrets() {

@@ -45,13 +45,13 @@ pub async fn submit(
     };
     Ok(match exec::submit(&state, &caller, submission).await? {
         Submitted::Accepted(job_id) => accepted(job_id),
-        Submitted::Ended(job) => ended(&state, &job, &caller).await?,
+        Submitted::Ended { job, device_name } => ended(&job, &caller, device_name),
     })
 }
 
 /// A job that ended within the wait: `200`, or `408` (the job in `details[0]`) if it timed out.
-async fn ended(state: &AppState, job: &JobRecord, caller: &Caller) -> Result<Response, ApiError> {
-    let view = jobs::job_json(state, job, caller).await?;
+fn ended(job: &JobRecord, caller: &Caller, device_name: String) -> Response {
+    let view = jobs::job_json_named(job, caller, Some(device_name));
     if job.status == JobStatus::TimedOut {
         let error = ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -60,9 +60,9 @@ async fn ended(state: &AppState, job: &JobRecord, caller: &Caller) -> Result<Res
                 .clone()
                 .unwrap_or_else(|| "the command timed out".into()),
         );
-        return Ok(error.detail(view).into_response());
+        return error.detail(view).into_response();
     }
-    Ok(Json(view).into_response())
+    Json(view).into_response()
 }
 
 fn accepted(job_id: JobId) -> Response {

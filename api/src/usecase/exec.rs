@@ -48,8 +48,12 @@ pub struct Submission<'a> {
 pub enum Submitted {
     /// Durably queued; the outcome was not in within the wait.
     Accepted(JobId),
-    /// The job ended within the wait.
-    Ended(Box<JobRecord>),
+    /// The job ended within the wait, on the device of this name (as the submit read it, so
+    /// the answer names it without another lookup).
+    Ended {
+        job: Box<JobRecord>,
+        device_name: String,
+    },
 }
 
 #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, device_id = %submission.device, job_id = tracing::field::Empty))]
@@ -71,6 +75,7 @@ pub async fn submit(
     let submission_device = device;
     let (device, presence) = devices::for_exec(state, caller, device).await?;
     let device = device.config;
+    let device_name = device.name.clone();
     if device.status != DeviceStatus::Accepted {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -148,7 +153,7 @@ pub async fn submit(
             .finish(state, queued, deadline, &mut waiting.ready)
             .await
         {
-            Watched::Job(job) => return Ok(Submitted::Ended(job)),
+            Watched::Job(job) => return Ok(Submitted::Ended { job, device_name }),
             Watched::Projected => notified = true,
             Watched::Incomplete => {}
         }
@@ -161,7 +166,10 @@ pub async fn submit(
         job = jobs::load(state, caller, job_id).await?;
     }
     Ok(match job.filter(|j| j.is_terminal()) {
-        Some(job) => Submitted::Ended(Box::new(job)),
+        Some(job) => Submitted::Ended {
+            job: Box::new(job),
+            device_name,
+        },
         None => Submitted::Accepted(job_id),
     })
 }
