@@ -100,7 +100,8 @@ impl Fold {
         match topology.classify(subject) {
             Some(SubjectKind::Event) => match Event::decode(payload) {
                 Ok(event) => {
-                    if let EventBody::ExecRequested(e) = &event.body
+                    // A single job's request or a batch's job: both carry the mark.
+                    if let Some((e, _)) = event.exec_request()
                         && Topology::is_sensitive_request(headers)
                     {
                         self.sensitive.push(e.job_id.as_uuid());

@@ -545,6 +545,77 @@ async fn a_sensitive_batchs_output_is_followed_only_by_roles_that_see_secrets() 
     );
 }
 
+/// A batch's job is sensitive from its request on, not only once sensitive output shows it:
+/// a job that fails before printing anything is still hidden from roles that do not see
+/// secrets, and a follow started before any output reads the sensitive subjects.
+#[tokio::test]
+async fn a_sensitive_batchs_job_is_sensitive_from_its_request_without_any_output() {
+    let stack = TestStack::start().await;
+    let mut dead = SshDevice::start();
+    let (status, body) = stack
+        .post(
+            "/v1/devices",
+            &json!({ "name": "vault-dead", "host": "127.0.0.1", "port": dead.port,
+                     "username": dead.user, "host_key": dead.host_key, "tags": ["vault"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    dead.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stack
+        .get("/v1/devices?tags=vault")
+        .await
+        .1
+        .as_array()
+        .map(Vec::len)
+        != Some(1)
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, template) = stack
+        .post(
+            "/v1/templates",
+            &json!({ "name": "show_secret", "template": "printenv SHOWN", "env": ["SHOWN"], "sensitive": true }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{template}");
+    let batch = submit(
+        &stack,
+        json!({ "template": "show_secret", "env": [{ "key": "SHOWN", "value": "x", "secret": true }],
+                "targets": { "tags": ["vault"] } }),
+    )
+    .await;
+    let events = open(
+        &stack.base,
+        &stack.api_key,
+        &format!("/v1/batches/{batch}/output?follow=true"),
+        None,
+    )
+    .await
+    .collect(Duration::from_secs(30))
+    .await;
+    let end = events
+        .iter()
+        .find(|e| e.event == "job_end")
+        .map(SseEvent::json)
+        .expect("the job's end");
+    assert_eq!(end["error_code"], "connect_failed", "{end}");
+    let job = end["job_id"].as_str().unwrap();
+    let operator = key_of_role(&stack, "operator").await;
+    let (status, view) = stack
+        .call(
+            Method::GET,
+            &format!("/v1/jobs/{job}"),
+            Some(&operator),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["sensitive"], true, "{view}");
+    assert_eq!(view["output_redacted"], true, "{view}");
+}
+
 #[tokio::test]
 async fn a_large_batch_is_followed_through_the_tenants_wildcards_without_other_jobs() {
     let stack = TestStack::start().await;
