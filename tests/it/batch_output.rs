@@ -41,6 +41,33 @@ pub async fn tagged_fleet(stack: &TestStack, n: usize, tag: &str) -> Vec<(SshDev
     }
 }
 
+/// A device registered with `tag` whose sshd is then killed (its jobs fail to connect), once
+/// the device list shows `count` devices tagged so: targets resolve against the read model.
+async fn dead_device(stack: &TestStack, name: &str, tag: &str, count: usize) {
+    let mut dead = SshDevice::start();
+    let (status, body) = stack
+        .post(
+            "/v1/devices",
+            &json!({ "name": name, "host": "127.0.0.1", "port": dead.port,
+                     "username": dead.user, "host_key": dead.host_key, "tags": [tag] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    dead.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stack
+        .get(&format!("/v1/devices?tags={tag}"))
+        .await
+        .1
+        .as_array()
+        .map(Vec::len)
+        != Some(count)
+    {
+        assert!(Instant::now() < deadline, "devices tagged {tag}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn submit(stack: &TestStack, body: Value) -> String {
     let (status, body) = stack.post("/v1/exec", &body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -87,29 +114,7 @@ fn positions(events: &[SseEvent]) -> Vec<u64> {
 async fn a_batch_is_followed_live_with_devices_job_ends_progress_and_end() {
     let stack = TestStack::start().await;
     let fleet = tagged_fleet(&stack, 3, "web").await;
-    let mut dead = SshDevice::start();
-    let (status, body) = stack
-        .post(
-            "/v1/devices",
-            &json!({ "name": "web-dead", "host": "127.0.0.1", "port": dead.port,
-                     "username": dead.user, "host_key": dead.host_key, "tags": ["web"] }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    dead.kill();
-    // Targets resolve against the device list (the read model): wait for the fourth.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stack
-        .get("/v1/devices?tags=web")
-        .await
-        .1
-        .as_array()
-        .map(Vec::len)
-        != Some(4)
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    dead_device(&stack, "web-dead", "web", 4).await;
     let command = "sh -c 'echo one; sleep 0.4; echo two >&2; sleep 0.4; echo three; exit 2'";
     let batch = submit(
         &stack,
@@ -551,28 +556,7 @@ async fn a_sensitive_batchs_output_is_followed_only_by_roles_that_see_secrets() 
 #[tokio::test]
 async fn a_sensitive_batchs_job_is_sensitive_from_its_request_without_any_output() {
     let stack = TestStack::start().await;
-    let mut dead = SshDevice::start();
-    let (status, body) = stack
-        .post(
-            "/v1/devices",
-            &json!({ "name": "vault-dead", "host": "127.0.0.1", "port": dead.port,
-                     "username": dead.user, "host_key": dead.host_key, "tags": ["vault"] }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    dead.kill();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stack
-        .get("/v1/devices?tags=vault")
-        .await
-        .1
-        .as_array()
-        .map(Vec::len)
-        != Some(1)
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    dead_device(&stack, "vault-dead", "vault", 1).await;
     let (status, template) = stack
         .post(
             "/v1/templates",
