@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 
 use futures::SinkExt;
 use reqwest::StatusCode;
-use sshq_tests::{ApiProcess, SshDevice, TestStack};
+use sshq_tests::{ApiProcess, TestStack};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::shells::{Shell, Socket, allow_shells, key, open_at};
+use crate::shell_client::{Shell, Socket, key, open_at, shell_device, watcher_at};
 
 /// The gauges of `/metrics` at `base`, name -> value, after checking the exposition format.
 async fn metrics(http: &reqwest::Client, base: &str) -> BTreeMap<String, f64> {
@@ -105,21 +104,15 @@ async fn nats_subscriptions(http: &reqwest::Client, pid: u32) -> u64 {
 
 /// A watcher of `session` on the API at `base`.
 async fn watch_at(base: &str, session: &str, from: &str, key: &str) -> Socket {
-    let url = format!(
-        "{}/v1/sessions/{session}/watch?from={from}",
-        base.replacen("http", "ws", 1)
-    );
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("x-api-key", key.parse().unwrap());
-    tokio_tungstenite::connect_async(request).await.unwrap().0
+    watcher_at(base, session, &format!("?from={from}"), key)
+        .await
+        .unwrap()
+        .ws
 }
 
 async fn shell(base: &str, device: &str, key: &str) -> Shell {
     let mut shell = open_at(base, device, "", Some(key)).await.unwrap();
-    shell.type_text("echo $((6*7))\r").await;
-    shell.output_contains("42").await;
+    shell.answers().await;
     shell
 }
 
@@ -144,9 +137,7 @@ async fn until(
 #[tokio::test]
 async fn metrics_count_open_shells_and_watchers_and_both_return_to_zero() {
     let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack, false).await;
+    let (_device, id) = shell_device(&stack).await;
     let admin = key(&stack, "administrator").await;
     let api = ApiProcess::spawn(&stack).await;
     let base = api.base.as_str();
@@ -174,8 +165,7 @@ async fn metrics_count_open_shells_and_watchers_and_both_return_to_zero() {
     // A first shell warms up what the process sets up once; the baseline is after it.
     let mut first = shell(base, &id, &admin).await;
     assert_eq!(metrics(&http, base).await["sshq_api_shells_open"], 1.0);
-    first.type_text("exit\r").await;
-    assert_eq!(first.wait_closed(Duration::from_secs(15)).await, "exited");
+    first.exit().await;
     drop(first);
     let baseline = until(&http, base, "the first shell's bridge did not end", |g| {
         g["sshq_api_shells_open"] == 0.0
@@ -205,8 +195,7 @@ async fn metrics_count_open_shells_and_watchers_and_both_return_to_zero() {
         "baseline {subscriptions}"
     );
 
-    exits.type_text("exit\r").await;
-    assert_eq!(exits.wait_closed(Duration::from_secs(15)).await, "exited");
+    exits.exit().await;
     closes.ws.close(None).await.unwrap();
     drop(drops.ws);
     from_now.send(Message::Close(None)).await.unwrap();

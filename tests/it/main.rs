@@ -31,6 +31,7 @@ mod registry;
 mod retention;
 mod semantics;
 mod sessions;
+mod shell_client;
 mod shells;
 mod shells_shared;
 mod templates;

@@ -118,16 +118,15 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
     let session = session_of(&stack, &new_id).await;
     assert!((4.0..=6.0).contains(&lifetime(&session)), "{session}");
     // A shell opened now gets it too (the API passes it to the worker with the open).
-    crate::shells::allow_shells(&stack, false).await;
-    let mut shell = crate::shells::open(&stack, &id, "", Some(&owner))
+    crate::shell_client::allow_shells(&stack, false).await;
+    let mut shell = crate::shell_client::open(&stack, &id, "", Some(&owner))
         .await
         .unwrap();
     shell.type_text("echo shel$((1+1))\r").await;
     shell.output_contains("shel2").await;
-    shell.type_text("exit\r").await;
-    assert_eq!(shell.wait_closed(Duration::from_secs(15)).await, "exited");
+    shell.exit().await;
     let shell_id = shell.session.clone();
-    let shell_session = crate::shells::ended_session(&stack, &shell_id).await;
+    let shell_session = crate::shell_client::ended_session(&stack, &shell_id).await;
     assert!(
         (4.0..=6.0).contains(&lifetime(&shell_session)),
         "{shell_session}"
@@ -229,7 +228,7 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
     // Watching an expired session is refused too: the shell's log is gone, and the capped
     // session's events, still in the log with their first TTL, are not replayed past the cap.
     for session in [&shell_id, &old_id] {
-        let watch = crate::shells::watcher(&stack, session, "?from=start", &owner).await;
+        let watch = crate::shell_client::watcher(&stack, session, "?from=start", &owner).await;
         assert_eq!(watch.err(), Some(404), "{session}");
     }
     let in_log = stack

@@ -10,74 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sshq_tests::{SshDevice, StackOptions, TestStack, env};
 
-/// Polls `GET /v1/sessions/{id}` until the session has ended in the read model.
-async fn ended_session(stack: &TestStack, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = stack.get(&format!("/v1/sessions/{id}")).await;
-        if status == StatusCode::OK && body["active"] == false {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "session {id} not ended: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn recording(stack: &TestStack, id: &str, query: &str) -> (StatusCode, String, String) {
-    let response = stack
-        .http
-        .get(stack.url(&format!("/v1/sessions/{id}/recording{query}")))
-        .header("X-API-Key", &stack.api_key)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (status, content_type, response.text().await.unwrap())
-}
-
-/// Checks a file against asciicast v2 itself (`asciinema cat` accepts malformed casts): a
-/// header object with version 2 and positive integer width and height, then events
-/// `[time, code, data]` with non-decreasing non-negative times, a known code and string data.
-/// Returns the events.
-fn validate_asciicast_v2(text: &str) -> (Value, Vec<(f64, String, String)>) {
-    assert!(text.ends_with('\n'), "lines end with a newline");
-    let mut lines = text.lines();
-    let header: Value = serde_json::from_str(lines.next().expect("a header line")).unwrap();
-    assert_eq!(header["version"], 2, "{header}");
-    assert!(header["width"].as_u64().unwrap() > 0, "{header}");
-    assert!(header["height"].as_u64().unwrap() > 0, "{header}");
-    assert!(header["timestamp"].as_i64().is_some(), "{header}");
-    let mut events = Vec::new();
-    let mut last = 0.0;
-    for line in lines {
-        let event: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        let event = event.as_array().expect("an event is an array");
-        assert_eq!(event.len(), 3, "{line}");
-        let time = event[0].as_f64().expect("a number");
-        assert!(time >= last, "times never go back: {line}");
-        last = time;
-        let code = event[1].as_str().unwrap();
-        assert!(["o", "i", "r", "m"].contains(&code), "{line}");
-        let data = event[2].as_str().expect("string data").to_owned();
-        if code == "r" {
-            let (c, r) = data.split_once('x').expect("COLSxROWS");
-            assert!(
-                c.parse::<u32>().is_ok() && r.parse::<u32>().is_ok(),
-                "{line}"
-            );
-        }
-        events.push((time, code.to_owned(), data));
-    }
-    (header, events)
-}
+use crate::shell_client::{ended_session, recording, validate_asciicast_v2};
 
 fn asciinema() -> std::path::PathBuf {
     std::path::Path::new(&env("SSHQ_TEST_PYTHON")).with_file_name("asciinema")

@@ -9,221 +9,24 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sshq_tests::{SshDevice, StackOptions, TestStack, env};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-pub(crate) type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use crate::shell_client::{
+    Shell, allow_shells, cast, ended_session, key, open, open_when_worker_is_up, shell_device,
+    ticket_at, validate_asciicast_v2, watcher,
+};
 
-pub(crate) struct Shell {
-    pub(crate) ws: Socket,
-    pub(crate) session: String,
-    /// Terminal output so far.
-    pub(crate) output: String,
-    /// Control messages from the server so far.
-    pub(crate) control: Vec<Value>,
-}
-
-/// Opens a shell; the HTTP status and error body when the upgrade is refused.
-pub(crate) async fn open(
-    stack: &TestStack,
-    device: &str,
-    query: &str,
-    key: Option<&str>,
-) -> Result<Shell, (u16, Value)> {
-    open_at(&stack.base, device, query, key).await
-}
-
-/// [`open`] on the API at `base`.
-pub(crate) async fn open_at(
-    base: &str,
-    device: &str,
-    query: &str,
-    key: Option<&str>,
-) -> Result<Shell, (u16, Value)> {
-    let url = format!(
-        "{}/v1/devices/{device}/shell{query}",
-        base.replacen("http", "ws", 1)
-    );
-    let mut request = url.into_client_request().unwrap();
-    if let Some(key) = key {
-        request
-            .headers_mut()
-            .insert("x-api-key", key.parse().unwrap());
-    }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, response)) => {
-            let session = response.headers()["x-session-id"]
-                .to_str()
-                .unwrap()
-                .to_owned();
-            Ok(Shell {
-                ws,
-                session,
-                output: String::new(),
-                control: Vec::new(),
-            })
-        }
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let status = response.status().as_u16();
-            let body = response
-                .body()
-                .as_ref()
-                .map(|b| serde_json::from_slice(b).unwrap_or(Value::Null))
-                .unwrap_or(Value::Null);
-            Err((status, body))
-        }
-        Err(e) => panic!("websocket connect failed: {e}"),
-    }
-}
-
-impl Shell {
-    pub(crate) async fn type_text(&mut self, text: &str) {
-        self.ws
-            .send(Message::Binary(text.as_bytes().to_vec().into()))
-            .await
-            .unwrap();
-    }
-
-    pub(crate) async fn control(&mut self, value: Value) {
-        self.ws
-            .send(Message::Text(value.to_string().into()))
-            .await
-            .unwrap();
-    }
-
-    /// Reads until `done` holds (or the socket ends); panics after `limit`.
-    pub(crate) async fn read_until(&mut self, limit: Duration, done: impl Fn(&Shell) -> bool) {
-        let deadline = Instant::now() + limit;
-        while !done(self) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let message = tokio::time::timeout(left, self.ws.next())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "timed out; output {:?}, control {:?}",
-                        self.output, self.control
-                    )
-                });
-            match message {
-                Some(Ok(Message::Binary(bytes))) => {
-                    self.output.push_str(&String::from_utf8_lossy(&bytes))
-                }
-                Some(Ok(Message::Text(text))) => self
-                    .control
-                    .push(serde_json::from_str(text.as_str()).unwrap()),
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
-                    assert!(
-                        done(self),
-                        "socket ended; output {:?}, control {:?}",
-                        self.output,
-                        self.control
-                    );
-                    return;
-                }
-            }
-        }
-    }
-
-    pub(crate) async fn output_contains(&mut self, needle: &str) {
-        let needle = needle.to_owned();
-        self.read_until(Duration::from_secs(15), move |s| s.output.contains(&needle))
-            .await;
-    }
-
-    pub(crate) fn closed(&self) -> Option<String> {
-        self.control
-            .iter()
-            .find(|c| c["type"] == "closed")
-            .map(|c| c["reason"].as_str().unwrap().to_owned())
-    }
-
-    pub(crate) async fn wait_closed(&mut self, limit: Duration) -> String {
-        self.read_until(limit, |s| s.closed().is_some()).await;
-        self.closed().unwrap()
-    }
-
-    /// Runs `stty size` and returns what it printed ("ROWS COLS").
-    async fn stty_size(&mut self, marker: &str) -> String {
-        self.type_text(&format!(
+/// Runs `stty size` in `shell` and returns what it printed ("ROWS COLS").
+async fn stty_size(shell: &mut Shell, marker: &str) -> String {
+    shell
+        .type_text(&format!(
             "echo {marker}$((1+1)); stty size; echo end{marker}$((2+2))\r"
         ))
         .await;
-        let (start, end) = (format!("{marker}2"), format!("end{marker}4"));
-        self.output_contains(&end).await;
-        let from = self.output.rfind(&start).unwrap() + start.len();
-        let to = self.output.rfind(&end).unwrap();
-        self.output[from..to].trim().to_owned()
-    }
-}
-
-pub(crate) async fn allow_shells(stack: &TestStack, record_input: bool) {
-    let (status, body) = stack
-        .call(
-            Method::PATCH,
-            "/v1/tenant",
-            Some(&stack.api_key),
-            Some(&json!({ "interactive_sessions": true, "record_input": record_input })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-}
-
-pub(crate) async fn key(stack: &TestStack, role: &str) -> String {
-    let (status, body) = stack
-        .post("/v1/keys", &json!({ "name": role, "role": role }))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["key"].as_str().unwrap().to_owned()
-}
-
-pub(crate) async fn ended_session(stack: &TestStack, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = stack.get(&format!("/v1/sessions/{id}")).await;
-        if status == StatusCode::OK && body["active"] == false {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "session {id} not ended: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-pub(crate) async fn cast(stack: &TestStack, id: &str) -> String {
-    let response = stack
-        .http
-        .get(stack.url(&format!("/v1/sessions/{id}/recording")))
-        .header("X-API-Key", &stack.api_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.text().await.unwrap()
-}
-
-/// The events of an asciicast v2 file, after checking its header and monotonic times.
-fn cast_events(cast: &str) -> (Value, Vec<(f64, String, String)>) {
-    let mut lines = cast.lines();
-    let header: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
-    assert_eq!(header["version"], 2, "{header}");
-    let mut last = 0.0;
-    let events: Vec<(f64, String, String)> = lines
-        .map(|line| {
-            let e: Value = serde_json::from_str(line).unwrap();
-            let t = e[0].as_f64().unwrap();
-            assert!(t >= last, "{line}");
-            last = t;
-            (
-                t,
-                e[1].as_str().unwrap().to_owned(),
-                e[2].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    (header, events)
+    let (start, end) = (format!("{marker}2"), format!("end{marker}4"));
+    shell.output_contains(&end).await;
+    let from = shell.output.rfind(&start).unwrap() + start.len();
+    let to = shell.output.rfind(&end).unwrap();
+    shell.output[from..to].trim().to_owned()
 }
 
 #[tokio::test]
@@ -249,14 +52,13 @@ async fn a_shell_echoes_resizes_exits_and_replays_with_input_when_recorded() {
         json!({"type": "session", "id": shell.session})
     );
 
-    assert_eq!(shell.stty_size("a").await, "20 90");
-    shell.type_text("echo $((6*7))\r").await;
-    shell.output_contains("42").await;
+    assert_eq!(stty_size(&mut shell, "a").await, "20 90");
+    shell.answers().await;
 
     shell
         .control(json!({"type": "resize", "cols": 100, "rows": 30}))
         .await;
-    assert_eq!(shell.stty_size("b").await, "30 100");
+    assert_eq!(stty_size(&mut shell, "b").await, "30 100");
 
     // Sizes outside 1-1000 are refused with a reason; the shell goes on at its size.
     for (cols, rows) in [(0, 30), (10_000, 30)] {
@@ -279,7 +81,7 @@ async fn a_shell_echoes_resizes_exits_and_replays_with_input_when_recorded() {
         errors[0]["message"].as_str().unwrap().contains("refused"),
         "{errors:?}"
     );
-    assert_eq!(shell.stty_size("c").await, "30 100");
+    assert_eq!(stty_size(&mut shell, "c").await, "30 100");
 
     shell.type_text("exit 3\r").await;
     let reason = shell.wait_closed(Duration::from_secs(15)).await;
@@ -300,7 +102,7 @@ async fn a_shell_echoes_resizes_exits_and_replays_with_input_when_recorded() {
     assert_eq!(session["exit_status"], 3, "{session}");
 
     let text = cast(&stack, &shell.session).await;
-    let (header, events) = cast_events(&text);
+    let (header, events) = validate_asciicast_v2(&text);
     assert_eq!(
         (header["width"].clone(), header["height"].clone()),
         (json!(90), json!(20))
@@ -350,7 +152,7 @@ async fn a_shell_echoes_resizes_exits_and_replays_with_input_when_recorded() {
     let session = ended_session(&stack, &shell.session).await;
     assert_eq!(session["input_recorded"], false, "{session}");
     let text = cast(&stack, &shell.session).await;
-    let (header, events) = cast_events(&text);
+    let (header, events) = validate_asciicast_v2(&text);
     assert_eq!(
         (header["width"].clone(), header["height"].clone()),
         (json!(80), json!(24))
@@ -444,34 +246,20 @@ async fn shells_are_refused_without_the_role_the_tenant_setting_or_a_valid_reque
 
     // An operator may open one.
     let mut shell = open(&stack, &id, "", Some(&operator)).await.unwrap();
-    shell.type_text("exit\r").await;
-    assert_eq!(shell.wait_closed(Duration::from_secs(15)).await, "exited");
+    shell.exit().await;
 }
 
 #[tokio::test]
 async fn a_ticket_opens_one_shell_once() {
     let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack, false).await;
-    let (status, ticket) = stack
-        .call(
-            Method::POST,
-            "/v1/sessions/tickets",
-            Some(&stack.api_key),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{ticket}");
+    let (_device, id) = shell_device(&stack).await;
+    let (query, ticket) = ticket_at(&stack.base, &stack.api_key).await;
     assert!(ticket["expires_at"].is_string(), "{ticket}");
-    let query = format!("?ticket={}", ticket["ticket"].as_str().unwrap());
     let mut shell = open(&stack, &id, &query, None).await.unwrap();
-    shell.type_text("echo $((6*7))\r").await;
-    shell.output_contains("42").await;
+    shell.answers().await;
     let (status, body) = open(&stack, &id, &query, None).await.err().unwrap();
     assert_eq!(status, 401, "{body}");
-    shell.type_text("exit\r").await;
-    assert_eq!(shell.wait_closed(Duration::from_secs(15)).await, "exited");
+    shell.exit().await;
     let session = ended_session(&stack, &shell.session).await;
     assert!(session["actor"].is_string(), "{session}");
 }
@@ -479,14 +267,11 @@ async fn a_ticket_opens_one_shell_once() {
 #[tokio::test]
 async fn an_administrator_closes_a_shell_and_its_client_is_told_why() {
     let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack, false).await;
+    let (_device, id) = shell_device(&stack).await;
     let admin = key(&stack, "administrator").await;
     let operator = key(&stack, "operator").await;
     let mut shell = open(&stack, &id, "", Some(&operator)).await.unwrap();
-    shell.type_text("echo $((6*7))\r").await;
-    shell.output_contains("42").await;
+    shell.answers().await;
 
     let path = format!("/v1/sessions/{}/close", shell.session);
     let (status, _) = stack.call(Method::POST, &path, Some(&operator), None).await;
@@ -521,9 +306,7 @@ async fn an_idle_shell_ends_with_a_reason() {
         ..Default::default()
     })
     .await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack, false).await;
+    let (_device, id) = shell_device(&stack).await;
     let mut shell = open(&stack, &id, "", Some(&stack.api_key)).await.unwrap();
     let began = Instant::now();
     let reason = shell.wait_closed(Duration::from_secs(10)).await;
@@ -545,23 +328,11 @@ async fn a_killed_worker_ends_its_shell_with_a_reason() {
         ..Default::default()
     })
     .await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack, false).await;
+    let (_device, id) = shell_device(&stack).await;
     let mut worker = sshq_tests::WorkerProcess::spawn(&stack, "shell-worker", &[]);
     // The worker answers once it is up.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut shell = loop {
-        match open(&stack, &id, "", Some(&stack.api_key)).await {
-            Ok(shell) => break shell,
-            Err((503, _)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(e) => panic!("{e:?}"),
-        }
-    };
-    shell.type_text("echo $((6*7))\r").await;
-    shell.output_contains("42").await;
+    let mut shell = open_when_worker_is_up(&stack, &id).await;
+    shell.answers().await;
     // What the worker recorded is flushed within a batch interval (50 ms); a kill loses at
     // most the last one.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -585,12 +356,9 @@ async fn a_killed_worker_ends_its_shell_with_a_reason() {
 #[tokio::test]
 async fn a_client_that_stops_reading_holds_the_device_back_and_garbage_is_just_bytes() {
     let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack, false).await;
+    let (_device, id) = shell_device(&stack).await;
     let mut shell = open(&stack, &id, "", Some(&stack.api_key)).await.unwrap();
-    shell.type_text("echo $((6*7))\r").await;
-    shell.output_contains("42").await;
+    shell.answers().await;
     // Bytes that are not UTF-8 nor a sensible command (^C then ends whatever they started).
     shell
         .ws
@@ -654,50 +422,17 @@ async fn a_client_that_stops_reading_holds_the_device_back_and_garbage_is_just_b
     }
     assert!(done.exists());
     assert!(received > 40_000_000, "{received}");
-    shell.type_text("exit\r").await;
-    assert_eq!(shell.wait_closed(Duration::from_secs(15)).await, "exited");
-}
-
-/// Opens a watcher on a session; the refusal's status otherwise.
-pub(crate) async fn watcher(
-    stack: &TestStack,
-    session: &str,
-    query: &str,
-    key: &str,
-) -> Result<Shell, u16> {
-    let url = format!(
-        "{}/v1/sessions/{session}/watch{query}",
-        stack.base.replacen("http", "ws", 1)
-    );
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("x-api-key", key.parse().unwrap());
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, _)) => Ok(Shell {
-            ws,
-            session: session.to_owned(),
-            output: String::new(),
-            control: Vec::new(),
-        }),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            Err(response.status().as_u16())
-        }
-        Err(e) => panic!("{e}"),
-    }
+    shell.exit().await;
 }
 
 #[tokio::test]
 async fn an_administrator_watches_a_live_shell_from_its_start_or_from_now() {
     let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack, false).await;
+    let (_device, id) = shell_device(&stack).await;
     let admin = key(&stack, "administrator").await;
     let operator = key(&stack, "operator").await;
     let mut shell = open(&stack, &id, "", Some(&operator)).await.unwrap();
-    shell.type_text("echo $((6*7))\r").await;
-    shell.output_contains("42").await;
+    shell.answers().await;
 
     assert_eq!(
         watcher(&stack, &shell.session, "", &operator).await.err(),
@@ -732,8 +467,7 @@ async fn an_administrator_watches_a_live_shell_from_its_start_or_from_now() {
     // Watchers cannot type: what they send is ignored.
     from_now.type_text("echo $((9*9))\r").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    shell.type_text("exit\r").await;
-    assert_eq!(shell.wait_closed(Duration::from_secs(15)).await, "exited");
+    shell.exit().await;
     assert!(!shell.output.contains("81"), "{}", shell.output);
     assert_eq!(
         from_now.wait_closed(Duration::from_secs(15)).await,
@@ -761,25 +495,12 @@ async fn abandoned_shells_leave_nothing_behind_in_the_worker() {
         ..Default::default()
     })
     .await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack, false).await;
+    let (_device, id) = shell_device(&stack).await;
     let worker = sshq_tests::WorkerProcess::spawn(&stack, "shell-worker", &[]);
     let pid = worker.child.id();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut first = loop {
-        match open(&stack, &id, "", Some(&stack.api_key)).await {
-            Ok(shell) => break shell,
-            Err((503, _)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(e) => panic!("{e:?}"),
-        }
-    };
-    first.type_text("echo $((6*7))\r").await;
-    first.output_contains("42").await;
-    first.type_text("exit\r").await;
-    first.wait_closed(Duration::from_secs(10)).await;
+    let mut first = open_when_worker_is_up(&stack, &id).await;
+    first.answers().await;
+    first.exit().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let baseline = open_fds(pid);
 
@@ -835,22 +556,10 @@ async fn a_stopping_worker_ends_its_shells_and_says_why() {
         ..Default::default()
     })
     .await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack, false).await;
+    let (_device, id) = shell_device(&stack).await;
     let worker = sshq_tests::WorkerProcess::spawn(&stack, "shell-worker", &[]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut shell = loop {
-        match open(&stack, &id, "", Some(&stack.api_key)).await {
-            Ok(shell) => break shell,
-            Err((503, _)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(e) => panic!("{e:?}"),
-        }
-    };
-    shell.type_text("echo $((6*7))\r").await;
-    shell.output_contains("42").await;
+    let mut shell = open_when_worker_is_up(&stack, &id).await;
+    shell.answers().await;
     worker.sigterm();
     let reason = shell.wait_closed(Duration::from_secs(10)).await;
     assert_eq!(reason, "the worker is shutting down");
@@ -945,9 +654,7 @@ async fn a_shell_ends_at_its_maximum_duration_even_while_busy() {
         ..Default::default()
     })
     .await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack, false).await;
+    let (_device, id) = shell_device(&stack).await;
     let mut shell = open(&stack, &id, "", Some(&stack.api_key)).await.unwrap();
     let began = Instant::now();
     shell
@@ -969,9 +676,7 @@ async fn a_shell_ends_at_its_maximum_duration_even_while_busy() {
 #[tokio::test]
 async fn a_client_flooding_input_is_held_back_and_the_shell_lives_on() {
     let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack, false).await;
+    let (_device, id) = shell_device(&stack).await;
     let mut shell = open(&stack, &id, "", Some(&stack.api_key)).await.unwrap();
     shell
         .type_text("echo $((6*7)); stty raw -echo; sleep 8\r")

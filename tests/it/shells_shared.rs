@@ -9,31 +9,15 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use schemas::nats_auth::Callout;
-use serde_json::{Value, json};
+use serde_json::json;
 use sshq_tests::{
-    ApiProcess, NatsCluster, SshDevice, StackOptions, TestStack, python_line, python_outcome,
-    spawn_python,
+    ApiProcess, NatsCluster, StackOptions, TestStack, python_line, python_outcome, spawn_python,
 };
 
-use crate::shells::{allow_shells, ended_session, open, open_at};
+use crate::shell_client::{ended_session, key_with_id, open, open_at, shell_device, ticket_at};
 
 fn python(args: &[&str]) -> Child {
     spawn_python("shell_nats.py", args)
-}
-
-/// A new key of tenant `default`: (secret, id).
-async fn new_key(stack: &TestStack, role: &str) -> (String, String) {
-    let (status, body) = stack
-        .post(
-            "/v1/keys",
-            &json!({ "name": format!("watch-{role}"), "role": role }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    (
-        body["key"].as_str().unwrap().to_owned(),
-        body["id"].as_str().unwrap().to_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -54,11 +38,9 @@ async fn an_administrator_key_follows_a_live_shell_over_nats_and_nobody_types_in
     })
     .await;
     let url = nats.bare_urls();
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack, false).await;
+    let (_device, id) = shell_device(&stack).await;
     let p = stack.prefix.clone();
-    let (admin, admin_id) = new_key(&stack, "administrator").await;
+    let (admin, admin_id) = key_with_id(&stack, "administrator").await;
     let mut shell = open(&stack, &id, "", Some(&stack.api_key)).await.unwrap();
     let session = shell.session.clone();
     let out = format!("{p}.shell.default.{session}.out");
@@ -125,7 +107,7 @@ async fn an_administrator_key_follows_a_live_shell_over_nats_and_nobody_types_in
     let other = stack.create_tenant("bbb").await;
     let mut cases = vec![(admin.clone(), format!("_INBOX_default_{admin_id}"), false)];
     for role in ["operator", "observer"] {
-        let (secret, key_id) = new_key(&stack, role).await;
+        let (secret, key_id) = key_with_id(&stack, role).await;
         cases.push((secret, format!("_INBOX_default_{key_id}"), true));
     }
     cases.push((other, "_INBOX_bbb_x".into(), true));
@@ -162,44 +144,26 @@ async fn an_administrator_key_follows_a_live_shell_over_nats_and_nobody_types_in
 #[tokio::test]
 async fn a_ticket_from_one_api_process_opens_a_shell_on_another_once() {
     let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack, false).await;
+    let (_device, id) = shell_device(&stack).await;
     let a = ApiProcess::spawn(&stack).await;
     let b = ApiProcess::spawn(&stack).await;
     let http = reqwest::Client::new();
-    let ticket = |base: String, key: String| {
-        let http = http.clone();
-        async move {
-            let response = http
-                .post(format!("{base}/v1/sessions/tickets"))
-                .header("X-API-Key", key)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), StatusCode::CREATED);
-            let body: Value = response.json().await.unwrap();
-            format!("?ticket={}", body["ticket"].as_str().unwrap())
-        }
-    };
 
-    let query = ticket(a.base.clone(), stack.api_key.clone()).await;
+    let (query, _) = ticket_at(&a.base, &stack.api_key).await;
     let mut shell = open_at(&b.base, &id, &query, None).await.unwrap();
-    shell.type_text("echo $((6*7))\r").await;
-    shell.output_contains("42").await;
+    shell.answers().await;
     // Used: refused on both processes (and on the in-process API).
     for base in [&a.base, &b.base, &stack.base] {
         let (status, body) = open_at(base, &id, &query, None).await.err().unwrap();
         assert_eq!(status, 401, "{body}");
         assert_eq!(body["error_code"], "UNAUTHENTICATED", "{body}");
     }
-    shell.type_text("exit\r").await;
-    assert_eq!(shell.wait_closed(Duration::from_secs(15)).await, "exited");
+    shell.exit().await;
     let session = ended_session(&stack, &shell.session).await;
     assert!(session["actor"].is_string(), "{session}");
 
     // Two processes racing for one ticket: exactly one wins.
-    let query = ticket(b.base.clone(), stack.api_key.clone()).await;
+    let (query, _) = ticket_at(&b.base, &stack.api_key).await;
     let (first, second) = tokio::join!(
         open_at(&a.base, &id, &query, None),
         open_at(&b.base, &id, &query, None)
@@ -208,22 +172,14 @@ async fn a_ticket_from_one_api_process_opens_a_shell_on_another_once() {
     assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
     for result in [first, second] {
         match result {
-            Ok(mut shell) => {
-                shell.type_text("exit\r").await;
-                shell.wait_closed(Duration::from_secs(15)).await;
-            }
+            Ok(mut shell) => shell.exit().await,
             Err((status, body)) => assert_eq!(status, 401, "{body}"),
         }
     }
 
     // A key revoked after its ticket was issued does not open a shell with it.
-    let (status, created) = stack
-        .post("/v1/keys", &json!({ "name": "op", "role": "operator" }))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let operator = created["key"].as_str().unwrap().to_owned();
-    let operator_id = created["id"].as_str().unwrap().to_owned();
-    let query = ticket(a.base.clone(), operator.clone()).await;
+    let (operator, operator_id) = key_with_id(&stack, "operator").await;
+    let (query, _) = ticket_at(&a.base, &operator).await;
     let (status, body) = stack
         .call(
             Method::DELETE,
@@ -267,20 +223,9 @@ async fn a_ticket_expires_after_its_ttl() {
         ..Default::default()
     })
     .await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack, false).await;
-    let (status, ticket) = stack
-        .call(
-            Method::POST,
-            "/v1/sessions/tickets",
-            Some(&stack.api_key),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{ticket}");
+    let (_device, id) = shell_device(&stack).await;
+    let (query, _) = ticket_at(&stack.base, &stack.api_key).await;
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let query = format!("?ticket={}", ticket["ticket"].as_str().unwrap());
     let (status, body) = open(&stack, &id, &query, None).await.err().unwrap();
     assert_eq!(status, 401, "{body}");
     assert!(
@@ -357,9 +302,7 @@ async fn a_shell_printing_for_ever_is_idle_when_nobody_types() {
         ..Default::default()
     })
     .await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack, false).await;
+    let (_device, id) = shell_device(&stack).await;
     let mut shell = open(&stack, &id, "", Some(&stack.api_key)).await.unwrap();
     shell
         .type_text("while true; do echo x$((1+1)); sleep 0.2; done\r")
