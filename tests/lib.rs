@@ -13,7 +13,7 @@
 //! - `stack`: `StackOptions`, `TestStack` and its HTTP helpers;
 //! - `processes`: `WorkerProcess`, `ProjectorProcess`, `ApiProcess`, the real binaries;
 //! - `read_models`: `digest`, `wait_caught_up`;
-//! - `sse`: `SseReader`, server-sent events as a browser parses them;
+//! - `sse`: `SseReader`, server-sent events as a browser parses them; `assert_stream_refusals`;
 //! - `python`: `spawn_python`, `python_line`, `python_outcome`: third-party clients in `tests/py`.
 
 #[path = "support/devices.rs"]
@@ -41,5 +41,5 @@ pub use services::{
     NatsCluster, NatsNode, PgInstance, create_database, create_database_on, env, free_port,
     service_nats_url,
 };
-pub use sse::{SseEvent, SseReader};
+pub use sse::{SseEvent, SseReader, assert_stream_refusals};
 pub use stack::{StackOptions, TestStack, read};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sshq_tests::{ApiProcess, SseEvent, SseReader, SshDevice, TestStack, read};
+use sshq_tests::{ApiProcess, SseEvent, SseReader, SshDevice, TestStack, assert_stream_refusals};
 
 /// Registers `n` real sshd devices tagged `tag`, named `<tag>-<i>`; waits until a tag filter
 /// lists them all.
@@ -74,18 +74,6 @@ async fn submit(stack: &TestStack, body: Value) -> String {
     body["batch_id"].as_str().unwrap().to_owned()
 }
 
-async fn open(base: &str, key: &str, path: &str, last_event_id: Option<&str>) -> SseReader {
-    let mut request = reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .header("X-API-Key", key);
-    if let Some(id) = last_event_id {
-        request = request.header("Last-Event-ID", id);
-    }
-    let response = request.send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    SseReader::new(response)
-}
-
 /// Stdout per device name, as the events carry it.
 fn stdout_by_device(events: &[SseEvent]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -123,7 +111,7 @@ async fn a_batch_is_followed_live_with_devices_job_ends_progress_and_end() {
     .await;
 
     let started = Instant::now();
-    let mut reader = open(
+    let mut reader = SseReader::open(
         &stack.base,
         &stack.api_key,
         &format!("/v1/batches/{batch}/output?follow=true"),
@@ -247,20 +235,12 @@ async fn a_batch_resumes_mid_way_and_replays_long_after_its_end() {
     let path = format!("/v1/batches/{batch}/output?follow=true");
 
     // A first connection, dropped after a few chunks.
-    let mut reader = open(&stack.base, &stack.api_key, &path, None).await;
-    let mut got = Vec::new();
-    while got
-        .iter()
-        .filter(|e: &&SseEvent| e.event == "stdout")
-        .count()
-        < 3
-    {
-        got.push(reader.next_within(Duration::from_secs(30)).await.unwrap());
-    }
+    let mut reader = SseReader::open(&stack.base, &stack.api_key, &path, None).await;
+    let mut got = reader.until_stdout(3, Duration::from_secs(30)).await;
     drop(reader);
     let last = got.iter().rev().find_map(|e| e.id.clone()).unwrap();
     // Resumed: the `batch` event again, then only what lies after the last id.
-    let rest = open(&stack.base, &stack.api_key, &path, Some(&last))
+    let rest = SseReader::open(&stack.base, &stack.api_key, &path, Some(&last))
         .await
         .collect(Duration::from_secs(60))
         .await;
@@ -275,11 +255,11 @@ async fn a_batch_resumes_mid_way_and_replays_long_after_its_end() {
     assert_eq!(got.last().unwrap().event, "end");
 
     // Long after the end, with or without follow: the same events, then `end`.
-    let whole = open(&stack.base, &stack.api_key, &path, None)
+    let whole = SseReader::open(&stack.base, &stack.api_key, &path, None)
         .await
         .collect(Duration::from_secs(20))
         .await;
-    let replay = open(
+    let replay = SseReader::open(
         &stack.base,
         &stack.api_key,
         &format!("/v1/batches/{batch}/output"),
@@ -312,7 +292,7 @@ async fn a_batch_resumes_mid_way_and_replays_long_after_its_end() {
 
     // `after=` for clients that cannot set headers; base64 for exact bytes.
     let mid = whole[whole.len() / 2].id.clone().unwrap();
-    let after = open(
+    let after = SseReader::open(
         &stack.base,
         &stack.api_key,
         &format!("/v1/batches/{batch}/output?after={mid}&encoding=base64"),
@@ -344,7 +324,7 @@ async fn without_follow_a_running_batch_stops_at_what_the_log_holds() {
         json!({ "command": "sh -c 'echo early; sleep 6; echo late'", "targets": { "tags": ["slow"] } }),
     )
     .await;
-    let mut live = open(
+    let mut live = SseReader::open(
         &stack.base,
         &stack.api_key,
         &format!("/v1/batches/{batch}/output?follow=true"),
@@ -363,7 +343,7 @@ async fn without_follow_a_running_batch_stops_at_what_the_log_holds() {
     let first = live.next_within(Duration::from_secs(20)).await.unwrap();
     assert_eq!(first.json()["data"], "early\n");
     let started = Instant::now();
-    let now = open(
+    let now = SseReader::open(
         &stack.base,
         &stack.api_key,
         &format!("/v1/batches/{batch}/output"),
@@ -393,16 +373,8 @@ async fn a_batch_follow_resumes_on_another_api_process_after_a_crash() {
     .await;
     let path = format!("/v1/batches/{batch}/output?follow=true");
     let mut first_api = ApiProcess::spawn(&stack).await;
-    let mut reader = open(&first_api.base, &stack.api_key, &path, None).await;
-    let mut got = Vec::new();
-    while got
-        .iter()
-        .filter(|e: &&SseEvent| e.event == "stdout")
-        .count()
-        < 4
-    {
-        got.push(reader.next_within(Duration::from_secs(30)).await.unwrap());
-    }
+    let mut reader = SseReader::open(&first_api.base, &stack.api_key, &path, None).await;
+    let mut got = reader.until_stdout(4, Duration::from_secs(30)).await;
     first_api.kill_9();
     assert_eq!(
         tokio::time::timeout(Duration::from_secs(5), async {
@@ -415,7 +387,7 @@ async fn a_batch_follow_resumes_on_another_api_process_after_a_crash() {
     );
     let second_api = ApiProcess::spawn(&stack).await;
     let last = got.iter().rev().find_map(|e| e.id.clone()).unwrap();
-    let rest = open(&second_api.base, &stack.api_key, &path, Some(&last))
+    let rest = SseReader::open(&second_api.base, &stack.api_key, &path, Some(&last))
         .await
         .collect(Duration::from_secs(60))
         .await;
@@ -439,43 +411,13 @@ async fn batch_follows_are_tenant_scoped_and_bad_input_is_refused() {
     .await;
     let path = format!("/v1/batches/{batch}/output");
 
-    let other = stack.create_tenant("other").await;
-    for query in ["", "?follow=true"] {
-        let response = stack
-            .http
-            .get(stack.url(&format!("{path}{query}")))
-            .header("X-API-Key", &other)
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = read(response).await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-        assert_eq!(body["error_code"], "NOT_FOUND");
-    }
-    let response = stack.http.get(stack.url(&path)).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let response = stack
-        .http
-        .get(stack.url(&path))
-        .header("X-API-Key", &stack.api_key)
-        .header("Last-Event-ID", "seven")
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = read(response).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(body["property"], "Last-Event-ID");
-    for query in ["?follow=maybe", "?encoding=hex", "?after=-1"] {
-        let (status, body) = stack.get(&format!("{path}{query}")).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
-        assert!(body["error_code"].is_string(), "{query}: {body}");
-    }
+    assert_stream_refusals(&stack, &path).await;
     for id in [uuid::Uuid::now_v7().to_string(), "not-an-id".into()] {
         let (status, _) = stack.get(&format!("/v1/batches/{id}/output")).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
     // The owner's follow sees its output.
-    let events = open(
+    let events = SseReader::open(
         &stack.base,
         &stack.api_key,
         &format!("{path}?follow=true"),
@@ -514,7 +456,7 @@ async fn a_sensitive_batchs_output_is_followed_only_by_roles_that_see_secrets() 
     )
     .await;
     let path = format!("/v1/batches/{batch}/output?follow=true");
-    let owners = open(&stack.base, &stack.api_key, &path, None)
+    let owners = SseReader::open(&stack.base, &stack.api_key, &path, None)
         .await
         .collect(Duration::from_secs(30))
         .await;
@@ -524,7 +466,7 @@ async fn a_sensitive_batchs_output_is_followed_only_by_roles_that_see_secrets() 
     assert_eq!(owners.last().unwrap().event, "end");
 
     let operator = key_of_role(&stack, "operator").await;
-    let theirs = open(&stack.base, &operator, &path, None)
+    let theirs = SseReader::open(&stack.base, &operator, &path, None)
         .await
         .collect(Duration::from_secs(30))
         .await;
@@ -570,7 +512,7 @@ async fn a_sensitive_batchs_job_is_sensitive_from_its_request_without_any_output
                 "targets": { "tags": ["vault"] } }),
     )
     .await;
-    let events = open(
+    let events = SseReader::open(
         &stack.base,
         &stack.api_key,
         &format!("/v1/batches/{batch}/output?follow=true"),
@@ -631,7 +573,7 @@ async fn a_large_batch_is_followed_through_the_tenants_wildcards_without_other_j
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{other}");
-    let events = open(
+    let events = SseReader::open(
         &stack.base,
         &stack.api_key,
         &format!("/v1/batches/{batch}/output?follow=true"),

@@ -6,20 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::json;
-use sshq_tests::{ApiProcess, SseEvent, SseReader, SshDevice, TestStack, read};
-
-async fn open(stack: &TestStack, base: &str, path: &str, last_event_id: Option<&str>) -> SseReader {
-    let mut request = stack
-        .http
-        .get(format!("{base}{path}"))
-        .header("X-API-Key", &stack.api_key);
-    if let Some(id) = last_event_id {
-        request = request.header("Last-Event-ID", id);
-    }
-    let response = request.send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    SseReader::new(response)
-}
+use sshq_tests::{ApiProcess, SseEvent, SseReader, SshDevice, TestStack, assert_stream_refusals};
 
 /// Stdout and stderr as the events carry them.
 fn texts(events: &[SseEvent]) -> (String, String) {
@@ -55,9 +42,9 @@ async fn output_is_followed_live_in_order_then_ends_with_the_job() {
     let job = stack.submit(&id, json!({ "command": command })).await;
 
     let started = Instant::now();
-    let mut reader = open(
-        &stack,
+    let mut reader = SseReader::open(
         &stack.base,
+        &stack.api_key,
         &format!("/v1/jobs/{job}/output?follow=true"),
         None,
     )
@@ -100,7 +87,7 @@ async fn a_finished_job_replays_and_resumes_after_the_last_event_id() {
 
     // Long after the end, with or without follow: the whole output, then `end`.
     for query in ["", "?follow=true"] {
-        let events = open(&stack, &stack.base, &format!("{path}{query}"), None)
+        let events = SseReader::open(&stack.base, &stack.api_key, &format!("{path}{query}"), None)
             .await
             .collect(Duration::from_secs(10))
             .await;
@@ -114,28 +101,33 @@ async fn a_finished_job_replays_and_resumes_after_the_last_event_id() {
     }
 
     // Resumed: nothing at or before the last id again.
-    let all = open(&stack, &stack.base, &path, None)
+    let all = SseReader::open(&stack.base, &stack.api_key, &path, None)
         .await
         .collect(Duration::from_secs(10))
         .await;
     let second = all[1].id.clone().unwrap();
-    let rest = open(&stack, &stack.base, &path, Some(&second))
+    let rest = SseReader::open(&stack.base, &stack.api_key, &path, Some(&second))
         .await
         .collect(Duration::from_secs(10))
         .await;
     assert_eq!(rest.len(), all.len() - 2, "{rest:?}");
     assert_eq!(rest, all[2..]);
     // `after=` is the same for clients that cannot set headers.
-    let after = open(&stack, &stack.base, &format!("{path}?after={second}"), None)
-        .await
-        .collect(Duration::from_secs(10))
-        .await;
+    let after = SseReader::open(
+        &stack.base,
+        &stack.api_key,
+        &format!("{path}?after={second}"),
+        None,
+    )
+    .await
+    .collect(Duration::from_secs(10))
+    .await;
     assert_eq!(after, rest);
 
     // Exact bytes on request.
-    let events = open(
-        &stack,
+    let events = SseReader::open(
         &stack.base,
+        &stack.api_key,
         &format!("{path}?encoding=base64"),
         None,
     )
@@ -167,9 +159,9 @@ async fn without_follow_a_running_job_stops_at_what_the_log_holds() {
         )
         .await;
     // Wait for the first chunk to be in the log.
-    let mut live = open(
-        &stack,
+    let mut live = SseReader::open(
         &stack.base,
+        &stack.api_key,
         &format!("/v1/jobs/{job}/output?follow=true"),
         None,
     )
@@ -178,10 +170,15 @@ async fn without_follow_a_running_job_stops_at_what_the_log_holds() {
     assert_eq!(first.json()["data"], "early\n");
 
     let started = Instant::now();
-    let now = open(&stack, &stack.base, &format!("/v1/jobs/{job}/output"), None)
-        .await
-        .collect(Duration::from_secs(3))
-        .await;
+    let now = SseReader::open(
+        &stack.base,
+        &stack.api_key,
+        &format!("/v1/jobs/{job}/output"),
+        None,
+    )
+    .await
+    .collect(Duration::from_secs(3))
+    .await;
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(now, vec![first], "no `end` while the job runs");
 }
@@ -196,7 +193,7 @@ async fn a_follow_resumes_on_another_api_process_after_a_crash() {
     let path = format!("/v1/jobs/{job}/output?follow=true");
 
     let mut first_api = ApiProcess::spawn(&stack).await;
-    let mut reader = open(&stack, &first_api.base, &path, None).await;
+    let mut reader = SseReader::open(&first_api.base, &stack.api_key, &path, None).await;
     let mut got = vec![
         reader.next_within(Duration::from_secs(20)).await.unwrap(),
         reader.next_within(Duration::from_secs(20)).await.unwrap(),
@@ -212,7 +209,7 @@ async fn a_follow_resumes_on_another_api_process_after_a_crash() {
     let second_api = ApiProcess::spawn(&stack).await;
     let last = got.last().unwrap().id.clone().unwrap();
     got.extend(
-        open(&stack, &second_api.base, &path, Some(&last))
+        SseReader::open(&second_api.base, &stack.api_key, &path, Some(&last))
             .await
             .collect(Duration::from_secs(30))
             .await,
@@ -237,38 +234,7 @@ async fn follows_are_tenant_scoped_and_bad_input_is_refused() {
         .await;
     let path = format!("/v1/jobs/{}/output", job["job_id"].as_str().unwrap());
 
-    let other = stack.create_tenant("other").await;
-    let response = stack
-        .http
-        .get(stack.url(&path))
-        .header("X-API-Key", &other)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = read(response).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    assert_eq!(body["error_code"], "NOT_FOUND");
-
-    let response = stack.http.get(stack.url(&path)).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-
-    let response = stack
-        .http
-        .get(stack.url(&path))
-        .header("X-API-Key", &stack.api_key)
-        .header("Last-Event-ID", "seven")
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = read(response).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(body["property"], "Last-Event-ID");
-
-    for query in ["?follow=maybe", "?encoding=hex", "?after=-1"] {
-        let (status, body) = stack.get(&format!("{path}{query}")).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
-        assert!(body["error_code"].is_string(), "{query}: {body}");
-    }
+    assert_stream_refusals(&stack, &path).await;
     let (status, _) = stack
         .get(&format!("/v1/jobs/{}/output", uuid::Uuid::now_v7()))
         .await;
