@@ -4,11 +4,10 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use futures::{Stream, StreamExt};
 use schemas::{BatchId, JobId, OutputStream};
 use serde::{Deserialize, Serialize};
@@ -16,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::error::ApiError;
-use crate::routes::output::{Encoding, OutputChunkEvent, last_event_id};
+use crate::routes::event_stream::{json_event, resume_after, sse};
+use crate::routes::output::{Encoding, OutputChunkEvent};
 use crate::routes::params::{BatchPath, LastEventIdHeader, Params};
 use crate::routes::responses::{Common, Forbidden, Invalid, NotFound};
 use crate::usecase::batch_follow::{
@@ -111,7 +111,7 @@ pub async fn output(
     let Params(query) = query?;
     let id: BatchId = id.parse().map_err(|_| ApiError::not_found("batch"))?;
     let from = BatchFollowFrom {
-        after: last_event_id(&headers)?.or(query.after),
+        after: resume_after(&headers, query.after)?,
         live: query.follow,
     };
     let followed = batch_follow::follow(&state, &caller, id, from).await?;
@@ -161,16 +161,5 @@ pub async fn output(
         };
         futures::stream::iter(events.into_iter().map(Ok))
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
-}
-
-fn json_event(name: &str, id: Option<u64>, data: &impl Serialize) -> Event {
-    let event = Event::default()
-        .event(name)
-        .json_data(data)
-        .expect("events serialise");
-    match id {
-        Some(id) => event.id(id.to_string()),
-        None => event,
-    }
+    Ok(sse(events))
 }

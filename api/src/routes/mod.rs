@@ -17,6 +17,7 @@ pub(crate) mod audit;
 pub(crate) mod batch_output;
 pub(crate) mod batches;
 pub(crate) mod devices;
+pub(crate) mod event_stream;
 pub(crate) mod exec;
 pub(crate) mod health;
 pub(crate) mod jobs;

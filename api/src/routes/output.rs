@@ -1,11 +1,10 @@
 //! `GET /v1/jobs/{id}/output`: a job's output as server-sent events, live with `follow=true`.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use base64::Engine;
 use futures::{Stream, StreamExt};
 use schemas::{JobId, OutputStream};
@@ -13,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
+use crate::routes::event_stream::{json_event, resume_after, sse};
 use crate::routes::jobs::job_json_named;
 use crate::routes::params::{JobPath, LastEventIdHeader, Params};
 use crate::routes::responses::{Common, Forbidden, Invalid, NotFound};
@@ -107,9 +107,8 @@ pub async fn output(
     caller.require(Scope::Read)?;
     let Params(query) = query?;
     let id: JobId = id.parse().map_err(|_| ApiError::not_found("job"))?;
-    let after = last_event_id(&headers)?.or(query.after);
     let from = FollowFrom {
-        after,
+        after: resume_after(&headers, query.after)?,
         live: query.follow,
     };
     let followed = follow::follow(&state, &caller, id, from).await?;
@@ -124,11 +123,7 @@ pub async fn output(
                 OutputStream::Stderr => &mut stderr,
             };
             let chunk = OutputChunkEvent::new(encoding, carry, seq, &data);
-            Ok(Event::default()
-                .event(stream.as_str())
-                .id(seq.to_string())
-                .json_data(chunk)
-                .expect("chunks serialise"))
+            Ok(json_event(stream.as_str(), Some(seq), &chunk))
         }
         Followed::End(job) => Err(job),
     });
@@ -143,15 +138,12 @@ pub async fn output(
                         .await
                         .ok()
                         .flatten();
-                    Event::default()
-                        .event("end")
-                        .json_data(job_json_named(&job, &caller, name))
-                        .expect("jobs serialise")
+                    json_event("end", None, &job_json_named(&job, &caller, name))
                 }
             })
         }
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(sse(events))
 }
 
 impl OutputChunkEvent {
@@ -171,25 +163,4 @@ impl OutputChunkEvent {
             },
         }
     }
-}
-
-/// The `Last-Event-ID` header of a resumed event stream: the whole number the last event's
-/// `id` carried.
-pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    headers
-        .get("last-event-id")
-        .map(|value| {
-            value
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        ErrorCode::ValueIncorrectFormat,
-                        "Last-Event-ID",
-                        "Last-Event-ID must be the id of an output event (a whole number)",
-                    )
-                })
-        })
-        .transpose()
 }
