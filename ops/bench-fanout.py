@@ -27,15 +27,7 @@ import tempfile
 import time
 import urllib.request
 
-
-def read_targets(path):
-    out = []
-    with open(path) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 3:
-                out.append({"name": parts[0], "port": int(parts[1]), "dir": parts[2]})
-    return out
+from bench_common import ansible_setup, pssh_client, read_targets, stop_control_masters
 
 
 def http(method, url, key, body=None):
@@ -120,29 +112,8 @@ async def run_sshq(args):
 def run_ansible(args, targets):
     venv_bin = os.path.dirname(os.path.abspath(sys.executable))
     work = tempfile.mkdtemp(prefix="sshq-fan-ansible-")
-    inventory = os.path.join(work, "inventory")
-    with open(inventory, "w") as f:
-        f.write("[devices]\n")
-        for t in targets:
-            f.write(
-                f"{t['name']} ansible_host=127.0.0.1 ansible_port={t['port']} "
-                f"ansible_user={args.user} ansible_python_interpreter=/usr/bin/python3\n"
-            )
-    env = dict(os.environ)
-    env.update(
-        {
-            "ANSIBLE_HOST_KEY_CHECKING": "True",
-            "ANSIBLE_PRIVATE_KEY_FILE": args.key,
-            "ANSIBLE_SSH_ARGS": f"-C -o ControlMaster=auto -o ControlPersist=60s "
-            f"-o UserKnownHostsFile={args.known_hosts} -o IdentitiesOnly=yes",
-            "ANSIBLE_SSH_CONTROL_PATH_DIR": work,
-            "ANSIBLE_LOCAL_TEMP": os.path.join(work, "tmp"),
-            "ANSIBLE_REMOTE_TEMP": "/tmp/.ansible-sshq-bench",
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_DEPRECATION_WARNINGS": "False",
-            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "False",
-        }
-    )
+    hosts = [(t["name"], t["port"]) for t in targets]
+    inventory, env = ansible_setup(work, hosts, args.user, args.key, args.known_hosts)
     command = [
         os.path.join(venv_bin, "ansible"), "all", "-i", inventory, "-m", "command",
         "-a", args.command, "-f", str(args.concurrency), "-o",
@@ -157,10 +128,7 @@ def run_ansible(args, targets):
             ok += 1
     p.wait()
     wall = time.monotonic() - began
-    for name in os.listdir(work):
-        path = os.path.join(work, name)
-        if not os.path.isdir(path):
-            subprocess.run(["ssh", "-S", path, "-O", "exit", "x"], capture_output=True)
+    stop_control_masters(work)
     return {
         "tool": "ansible",
         "devices": len(targets),
@@ -175,16 +143,7 @@ def run_ansible(args, targets):
 
 
 def run_pssh(args, targets):
-    from pssh.clients import ParallelSSHClient
-    from pssh.config import HostConfig
-
-    client = ParallelSSHClient(
-        ["127.0.0.1"] * len(targets),
-        host_config=[HostConfig(port=t["port"], user=args.user, private_key=args.key) for t in targets],
-        pool_size=args.concurrency,
-        num_retries=1,
-        timeout=60,
-    )
+    client = pssh_client(targets, args.user, args.key, pool_size=args.concurrency, timeout=60)
     began = time.monotonic()
     output = client.run_command(args.command, stop_on_errors=False)
     ok, first, error = 0, None, None

@@ -29,6 +29,16 @@ import sys
 import tempfile
 import time
 
+from bench_common import (
+    ansible_setup,
+    machine_ticks,
+    pid_groups,
+    pssh_client,
+    read_targets,
+    stop_control_masters,
+    tree_ticks,
+)
+
 
 def latency_summary(samples):
     if not samples:
@@ -48,38 +58,6 @@ def latency_summary(samples):
         "max_ms": round(s[-1] * 1000, 2),
         "mean_ms": round(sum(s) / len(s) * 1000, 2),
     }
-
-
-def machine_ticks():
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:9]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
-def tree_ticks(roots):
-    """utime+stime+cutime+cstime of `roots` and all their live descendants (clock ticks)."""
-    procs = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                text = f.read()
-        except OSError:
-            continue
-        fields = text[text.rfind(")") + 2 :].split()
-        procs[int(name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]))
-    children = {}
-    for pid, (ppid, _) in procs.items():
-        children.setdefault(ppid, []).append(pid)
-    seen, todo = set(), [p for p in roots if p in procs]
-    while todo:
-        pid = todo.pop()
-        if pid not in seen:
-            seen.add(pid)
-            todo.extend(children.get(pid, []))
-    return sum(procs[p][1] for p in seen)
 
 
 class Cpu:
@@ -113,45 +91,11 @@ class Cpu:
         }
 
 
-def read_targets(path):
-    targets = []
-    with open(path) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 3:
-                targets.append({"name": parts[0], "port": int(parts[1]), "dir": parts[2]})
-    return targets
-
-
 def ansible(args, targets, cpu):
     venv_bin = os.path.dirname(os.path.abspath(sys.executable))
     work = tempfile.mkdtemp(prefix="sshq-ansible-")
-    inventory = os.path.join(work, "inventory")
-    with open(inventory, "w") as f:
-        f.write("[devices]\n")
-        for i in range(args.parallelism):
-            t = targets[i % len(targets)]
-            f.write(
-                f"h{i:04d} ansible_host=127.0.0.1 ansible_port={t['port']} "
-                f"ansible_user={args.user} ansible_python_interpreter=/usr/bin/python3\n"
-            )
-    env = dict(os.environ)
-    env.update(
-        {
-            "ANSIBLE_HOST_KEY_CHECKING": "True",
-            "ANSIBLE_PRIVATE_KEY_FILE": args.key,
-            # Ansible's default ssh args (ControlMaster=auto, ControlPersist=60s) plus our
-            # pinned host keys; the control sockets live in a short temporary directory.
-            "ANSIBLE_SSH_ARGS": f"-C -o ControlMaster=auto -o ControlPersist=60s "
-            f"-o UserKnownHostsFile={args.known_hosts} -o IdentitiesOnly=yes",
-            "ANSIBLE_SSH_CONTROL_PATH_DIR": work,
-            "ANSIBLE_LOCAL_TEMP": os.path.join(work, "tmp"),
-            "ANSIBLE_REMOTE_TEMP": "/tmp/.ansible-sshq-bench",
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_DEPRECATION_WARNINGS": "False",
-            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "False",
-        }
-    )
+    hosts = [(f"h{i:04d}", targets[i % len(targets)]["port"]) for i in range(args.parallelism)]
+    inventory, env = ansible_setup(work, hosts, args.user, args.key, args.known_hosts)
     command = [
         os.path.join(venv_bin, "ansible"), "all", "-i", inventory, "-m", "command",
         "-a", args.command, "-f", str(args.parallelism), "-o",
@@ -181,25 +125,13 @@ def ansible(args, targets, cpu):
     wall = time.monotonic() - began
     result_cpu = cpu.end(len(latencies), wall)
     # The ControlPersist masters go with the temporary directory's sockets.
-    for name in os.listdir(work):
-        path = os.path.join(work, name)
-        if not os.path.isdir(path):
-            subprocess.run(["ssh", "-S", path, "-O", "exit", "x"], capture_output=True)
+    stop_control_masters(work)
     return latencies, failures, first_error, wall, result_cpu, {"rounds": rounds}
 
 
 def pssh(args, targets, cpu):
-    from pssh.clients import ParallelSSHClient
-    from pssh.config import HostConfig
-
     entries = [targets[i % len(targets)] for i in range(args.parallelism)]
-    client = ParallelSSHClient(
-        ["127.0.0.1"] * len(entries),
-        host_config=[HostConfig(port=t["port"], user=args.user, private_key=args.key) for t in entries],
-        pool_size=args.parallelism,
-        num_retries=1,
-        timeout=30,
-    )
+    client = pssh_client(entries, args.user, args.key, pool_size=args.parallelism, timeout=30)
 
     def one_round():
         began = time.monotonic()
@@ -247,11 +179,7 @@ def main():
     ap.add_argument("--cpu", action="append", default=[], help="name=pid[,pid...]")
     args = ap.parse_args()
     targets = read_targets(args.targets)
-    groups = []
-    for spec in args.cpu:
-        name, pids = spec.split("=", 1)
-        groups.append((name, [int(p) for p in pids.split(",") if p]))
-    cpu = Cpu(groups)
+    cpu = Cpu(pid_groups(args.cpu))
     run = ansible if args.peer == "ansible" else pssh
     latencies, failures, first_error, wall, result_cpu, extra = run(args, targets, cpu)
     result = {

@@ -16,49 +16,14 @@ import sys
 import time
 from collections import Counter, defaultdict
 
+from bench_common import machine_ticks, pid_groups, proc_table, tree_ticks
+
 HZ = 100.0  # USER_HZ
 
 
 # ------------------------------------------------------------------ CPU accounting
-def proc_table():
-    procs = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                text = f.read()
-        except OSError:
-            continue
-        fields = text[text.rfind(")") + 2 :].split()
-        procs[int(name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]))
-    return procs
-
-
-def tree_ticks(roots, procs):
-    children = defaultdict(list)
-    for pid, (ppid, _) in procs.items():
-        children[ppid].append(pid)
-    seen, todo = set(), [p for p in roots if p in procs]
-    while todo:
-        pid = todo.pop()
-        if pid not in seen:
-            seen.add(pid)
-            todo.extend(children[pid])
-    return sum(procs[p][1] for p in seen)
-
-
-def machine_ticks():
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:9]]
-    return sum(values) - values[3] - values[4], sum(values)
-
-
 def cpu_begin(state, specs):
-    groups = {}
-    for spec in specs:
-        name, pids = spec.split("=", 1)
-        groups[name] = [int(p) for p in pids.split(",") if p]
+    groups = dict(pid_groups(specs))
     procs = proc_table()
     with open(state, "w") as f:
         json.dump(
