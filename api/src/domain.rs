@@ -306,7 +306,7 @@ pub struct EnvVar {
     pub secret: bool,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
     /// The command line; it must pass the command policy. Give either this or `template`.
@@ -657,17 +657,8 @@ mod tests {
     fn timeouts_default_and_are_bounded() {
         let req = |t| ExecRequest {
             command: Some("uptime".into()),
-            template: None,
-            args: Default::default(),
-            env: vec![],
-            stdin_base64: None,
-            stdin_secret: false,
             timeout: t,
-            pty: None,
-            keep_open_sec: None,
-            close: false,
-            queue_timeout: None,
-            username: None,
+            ..Default::default()
         };
         assert_eq!(
             req(None)

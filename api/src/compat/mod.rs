@@ -22,10 +22,11 @@ pub mod zato;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use read_models::devices::DeviceRecord;
 use schemas::{JobId, JobRecord};
+use serde::Serialize;
 
 use crate::AppState;
 use crate::auth::{API_KEY_HEADER, Caller};
@@ -216,6 +217,17 @@ pub async fn run(
 }
 
 /// Adds `X-SSHQ-Job-Id` (and `Location`, the native job) to an answer about a job.
+/// An adapter's error `body` with `status`, and `Retry-After` when the error carries one.
+fn error_response(status: StatusCode, body: impl Serialize, retry_after: Option<u64>) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, seconds.into());
+    }
+    response
+}
+
 pub fn with_job(mut response: Response, job_id: JobId) -> Response {
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&job_id.to_string()) {

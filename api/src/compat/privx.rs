@@ -112,17 +112,12 @@ async fn exec_inner(
     let device = device_for_host(state, &caller, &request.hostname, "hostname").await?;
     let exec = ExecRequest {
         command: Some(request.command),
-        template: None,
-        args: Default::default(),
         env: request.env,
         stdin_base64: request.stdin_base64,
-        timeout: None,
-        pty: None,
         keep_open_sec: request.keep_open_sec,
         close: request.close,
-        queue_timeout: None,
         username: Some(request.username),
-        stdin_secret: false,
+        ..Default::default()
     };
     let id = device.id.to_string();
     Ok(match run(state, &caller, &id, exec, headers).await? {

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{KeyIn, Ran, authenticate, run, with_job};
+use super::{KeyIn, Ran, authenticate, error_response, run, with_job};
 use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::domain::ExecRequest;
@@ -129,12 +129,7 @@ fn error_for_job(e: ApiError, job: Option<JobId>) -> Response {
         property: e.property,
         job_id: job.map(|j| j.as_uuid()),
     };
-    let mut response = (status, Json(body)).into_response();
-    if let Some(seconds) = retry_after {
-        response
-            .headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, seconds.into());
-    }
+    let response = error_response(status, body, retry_after);
     match job {
         Some(job) => with_job(response, job),
         None => response,
@@ -289,17 +284,8 @@ async fn execute_inner(
         .target(instance_id, request.target.as_deref())?;
     let exec = ExecRequest {
         command: Some(request.command),
-        template: None,
-        args: Default::default(),
-        env: Vec::new(),
-        stdin_base64: None,
         timeout: request.timeout,
-        pty: None,
-        keep_open_sec: None,
-        close: false,
-        queue_timeout: None,
-        username: None,
-        stdin_secret: false,
+        ..Default::default()
     };
     let id = device.id.to_string();
     Ok(match run(state, &caller, &id, exec, headers).await? {

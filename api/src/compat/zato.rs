@@ -19,7 +19,7 @@ use schemas::{JobId, JobRecord, JobStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{KeyIn, Ran, authenticate, device_for_host, run, with_job};
+use super::{KeyIn, Ran, authenticate, device_for_host, error_response, run, with_job};
 use crate::AppState;
 use crate::auth::Scope;
 use crate::domain::ExecRequest;
@@ -64,12 +64,7 @@ fn error(e: ApiError) -> Response {
         details: Some(e.error_message),
         error_code: Some(e.error_code),
     };
-    let mut response = (status, Json(body)).into_response();
-    if let Some(seconds) = e.retry_after {
-        response
-            .headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, seconds.into());
-    }
+    let mut response = error_response(status, body, e.retry_after);
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             axum::http::header::WWW_AUTHENTICATE,
@@ -111,17 +106,7 @@ async fn ssh_inner(
     let device = device_for_host(state, &caller, &request.host, "host").await?;
     let exec = ExecRequest {
         command: Some(request.command),
-        template: None,
-        args: Default::default(),
-        env: Vec::new(),
-        stdin_base64: None,
-        timeout: None,
-        pty: None,
-        keep_open_sec: None,
-        close: false,
-        queue_timeout: None,
-        username: None,
-        stdin_secret: false,
+        ..Default::default()
     };
     let id = device.id.to_string();
     Ok(match run(state, &caller, &id, exec, headers).await? {
