@@ -111,12 +111,16 @@ pub enum ShellIn {
     },
 }
 
-/// Worker → API (and watchers), as [`ShellOut::to_message`] puts it on the wire.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Worker → API (and watchers), as [`ShellOut::to_message`] puts it on the wire: `Data` as
+/// raw bytes, the others as the JSON the WebSocket sends (serde's form of this enum).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ShellOut {
-    /// Terminal output.
+    /// Terminal output (raw bytes on the wire, never JSON).
+    #[serde(skip)]
     Data(Vec<u8>),
     /// The terminal now has this size.
+    #[serde(rename = "resize")]
     Resized {
         cols: u32,
         rows: u32,
@@ -156,26 +160,15 @@ pub const KIND_HEADER: &str = "Sshq-Shell";
 /// The header numbering a shell's output messages from 1.
 pub const SEQ_HEADER: &str = "Sshq-Seq";
 
-/// The JSON payload of an output message that is not terminal bytes.
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Control {
-    Resize {
-        cols: u32,
-        rows: u32,
-    },
-    Heartbeat,
-    Exit {
-        status: Option<u32>,
-        signal: Option<String>,
-    },
-    Closed {
-        reason: String,
-    },
-    InputAck {
-        bytes: u64,
-    },
-}
+/// Every `Sshq-Shell` kind, as [`ShellOut::kind`] names them.
+const KINDS: [&str; 6] = [
+    "data",
+    "resized",
+    "heartbeat",
+    "exit",
+    "closed",
+    "input_ack",
+];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ShellFrameError {
@@ -206,24 +199,13 @@ impl ShellOut {
         let mut headers = HeaderMap::new();
         headers.insert(KIND_HEADER, self.kind());
         headers.insert(SEQ_HEADER, seq.to_string().as_str());
-        let control = match self {
-            ShellOut::Data(bytes) => return (headers, bytes::Bytes::copy_from_slice(bytes)),
-            ShellOut::Resized { cols, rows } => Control::Resize {
-                cols: *cols,
-                rows: *rows,
-            },
-            ShellOut::Heartbeat => Control::Heartbeat,
-            ShellOut::Exit { status, signal } => Control::Exit {
-                status: *status,
-                signal: signal.clone(),
-            },
-            ShellOut::Closed { reason } => Control::Closed {
-                reason: reason.clone(),
-            },
-            ShellOut::InputAck { bytes } => Control::InputAck { bytes: *bytes },
-        };
-        let json = serde_json::to_vec(&control).expect("control messages always encode");
-        (headers, json.into())
+        match self {
+            ShellOut::Data(bytes) => (headers, bytes::Bytes::copy_from_slice(bytes)),
+            control => {
+                let json = serde_json::to_vec(control).expect("control messages always encode");
+                (headers, json.into())
+            }
+        }
     }
 
     /// An output message read back from its headers and payload.
@@ -238,34 +220,15 @@ impl ShellOut {
         if kind == "data" {
             return Ok(ShellOut::Data(payload.to_vec()));
         }
-        let control: Control =
+        let out: ShellOut =
             serde_json::from_slice(payload).map_err(|e| ShellFrameError::Payload(e.to_string()))?;
-        let out = match control {
-            Control::Resize { cols, rows } => ShellOut::Resized { cols, rows },
-            Control::Heartbeat => ShellOut::Heartbeat,
-            Control::Exit { status, signal } => ShellOut::Exit { status, signal },
-            Control::Closed { reason } => ShellOut::Closed { reason },
-            Control::InputAck { bytes } => ShellOut::InputAck { bytes },
-        };
         if out.kind() != kind {
-            return Err(
-                match [
-                    "data",
-                    "resized",
-                    "heartbeat",
-                    "exit",
-                    "closed",
-                    "input_ack",
-                ]
-                .contains(&kind)
-                {
-                    true => ShellFrameError::Payload(format!(
-                        "a {} payload under kind {kind}",
-                        out.kind()
-                    )),
-                    false => ShellFrameError::UnknownKind(kind.to_owned()),
-                },
-            );
+            return Err(match KINDS.contains(&kind) {
+                true => {
+                    ShellFrameError::Payload(format!("a {} payload under kind {kind}", out.kind()))
+                }
+                false => ShellFrameError::UnknownKind(kind.to_owned()),
+            });
         }
         Ok(out)
     }
@@ -339,6 +302,14 @@ mod tests {
         assert_eq!(&payload[..], br#"{"type":"closed","reason":"idle"}"#);
         let (_, payload) = all[1].to_message(2);
         assert_eq!(&payload[..], br#"{"type":"resize","cols":100,"rows":30}"#);
+        let (_, payload) = all[2].to_message(3);
+        assert_eq!(&payload[..], br#"{"type":"heartbeat"}"#);
+        let (_, payload) = all[5].to_message(6);
+        assert_eq!(&payload[..], br#"{"type":"input_ack","bytes":7}"#);
+        // Terminal bytes are never JSON: a `data` payload under another kind is refused.
+        let mut closed = HeaderMap::new();
+        closed.insert(KIND_HEADER, "closed");
+        assert!(ShellOut::from_message(Some(&closed), br#"{"type":"data"}"#).is_err());
         // Malformed frames are errors, not guesses.
         assert_eq!(
             ShellOut::from_message(None, b"x"),
