@@ -204,6 +204,15 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
         _ => 1,
     };
     span.record("attempt", attempt);
+    // Ends the job as failed before anything ran on the device, and settles its request.
+    let end_unrun = |code: FailureCode, text: String| {
+        let (worker, event) = (&worker, &event);
+        async move {
+            let outcome = Outcome::Failed(code, text);
+            conclude(worker, event, request, sensitive, outcome, attempt, None).await?;
+            Ok(Settled::Done)
+        }
+    };
     if let Some((_, stored)) = outcome? {
         debug!("duplicate delivery of a finished job");
         // The worker that stored the outcome may have died before counting it for its batch;
@@ -217,34 +226,14 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
         warn!("an earlier worker started this job and vanished; not running it again");
         let message_text =
             "the worker running this command stopped before reporting; it may or may not have run";
-        conclude(
-            &worker,
-            &event,
-            request,
-            sensitive,
-            Outcome::Failed(FailureCode::WorkerLost, message_text.into()),
-            attempt,
-            None,
-        )
-        .await?;
-        return Ok(Settled::Done);
+        return end_unrun(FailureCode::WorkerLost, message_text.into()).await;
     }
 
     let device = device?.map(|(_, e)| e.body);
     if let Some(reason) = not_to_start(&event, request, canceled?.is_some(), device.as_ref()) {
         let (code, text) = reason;
         info!(code = code.as_str(), "ending the job without running it");
-        conclude(
-            &worker,
-            &event,
-            request,
-            sensitive,
-            Outcome::Failed(code, text),
-            attempt,
-            None,
-        )
-        .await?;
-        return Ok(Settled::Done);
+        return end_unrun(code, text).await;
     }
 
     // The request's secret values, opened only now and only in memory: a request whose
@@ -266,17 +255,7 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
         Err(_) => {
             warn!("the request's sealed secrets cannot be opened here; not running it");
             let text = "the job's secret values could not be opened by the worker (master key mismatch or tampered request); nothing ran";
-            conclude(
-                &worker,
-                &event,
-                request,
-                sensitive,
-                Outcome::Failed(FailureCode::Internal, text.into()),
-                attempt,
-                None,
-            )
-            .await?;
-            return Ok(Settled::Done);
+            return end_unrun(FailureCode::Internal, text.into()).await;
         }
     };
 
@@ -304,17 +283,7 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
                         code = code.as_str(),
                         "ending the batch's job without running it"
                     );
-                    conclude(
-                        &worker,
-                        &event,
-                        request,
-                        sensitive,
-                        Outcome::Failed(code, text),
-                        attempt,
-                        None,
-                    )
-                    .await?;
-                    return Ok(Settled::Done);
+                    return end_unrun(code, text).await;
                 }
                 Err(error) => {
                     warn!(%error, "the batch's run slots are unreachable; handing back");
@@ -383,17 +352,7 @@ async fn process(worker: Arc<Worker>, message: &jetstream::Message) -> Result<Se
         Err(error) => {
             let code = failure_code(&error);
             warn!(?error, "job failed before start");
-            conclude(
-                &worker,
-                &event,
-                request,
-                sensitive,
-                Outcome::Failed(code, error.to_string()),
-                attempt,
-                None,
-            )
-            .await?;
-            return Ok(Settled::Done);
+            return end_unrun(code, error.to_string()).await;
         }
     };
     let _run_slot = keeping_lease(&worker, message, worker.run_slots.clone().acquire_owned())
