@@ -14,6 +14,7 @@ import json
 import sys
 
 import nats
+from nats_refusals import refusals
 
 
 async def main():
@@ -50,21 +51,7 @@ async def main():
         }))
     elif mode == "refused":
         out, into, open_ = args
-        refused = {}
-
-        async def attempt(name, coro):
-            before = len(errors)
-            try:
-                await coro
-                await nc.flush()
-                await asyncio.sleep(0.3)
-                got = errors[before:]
-                refused[name] = got[0] if got else None
-            except Exception as e:
-                await asyncio.sleep(0.2)
-                got = errors[before:]
-                refused[name] = got[0] if got else f"{type(e).__name__}: {e}"
-
+        refused, attempt = refusals(nc, errors)
         if out != "-":
             await attempt("follow output", nc.subscribe(out))
         await attempt("type into the shell", nc.publish(into, b"\x00\x05touch /tmp/x\r"))

@@ -17,6 +17,7 @@ import time
 
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats_refusals import refusals
 
 
 def parts(msg):
@@ -94,22 +95,8 @@ async def main():
     elif mode == "forbidden":
         stream, other = args
         prefix = other.split(".")[0]
-        refused = {}
+        refused, attempt = refusals(nc, errors)
         js = nc.jetstream(timeout=1)
-
-        async def attempt(name, coro):
-            before = len(errors)
-            try:
-                await coro
-                await nc.flush()
-                await asyncio.sleep(0.3)
-                got = errors[before:]
-                refused[name] = got[0] if got else None
-            except Exception as e:
-                # A refused request times out; the server's reason arrives through error_cb.
-                await asyncio.sleep(0.2)
-                got = errors[before:]
-                refused[name] = got[0] if got else f"{type(e).__name__}: {e}"
 
         await attempt("subscribe other tenant", nc.subscribe(other))
         await attempt("subscribe raw log", nc.subscribe(f"{prefix}.evt.>"))
