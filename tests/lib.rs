@@ -12,7 +12,7 @@
 //! - `fake_ssh`: devices that are not what they claim (silent listeners, hostile SSH);
 //! - `stack`: `StackOptions`, `TestStack` and its HTTP helpers;
 //! - `processes`: `WorkerProcess`, `ProjectorProcess`, `ApiProcess`, the real binaries;
-//! - `read_models`: `digest`, `wait_caught_up`;
+//! - `read_models`: `digest`, `wait_caught_up`, `rebuild_settings` and `rebuild`;
 //! - `sse`: `SseReader`, server-sent events as a browser parses them; `assert_stream_refusals`;
 //! - `python`: `spawn_python`, `python_line`, `python_outcome`: third-party clients in `tests/py`.
 
@@ -36,7 +36,7 @@ mod stack;
 pub use devices::SshDevice;
 pub use processes::{ApiProcess, ProjectorProcess, WorkerProcess};
 pub use python::{python_line, python_outcome, spawn_python};
-pub use read_models::{digest, wait_caught_up};
+pub use read_models::{digest, rebuild, rebuild_settings, wait_caught_up};
 pub use services::{
     NatsCluster, NatsNode, PgInstance, create_database, create_database_on, env, free_port,
     service_nats_url,

@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use sshq_tests::{ApiProcess, TestStack};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::shell_client::{Shell, Socket, key, open_at, shell_device, watcher_at};
+use crate::shell_client::{Shell, Socket, open_at, shell_device, watcher_at};
 
 /// The gauges of `/metrics` at `base`, name -> value, after checking the exposition format.
 async fn metrics(http: &reqwest::Client, base: &str) -> BTreeMap<String, f64> {
@@ -138,7 +138,7 @@ async fn until(
 async fn metrics_count_open_shells_and_watchers_and_both_return_to_zero() {
     let stack = TestStack::start().await;
     let (_device, id) = shell_device(&stack).await;
-    let admin = key(&stack, "administrator").await;
+    let admin = stack.create_key("administrator").await;
     let api = ApiProcess::spawn(&stack).await;
     let base = api.base.as_str();
     // No connection kept between scrapes: each scrape's connection task ends with it.

@@ -16,29 +16,15 @@ pub async fn tagged_fleet(stack: &TestStack, n: usize, tag: &str) -> Vec<(SshDev
     let mut fleet = Vec::new();
     for i in 0..n {
         let device = SshDevice::start();
-        let body = json!({
-            "name": format!("{tag}-{i}"),
-            "host": "127.0.0.1",
-            "port": device.port,
-            "username": device.user,
-            "host_key": device.host_key,
-            "tags": [tag],
-        });
-        let (status, body) = stack.post("/v1/devices", &body).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        fleet.push((device, body["id"].as_str().unwrap().to_owned()));
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, body) = stack
-            .get(&format!("/v1/devices?per_page=100&tags={tag}"))
+        let id = stack
+            .register_named(&device, &format!("{tag}-{i}"), &[tag])
             .await;
-        if body.as_array().map(Vec::len) == Some(n) {
-            return fleet;
-        }
-        assert!(Instant::now() < deadline, "devices tagged {tag}: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        fleet.push((device, id));
     }
+    stack
+        .wait_devices_listed(&format!("per_page=100&tags={tag}"), n)
+        .await;
+    fleet
 }
 
 /// A device registered with `tag` whose sshd is then killed (its jobs fail to connect), once
@@ -429,14 +415,6 @@ async fn batch_follows_are_tenant_scoped_and_bad_input_is_refused() {
     assert_eq!(stdout_by_device(&events)["mine-0"], "secret-of-default\n");
 }
 
-async fn key_of_role(stack: &TestStack, role: &str) -> String {
-    let (status, body) = stack
-        .post("/v1/keys", &json!({ "name": role, "role": role }))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["key"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn a_sensitive_batchs_output_is_followed_only_by_roles_that_see_secrets() {
     let stack = TestStack::start().await;
@@ -465,7 +443,7 @@ async fn a_sensitive_batchs_output_is_followed_only_by_roles_that_see_secrets() 
     assert_eq!(out["vault-1"], format!("{secret}\n"));
     assert_eq!(owners.last().unwrap().event, "end");
 
-    let operator = key_of_role(&stack, "operator").await;
+    let operator = stack.create_key("operator").await;
     let theirs = SseReader::open(&stack.base, &operator, &path, None)
         .await
         .collect(Duration::from_secs(30))
@@ -528,7 +506,7 @@ async fn a_sensitive_batchs_job_is_sensitive_from_its_request_without_any_output
         .expect("the job's end");
     assert_eq!(end["error_code"], "connect_failed", "{end}");
     let job = end["job_id"].as_str().unwrap();
-    let operator = key_of_role(&stack, "operator").await;
+    let operator = stack.create_key("operator").await;
     let (status, view) = stack
         .call(
             Method::GET,

@@ -46,17 +46,6 @@ async fn register(stack: &TestStack, device: &SshDevice, name: &str, extra: Valu
     }
 }
 
-async fn new_key(stack: &TestStack, role: &str) -> String {
-    let (status, body) = stack
-        .post(
-            "/v1/keys",
-            &json!({ "name": format!("compat-{role}"), "role": role }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["key"].as_str().unwrap().to_owned()
-}
-
 /// Sends `body` to `path` with the given headers; returns status, job header and body.
 async fn send(
     stack: &TestStack,
@@ -223,7 +212,7 @@ async fn scalelite_requests_run_unchanged_with_scalelite_status_codes() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // 403: a key without SSH permission (an observer) — before anything else is looked at.
-    let observer = new_key(&stack, "observer").await;
+    let observer = stack.create_key("observer").await;
     let (status, _, body) = scalelite(&stack, &observer, &single, r#"{"command": "uptime"}"#).await;
     assert_eq!(
         (status, body["error_code"].as_str()),
@@ -520,7 +509,7 @@ async fn privx_exec_requests_resolve_registered_hosts_and_check_the_username() {
 
     // 403: authorized, but not allowed — a role without exec, or a username the device does
     // not allow (checked, not trusted; the refusal is audited).
-    let observer = new_key(&stack, "observer").await;
+    let observer = stack.create_key("observer").await;
     let (status, _, body) = privx(&stack, &observer, &ok).await;
     assert_eq!(
         (status, body["error_code"].as_str()),
@@ -832,7 +821,7 @@ async fn zato_ssh_channel_answers_is_ok_cid_stdout_stderr() {
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let observer = new_key(&stack, "observer").await;
+    let observer = stack.create_key("observer").await;
     let (status, _, _) = zato(
         &stack,
         "api",

@@ -12,34 +12,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sshq_tests::{SshDevice, TestStack, env};
 
-/// Registers a real sshd device with these tags; returns its id.
-async fn register(stack: &TestStack, device: &SshDevice, name: &str, tags: &[&str]) -> String {
-    let body = json!({
-        "name": name,
-        "host": "127.0.0.1",
-        "port": device.port,
-        "username": device.user,
-        "host_key": device.host_key,
-        "tags": tags,
-    });
-    let (status, body) = stack.post("/v1/devices", &body).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["id"].as_str().unwrap().to_owned()
-}
-
-/// Waits until the device list (Postgres, where the console reads it) shows `n` devices.
-async fn listed(stack: &TestStack, query: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, body) = stack.get(&format!("/v1/devices?{query}")).await;
-        if body.as_array().is_some_and(|a| a.len() == n) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "devices not listed: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
     let stack = TestStack::start().await;
@@ -149,9 +121,11 @@ async fn a_person_signs_in_runs_commands_replays_a_recording_and_types_in_a_shel
     let unique = &stack.prefix;
     let web_name = format!("web-{unique}");
     let db_name = format!("db-{unique}");
-    let web_id = register(&stack, &web, &web_name, &["fleet", "web"]).await;
-    register(&stack, &db, &db_name, &["fleet", "db"]).await;
-    listed(&stack, "tags=fleet", 2).await;
+    let web_id = stack
+        .register_named(&web, &web_name, &["fleet", "web"])
+        .await;
+    stack.register_named(&db, &db_name, &["fleet", "db"]).await;
+    stack.wait_devices_listed("tags=fleet", 2).await;
 
     // A recording with output spread over time, for the player.
     let command = "sh -c 'for i in 1 2 3 4 5 6; do echo tick$i; sleep 0.6; done'";
@@ -180,21 +154,16 @@ async fn a_person_signs_in_runs_commands_replays_a_recording_and_types_in_a_shel
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
     let late_name = format!("zz-late-{unique}");
-    let late_id = register(&stack, &db, &late_name, &["crowd"]).await;
-    listed(&stack, "tags=crowd&per_page=100&page=2", 1).await; // 101 of them
+    let late_id = stack.register_named(&db, &late_name, &["crowd"]).await;
+    stack
+        .wait_devices_listed("tags=crowd&per_page=100&page=2", 1)
+        .await; // 101 of them
     let late = stack.run(&late_id, json!({ "command": "echo late" })).await;
     assert_eq!(late["status"], "finished", "{late}");
     let late_job = late["job_id"].as_str().unwrap().to_owned();
 
     // A key that may only read.
-    let (status, observer) = stack
-        .post(
-            "/v1/keys",
-            &json!({ "name": "console-observer", "role": "observer" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{observer}");
-    let observer = observer["key"].as_str().unwrap().to_owned();
+    let observer = stack.create_key("observer").await;
     let filler_suffix = format!("-{unique}");
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/browser/console.py");

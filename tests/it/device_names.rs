@@ -9,20 +9,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sshq_tests::{SseReader, SshDevice, TestStack};
 
-async fn register(stack: &TestStack, device: &SshDevice, name: &str, tags: &[&str]) -> String {
-    let body = json!({
-        "name": name,
-        "host": "127.0.0.1",
-        "port": device.port,
-        "username": device.user,
-        "host_key": device.host_key,
-        "tags": tags,
-    });
-    let (status, body) = stack.post("/v1/devices", &body).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["id"].as_str().unwrap().to_owned()
-}
-
 /// Polls `path` (a list) until `check` holds for its items, or panics with the last answer.
 async fn until(stack: &TestStack, path: &str, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -47,7 +33,7 @@ async fn every_job_and_session_view_names_its_device_as_it_is_now() {
     let stack = TestStack::start().await;
     let ssh = SshDevice::start();
     let name = format!("alpha-{}", stack.prefix);
-    let device = register(&stack, &ssh, &name, &["named"]).await;
+    let device = stack.register_named(&ssh, &name, &["named"]).await;
 
     // One job, read every way a client reads a job.
     let job = stack.run(&device, json!({ "command": "echo hi" })).await;
@@ -178,7 +164,9 @@ async fn names_stay_inside_the_tenant() {
     let stack = TestStack::start().await;
     let ssh = SshDevice::start();
     let other_key = stack.create_tenant("other").await;
-    let mine = register(&stack, &ssh, &format!("mine-{}", stack.prefix), &[]).await;
+    let mine = stack
+        .register_named(&ssh, &format!("mine-{}", stack.prefix), &[])
+        .await;
     let theirs = stack.register_as(&other_key, &ssh).await;
     let job = stack.run(&mine, json!({ "command": "true" })).await;
     assert_eq!(

@@ -17,34 +17,10 @@ async fn fleet(stack: &TestStack, n: usize, tags: &[&str]) -> (Vec<SshDevice>, V
     let devices: Vec<SshDevice> = (0..n).map(|_| SshDevice::start()).collect();
     let mut ids = Vec::new();
     for device in &devices {
-        let body = json!({
-            "name": format!("fan-{}", device.port),
-            "host": "127.0.0.1",
-            "port": device.port,
-            "username": device.user,
-            "host_key": device.host_key,
-            "tags": tags,
-        });
-        let (status, body) = stack.post("/v1/devices", &body).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        ids.push(body["id"].as_str().unwrap().to_owned());
+        let name = format!("fan-{}", device.port);
+        ids.push(stack.register_named(device, &name, tags).await);
     }
     (devices, ids)
-}
-
-/// Waits until the read model lists `n` devices with these tags (filters read Postgres).
-async fn listed(stack: &TestStack, query: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, body) = stack
-            .get(&format!("/v1/devices?per_page=100&{query}"))
-            .await;
-        if body.as_array().map(Vec::len) == Some(n) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "devices {query}: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn submit(stack: &TestStack, body: &Value) -> Value {
@@ -129,7 +105,7 @@ async fn a_tagged_fleet_runs_on_three_workers_within_max_concurrency_even_when_o
     let (_devices, ids) = fleet(&stack, 22, &["bbb", "eu"]).await;
     // Two more tagged bbb only: not targets.
     let (_others, other_ids) = fleet(&stack, 2, &["bbb", "us"]).await;
-    listed(&stack, "tags=bbb", 24).await;
+    stack.wait_devices_listed("per_page=100&tags=bbb", 24).await;
     let mut workers: Vec<WorkerProcess> = (0..3)
         .map(|i| WorkerProcess::spawn(&stack, &format!("fan-{i}"), &[]))
         .collect();
@@ -247,7 +223,9 @@ async fn a_tagged_fleet_runs_on_three_workers_within_max_concurrency_even_when_o
 async fn max_errors_trips_past_its_count_and_the_jobs_never_started_end_terminated() {
     let stack = TestStack::start().await;
     let (_devices, _ids) = fleet(&stack, 20, &["flaky"]).await;
-    listed(&stack, "tags=flaky", 20).await;
+    stack
+        .wait_devices_listed("per_page=100&tags=flaky", 20)
+        .await;
     let accepted = submit(
         &stack,
         &json!({
@@ -299,7 +277,9 @@ async fn max_errors_trips_past_its_count_and_the_jobs_never_started_end_terminat
 async fn a_ramp_starts_with_one_device_then_widens() {
     let stack = TestStack::start().await;
     let (_devices, _ids) = fleet(&stack, 12, &["ramp"]).await;
-    listed(&stack, "tags=ramp", 12).await;
+    stack
+        .wait_devices_listed("per_page=100&tags=ramp", 12)
+        .await;
     let accepted = submit(
         &stack,
         &json!({
@@ -378,7 +358,7 @@ async fn targets_resolve_by_ids_tags_and_filters_and_unusable_devices_get_their_
         assert!(Instant::now() < deadline, "never offline: {device}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    listed(&stack, "tags=site", 6).await;
+    stack.wait_devices_listed("per_page=100&tags=site", 6).await;
 
     let started = Instant::now();
     let accepted = submit(
@@ -515,7 +495,7 @@ async fn targets_resolve_by_ids_tags_and_filters_and_unusable_devices_get_their_
 async fn a_batch_is_readable_at_once_idempotent_cancellable_and_audited() {
     let stack = TestStack::start().await;
     let (_devices, _ids) = fleet(&stack, 8, &["slow"]).await;
-    listed(&stack, "tags=slow", 8).await;
+    stack.wait_devices_listed("per_page=100&tags=slow", 8).await;
     let request = json!({
         "command": "sleep 30",
         "targets": { "tags": ["slow"] },

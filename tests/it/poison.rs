@@ -2,7 +2,7 @@
 //! projection goes on for every tenant; a rebuild sets the same messages aside. Also what the
 //! audit shows of an exec request, and a waited answer past the output cap.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -14,7 +14,10 @@ use schemas::{
 };
 use serde_json::{Value, json};
 use sshq_projector::quarantine::{self, Quarantined};
-use sshq_tests::{ProjectorProcess, SshDevice, TestStack, create_database, digest, wait_caught_up};
+use sshq_tests::{
+    ProjectorProcess, SshDevice, TestStack, create_database, digest, rebuild, rebuild_settings,
+    wait_caught_up,
+};
 
 fn target() -> SshTarget {
     SshTarget {
@@ -116,31 +119,6 @@ async fn job_status(db: &sqlx::PgPool, job: JobId) -> Option<String> {
         .fetch_optional(db)
         .await
         .unwrap()
-}
-
-/// Polls a projector process's `/healthz` until it has applied `last`.
-async fn health_at(projector: &ProjectorProcess, last: u64) -> Value {
-    let url = format!("http://127.0.0.1:{}/healthz", projector.health_port);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let health = match reqwest::get(&url).await {
-            Ok(response) => {
-                assert_eq!(response.status(), StatusCode::OK);
-                response.json::<Value>().await.ok()
-            }
-            Err(_) => None,
-        };
-        if let Some(health) = &health
-            && health["applied_seq"] == last
-        {
-            return health.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "health never showed {last}: {health:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
@@ -249,19 +227,11 @@ async fn a_poison_event_is_set_aside_and_every_tenant_is_still_projected() {
     // /metrics, and ends with the same read models.
     let process_url = create_database(&format!("{}_process", stack.prefix)).await;
     let projector = ProjectorProcess::spawn(&stack, &process_url);
-    let health = health_at(&projector, last).await;
+    let health = projector.health_at(last, Duration::from_secs(60)).await;
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(health["quarantined"], poison.len(), "{health}");
     assert_eq!(health["lag_events"], 0, "{health}");
-    let metrics = reqwest::get(format!(
-        "http://127.0.0.1:{}/metrics",
-        projector.health_port
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    let metrics = projector.metrics().await;
     assert!(
         metrics.contains(&format!(
             "sshq_projector_quarantined_total {}",
@@ -274,18 +244,9 @@ async fn a_poison_event_is_set_aside_and_every_tenant_is_still_projected() {
     assert_eq!(quarantine::list(&process).await.unwrap(), set_aside);
 
     // A rebuild sets the same messages aside and gives the same read models.
-    let copy_url = create_database(&format!("{}_rebuild", stack.prefix)).await;
-    let settings = sshq_projector::Settings {
-        nats_url: stack.service_nats_url("projector"),
-        prefix: stack.prefix.clone(),
-        database_url: copy_url.clone(),
-        ..Default::default()
-    };
+    let settings = rebuild_settings(&stack).await;
     for round in 0..2 {
-        sshq_projector::reset_read_models(&copy_url).await.unwrap();
-        let projector = sshq_projector::Projector::connect(&settings).await.unwrap();
-        let caught_up = tokio::time::timeout(Duration::from_secs(60), projector.catch_up());
-        caught_up.await.expect("rebuild stuck").unwrap();
+        let projector = rebuild(&settings).await;
         assert_eq!(digest(projector.pool()).await, expected, "round {round}");
         let rebuilt: Vec<Quarantined> = quarantine::list(projector.pool()).await.unwrap();
         assert_eq!(rebuilt, set_aside, "round {round}");

@@ -10,7 +10,8 @@ use schemas::{
 };
 use serde_json::json;
 use sshq_tests::{
-    ProjectorProcess, SshDevice, StackOptions, TestStack, create_database, digest, wait_caught_up,
+    ProjectorProcess, SshDevice, StackOptions, TestStack, create_database, digest, rebuild,
+    rebuild_settings, wait_caught_up,
 };
 
 #[tokio::test]
@@ -41,18 +42,10 @@ async fn rebuilding_the_read_models_from_the_log_gives_the_same_state() {
     wait_caught_up(&stack, &live, Duration::from_secs(20)).await;
     let expected = digest(&live).await;
 
-    let copy_url = create_database(&format!("{}_rebuild", stack.prefix)).await;
-    let settings = sshq_projector::Settings {
-        nats_url: stack.service_nats_url("projector"),
-        prefix: stack.prefix.clone(),
-        database_url: copy_url.clone(),
-        ..Default::default()
-    };
+    let settings = rebuild_settings(&stack).await;
     for round in 0..2 {
         // The second round rebuilds over existing read models, as `sshq-projector rebuild` does.
-        sshq_projector::reset_read_models(&copy_url).await.unwrap();
-        let projector = sshq_projector::Projector::connect(&settings).await.unwrap();
-        projector.catch_up().await.unwrap();
+        let projector = rebuild(&settings).await;
         assert_eq!(digest(projector.pool()).await, expected, "round {round}");
     }
 }
@@ -208,34 +201,9 @@ async fn a_projector_killed_repeatedly_applies_every_event_exactly_once() {
 
     // The lag is visible on the projector's health endpoint and in Prometheus metrics.
     // The restarted process may still be starting: poll until it reports.
-    let health_url = format!("http://127.0.0.1:{}/healthz", projector.health_port);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let health: Option<serde_json::Value> = match reqwest::get(&health_url).await {
-            Ok(response) => response.json().await.ok(),
-            Err(_) => None,
-        };
-        if let Some(health) = &health
-            && health["applied_seq"] == last
-        {
-            assert_eq!(health["lag_events"], 0, "{health}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "health never showed {last}: {health:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let metrics = reqwest::get(format!(
-        "http://127.0.0.1:{}/metrics",
-        projector.health_port
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    let health = projector.health_at(last, Duration::from_secs(20)).await;
+    assert_eq!(health["lag_events"], 0, "{health}");
+    let metrics = projector.metrics().await;
     assert!(
         metrics.contains(&format!("sshq_projector_applied_seq {last}")),
         "{metrics}"

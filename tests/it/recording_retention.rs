@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sshq_tests::{SshDevice, StackOptions, TestStack, create_database, digest, wait_caught_up};
+use sshq_tests::{
+    SshDevice, StackOptions, TestStack, digest, rebuild, rebuild_settings, wait_caught_up,
+};
 
 async fn patch(stack: &TestStack, key: &str, body: Value) -> (StatusCode, Value) {
     stack
@@ -73,14 +75,7 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
     }
     let (status, body) = patch(&stack, &owner, json!({ "recording_retention_days": "5" })).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (status, created) = stack
-        .post(
-            "/v1/keys",
-            &json!({ "name": "admin", "role": "administrator" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let admin = created["key"].as_str().unwrap().to_owned();
+    let admin = stack.create_key("administrator").await;
     let (status, body) = patch(&stack, &admin, json!({ "recording_retention_days": 5 })).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 
@@ -264,14 +259,6 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
     // tenant's settings events).
     wait_caught_up(&stack, &db, Duration::from_secs(20)).await;
     let expected = digest(&db).await;
-    let copy_url = create_database(&format!("{}_rebuild", stack.prefix)).await;
-    let settings = sshq_projector::Settings {
-        nats_url: stack.service_nats_url("projector"),
-        prefix: stack.prefix.clone(),
-        database_url: copy_url,
-        ..Default::default()
-    };
-    let projector = sshq_projector::Projector::connect(&settings).await.unwrap();
-    projector.catch_up().await.unwrap();
+    let projector = rebuild(&rebuild_settings(&stack).await).await;
     assert_eq!(digest(projector.pool()).await, expected);
 }

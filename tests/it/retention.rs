@@ -8,7 +8,9 @@ use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use schemas::{DeviceId, JobFacet, JobId, TenantId};
 use serde_json::json;
-use sshq_tests::{SshDevice, StackOptions, TestStack, create_database, digest, wait_caught_up};
+use sshq_tests::{
+    SshDevice, StackOptions, TestStack, digest, rebuild, rebuild_settings, wait_caught_up,
+};
 
 const RETENTION: Duration = Duration::from_secs(4);
 
@@ -151,16 +153,11 @@ async fn jobs_age_out_of_log_and_read_models_while_the_registry_stays() {
     let live = stack.db().await;
     wait_caught_up(&stack, &live, Duration::from_secs(20)).await;
     let expected = digest(&live).await;
-    let copy_url = create_database(&format!("{}_rebuild", stack.prefix)).await;
     let settings = sshq_projector::Settings {
-        nats_url: stack.service_nats_url("projector"),
-        prefix: stack.prefix.clone(),
-        database_url: copy_url.clone(),
         job_retention_s: RETENTION.as_secs(),
-        ..Default::default()
+        ..rebuild_settings(&stack).await
     };
-    let projector = sshq_projector::Projector::connect(&settings).await.unwrap();
-    projector.catch_up().await.unwrap();
+    let projector = rebuild(&settings).await;
     assert_eq!(digest(projector.pool()).await, expected);
 }
 

@@ -25,14 +25,7 @@ async fn tenant_settings_have_defaults_and_only_an_owner_changes_them() {
     assert_eq!(settings["record_input"], false);
     assert_eq!(settings["interactive_sessions"], false);
 
-    let (status, admin) = stack
-        .post(
-            "/v1/keys",
-            &json!({ "name": "admin", "role": "administrator" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{admin}");
-    let admin = admin["key"].as_str().unwrap().to_owned();
+    let admin = stack.create_key("administrator").await;
     let (status, refused) = stack
         .call(
             Method::PATCH,

@@ -235,23 +235,6 @@ pub(crate) async fn shell_device(stack: &TestStack) -> (SshDevice, String) {
     (device, id)
 }
 
-/// A new key of the stack's tenant with `role`: (secret, id).
-pub(crate) async fn key_with_id(stack: &TestStack, role: &str) -> (String, String) {
-    let (status, body) = stack
-        .post("/v1/keys", &json!({ "name": role, "role": role }))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    (
-        body["key"].as_str().unwrap().to_owned(),
-        body["id"].as_str().unwrap().to_owned(),
-    )
-}
-
-/// The secret of a new key of the stack's tenant with `role`.
-pub(crate) async fn key(stack: &TestStack, role: &str) -> String {
-    key_with_id(stack, role).await.0
-}
-
 /// Issues a shell ticket on the API at `base` with `key`: its `?ticket=` query and the whole
 /// response.
 pub(crate) async fn ticket_at(base: &str, key: &str) -> (String, Value) {

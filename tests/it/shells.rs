@@ -11,7 +11,7 @@ use sshq_tests::{SshDevice, StackOptions, TestStack, env};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::shell_client::{
-    Shell, allow_shells, cast, ended_session, key, open, open_when_worker_is_up, shell_device,
+    Shell, allow_shells, cast, ended_session, open, open_when_worker_is_up, shell_device,
     ticket_at, validate_asciicast_v2, watcher,
 };
 
@@ -169,8 +169,8 @@ async fn shells_are_refused_without_the_role_the_tenant_setting_or_a_valid_reque
     let stack = TestStack::start().await;
     let device = SshDevice::start();
     let id = stack.register(&device).await;
-    let observer = key(&stack, "observer").await;
-    let operator = key(&stack, "operator").await;
+    let observer = stack.create_key("observer").await;
+    let operator = stack.create_key("operator").await;
 
     // The tenant has not turned interactive sessions on.
     let (status, body) = open(&stack, &id, "", Some(&operator)).await.err().unwrap();
@@ -268,8 +268,8 @@ async fn a_ticket_opens_one_shell_once() {
 async fn an_administrator_closes_a_shell_and_its_client_is_told_why() {
     let stack = TestStack::start().await;
     let (_device, id) = shell_device(&stack).await;
-    let admin = key(&stack, "administrator").await;
-    let operator = key(&stack, "operator").await;
+    let admin = stack.create_key("administrator").await;
+    let operator = stack.create_key("operator").await;
     let mut shell = open(&stack, &id, "", Some(&operator)).await.unwrap();
     shell.answers().await;
 
@@ -429,8 +429,8 @@ async fn a_client_that_stops_reading_holds_the_device_back_and_garbage_is_just_b
 async fn an_administrator_watches_a_live_shell_from_its_start_or_from_now() {
     let stack = TestStack::start().await;
     let (_device, id) = shell_device(&stack).await;
-    let admin = key(&stack, "administrator").await;
-    let operator = key(&stack, "operator").await;
+    let admin = stack.create_key("administrator").await;
+    let operator = stack.create_key("operator").await;
     let mut shell = open(&stack, &id, "", Some(&operator)).await.unwrap();
     shell.answers().await;
 

@@ -8,13 +8,10 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
-use schemas::nats_auth::Callout;
 use serde_json::json;
-use sshq_tests::{
-    ApiProcess, NatsCluster, StackOptions, TestStack, python_line, python_outcome, spawn_python,
-};
+use sshq_tests::{ApiProcess, StackOptions, TestStack, python_line, python_outcome, spawn_python};
 
-use crate::shell_client::{ended_session, key_with_id, open, open_at, shell_device, ticket_at};
+use crate::shell_client::{ended_session, open, open_at, shell_device, ticket_at};
 
 fn python(args: &[&str]) -> Child {
     spawn_python("shell_nats.py", args)
@@ -22,25 +19,11 @@ fn python(args: &[&str]) -> Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_administrator_key_follows_a_live_shell_over_nats_and_nobody_types_into_it() {
-    let issuer = nkeys::KeyPair::new_account();
-    let nats = NatsCluster::start_with(
-        1,
-        Some(Callout {
-            issuer: issuer.public_key(),
-        }),
-    );
-    let stack = TestStack::start_with(StackOptions {
-        nats_url: Some(nats.urls()),
-        nats_service_urls: Some(nats.service_urls()),
-        nats_callout_seed: Some(issuer.seed().unwrap()),
-        nats_tenant_jwt_ttl_s: Some(60),
-        ..Default::default()
-    })
-    .await;
+    let (stack, nats) = TestStack::start_with_callout(60).await;
     let url = nats.bare_urls();
     let (_device, id) = shell_device(&stack).await;
     let p = stack.prefix.clone();
-    let (admin, admin_id) = key_with_id(&stack, "administrator").await;
+    let (admin, admin_id) = stack.create_key_as(&stack.api_key, "administrator").await;
     let mut shell = open(&stack, &id, "", Some(&stack.api_key)).await.unwrap();
     let session = shell.session.clone();
     let out = format!("{p}.shell.default.{session}.out");
@@ -107,7 +90,7 @@ async fn an_administrator_key_follows_a_live_shell_over_nats_and_nobody_types_in
     let other = stack.create_tenant("bbb").await;
     let mut cases = vec![(admin.clone(), format!("_INBOX_default_{admin_id}"), false)];
     for role in ["operator", "observer"] {
-        let (secret, key_id) = key_with_id(&stack, role).await;
+        let (secret, key_id) = stack.create_key_as(&stack.api_key, role).await;
         cases.push((secret, format!("_INBOX_default_{key_id}"), true));
     }
     cases.push((other, "_INBOX_bbb_x".into(), true));
@@ -178,7 +161,7 @@ async fn a_ticket_from_one_api_process_opens_a_shell_on_another_once() {
     }
 
     // A key revoked after its ticket was issued does not open a shell with it.
-    let (operator, operator_id) = key_with_id(&stack, "operator").await;
+    let (operator, operator_id) = stack.create_key_as(&stack.api_key, "operator").await;
     let (query, _) = ticket_at(&a.base, &operator).await;
     let (status, body) = stack
         .call(

@@ -5,24 +5,11 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sshq_tests::{SshDevice, StackOptions, TestStack, create_database, digest, wait_caught_up};
+use sshq_tests::{
+    SshDevice, StackOptions, TestStack, digest, rebuild, rebuild_settings, wait_caught_up,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-/// A tenant with an owner key; returns the key.
-/// A key of `role` made by the holder of `with`.
-async fn create_key(stack: &TestStack, with: &str, role: &str) -> String {
-    let (status, body) = stack
-        .call(
-            Method::POST,
-            "/v1/keys",
-            Some(with),
-            Some(&json!({ "name": format!("{role} key"), "role": role })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["key"].as_str().unwrap().to_owned()
-}
 
 async fn register(stack: &TestStack, key: &str, device: &SshDevice) -> String {
     stack.register_as(key, device).await
@@ -107,8 +94,8 @@ async fn an_owners_template_runs_for_its_tenant_only_until_removed() {
     })
     .await;
     let acme = stack.create_tenant("acme").await;
-    let operator = create_key(&stack, &acme, "operator").await;
-    let admin = create_key(&stack, &acme, "administrator").await;
+    let operator = stack.create_key_as(&acme, "operator").await.0;
+    let admin = stack.create_key_as(&acme, "administrator").await.0;
     let other = stack.create_tenant("other").await;
     let device = SshDevice::start();
     let acme_device = register(&stack, &acme, &device).await;
@@ -445,15 +432,6 @@ async fn a_tenants_templates_survive_an_api_restart_and_a_rebuild() {
     let live = stack.db().await;
     wait_caught_up(&stack, &live, Duration::from_secs(20)).await;
     let expected = digest(&live).await;
-    let copy_url = create_database(&format!("{}_rebuild", stack.prefix)).await;
-    let settings = sshq_projector::Settings {
-        nats_url: stack.service_nats_url("projector"),
-        prefix: stack.prefix.clone(),
-        database_url: copy_url.clone(),
-        ..Default::default()
-    };
-    sshq_projector::reset_read_models(&copy_url).await.unwrap();
-    let projector = sshq_projector::Projector::connect(&settings).await.unwrap();
-    projector.catch_up().await.unwrap();
+    let projector = rebuild(&rebuild_settings(&stack).await).await;
     assert_eq!(digest(projector.pool()).await, expected);
 }

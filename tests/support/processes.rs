@@ -2,6 +2,9 @@
 //! test's stack, for kill -9 and SIGTERM tests.
 
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use crate::services::{env, free_port};
 use crate::stack::TestStack;
@@ -89,6 +92,42 @@ impl ProjectorProcess {
     pub fn kill_9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Polls `/healthz` (always 200 once up) until it shows `applied_seq` = `seq`; fails after
+    /// `limit`.
+    pub async fn health_at(&self, seq: u64, limit: Duration) -> Value {
+        let url = format!("http://127.0.0.1:{}/healthz", self.health_port);
+        let deadline = Instant::now() + limit;
+        loop {
+            let health = match reqwest::get(&url).await {
+                Ok(response) => {
+                    assert_eq!(response.status(), reqwest::StatusCode::OK);
+                    response.json::<Value>().await.ok()
+                }
+                Err(_) => None,
+            };
+            if let Some(health) = &health
+                && health["applied_seq"] == seq
+            {
+                return health.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "health never showed {seq}: {health:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.health_port))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 

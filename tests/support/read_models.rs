@@ -1,8 +1,9 @@
-//! Reads of the read models: a digest of their content, to compare two databases, and a wait
-//! for the projection to catch up with the log.
+//! Reads of the read models: a digest of their content, to compare two databases, a wait
+//! for the projection to catch up with the log, and a rebuild of them from the log.
 
 use std::time::{Duration, Instant};
 
+use crate::services::create_database;
 use crate::stack::TestStack;
 
 /// An md5 of every read-model table's full content, to compare two databases.
@@ -57,4 +58,29 @@ pub async fn wait_caught_up(stack: &TestStack, db: &sqlx::PgPool, limit: Duratio
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A projector's settings for rebuilding `stack`'s read models from its log into a fresh
+/// database of their own (`<prefix>_rebuild`).
+pub async fn rebuild_settings(stack: &TestStack) -> sshq_projector::Settings {
+    sshq_projector::Settings {
+        nats_url: stack.service_nats_url("projector"),
+        prefix: stack.prefix.clone(),
+        database_url: create_database(&format!("{}_rebuild", stack.prefix)).await,
+        ..Default::default()
+    }
+}
+
+/// Folds the whole log again into `settings`' database, from empty read models (as
+/// `sshq-projector rebuild` does), within 60 s; the projector's pool holds the result.
+pub async fn rebuild(settings: &sshq_projector::Settings) -> sshq_projector::Projector {
+    sshq_projector::reset_read_models(&settings.database_url)
+        .await
+        .unwrap();
+    let projector = sshq_projector::Projector::connect(settings).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), projector.catch_up())
+        .await
+        .expect("rebuild stuck")
+        .unwrap();
+    projector
 }

@@ -10,7 +10,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::devices::SshDevice;
-use crate::services::{create_database, create_database_on, env, service_nats_url, unique};
+use crate::services::{
+    NatsCluster, create_database, create_database_on, env, service_nats_url, unique,
+};
 
 /// Knobs a test may turn before the stack starts.
 #[derive(Clone)]
@@ -113,6 +115,28 @@ pub struct TestStack {
 impl TestStack {
     pub async fn start() -> Self {
         Self::start_with(StackOptions::default()).await
+    }
+
+    /// A stack on a NATS cluster of its own that signs tenants' clients in through the auth
+    /// callout (an API key as token; tenant JWTs valid `jwt_ttl_s`): the stack and the cluster,
+    /// which must outlive it.
+    pub async fn start_with_callout(jwt_ttl_s: u64) -> (Self, NatsCluster) {
+        let issuer = nkeys::KeyPair::new_account();
+        let nats = NatsCluster::start_with(
+            1,
+            Some(schemas::nats_auth::Callout {
+                issuer: issuer.public_key(),
+            }),
+        );
+        let stack = Self::start_with(StackOptions {
+            nats_url: Some(nats.urls()),
+            nats_service_urls: Some(nats.service_urls()),
+            nats_callout_seed: Some(issuer.seed().unwrap()),
+            nats_tenant_jwt_ttl_s: Some(jwt_ttl_s),
+            ..Default::default()
+        })
+        .await;
+        (stack, nats)
     }
 
     pub async fn start_with(options: StackOptions) -> Self {
@@ -333,6 +357,53 @@ impl TestStack {
             .await
             .unwrap();
         read(response).await
+    }
+
+    /// Registers `device` as `name` with `tags` in the stack's tenant; returns its id.
+    pub async fn register_named(&self, device: &SshDevice, name: &str, tags: &[&str]) -> String {
+        let body = json!({
+            "name": name,
+            "host": "127.0.0.1",
+            "port": device.port,
+            "username": device.user,
+            "host_key": device.host_key,
+            "tags": tags,
+        });
+        let (status, body) = self.post("/v1/devices", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits (15 s at most) until `GET /v1/devices?{query}` lists `n` devices: filters read
+    /// the read model, which has them only once the projector folded their registration.
+    pub async fn wait_devices_listed(&self, query: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (_, body) = self.get(&format!("/v1/devices?{query}")).await;
+            if body.as_array().map(Vec::len) == Some(n) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "devices {query}: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A new API key of `role` made by the holder of `with`, in its tenant: (secret, id).
+    pub async fn create_key_as(&self, with: &str, role: &str) -> (String, String) {
+        let body = json!({ "name": format!("{role} key"), "role": role });
+        let (status, body) = self
+            .call(reqwest::Method::POST, "/v1/keys", Some(with), Some(&body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (
+            body["key"].as_str().unwrap().to_owned(),
+            body["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// The secret of a new API key of `role` in the stack's tenant.
+    pub async fn create_key(&self, role: &str) -> String {
+        self.create_key_as(&self.api_key, role).await.0
     }
 
     /// Creates a tenant with the bootstrap key and returns its first owner key.

@@ -76,18 +76,7 @@ async fn fan_out_prefixes_lines_by_device_and_exits_by_how_the_batch_went() {
 
     // One device's command fails, another device is dead: listed, and the exit says so.
     dead_device(&stack, "web-dead-long-name", "web").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stack
-        .get("/v1/devices?tags=web")
-        .await
-        .1
-        .as_array()
-        .map(Vec::len)
-        != Some(4)
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack.wait_devices_listed("tags=web", 4).await;
     let out = cli
         .run(&[
             "exec",

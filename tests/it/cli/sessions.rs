@@ -178,12 +178,9 @@ async fn an_administrator_closes_a_live_shell_and_its_user_is_told_why() {
         "no exit status: 255; {stderr}"
     );
     // An observer may not close sessions.
-    let (_, observer) = stack
-        .post("/v1/keys", &json!({ "name": "obs", "role": "observer" }))
-        .await;
-    let observer = observer["key"].as_str().unwrap();
+    let observer = stack.create_key("observer").await;
     let mut command = cli.command(&["sessions", "close", &live]);
-    command.env("SSHQ_API_KEY", observer);
+    command.env("SSHQ_API_KEY", &observer);
     let out = tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
         .unwrap();

@@ -41,19 +41,6 @@ async fn keys_of(stack: &TestStack, key: &str) -> Value {
     body
 }
 
-async fn create_key(stack: &TestStack, owner: &str, role: &str) -> String {
-    let (status, body) = stack
-        .call(
-            Method::POST,
-            "/v1/keys",
-            Some(owner),
-            Some(&json!({ "name": role, "role": role })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["key"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn a_device_of_tenant_a_does_not_let_tenant_b_in_at_its_address() {
     let stack = TestStack::start().await;
@@ -91,7 +78,7 @@ async fn a_device_of_tenant_a_does_not_let_tenant_b_in_at_its_address() {
     // A second read is the same key (not a new one each time).
     assert_eq!(keys_of(&stack, &b).await["keys"][0]["id"], b_key["id"]);
     // Operators get the bare lines with Accept: text/plain; any role may read them.
-    let observer = create_key(&stack, &b, "observer").await;
+    let observer = stack.create_key_as(&b, "observer").await.0;
     let plain = stack
         .http
         .get(stack.url("/v1/ssh/public-key"))
@@ -162,13 +149,13 @@ async fn a_rotation_keeps_the_old_key_until_it_is_completed() {
 
     // Only owners and administrators rotate.
     for role in ["operator", "observer"] {
-        let key = create_key(&stack, &owner, role).await;
+        let key = stack.create_key_as(&owner, role).await.0;
         let (status, body) = stack
             .call(Method::POST, "/v1/ssh/keys/rotate", Some(&key), None)
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{role}: {body}");
     }
-    let admin = create_key(&stack, &owner, "administrator").await;
+    let admin = stack.create_key_as(&owner, "administrator").await.0;
     let (status, no_rotation) = stack
         .call(
             Method::POST,

@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use reqwest::{Method, StatusCode};
 use schemas::EventBody;
-use schemas::nats_auth::{Callout, split_credentials};
+use schemas::nats_auth::split_credentials;
 use serde_json::{Value, json};
 use sshq_tests::{
-    NatsCluster, SshDevice, StackOptions, TestStack, python_line, python_outcome, service_nats_url,
-    spawn_python,
+    NatsCluster, SshDevice, TestStack, python_line, python_outcome, service_nats_url, spawn_python,
 };
 
 fn python(args: &[&str]) -> Child {
@@ -129,41 +128,12 @@ struct TenantNats {
 }
 
 async fn callout_stack(jwt_ttl_s: u64) -> TenantNats {
-    let issuer = nkeys::KeyPair::new_account();
-    let nats = NatsCluster::start_with(
-        1,
-        Some(Callout {
-            issuer: issuer.public_key(),
-        }),
-    );
-    let stack = TestStack::start_with(StackOptions {
-        nats_url: Some(nats.urls()),
-        nats_service_urls: Some(nats.service_urls()),
-        nats_callout_seed: Some(issuer.seed().unwrap()),
-        nats_tenant_jwt_ttl_s: Some(jwt_ttl_s),
-        ..Default::default()
-    })
-    .await;
+    let (stack, nats) = TestStack::start_with_callout(jwt_ttl_s).await;
     TenantNats {
         url: nats.bare_urls(),
         stack,
         _nats: nats,
     }
-}
-
-/// A new key of the stack's tenant (`default`): (secret, id).
-async fn new_key(stack: &TestStack, role: &str) -> (String, String) {
-    let (status, body) = stack
-        .post(
-            "/v1/keys",
-            &json!({ "name": format!("nats-{role}"), "role": role }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    (
-        body["key"].as_str().unwrap().to_owned(),
-        body["id"].as_str().unwrap().to_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -173,7 +143,7 @@ async fn a_tenant_key_reads_its_own_output_live_and_late_and_nothing_else() {
     let device_id = stack.register(&device).await;
     let p = stack.prefix.clone();
     let stream = stack.topology.stream_name();
-    let (observer, observer_id) = new_key(&stack, "observer").await;
+    let (observer, observer_id) = stack.create_key_as(&stack.api_key, "observer").await;
     let inbox = format!("_INBOX_default_{observer_id}");
     let other_key = stack.create_tenant("bbb").await;
 
@@ -283,7 +253,7 @@ async fn a_tenant_key_reads_its_own_output_live_and_late_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revoked_key_is_refused_and_its_live_connection_dropped_within_seconds() {
     let TenantNats { stack, _nats, url } = callout_stack(3).await;
-    let (key, id) = new_key(&stack, "operator").await;
+    let (key, id) = stack.create_key_as(&stack.api_key, "operator").await;
     let inbox = format!("_INBOX_default_{id}");
     let mut held = python(&["hold", &url, &key, &inbox]);
     wait_line(&mut held, "connected", &_nats);

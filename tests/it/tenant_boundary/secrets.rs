@@ -176,18 +176,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Creates a key of `role` in the stack's (bootstrap) tenant.
-async fn key_of_role(stack: &TestStack, role: &str) -> String {
-    let (status, body) = stack
-        .post(
-            "/v1/keys",
-            &json!({ "name": format!("{role} key"), "role": role }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["key"].as_str().unwrap().to_owned()
-}
-
 /// A JSON value as text with `fields` removed from every object in it (top level or an
 /// array's items).
 fn without(value: &serde_json::Value, fields: &[&str]) -> String {
@@ -213,9 +201,9 @@ async fn a_sensitive_templates_output_is_on_sec_and_only_owners_and_administrato
     let id = stack.register(&device).await;
     let secret = format!("bbbsecret{}", uuid::Uuid::new_v4().simple());
     let (observer, operator, administrator) = (
-        key_of_role(&stack, "observer").await,
-        key_of_role(&stack, "operator").await,
-        key_of_role(&stack, "administrator").await,
+        stack.create_key("observer").await,
+        stack.create_key("operator").await,
+        stack.create_key("administrator").await,
     );
 
     // The built-in `bbb-conf --secret` is sensitive; an owner marks a template of its own so.
@@ -504,17 +492,7 @@ async fn a_sensitive_templates_output_is_on_sec_and_only_owners_and_administrato
     // beside the requests), and the read models come out identical.
     sshq_tests::wait_caught_up(&stack, &db, Duration::from_secs(20)).await;
     let expected = sshq_tests::digest(&db).await;
-    let copy_url = sshq_tests::create_database(&format!("{}_rebuild", stack.prefix)).await;
-    sshq_projector::reset_read_models(&copy_url).await.unwrap();
-    let projector = sshq_projector::Projector::connect(&sshq_projector::Settings {
-        nats_url: stack.nats_url.clone(),
-        prefix: stack.prefix.clone(),
-        database_url: copy_url,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    projector.catch_up().await.unwrap();
+    let projector = sshq_tests::rebuild(&sshq_tests::rebuild_settings(&stack).await).await;
     assert_eq!(sshq_tests::digest(projector.pool()).await, expected);
     let (jobs, entries): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM jobs WHERE sensitive), \
