@@ -50,6 +50,13 @@ async fn listed(base: &str, http: &reqwest::Client, key: &str) -> Vec<(String, S
         .collect()
 }
 
+/// `POST /v1/templates` with `body` as the holder of `key`: status and answer.
+async fn add_template(stack: &TestStack, key: &str, body: &Value) -> (StatusCode, Value) {
+    stack
+        .call(Method::POST, "/v1/templates", Some(key), Some(body))
+        .await
+}
+
 fn echo_template() -> Value {
     json!({
         "name": "say_count",
@@ -112,28 +119,14 @@ async fn an_owners_template_runs_for_its_tenant_only_until_removed() {
 
     // Only the owner adds templates.
     for key in [&operator, &admin] {
-        let (status, body) = stack
-            .call(
-                Method::POST,
-                "/v1/templates",
-                Some(key),
-                Some(&echo_template()),
-            )
-            .await;
+        let (status, body) = add_template(&stack, key, &echo_template()).await;
         assert_eq!(
             (status, body["error_code"].as_str()),
             (StatusCode::FORBIDDEN, Some("PERMISSION_DENIED")),
             "{body}"
         );
     }
-    let (status, added) = stack
-        .call(
-            Method::POST,
-            "/v1/templates",
-            Some(&acme),
-            Some(&echo_template()),
-        )
-        .await;
+    let (status, added) = add_template(&stack, &acme, &echo_template()).await;
     assert_eq!(status, StatusCode::CREATED, "{added}");
     assert_eq!(added["usage"], "echo counted {n} [--unit {unit}]");
     assert_eq!(added["origin"], "tenant");
@@ -197,14 +190,7 @@ async fn an_owners_template_runs_for_its_tenant_only_until_removed() {
     }
 
     // The name is taken; built-ins cannot be removed; non-owners cannot remove.
-    let (status, body) = stack
-        .call(
-            Method::POST,
-            "/v1/templates",
-            Some(&acme),
-            Some(&echo_template()),
-        )
-        .await;
+    let (status, body) = add_template(&stack, &acme, &echo_template()).await;
     assert_eq!(
         (
             status,
@@ -266,14 +252,7 @@ async fn an_owners_template_runs_for_its_tenant_only_until_removed() {
     assert_eq!(status, StatusCode::NOT_FOUND, "removed already");
 
     // Added again, it is a template again.
-    let (status, body) = stack
-        .call(
-            Method::POST,
-            "/v1/templates",
-            Some(&acme),
-            Some(&echo_template()),
-        )
-        .await;
+    let (status, body) = add_template(&stack, &acme, &echo_template()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, job) = exec(&stack, &operator, &acme_device, call).await;
     assert_eq!(status, StatusCode::OK, "{job}");
@@ -331,9 +310,7 @@ async fn invalid_templates_are_refused_with_the_property_named() {
             "name",
         ),
     ] {
-        let (got, error) = stack
-            .call(Method::POST, "/v1/templates", Some(&owner), Some(&body))
-            .await;
+        let (got, error) = add_template(&stack, &owner, &body).await;
         assert_eq!(
             (
                 got,
@@ -365,9 +342,7 @@ async fn a_tenants_templates_survive_an_api_restart_and_a_rebuild() {
         let mut body = echo_template();
         body["name"] = json!(name);
         body["template"] = json!(format!("echo {name} {{n:count}}"));
-        let (status, body) = stack
-            .call(Method::POST, "/v1/templates", Some(&owner), Some(&body))
-            .await;
+        let (status, body) = add_template(&stack, &owner, &body).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
     let (status, _) = stack
