@@ -450,6 +450,23 @@ async fn an_administrator_watches_a_live_shell_from_its_start_or_from_now() {
             .err(),
         Some(400)
     );
+    // A plain GET (no upgrade) is told what the endpoint is.
+    let (status, body) = stack
+        .call(
+            Method::GET,
+            &format!("/v1/sessions/{}/watch", shell.session),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("WebSocket"),
+        "{body}"
+    );
     let mut from_start = watcher(&stack, &shell.session, "?from=start", &admin)
         .await
         .unwrap();

@@ -50,13 +50,7 @@ pub async fn shell(
     let caller = usecase::caller(&state, &headers, query.ticket.as_deref()).await?;
     let terminal = usecase::terminal(&query)?;
     let opened = usecase::prepare(&state, &caller, &id).await?;
-    let upgrade = upgrade.map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            crate::error::ErrorCode::BadRequest,
-            "this endpoint is a WebSocket: send an upgrade request (Connection: Upgrade, Upgrade: websocket)",
-        )
-    })?;
+    let upgrade = websocket(upgrade)?;
     let bridge = usecase::open(&state, &caller, opened, &terminal).await?;
     let session = bridge.session.to_string();
     let mut response = upgrade
@@ -151,15 +145,22 @@ pub async fn watch(
         Some(WatchStart::Now) => crate::shells::WatchFrom::Now,
     };
     let session = usecase::existing(&state, &caller, &id).await?;
-    let upgrade = upgrade.map_err(|_| {
+    let upgrade = websocket(upgrade)?;
+    let tenant = caller.tenant.clone();
+    Ok(upgrade
+        .read_buffer_size(crate::shells::WS_READ_BUFFER)
+        .on_upgrade(move |socket| crate::shells::watch(state, tenant, session, from, socket)))
+}
+
+/// The WebSocket upgrade, or the 400 that tells a plain request what the endpoint is.
+fn websocket(
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<WebSocketUpgrade, ApiError> {
+    upgrade.map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             crate::error::ErrorCode::BadRequest,
             "this endpoint is a WebSocket: send an upgrade request (Connection: Upgrade, Upgrade: websocket)",
         )
-    })?;
-    let tenant = caller.tenant.clone();
-    Ok(upgrade
-        .read_buffer_size(crate::shells::WS_READ_BUFFER)
-        .on_upgrade(move |socket| crate::shells::watch(state, tenant, session, from, socket)))
+    })
 }
