@@ -14,6 +14,8 @@ use sshq_tests::{
     SshDevice, StackOptions, TestStack, digest, rebuild, rebuild_settings, wait_caught_up,
 };
 
+use crate::shell_client::{allow_shells, cast, ended_session, open, recording, watcher};
+
 async fn patch(stack: &TestStack, key: &str, body: Value) -> (StatusCode, Value) {
     stack
         .call(Method::PATCH, "/v1/tenant", Some(key), Some(&body))
@@ -113,15 +115,13 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
     let session = session_of(&stack, &new_id).await;
     assert!((4.0..=6.0).contains(&lifetime(&session)), "{session}");
     // A shell opened now gets it too (the API passes it to the worker with the open).
-    crate::shell_client::allow_shells(&stack, false).await;
-    let mut shell = crate::shell_client::open(&stack, &id, "", Some(&owner))
-        .await
-        .unwrap();
+    allow_shells(&stack, false).await;
+    let mut shell = open(&stack, &id, "", Some(&owner)).await.unwrap();
     shell.type_text("echo shel$((1+1))\r").await;
     shell.output_contains("shel2").await;
     shell.exit().await;
     let shell_id = shell.session.clone();
-    let shell_session = crate::shell_client::ended_session(&stack, &shell_id).await;
+    let shell_session = ended_session(&stack, &shell_id).await;
     assert!(
         (4.0..=6.0).contains(&lifetime(&shell_session)),
         "{shell_session}"
@@ -129,15 +129,7 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
     // The older session is capped by the shorter retention too.
     let capped = session_of(&stack, &old_id).await;
     assert!((4.0..=6.0).contains(&lifetime(&capped)), "{capped}");
-    let recording = stack
-        .http
-        .get(stack.url(&format!("/v1/sessions/{new_id}/recording")))
-        .header("X-API-Key", &owner)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(recording.status(), StatusCode::OK);
-    assert!(recording.text().await.unwrap().contains("new"));
+    assert!(cast(&stack, &new_id).await.contains("new"));
     // In the log, the new session's events carry the retention as their TTL.
     let tenant_id = schemas::TenantId::parse("default").unwrap();
     let session_id = schemas::SessionId::from_uuid(new_id.parse().unwrap());
@@ -212,18 +204,12 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let recording = stack
-        .http
-        .get(stack.url(&format!("/v1/sessions/{new_id}/recording")))
-        .header("X-API-Key", &owner)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(recording.status(), StatusCode::NOT_FOUND);
+    let (status, _, _) = recording(&stack, &new_id, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     // Watching an expired session is refused too: the shell's log is gone, and the capped
     // session's events, still in the log with their first TTL, are not replayed past the cap.
     for session in [&shell_id, &old_id] {
-        let watch = crate::shell_client::watcher(&stack, session, "?from=start", &owner).await;
+        let watch = watcher(&stack, session, "?from=start", &owner).await;
         assert_eq!(watch.err(), Some(404), "{session}");
     }
     let in_log = stack
