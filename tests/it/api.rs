@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sshq_tests::{SshDevice, TestStack, read};
+use sshq_tests::{TestStack, read};
 
 fn assert_error(
     status: StatusCode,
@@ -76,9 +76,7 @@ async fn unknown_devices_and_jobs_are_404() {
 
 #[tokio::test]
 async fn malformed_requests_are_400_with_the_property_named() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, device, id) = TestStack::start_with_device().await;
     let exec = format!("/v1/devices/{id}/exec");
 
     let response = stack
@@ -189,9 +187,7 @@ async fn malformed_requests_are_400_with_the_property_named() {
 
 #[tokio::test]
 async fn a_job_is_readable_immediately_after_202() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     for _ in 0..20 {
         let job = stack.submit(&id, json!({ "command": "true" })).await;
         let (status, body) = stack.get(&format!("/v1/jobs/{job}")).await;
@@ -205,9 +201,7 @@ async fn a_job_is_readable_immediately_after_202() {
 
 #[tokio::test]
 async fn a_registered_device_reads_back_without_secrets() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, device, id) = TestStack::start_with_device().await;
     let (status, body) = stack.get(&format!("/v1/devices/{id}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["port"], device.port);

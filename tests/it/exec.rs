@@ -9,9 +9,7 @@ use sshq_tests::{SshDevice, StackOptions, TestStack, wait_caught_up};
 
 #[tokio::test]
 async fn a_command_runs_on_the_device_and_its_stdout_is_stored() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let job = stack
         .run(&id, json!({ "command": "echo hello 'from sshq'" }))
         .await;
@@ -29,9 +27,7 @@ async fn a_command_runs_on_the_device_and_its_stdout_is_stored() {
 
 #[tokio::test]
 async fn a_non_zero_exit_is_reported_with_stderr_kept_apart() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let job = stack
         .run(&id, json!({ "command": "ls /no/such/path" }))
         .await;
@@ -47,9 +43,7 @@ async fn a_non_zero_exit_is_reported_with_stderr_kept_apart() {
 
 #[tokio::test]
 async fn shell_metacharacters_in_arguments_reach_the_command_as_plain_text() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let job = stack
         .run(
             &id,
@@ -61,9 +55,7 @@ async fn shell_metacharacters_in_arguments_reach_the_command_as_plain_text() {
 
 #[tokio::test]
 async fn env_and_binary_stdin_reach_the_command() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let job = stack.run(&id, json!({ "command": "printenv GREETING", "env": [{ "key": "GREETING", "value": "hi there" }] })).await;
     assert_eq!(job["stdout"], "hi there\n", "{job}");
 
@@ -85,9 +77,7 @@ async fn env_and_binary_stdin_reach_the_command() {
 /// The process must be gone from the device, not just abandoned by us.
 #[tokio::test]
 async fn a_command_past_its_timeout_is_killed_on_the_device() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     // A duration no other test uses, so pgrep finds only this test's process.
     let marker = "sleep 77.25";
     let job = stack
@@ -115,9 +105,7 @@ async fn a_command_past_its_timeout_is_killed_on_the_device() {
 
 #[tokio::test]
 async fn a_waiting_submit_gets_the_result_in_one_round_trip() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let (status, job) = stack
         .post(
             &format!("/v1/devices/{id}/exec?wait=20"),
@@ -356,9 +344,7 @@ async fn an_unreachable_device_fails_after_bounded_retries() {
 
 #[tokio::test]
 async fn a_repeated_submit_with_the_same_idempotency_key_is_one_job() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let submit = |body: serde_json::Value| {
         stack
             .http

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::json;
-use sshq_tests::{ApiProcess, SseEvent, SseReader, SshDevice, TestStack, assert_stream_refusals};
+use sshq_tests::{ApiProcess, SseEvent, SseReader, TestStack, assert_stream_refusals};
 
 /// Stdout and stderr as the events carry them.
 fn texts(events: &[SseEvent]) -> (String, String) {
@@ -35,9 +35,7 @@ fn ids(events: &[SseEvent]) -> Vec<u64> {
 
 #[tokio::test]
 async fn output_is_followed_live_in_order_then_ends_with_the_job() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let command = "sh -c 'echo one; sleep 0.6; echo two >&2; sleep 0.6; printf three; exit 3'";
     let job = stack.submit(&id, json!({ "command": command })).await;
 
@@ -77,9 +75,7 @@ async fn output_is_followed_live_in_order_then_ends_with_the_job() {
 
 #[tokio::test]
 async fn a_finished_job_replays_and_resumes_after_the_last_event_id() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let command = "sh -c 'for i in 1 2 3 4; do echo line$i; sleep 0.05; done'";
     let job = stack.run(&id, json!({ "command": command })).await;
     let job = job["job_id"].as_str().unwrap();
@@ -149,9 +145,7 @@ async fn a_finished_job_replays_and_resumes_after_the_last_event_id() {
 
 #[tokio::test]
 async fn without_follow_a_running_job_stops_at_what_the_log_holds() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let job = stack
         .submit(
             &id,
@@ -185,9 +179,7 @@ async fn without_follow_a_running_job_stops_at_what_the_log_holds() {
 
 #[tokio::test]
 async fn a_follow_resumes_on_another_api_process_after_a_crash() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let command = "sh -c 'for i in 1 2 3 4 5 6 7 8; do echo tick$i; sleep 0.3; done'";
     let job = stack.submit(&id, json!({ "command": command })).await;
     let path = format!("/v1/jobs/{job}/output?follow=true");
@@ -226,9 +218,7 @@ async fn a_follow_resumes_on_another_api_process_after_a_crash() {
 
 #[tokio::test]
 async fn follows_are_tenant_scoped_and_bad_input_is_refused() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let job = stack
         .run(&id, json!({ "command": "echo secret-of-default" }))
         .await;

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sshq_tests::{SshDevice, TestStack, env};
+use sshq_tests::{TestStack, env};
 
 fn script() -> String {
     format!("{}/py/live_output.py", env!("CARGO_MANIFEST_DIR"))
@@ -53,9 +53,7 @@ fn assert_ordered_output(messages: &[Value]) {
 
 #[tokio::test]
 async fn a_plain_nats_client_reads_live_output_and_a_late_one_replays_it() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let python = env("SSHQ_TEST_PYTHON");
     let stream = format!("{}_LOG", stack.prefix.to_uppercase());
     let tenant_jobs = format!("{}.out.default.*.>", stack.prefix);

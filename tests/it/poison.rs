@@ -15,8 +15,7 @@ use schemas::{
 use serde_json::{Value, json};
 use sshq_projector::quarantine::{self, Quarantined};
 use sshq_tests::{
-    ProjectorProcess, SshDevice, TestStack, create_database, digest, rebuild, rebuild_settings,
-    wait_caught_up,
+    ProjectorProcess, TestStack, create_database, digest, rebuild, rebuild_settings, wait_caught_up,
 };
 
 fn target() -> SshTarget {
@@ -123,9 +122,7 @@ async fn job_status(db: &sqlx::PgPool, job: JobId) -> Option<String> {
 
 #[tokio::test]
 async fn a_poison_event_is_set_aside_and_every_tenant_is_still_projected() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let before = stack.run(&id, json!({ "command": "echo before" })).await;
     assert_eq!(before["status"], "finished", "{before}");
 
@@ -255,9 +252,7 @@ async fn a_poison_event_is_set_aside_and_every_tenant_is_still_projected() {
 
 #[tokio::test]
 async fn an_exec_audit_entry_shows_env_names_pty_and_stdin_length_but_no_values() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let stdin = b"secret-stdin-content\n";
     let job = stack
         .run(
@@ -320,9 +315,7 @@ async fn an_exec_audit_entry_shows_env_names_pty_and_stdin_length_but_no_values(
 
 #[tokio::test]
 async fn a_waited_answer_past_the_output_cap_holds_the_cap_like_the_read_model() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     // About 1.9 MB on each stream, in many chunks.
     let body = json!({ "command": "sh -c 'seq 1 300000; seq 1 300000 >&2'" });
     let (status, waited) = stack

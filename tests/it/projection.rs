@@ -10,15 +10,13 @@ use schemas::{
 };
 use serde_json::json;
 use sshq_tests::{
-    ProjectorProcess, SshDevice, StackOptions, TestStack, create_database, digest, rebuild,
-    rebuild_settings, wait_caught_up,
+    ProjectorProcess, StackOptions, TestStack, create_database, digest, rebuild, rebuild_settings,
+    wait_caught_up,
 };
 
 #[tokio::test]
 async fn rebuilding_the_read_models_from_the_log_gives_the_same_state() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     stack.run(&id, json!({ "command": "echo one" })).await;
     stack.run(&id, json!({ "command": "ls /nope" })).await;
     stack

@@ -48,9 +48,7 @@ async fn list_with(stack: &TestStack, path: &str, n: usize) -> Vec<Value> {
 
 #[tokio::test]
 async fn the_audit_trail_records_every_exec_request_and_its_outcome() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     stack.run(&id, json!({ "command": "echo audited" })).await;
     stack.run(&id, json!({ "command": "ls /no/such" })).await;
     stack

@@ -138,9 +138,7 @@ async fn devices_are_updated_listed_filtered_and_deleted() {
 #[tokio::test]
 async fn a_device_missing_its_heartbeats_goes_offline_and_refuses_exec() {
     // The test stack expects a heartbeat every second and declares offline after two missed.
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let (_, body) = stack.get(&format!("/v1/devices/{id}")).await;
     assert_eq!(body["presence"], "unknown");
     let (status, _) = stack

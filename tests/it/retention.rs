@@ -163,9 +163,7 @@ async fn jobs_age_out_of_log_and_read_models_while_the_registry_stays() {
 
 #[tokio::test]
 async fn heartbeats_keep_one_presence_message_per_device() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     for _ in 0..20 {
         let (status, body) = stack
             .post(&format!("/v1/devices/{id}/heartbeat"), &json!({}))

@@ -38,9 +38,7 @@ async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool
 
 #[tokio::test]
 async fn canceling_a_running_job_kills_its_command() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let marker = "sleep 66.5";
     let job = stack.submit(&id, json!({ "command": marker })).await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -139,9 +137,7 @@ async fn each_failed_attempt_is_recorded_on_the_job() {
 
 #[tokio::test]
 async fn pty_signals_and_exit_signal_are_reported() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let body = stack
         .run(
             &id,
@@ -172,9 +168,7 @@ async fn pty_signals_and_exit_signal_are_reported() {
 
 #[tokio::test]
 async fn connections_are_reused_kept_open_and_closed_on_request() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, device, id) = TestStack::start_with_device().await;
     for _ in 0..5 {
         let body = stack.run(&id, json!({ "command": "true" })).await;
         assert_eq!(body["status"], "finished");
@@ -209,9 +203,7 @@ async fn connections_are_reused_kept_open_and_closed_on_request() {
 
 #[tokio::test]
 async fn a_broken_pooled_connection_is_replaced() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, device, id) = TestStack::start_with_device().await;
     let body = stack.run(&id, json!({ "command": "echo first" })).await;
     assert_eq!(body["stdout"], "first\n");
     assert_eq!(connections_to(device.port), 1);

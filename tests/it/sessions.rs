@@ -90,9 +90,7 @@ async fn tenant_settings_have_defaults_and_only_an_owner_changes_them() {
 
 #[tokio::test]
 async fn an_exec_job_is_a_session_whose_recording_replays_in_asciinema_with_its_timing() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, device, id) = TestStack::start_with_device().await;
     let job = stack
         .run(
             &id,
@@ -230,9 +228,7 @@ async fn an_exec_job_is_a_session_whose_recording_replays_in_asciinema_with_its_
 
 #[tokio::test]
 async fn recording_follows_the_tenant_settings_and_keystrokes_only_with_record_input() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let stdin = base64::engine::general_purpose::STANDARD.encode("s3cret\n");
     let body = json!({ "command": "cat", "stdin_base64": stdin });
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sshq_tests::{SshDevice, StackOptions, TestStack, env};
+use sshq_tests::{StackOptions, TestStack, env};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::shell_client::{
@@ -31,9 +31,7 @@ async fn stty_size(shell: &mut Shell, marker: &str) -> String {
 
 #[tokio::test]
 async fn a_shell_echoes_resizes_exits_and_replays_with_input_when_recorded() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     allow_shells(&stack, true).await;
 
     let mut shell = open(
@@ -166,9 +164,7 @@ async fn a_shell_echoes_resizes_exits_and_replays_with_input_when_recorded() {
 
 #[tokio::test]
 async fn shells_are_refused_without_the_role_the_tenant_setting_or_a_valid_request() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let observer = stack.create_key("observer").await;
     let operator = stack.create_key("operator").await;
 
@@ -589,9 +585,7 @@ async fn a_stopping_worker_ends_its_shells_and_says_why() {
 #[tokio::test]
 async fn a_shell_whose_api_went_silent_is_ended_by_its_worker() {
     use schemas::shell::{ShellOpen, ShellOpenReply, ShellOut};
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, device, id) = TestStack::start_with_device().await;
     let client = schemas::topology::connect(&stack.nats_url).await.unwrap();
     let session = schemas::SessionId::new();
     let tenant = schemas::TenantId::parse("default").unwrap();

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sshq_tests::{SshDevice, StackOptions, TestStack};
+use sshq_tests::{StackOptions, TestStack};
 
 async fn create_key(stack: &TestStack, with: &str, role: &str, days: i32) -> (StatusCode, Value) {
     stack
@@ -19,9 +19,7 @@ async fn create_key(stack: &TestStack, with: &str, role: &str, days: i32) -> (St
 
 #[tokio::test]
 async fn another_tenants_objects_are_404_on_every_endpoint() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, device, id) = TestStack::start_with_device().await;
     let job = stack.run(&id, json!({ "command": "echo mine" })).await;
     let job_id = job["job_id"].as_str().unwrap().to_owned();
     let running = stack.submit(&id, json!({ "command": "sleep 3" })).await;
@@ -77,9 +75,7 @@ async fn another_tenants_objects_are_404_on_every_endpoint() {
 
 #[tokio::test]
 async fn roles_map_to_scopes_and_keys_are_shown_once_and_stored_hashed() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, device, id) = TestStack::start_with_device().await;
     let owner = stack.create_tenant("roles").await;
     let (status, admin) = create_key(&stack, &owner, "administrator", 30).await;
     assert_eq!(status, StatusCode::CREATED, "{admin}");
@@ -424,9 +420,7 @@ async fn a_key_over_its_rate_gets_429_with_retry_after() {
 
 #[tokio::test]
 async fn an_oversized_body_is_413() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let huge = "a".repeat(3 * 1024 * 1024);
     let (status, error) = stack
         .post(

@@ -117,6 +117,15 @@ impl TestStack {
         Self::start_with(StackOptions::default()).await
     }
 
+    /// A stack with one real sshd registered in its tenant: the stack, the device (keep it
+    /// alive: dropping it stops its sshd) and the device's id.
+    pub async fn start_with_device() -> (Self, SshDevice, String) {
+        let stack = Self::start().await;
+        let device = SshDevice::start();
+        let id = stack.register(&device).await;
+        (stack, device, id)
+    }
+
     /// A stack on a NATS cluster of its own that signs tenants' clients in through the auth
     /// callout (an API key as token; tenant JWTs valid `jwt_ttl_s`): the stack and the cluster,
     /// which must outlive it.

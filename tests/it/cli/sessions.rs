@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sshq_tests::{SshDevice, TestStack};
+use sshq_tests::TestStack;
 
 use super::shell::allow_shells;
 use super::{Cli, text};
@@ -25,9 +25,7 @@ async fn ended(stack: &TestStack, id: &str) -> Value {
 
 #[tokio::test]
 async fn sessions_are_listed_and_played_with_their_timing() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, device, id) = TestStack::start_with_device().await;
     let cli = Cli::new(&stack);
     let job = stack
         .run(
@@ -133,9 +131,7 @@ async fn sessions_are_listed_and_played_with_their_timing() {
 
 #[tokio::test]
 async fn an_administrator_closes_a_live_shell_and_its_user_is_told_why() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     allow_shells(&stack).await;
     let cli = Cli::new(&stack);
     // A shell whose stdin stays open (a pipe we hold).

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sha2::Digest as _;
-use sshq_tests::{SshDevice, TestStack};
+use sshq_tests::TestStack;
 
 /// Every stored message of the log whose subject matches `filter`: (subject, payload and
 /// header values as one byte string).
@@ -52,9 +52,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 #[tokio::test]
 async fn secret_env_and_stdin_run_but_are_stored_only_sealed() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let env_secret = format!("env-secret-{}", uuid::Uuid::new_v4().simple());
     let stdin_secret = format!("stdin-secret-{}", uuid::Uuid::new_v4().simple());
 
@@ -196,9 +194,7 @@ fn without(value: &serde_json::Value, fields: &[&str]) -> String {
 
 #[tokio::test]
 async fn a_sensitive_templates_output_is_on_sec_and_only_owners_and_administrators_read_it() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = TestStack::start_with_device().await;
     let secret = format!("bbbsecret{}", uuid::Uuid::new_v4().simple());
     let (observer, operator, administrator) = (
         stack.create_key("observer").await,
