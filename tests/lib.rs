@@ -14,6 +14,7 @@
 //! - `processes`: `WorkerProcess`, `ProjectorProcess`, `ApiProcess`, the real binaries;
 //! - `read_models`: `digest`, `wait_caught_up`, `rebuild_settings` and `rebuild`;
 //! - `sse`: `SseReader`, server-sent events as a browser parses them; `assert_stream_refusals`;
+//! - `synthetic`: `synthetic_request`, a request event's body for tests that write the log;
 //! - `python`: `spawn_python`, `python_line`, `python_outcome`: third-party clients in `tests/py`.
 
 #[path = "support/devices.rs"]
@@ -32,6 +33,8 @@ mod services;
 mod sse;
 #[path = "support/stack.rs"]
 mod stack;
+#[path = "support/synthetic.rs"]
+mod synthetic;
 
 pub use devices::SshDevice;
 pub use processes::{ApiProcess, ProjectorProcess, WorkerProcess};
@@ -43,3 +46,4 @@ pub use services::{
 };
 pub use sse::{SseEvent, SseReader, assert_stream_refusals};
 pub use stack::{StackOptions, TestStack, read};
+pub use synthetic::synthetic_request;

@@ -13,8 +13,8 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use schemas::{
-    DeviceId, Event, EventBody, ExecFinished, ExecRequested, ExecStarted, JobId, OutputChunk,
-    OutputMessage, OutputStream, SshTarget, StreamSettings, TenantId, Timestamp, Topology,
+    Event, EventBody, ExecFinished, ExecRequested, ExecStarted, JobId, OutputChunk, OutputMessage,
+    OutputStream, StreamSettings, TenantId, Topology,
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -82,22 +82,9 @@ fn job_messages(tenant: &TenantId, n: usize) -> (JobId, Vec<Event>, Vec<OutputMe
     let job = JobId::new();
     let body = |b| Event::new(tenant.clone(), None, b);
     let requested = body(EventBody::ExecRequested(ExecRequested {
-        job_id: job,
-        device_id: DeviceId::new(),
-        target: SshTarget {
-            host: "192.0.2.1".into(),
-            port: 22,
-            username: "u".into(),
-            host_key: "k".into(),
-        },
-        argv: vec!["echo".into(), n.to_string()],
-        env: vec![],
-        stdin: vec![],
         timeout_ms: 30_000,
-        pty: None,
         keep_open_ms: 60_000,
-        close: false,
-        queue_deadline: Timestamp::now(),
+        ..sshq_tests::synthetic_request(job, &["echo", &n.to_string()])
     }));
     let started = body(EventBody::ExecStarted(ExecStarted {
         job_id: job,

@@ -13,11 +13,11 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use schemas::{
-    DeviceId, Event, EventBody, ExecAttemptFailed, ExecCancelRequested, ExecFailed, ExecFinished,
+    Event, EventBody, ExecAttemptFailed, ExecCancelRequested, ExecFailed, ExecFinished,
     ExecRequested, ExecStarted, FailureCode, JobId, JobRecord, KeyId, OutputChunk, OutputMessage,
-    OutputStream, PtySize, SshTarget, TenantId, Timestamp,
+    OutputStream, PtySize, TenantId, Timestamp,
 };
-use sshq_tests::{StackOptions, TestStack, wait_caught_up};
+use sshq_tests::{StackOptions, TestStack, synthetic_request, wait_caught_up};
 
 /// Where a job's cancel request falls in its life, if it has one.
 #[derive(Debug, Clone, Copy)]
@@ -214,14 +214,6 @@ fn messages(plan: &JobPlan, tenant: &TenantId, job: JobId) -> Vec<Message> {
     };
     let cancel = || EventBody::ExecCancelRequested(ExecCancelRequested { job_id: job });
     let mut out = vec![event(EventBody::ExecRequested(ExecRequested {
-        job_id: job,
-        device_id: DeviceId::new(),
-        target: SshTarget {
-            host: "192.0.2.1".into(),
-            port: 22,
-            username: "u".into(),
-            host_key: "k".into(),
-        },
         argv: plan.argv.clone(),
         env: plan
             .env_keys
@@ -235,9 +227,8 @@ fn messages(plan: &JobPlan, tenant: &TenantId, job: JobId) -> Vec<Message> {
             cols: 80,
             rows: 24,
         }),
-        keep_open_ms: 0,
-        close: false,
         queue_deadline,
+        ..synthetic_request(job, &[])
     }))];
     for (n, (code, retry_in_ms)) in plan.attempt_failures.iter().enumerate() {
         out.push(event(EventBody::ExecAttemptFailed(ExecAttemptFailed {

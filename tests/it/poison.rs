@@ -9,13 +9,13 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 use schemas::{
     DeviceConfig, DeviceId, DeviceStatus, Event, EventBody, ExecFinished, ExecRejected,
-    ExecRequested, ExecStarted, JobId, OutputChunk, OutputMessage, OutputStream, SshTarget,
-    TenantId, Timestamp,
+    ExecStarted, JobId, OutputChunk, OutputMessage, OutputStream, SshTarget, TenantId,
 };
 use serde_json::{Value, json};
 use sshq_projector::quarantine::{self, Quarantined};
 use sshq_tests::{
-    ProjectorProcess, TestStack, create_database, digest, rebuild, rebuild_settings, wait_caught_up,
+    ProjectorProcess, TestStack, create_database, digest, rebuild, rebuild_settings,
+    synthetic_request, wait_caught_up,
 };
 
 fn target() -> SshTarget {
@@ -32,19 +32,10 @@ fn job_events(tenant: &TenantId, exit_signal: Option<&str>) -> (JobId, Vec<Event
     let job = JobId::new();
     let event = |body| Event::new(tenant.clone(), None, body);
     let events = vec![
-        event(EventBody::ExecRequested(ExecRequested {
-            job_id: job,
-            device_id: DeviceId::new(),
-            target: target(),
-            argv: vec!["echo".into(), "hi".into()],
-            env: vec![],
-            stdin: vec![],
-            timeout_ms: 1000,
-            pty: None,
-            keep_open_ms: 0,
-            close: false,
-            queue_deadline: Timestamp::now(),
-        })),
+        event(EventBody::ExecRequested(synthetic_request(
+            job,
+            &["echo", "hi"],
+        ))),
         event(EventBody::ExecStarted(ExecStarted {
             job_id: job,
             attempt: 1,

@@ -5,13 +5,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use schemas::{
-    DeviceId, Event, EventBody, ExecFinished, ExecRequested, ExecStarted, JobId, OutputChunk,
-    OutputMessage, OutputStream, SshTarget, TenantId, Timestamp,
+    Event, EventBody, ExecFinished, ExecStarted, JobId, OutputChunk, OutputMessage, OutputStream,
+    TenantId,
 };
 use serde_json::json;
 use sshq_tests::{
     ProjectorProcess, StackOptions, TestStack, create_database, digest, rebuild, rebuild_settings,
-    wait_caught_up,
+    synthetic_request, wait_caught_up,
 };
 
 #[tokio::test]
@@ -53,24 +53,7 @@ fn synthetic_job(tenant: &TenantId, n: usize) -> (Event, Vec<OutputMessage>, Eve
     let requested = Event::new(
         tenant.clone(),
         None,
-        EventBody::ExecRequested(ExecRequested {
-            job_id: job,
-            device_id: DeviceId::new(),
-            target: SshTarget {
-                host: "192.0.2.1".into(),
-                port: 22,
-                username: "u".into(),
-                host_key: "k".into(),
-            },
-            argv: vec!["echo".into(), n.to_string()],
-            env: vec![],
-            stdin: vec![],
-            timeout_ms: 1000,
-            pty: None,
-            keep_open_ms: 0,
-            close: false,
-            queue_deadline: Timestamp::now(),
-        }),
+        EventBody::ExecRequested(synthetic_request(job, &["echo", &n.to_string()])),
     );
     let started = Event::new(
         tenant.clone(),

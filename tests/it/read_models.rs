@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use schemas::{DeviceId, Event, EventBody, ExecRequested, JobId, SshTarget, TenantId, Timestamp};
+use schemas::{Event, EventBody, ExecRequested, JobId, TenantId, Timestamp};
 use serde_json::{Value, json};
-use sshq_tests::{SshDevice, TestStack};
+use sshq_tests::{SshDevice, TestStack, synthetic_request};
 
 async fn get_list(stack: &TestStack, path: &str) -> (StatusCode, Vec<Value>, i64) {
     let response = stack
@@ -159,23 +159,9 @@ fn backdated_request(tenant: &TenantId, days_ago: i64) -> Event {
         tenant: tenant.clone(),
         actor: None,
         body: EventBody::ExecRequested(ExecRequested {
-            job_id: JobId::new(),
-            device_id: DeviceId::new(),
-            target: SshTarget {
-                host: "127.0.0.1".into(),
-                port: 1,
-                username: "x".into(),
-                host_key: "k".into(),
-            },
-            argv: vec![format!("backdated-{days_ago}")],
-            env: vec![],
-            stdin: vec![],
-            timeout_ms: 1000,
-            pty: None,
-            keep_open_ms: 0,
-            close: false,
             // Already past: no worker would run these (none is pointed at these devices anyway).
             queue_deadline: Timestamp::from(at),
+            ..synthetic_request(JobId::new(), &[&format!("backdated-{days_ago}")])
         }),
     }
 }
