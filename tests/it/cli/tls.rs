@@ -453,7 +453,10 @@ async fn pipe(mut command: Command, input: &'static [u8]) -> std::process::Outpu
         .stderr(Stdio::piped());
     tokio::task::spawn_blocking(move || {
         let mut child = command.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
+        // A command refused before it reads its input (a usage error) may have exited already.
+        if let Err(e) = child.stdin.take().unwrap().write_all(input) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
         child.wait_with_output().unwrap()
     })
     .await
@@ -614,7 +617,8 @@ async fn client_certificates_for_an_api_that_demands_them() {
         &stranger_key,
     );
     // ... and by a CA of the same name as the trusted one (only its signature differs).
-    let (twin_cert, twin_key) = Pki::new().client("twin");
+    let twin = Pki::new();
+    let (twin_cert, twin_key) = twin.client("twin");
     let mut command = with_ca(cli.command(&["jobs", "list"]));
     command
         .env("SSHQ_CLIENT_CERT", &twin_cert)
