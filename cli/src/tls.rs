@@ -281,15 +281,13 @@ fn alert_words(alert: AlertDescription, client_cert: bool) -> String {
 
 /// An alert as TLS names it (`unknown_ca`), not as Rust prints it.
 fn alert_name(alert: AlertDescription) -> String {
-    let debug = format!("{alert:?}");
-    let mut name = String::with_capacity(debug.len() + 4);
-    for (i, c) in debug.chars().enumerate() {
-        if c.is_ascii_uppercase()
-            && i > 0
-            && !debug[..i].ends_with(|p: char| p.is_ascii_uppercase())
-        {
+    let mut name = String::new();
+    let mut previous_upper = true;
+    for c in format!("{alert:?}").chars() {
+        if c.is_ascii_uppercase() && !previous_upper {
             name.push('_');
         }
+        previous_upper = c.is_ascii_uppercase();
         name.push(c.to_ascii_lowercase());
     }
     name
