@@ -155,25 +155,26 @@ struct Terminator {
 
 impl Terminator {
     async fn start(cert: &Path, key: &Path, upstream: SocketAddr) -> Self {
-        Self::start_with(cert, key, upstream, None).await
+        Self::start_with(cert, key, upstream, ClientAuth::None).await
     }
 
     /// A terminator that completes no handshake without a client certificate signed by
-    /// `client_ca` (a proxy with `ssl_verify_client on`).
+    /// `client_ca` (rustls's `certificate_required`/`unknown_ca` alerts, as Envoy's
+    /// `require_client_certificate` or a mesh answer).
     async fn requiring_client_certs(
         cert: &Path,
         key: &Path,
         upstream: SocketAddr,
         client_ca: &Path,
     ) -> Self {
-        Self::start_with(cert, key, upstream, Some(client_ca)).await
+        Self::start_with(cert, key, upstream, ClientAuth::Required(client_ca)).await
     }
 
     async fn start_with(
         cert: &Path,
         key: &Path,
         upstream: SocketAddr,
-        client_ca: Option<&Path>,
+        client_auth: ClientAuth<'_>,
     ) -> Self {
         let certs = CertificateDer::pem_file_iter(cert)
             .unwrap()
@@ -184,20 +185,22 @@ impl Terminator {
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .unwrap();
-        let builder = match client_ca {
-            None => builder.with_no_client_auth(),
-            Some(ca) => {
+        let nginx = matches!(client_auth, ClientAuth::Nginx(_));
+        let builder = match client_auth {
+            ClientAuth::None => builder.with_no_client_auth(),
+            ClientAuth::Required(ca) | ClientAuth::Nginx(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for cert in CertificateDer::pem_file_iter(ca).unwrap() {
                     roots.add(cert.unwrap()).unwrap();
                 }
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
                     provider,
-                )
-                .build()
-                .unwrap();
-                builder.with_client_cert_verifier(verifier)
+                );
+                if nginx {
+                    verifier = verifier.allow_unauthenticated();
+                }
+                builder.with_client_cert_verifier(verifier.build().unwrap())
             }
         };
         let config = builder.with_single_cert(certs, key).unwrap();
@@ -218,6 +221,9 @@ impl Terminator {
                         return;
                     };
                     counter.fetch_add(1, Ordering::SeqCst);
+                    if nginx && tls.get_ref().1.peer_certificates().is_none() {
+                        return nginx_refusal(tls).await;
+                    }
                     let Ok(mut api) = TcpStream::connect(upstream).await else {
                         return;
                     };
@@ -235,6 +241,40 @@ impl Terminator {
     fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.addr.port())
     }
+}
+
+/// What the terminator asks of a client's certificate.
+enum ClientAuth<'a> {
+    None,
+    /// One signed by this CA, or no handshake.
+    Required(&'a Path),
+    /// As nginx's `ssl_verify_client on`: the handshake completes without one, and the request
+    /// is answered `400 No required SSL certificate was sent`.
+    Nginx(&'a Path),
+}
+
+/// Reads a request's head and answers it as nginx does when no client certificate was sent.
+async fn nginx_refusal(mut tls: tokio_rustls::server::TlsStream<TcpStream>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tls.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buffer[..n]),
+        }
+    }
+    let body = "<html>\r\n<head><title>400 No required SSL certificate was sent</title></head>\r\n\
+                <body>\r\n<center><h1>400 Bad Request</h1></center>\r\n\
+                <center>No required SSL certificate was sent</center>\r\n\
+                <hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Type: text/html\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tls.write_all(response.as_bytes()).await;
+    let _ = tls.shutdown().await;
 }
 
 impl Drop for Terminator {
@@ -769,4 +809,65 @@ async fn a_raw_terminal_shell_over_wss_with_a_client_certificate() {
         terminator.accepted.load(Ordering::SeqCst) >= 1,
         "the shell went through the TLS terminator"
     );
+}
+
+#[tokio::test]
+async fn an_nginx_style_refusal_says_a_client_certificate_is_needed() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    allow_shells(&stack).await;
+    let pki = Pki::new();
+    let (server_cert, server_key) = pki.server("api", "IP:127.0.0.1");
+    let (cert, key) = pki.client("operator");
+    let ca = pki.path("ca.pem");
+    let terminator = Terminator::start_with(
+        &server_cert,
+        &server_key,
+        upstream(&stack),
+        ClientAuth::Nginx(&ca),
+    )
+    .await;
+    let cli = cli_at(&stack, &terminator.url());
+
+    // No certificate: the handshake completes and the proxy answers its 400 page, worded
+    // (not retried, not an HTML dump), for HTTPS calls, the event stream and the shell.
+    for args in [
+        &["jobs", "list"][..],
+        &["exec", &id, "--", "true"],
+        &["jobs", "follow", "00000000-0000-0000-0000-000000000000"],
+    ] {
+        let mut command = cli.command(args);
+        command.env("SSHQ_CA_CERT", &ca);
+        let out = output(command).await;
+        let said = one_sentence(
+            &out,
+            1,
+            &[
+                "the API's proxy requires a client certificate",
+                "--client-cert FILE",
+            ],
+            &key,
+        );
+        assert!(!said.contains("<html>"), "{said}");
+    }
+    let mut command = cli.command(&["shell", &id]);
+    command.env("SSHQ_CA_CERT", &ca);
+    let out = pipe(command, b"exit 0\n").await;
+    one_sentence(
+        &out,
+        255,
+        &["the API's proxy requires a client certificate"],
+        &key,
+    );
+
+    // With one, the same proxy passes everything through.
+    let mut command = cli.command(&["exec", &id, "--", "sh", "-c", "echo through; exit 3"]);
+    command
+        .env("SSHQ_CA_CERT", &ca)
+        .env("SSHQ_CLIENT_CERT", &cert)
+        .env("SSHQ_CLIENT_KEY", &key);
+    let out = output(command).await;
+    assert_eq!(text(&out.stdout), "through\n", "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3));
 }
