@@ -871,3 +871,118 @@ async fn an_nginx_style_refusal_says_a_client_certificate_is_needed() {
     assert_eq!(text(&out.stdout), "through\n", "{}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(3));
 }
+
+/// `openssl s_server` asking for a client certificate (`-Verify 1 -verify_return_error`): the
+/// OpenSSL that nginx and HAProxy terminate TLS with, answering every GET with its status page
+/// (`-www`). Killed when dropped.
+struct OpensslServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OpensslServer {
+    fn start(pki: &Pki, cert: &Path, key: &Path, version: &str) -> Self {
+        use std::io::BufRead;
+        for _ in 0..3 {
+            let port = sshq_tests::free_port();
+            let mut child = Command::new("openssl")
+                .args([
+                    "s_server",
+                    "-accept",
+                    &port.to_string(),
+                    "-www",
+                    "-Verify",
+                    "1",
+                ])
+                .args(["-verify_return_error", version, "-CAfile", "ca.pem"])
+                .arg("-cert")
+                .arg(cert)
+                .arg("-key")
+                .arg(key)
+                .current_dir(pki.dir.path())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("the openssl command (ops/test installs it)");
+            let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+            // "ACCEPT" once it listens; an end of output first: the port was taken meanwhile.
+            if lines.any(|line| line.is_ok_and(|l| l.starts_with("ACCEPT"))) {
+                std::thread::spawn(move || lines.for_each(drop));
+                return Self { child, port };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("openssl s_server did not start");
+    }
+}
+
+impl Drop for OpensslServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn openssl_servers_that_demand_a_client_certificate_are_understood() {
+    let pki = Pki::new();
+    let (server_cert, server_key) = pki.server("api", "IP:127.0.0.1");
+    let (cert, key) = pki.client("operator");
+    let other = Pki::with_ca("another CA");
+    let (stranger_cert, stranger_key) = other.client("stranger");
+    let ca = pki.path("ca.pem");
+    // TLS 1.2 servers say `handshake_failure` for a missing certificate, 1.3 ones
+    // `certificate_required`.
+    for (version, missing) in [
+        (
+            "-tls1_2",
+            "the server ended the handshake (handshake_failure); if it requires a client certificate, give one with --client-cert FILE",
+        ),
+        (
+            "-tls1_3",
+            "the API requires a client certificate: give one with --client-cert FILE",
+        ),
+    ] {
+        let server = OpensslServer::start(&pki, &server_cert, &server_key, version);
+        let cli = Cli {
+            base: format!("https://127.0.0.1:{}", server.port),
+            key: "sshq_unused".into(),
+            home: tempfile::tempdir().unwrap(),
+        };
+        let mut command = cli.command(&["jobs", "list"]);
+        command.env("SSHQ_CA_CERT", &ca);
+        let out = output(command).await;
+        one_sentence(&out, 1, &[missing], &key);
+
+        let mut command = cli.command(&["jobs", "list"]);
+        command
+            .env("SSHQ_CA_CERT", &ca)
+            .env("SSHQ_CLIENT_CERT", &stranger_cert)
+            .env("SSHQ_CLIENT_KEY", &stranger_key);
+        let out = output(command).await;
+        one_sentence(
+            &out,
+            1,
+            &["the API refused the client certificate (unknown_ca)"],
+            &stranger_key,
+        );
+
+        // The right certificate: the handshake completes (the status page answers the GET,
+        // which the CLI reads as no jobs).
+        let mut command = cli.command(&["jobs", "list", "-o", "json"]);
+        command
+            .env("SSHQ_CA_CERT", &ca)
+            .env("SSHQ_CLIENT_CERT", &cert)
+            .env("SSHQ_CLIENT_KEY", &key);
+        let out = output(command).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{version}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stdout).trim(), "[]");
+    }
+}
