@@ -269,8 +269,9 @@ fn alert_words(alert: AlertDescription, client_cert: bool) -> String {
             "the API refused the client certificate ({}): is it signed by a CA the API trusts, and made for client authentication?",
             alert_name(alert)
         ),
+        // Also what TLS says for a certificate that is not valid yet.
         (A::CertificateExpired, true) => {
-            "the API refused the client certificate: it has expired".into()
+            "the API refused the client certificate: it has expired or is not valid yet (check its dates and this machine's clock)".into()
         }
         (A::CertificateRevoked, true) => {
             "the API refused the client certificate: it was revoked".into()

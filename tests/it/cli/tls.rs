@@ -102,6 +102,63 @@ impl Pki {
         )
     }
 
+    /// A client certificate `name` signed by the CA that expired years ago (`openssl ca`, the
+    /// one command that takes a start and an end date).
+    fn expired_client(&self, name: &str) -> (PathBuf, PathBuf) {
+        std::fs::create_dir_all(self.path("db")).unwrap();
+        std::fs::write(self.path("db/index.txt"), "").unwrap();
+        std::fs::write(self.path("db/serial"), "01\n").unwrap();
+        std::fs::write(
+            self.path("ca.cnf"),
+            "[ca]\ndefault_ca = test\n[test]\ndatabase = db/index.txt\nnew_certs_dir = db\n\
+             serial = db/serial\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n\
+             [client]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n\
+             extendedKeyUsage = clientAuth\n",
+        )
+        .unwrap();
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ]);
+        self.openssl(&[
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-cert",
+            "ca.pem",
+            "-keyfile",
+            "ca.key",
+            "-in",
+            &csr,
+            "-out",
+            &pem,
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20200201000000Z",
+            "-extensions",
+            "client",
+            "-notext",
+        ]);
+        (self.path(&pem), self.path(&key))
+    }
+
     /// A new key and a certificate `name` for it, signed by the CA with the extensions `ext`.
     fn sign(&self, name: &str, extensions: &str) -> (PathBuf, PathBuf) {
         let key = format!("{name}.key");
@@ -674,6 +731,34 @@ async fn client_certificates_for_an_api_that_demands_them() {
         terminator.accepted.load(Ordering::SeqCst),
         accepted,
         "the terminator completed no handshake with another CA's certificate"
+    );
+
+    // Signed by the right CA but expired, or made for a server: refused, said why.
+    let (expired_cert, expired_key) = pki.expired_client("retired");
+    let mut command = with_ca(cli.command(&["jobs", "list"]));
+    command
+        .env("SSHQ_CLIENT_CERT", &expired_cert)
+        .env("SSHQ_CLIENT_KEY", &expired_key);
+    let out = output(command).await;
+    one_sentence(
+        &out,
+        1,
+        &["the API refused the client certificate: it has expired"],
+        &expired_key,
+    );
+    let mut command = with_ca(cli.command(&["jobs", "list"]));
+    command
+        .env("SSHQ_CLIENT_CERT", &server_cert)
+        .env("SSHQ_CLIENT_KEY", &server_key);
+    let out = output(command).await;
+    one_sentence(
+        &out,
+        1,
+        &[
+            "refused the client certificate (unsupported_certificate)",
+            "made for client authentication",
+        ],
+        &server_key,
     );
 
     // A key that is not the certificate's: checked before any connection.
