@@ -21,8 +21,10 @@ use crate::table::Table;
     about = "Run commands on SSH devices through sshq, follow their output live, manage devices and keys",
     after_help = "Configuration: --api-url/--api-key, else SSHQ_API_URL/SSHQ_API_KEY, else the config \
 file ($SSHQ_CONFIG or ~/.config/sshq/config.toml: api_url = \"…\", api_key = \"…\", \
-ca_cert = \"…\"). An https:// URL is TLS for every call and the shell's WebSocket (wss://), trusting \
-the platform's CA certificates and --ca-cert/SSHQ_CA_CERT/ca_cert's; http:// is plain."
+ca_cert = \"…\", client_cert = \"…\", client_key = \"…\"). An https:// URL is TLS for every call and \
+the shell's WebSocket (wss://), trusting the platform's CA certificates and --ca-cert/SSHQ_CA_CERT/ca_cert's, \
+and presenting --client-cert/--client-key's certificate to a server that asks for one (mutual TLS); \
+http:// is plain (and refuses a client certificate, which it could not send)."
 )]
 pub struct Cli {
     /// The API's base URL (e.g. https://sshq.example.com or http://127.0.0.1:8480).
@@ -32,6 +34,14 @@ pub struct Cli {
     /// (SSHQ_CA_CERT, or ca_cert in the config file).
     #[arg(long, global = true, value_name = "FILE")]
     ca_cert: Option<std::path::PathBuf>,
+    /// A PEM client certificate for an https:// API behind a proxy that demands one (mutual
+    /// TLS), with --client-key (SSHQ_CLIENT_CERT, or client_cert in the config file).
+    #[arg(long, global = true, value_name = "FILE")]
+    client_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --client-cert, unencrypted (SSHQ_CLIENT_KEY, or client_key in
+    /// the config file).
+    #[arg(long, global = true, value_name = "FILE")]
+    client_key: Option<std::path::PathBuf>,
     /// The API key (prefer SSHQ_API_KEY or the config file: flags show in `ps`).
     #[arg(long, global = true, hide_env_values = true)]
     api_key: Option<String>,
@@ -233,6 +243,8 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
         api_url: cli.api_url,
         api_key: cli.api_key,
         ca_cert: cli.ca_cert.map(Into::into),
+        client_cert: cli.client_cert.map(Into::into),
+        client_key: cli.client_key.map(Into::into),
     };
     let config = config::load(&overrides)
         .map_err(|e| CliError::Usage(format!("reading the configuration: {e}")))?;
@@ -243,7 +255,35 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
         ));
     };
     let ca_cert = config.ca_cert.as_ref().map(|path| path.relative());
-    let api = Api::new(&url, &key, ca_cert.as_deref())?;
+    let client_cert = config.client_cert.as_ref().map(|path| path.relative());
+    let client_key = config.client_key.as_ref().map(|path| path.relative());
+    let identity = match (&client_cert, &client_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::Identity { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(CliError::Usage(
+                "a client certificate needs its key: give --client-key FILE (or SSHQ_CLIENT_KEY, or client_key in the config file) with --client-cert".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(CliError::Usage(
+                "a client key needs its certificate: give --client-cert FILE (or SSHQ_CLIENT_CERT, or client_cert in the config file) with --client-key".into(),
+            ));
+        }
+    };
+    let api = match Api::new(&url, &key, ca_cert.as_deref(), identity) {
+        Ok(api) => api,
+        // Like every other way `shell` fails to open: 255, as ssh does. A misuse of the
+        // command line stays a usage error (2).
+        Err(error)
+            if matches!(cli.command, Command::Shell { .. })
+                && !matches!(error, CliError::Usage(_)) =>
+        {
+            eprintln!("sshq: {error}");
+            return Ok(crate::shell::EXIT_NO_STATUS);
+        }
+        Err(error) => return Err(error),
+    };
     let out = cli.output;
     match cli.command {
         Command::Exec(args) if args.device.is_none() => fan_out(&api, out, args).await,

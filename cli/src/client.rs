@@ -47,16 +47,31 @@ pub struct Api {
     key: String,
     /// The TLS configuration of an `https://` API (the shell's `wss://` uses it too).
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// A client certificate is presented when the server asks for one.
+    client_cert: bool,
 }
 
 impl Api {
-    /// An API at `base`: `https://` is TLS (trusting the platform's roots and `ca_cert`'s),
-    /// `http://` plain; any other scheme is a usage error.
-    pub fn new(base: &str, key: &str, ca_cert: Option<&Path>) -> Result<Self, CliError> {
+    /// An API at `base`: `https://` is TLS (trusting the platform's roots and `ca_cert`'s,
+    /// presenting `identity` when the server asks for a client certificate), `http://` plain;
+    /// any other scheme is a usage error, and so is a client certificate for `http://` (it
+    /// would silently not be sent).
+    pub fn new(
+        base: &str,
+        key: &str,
+        ca_cert: Option<&Path>,
+        identity: Option<crate::tls::Identity<'_>>,
+    ) -> Result<Self, CliError> {
         let base = base.trim_end_matches('/').to_owned();
         let scheme = base.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
         let tls = match scheme.as_deref() {
-            Some("https") => Some(crate::tls::client_config(ca_cert)?),
+            Some("https") => Some(crate::tls::client_config(ca_cert, identity)?),
+            Some("http") if identity.is_some() => {
+                return Err(CliError::Usage(format!(
+                    "a client certificate is given but the API URL {base} is plain http://, where it would not be sent: \
+use the API's https:// URL, or drop --client-cert/--client-key (SSHQ_CLIENT_CERT/SSHQ_CLIENT_KEY, client_cert/client_key in the config file)"
+                )));
+            }
             Some("http") => None,
             _ => {
                 return Err(CliError::Usage(format!(
@@ -79,6 +94,7 @@ impl Api {
             base,
             key: key.to_owned(),
             tls,
+            client_cert: identity.is_some(),
         })
     }
 
@@ -101,8 +117,36 @@ impl Api {
         authority.split(':').next().unwrap_or(authority).to_owned()
     }
 
+    /// Whether a client certificate is presented to a server that asks for one.
+    pub fn has_client_cert(&self) -> bool {
+        self.client_cert
+    }
+
+    /// What TLS failures are worded against.
+    pub fn peer<'a>(&self, host: &'a str) -> crate::tls::Peer<'a> {
+        crate::tls::Peer {
+            host,
+            client_cert: self.client_cert,
+        }
+    }
+
+    /// An answer that refused the request: the API's documented error, or a proxy's refusal
+    /// of the client certificate (an HTML page) worded.
+    pub fn refused(&self, status: StatusCode, body: &Value) -> CliError {
+        if let Value::String(page) = body
+            && let Some(reason) = crate::tls::proxy_refusal(page, self.client_cert)
+        {
+            return CliError::Tls {
+                url: self.base.clone(),
+                reason,
+            };
+        }
+        api_error(status, body)
+    }
+
     fn unreachable(&self, e: reqwest::Error) -> CliError {
-        if let Some(reason) = crate::tls::describe(&e, &self.host()) {
+        let host = self.host();
+        if let Some(reason) = crate::tls::describe(&e, self.peer(&host)) {
             return CliError::Tls {
                 url: self.base.clone(),
                 reason,
@@ -143,7 +187,7 @@ impl Api {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         if !status.is_success() {
-            return Err(api_error(status, &value));
+            return Err(self.refused(status, &value));
         }
         Ok((value, total))
     }
@@ -165,7 +209,7 @@ impl Api {
         let text = response.text().await.map_err(|e| self.unreachable(e))?;
         if !status.is_success() {
             let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-            return Err(api_error(status, &value));
+            return Err(self.refused(status, &value));
         }
         Ok(text)
     }
@@ -230,7 +274,7 @@ impl Api {
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
             let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-            return Err(api_error(status, &value));
+            return Err(self.refused(status, &value));
         }
         Ok(response)
     }

@@ -2,7 +2,9 @@
 //! file (`$SSHQ_CONFIG`, else `$XDG_CONFIG_HOME/sshq/config.toml`, else
 //! `~/.config/sshq/config.toml`) with `api_url`, `api_key` and `ca_cert` (a PEM file of CA
 //! certificates trusted for an `https://` API besides the platform's, relative to the file's
-//! folder; `SSHQ_CA_CERT`, `--ca-cert`).
+//! folder; `SSHQ_CA_CERT`, `--ca-cert`), and `client_cert`/`client_key` (a client certificate
+//! and its key for mutual TLS, both or neither, relative like `ca_cert`;
+//! `SSHQ_CLIENT_CERT`/`SSHQ_CLIENT_KEY`, `--client-cert`/`--client-key`).
 
 use std::path::PathBuf;
 
@@ -17,6 +19,10 @@ pub struct Config {
     pub api_key: Option<String>,
     /// Relative to the config file's folder when given there, else to the working directory.
     pub ca_cert: Option<RelativePathBuf>,
+    /// The client certificate (PEM) presented to an API that asks for one; with `client_key`.
+    pub client_cert: Option<RelativePathBuf>,
+    /// The private key (PEM) of `client_cert`.
+    pub client_key: Option<RelativePathBuf>,
 }
 
 pub fn config_file() -> Option<PathBuf> {
@@ -36,7 +42,13 @@ pub fn load(overrides: &Config) -> Result<Config, Box<figment::Error>> {
         figment = figment.merge(Toml::file(file));
     }
     figment
-        .merge(Env::prefixed("SSHQ_").only(&["api_url", "api_key", "ca_cert"]))
+        .merge(Env::prefixed("SSHQ_").only(&[
+            "api_url",
+            "api_key",
+            "ca_cert",
+            "client_cert",
+            "client_key",
+        ]))
         .merge(Serialized::defaults(Overrides(overrides)))
         .extract()
         .map_err(Box::new)
@@ -57,6 +69,12 @@ impl Serialize for Overrides<'_> {
         }
         if let Some(ca) = &self.0.ca_cert {
             map.serialize_entry("ca_cert", ca.original())?;
+        }
+        if let Some(cert) = &self.0.client_cert {
+            map.serialize_entry("client_cert", cert.original())?;
+        }
+        if let Some(key) = &self.0.client_key {
+            map.serialize_entry("client_key", key.original())?;
         }
         map.end()
     }

@@ -98,11 +98,16 @@ pub async fn run(api: &Api, key: &str, device_id: &str) -> Result<i32, CliError>
         Ok(connected) => connected,
         Err(WsError::Http(response)) => {
             let status = response.status();
-            let body = response
-                .body()
-                .as_deref()
-                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-                .unwrap_or(Value::Null);
+            let raw = response.body().as_deref().unwrap_or_default();
+            if let Some(reason) =
+                crate::tls::proxy_refusal(&String::from_utf8_lossy(raw), api.has_client_cert())
+            {
+                return Err(CliError::Tls {
+                    url: api.url(""),
+                    reason,
+                });
+            }
+            let body = serde_json::from_slice::<Value>(raw).unwrap_or(Value::Null);
             return Err(CliError::Api {
                 status: reqwest::StatusCode::from_u16(status.as_u16())
                     .unwrap_or(reqwest::StatusCode::BAD_GATEWAY),
@@ -117,11 +122,11 @@ pub async fn run(api: &Api, key: &str, device_id: &str) -> Result<i32, CliError>
         Err(WsError::Tls(TlsError::Rustls(e))) => {
             return Err(CliError::Tls {
                 url: api.url(""),
-                reason: crate::tls::words(&e, &api.host()),
+                reason: crate::tls::words(&e, api.peer(&api.host())),
             });
         }
         Err(e) => {
-            if let Some(reason) = crate::tls::describe(&e, &api.host()) {
+            if let Some(reason) = crate::tls::describe(&e, api.peer(&api.host())) {
                 return Err(CliError::Tls {
                     url: api.url(""),
                     reason,

@@ -57,6 +57,17 @@ export class Api {
     return type.startsWith("application/json") ? response.json() : response.text();
   }
 
+  /**
+   * The same API with every call aborted by `signal` (unless a call brings its own): a view
+   * gets one bound to its lifetime, so a view that was left stops at its next call instead of
+   * drawing over the next view or opening what nobody sees (a shell, say).
+   */
+  bound(signal) {
+    const bound = Object.create(this);
+    bound.request = (method, path, options = {}) => this.request(method, path, { signal, ...options });
+    return bound;
+  }
+
   get(path, options) {
     return this.request("GET", path, options);
   }

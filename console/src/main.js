@@ -121,7 +121,8 @@ function route() {
   const controller = new AbortController();
   cleanups.push(() => controller.abort());
   const ctx = {
-    api,
+    /** The API, its calls aborted when the view is left. */
+    api: api.bound(controller.signal),
     tenant,
     /** What the key may do (`access.may("exec")`) and why not (`access.why`). */
     access,
@@ -155,7 +156,11 @@ async function attempt(key) {
 }
 
 document.getElementById("signout").addEventListener("click", () => signOut());
-window.addEventListener("hashchange", () => {
+window.addEventListener("hashchange", (event) => {
+  // Hash changes in quick succession queue one event each, all handled once the last has
+  // happened: only the event of the current hash routes (a view such as the shell must not
+  // start twice; a view left meanwhile stops, its API calls aborted).
+  if (new URL(event.newURL).hash !== location.hash) return;
   hideError();
   route();
 });

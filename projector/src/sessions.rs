@@ -124,7 +124,10 @@ impl SessionRows {
     }
 
     /// Applies starts, then frames (counting their bytes on the session), then ends: the
-    /// order these can occur in for one session, so the result is the log order's.
+    /// order these can occur in for one session, so the result is the log order's. Frames are
+    /// written only for a session the read model holds: one swept because its tenant shortened
+    /// the retention below its age while it ran (or aged out) takes no more frames, so no
+    /// frame outlives its session and a rebuild (which sweeps once caught up) agrees.
     pub async fn apply(
         self,
         tx: &mut Transaction<'_, Postgres>,
@@ -181,8 +184,11 @@ impl SessionRows {
             sqlx::query(
                 "WITH f AS (
                      INSERT INTO session_frames (at, tenant, session_id, batch, idx, offset_us, kind, data)
-                     SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::uuid[], $4::int[],
+                     SELECT u.* FROM UNNEST($1::timestamptz[], $2::text[], $3::uuid[], $4::int[],
                                           $5::int[], $6::bigint[], $7::text[], $8::bytea[])
+                         AS u(at, tenant, session_id, batch, idx, offset_us, kind, data)
+                     WHERE EXISTS (SELECT 1 FROM sessions s
+                                   WHERE s.tenant = u.tenant AND s.id = u.session_id)
                      ON CONFLICT DO NOTHING
                      RETURNING tenant, session_id, octet_length(data) AS n)
                  UPDATE sessions s SET bytes = s.bytes + t.n

@@ -74,6 +74,12 @@ pub async fn list(
             q.push(" AND action = ").push_bind(action.clone());
         }
     };
-    page.fetch(db, "audit_entries", "*", "at", push_filters)
-        .await
+    page.fetch(
+        &mut *db.acquire().await?,
+        "audit_entries",
+        "*",
+        "at",
+        push_filters,
+    )
+    .await
 }

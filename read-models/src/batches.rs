@@ -79,7 +79,54 @@ pub fn aggregate(
     }
 }
 
-pub async fn get(db: &PgPool, tenant: &TenantId, id: Uuid) -> sqlx::Result<Option<BatchRow>> {
+/// A batch and its tally, read in one snapshot: the row's `cancel_requested_at` and the jobs'
+/// statuses are of the same moment, so the status never mixes a row read before a projector
+/// commit with jobs read after it (a cancelled batch shown `incomplete`).
+pub async fn get_tallied(
+    db: &PgPool,
+    tenant: &TenantId,
+    id: Uuid,
+) -> sqlx::Result<Option<(BatchRow, BatchTally)>> {
+    let mut tx = crate::snapshot(db).await?;
+    let Some(row) = get(&mut tx, tenant, id).await? else {
+        return Ok(None);
+    };
+    let mut tallies = tallies(&mut tx, tenant, &[(row.id, i64::from(row.job_count))]).await?;
+    tx.commit().await?;
+    let tally = tallies.remove(&row.id).unwrap_or_default();
+    Ok(Some((row, tally)))
+}
+
+/// One page of a tenant's batches with their tallies, all read in one snapshot (see
+/// [`get_tallied`]), and the total.
+pub async fn list_tallied(
+    db: &PgPool,
+    tenant: &TenantId,
+    page: &crate::Page,
+) -> sqlx::Result<(Vec<(BatchRow, BatchTally)>, i64)> {
+    let mut tx = crate::snapshot(db).await?;
+    let (rows, total) = list(&mut tx, tenant, page).await?;
+    let counts: Vec<(Uuid, i64)> = rows
+        .iter()
+        .map(|r| (r.id, i64::from(r.job_count)))
+        .collect();
+    let mut tallies = tallies(&mut tx, tenant, &counts).await?;
+    tx.commit().await?;
+    let rows = rows
+        .into_iter()
+        .map(|row| {
+            let tally = tallies.remove(&row.id).unwrap_or_default();
+            (row, tally)
+        })
+        .collect();
+    Ok((rows, total))
+}
+
+async fn get(
+    db: &mut sqlx::PgConnection,
+    tenant: &TenantId,
+    id: Uuid,
+) -> sqlx::Result<Option<BatchRow>> {
     sqlx::query_as("SELECT * FROM batches WHERE id = $1 AND tenant = $2")
         .bind(id)
         .bind(tenant.as_str())
@@ -89,8 +136,8 @@ pub async fn get(db: &PgPool, tenant: &TenantId, id: Uuid) -> sqlx::Result<Optio
 
 /// The tallies of some batches (of one tenant), by batch id; `job_counts` are the batches'
 /// job counts, so that jobs the projector has not folded yet count as queued.
-pub async fn tallies(
-    db: &PgPool,
+async fn tallies(
+    db: &mut sqlx::PgConnection,
     tenant: &TenantId,
     job_counts: &[(Uuid, i64)],
 ) -> sqlx::Result<BTreeMap<Uuid, BatchTally>> {
@@ -149,8 +196,8 @@ pub async fn tallies(
 }
 
 /// One page of a tenant's batches, newest first unless the page says otherwise.
-pub async fn list(
-    db: &PgPool,
+async fn list(
+    db: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     tenant: &TenantId,
     page: &crate::Page,
 ) -> sqlx::Result<(Vec<BatchRow>, i64)> {

@@ -118,8 +118,14 @@ pub async fn list(
             q.push(" AND name ILIKE ").push_bind(pattern);
         }
     };
-    page.fetch(db, "devices", "*", sort.column(), push_filters)
-        .await
+    page.fetch(
+        &mut *db.acquire().await?,
+        "devices",
+        "*",
+        sort.column(),
+        push_filters,
+    )
+    .await
 }
 
 /// A tenant's devices whose `host` (case-insensitive) or `name` is `host`, on `port` if one is

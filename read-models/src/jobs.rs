@@ -173,7 +173,13 @@ pub async fn list(
         exit_signal_message, error_code, error_message, '\\x'::bytea AS stdout, '\\x'::bytea AS stderr,
         stdout_truncated, stderr_truncated, requested_at, started_at, finished_at, duration_ms, sensitive, batch_id";
     let (rows, total): (Vec<JobRow>, i64) = page
-        .fetch(db, "jobs", COLUMNS, sort.column(), push_filters)
+        .fetch(
+            &mut *db.acquire().await?,
+            "jobs",
+            COLUMNS,
+            sort.column(),
+            push_filters,
+        )
         .await?;
     Ok((rows.into_iter().map(JobRecord::from).collect(), total))
 }

@@ -33,7 +33,7 @@ impl Page {
     /// are stable. `table`, `columns` and `sort_column` are code, never input.
     pub(crate) async fn fetch<T>(
         &self,
-        db: &PgPool,
+        db: &mut sqlx::PgConnection,
         table: &str,
         columns: &str,
         sort_column: &str,
@@ -44,7 +44,7 @@ impl Page {
     {
         let mut count = sqlx::QueryBuilder::new(format!("SELECT count(*) FROM {table}"));
         filters(&mut count);
-        let total: i64 = count.build_query_scalar().fetch_one(db).await?;
+        let total: i64 = count.build_query_scalar().fetch_one(&mut *db).await?;
         let mut rows = sqlx::QueryBuilder::new(format!("SELECT {columns} FROM {table}"));
         filters(&mut rows);
         let direction = if self.ascending { "ASC" } else { "DESC" };
@@ -55,6 +55,16 @@ impl Page {
             .push_bind(self.per_page)
             .push(" OFFSET ")
             .push_bind(self.offset());
-        Ok((rows.build_query_as().fetch_all(db).await?, total))
+        Ok((rows.build_query_as().fetch_all(&mut *db).await?, total))
     }
+}
+
+/// A read-only transaction that sees one snapshot of the read models (`REPEATABLE READ`):
+/// for answers assembled from several queries that must agree with each other although the
+/// projector commits in between.
+pub(crate) async fn snapshot(
+    db: &PgPool,
+) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    db.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
 }

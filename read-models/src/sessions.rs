@@ -107,8 +107,14 @@ pub async fn list(
             q.push(" AND started_at < ").push_bind(to);
         }
     };
-    page.fetch(db, "sessions", "*", "started_at", push_filters)
-        .await
+    page.fetch(
+        &mut *db.acquire().await?,
+        "sessions",
+        "*",
+        "started_at",
+        push_filters,
+    )
+    .await
 }
 
 /// A session's frames in recording order (batch, then position in the batch).

@@ -50,6 +50,15 @@ fn lifetime(session: &Value) -> f64 {
     (time(&session["expires_at"]) - time(&session["started_at"])).as_seconds_f64()
 }
 
+/// Once the projector has caught up, a rebuild from what the log holds now gives read models
+/// with the same digest.
+async fn assert_a_rebuild_agrees(stack: &TestStack, db: &sqlx::PgPool) {
+    wait_caught_up(stack, db, Duration::from_secs(20)).await;
+    let expected = digest(db).await;
+    let projector = rebuild(&rebuild_settings(stack).await).await;
+    assert_eq!(digest(projector.pool()).await, expected);
+}
+
 #[tokio::test]
 async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
     let stack = TestStack::start_with(StackOptions {
@@ -243,8 +252,84 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
     // A rebuild from what the log holds now gives the same read models (the old session's
     // events are still in the log with their original TTL, and its cap replays from the
     // tenant's settings events).
+    assert_a_rebuild_agrees(&stack, &db).await;
+}
+
+/// A session still running when its tenant shortens the retention below its age is swept
+/// while it runs, and the frames it records after that are not written: nothing of it stays
+/// in the read models (no frame outlives its session), and a rebuild agrees.
+#[tokio::test]
+async fn a_session_running_across_a_shortening_leaves_no_frames_behind() {
+    let stack = TestStack::start_with(StackOptions {
+        tune_api: Some(|api| api.recording_retention_unit_s = 1),
+        tune_projector: Some(|projector| projector.recording_sweep_s = 1),
+        ..Default::default()
+    })
+    .await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    let job = stack
+        .submit(
+            &id,
+            json!({ "command": "sh -c 'for i in $(seq 40); do echo tick$i; sleep 0.1; done'" }),
+        )
+        .await;
+    let session = job.parse::<uuid::Uuid>().unwrap();
+    let db = stack.db().await;
+    // Recording, two seconds old: then a one-"day" (1 s) retention caps it in the past.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = stack.get(&format!("/v1/sessions/{job}")).await;
+        if status == StatusCode::OK
+            && body["bytes"].as_i64() > Some(0)
+            && (Utc::now() - time(&body["started_at"])).as_seconds_f64() >= 2.0
+        {
+            assert_eq!(body["active"], true, "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, tenant) = patch(
+        &stack,
+        &stack.api_key,
+        json!({ "recording_retention_days": 1 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{tenant}");
+    // The sweep takes the running session; more ticks are recorded after it.
+    let sessions_of = |db: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sessions WHERE id = $1")
+            .bind(session)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sessions_of(db.clone()).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the running session was not swept"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let finished = stack.wait_job(&job, Duration::from_secs(30)).await;
+    assert_eq!(finished["status"], "finished", "{finished}");
+    assert!(
+        finished["stdout"].as_str().unwrap().contains("tick40"),
+        "{finished}"
+    );
     wait_caught_up(&stack, &db, Duration::from_secs(20)).await;
-    let expected = digest(&db).await;
-    let projector = rebuild(&rebuild_settings(&stack).await).await;
-    assert_eq!(digest(projector.pool()).await, expected);
+    let frames: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM session_frames WHERE session_id = $1")
+            .bind(session)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(frames, 0, "frames outlived their swept session");
+    assert_eq!(sessions_of(db.clone()).await, 0);
+    let (status, _) = stack.get(&format!("/v1/sessions/{job}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    assert_a_rebuild_agrees(&stack, &db).await;
 }

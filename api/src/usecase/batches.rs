@@ -546,14 +546,7 @@ pub async fn load(
     id: BatchId,
     with_targets: bool,
 ) -> Result<Option<Batch>, ApiError> {
-    if let Some(row) = rm::get(&state.db, &caller.tenant, id.as_uuid()).await? {
-        let tallies = rm::tallies(
-            &state.db,
-            &caller.tenant,
-            &[(row.id, i64::from(row.job_count))],
-        )
-        .await?;
-        let tally = tallies.get(&row.id).cloned().unwrap_or_default();
+    if let Some((row, tally)) = rm::get_tallied(&state.db, &caller.tenant, id.as_uuid()).await? {
         return Ok(Some(view_of_row(&row, &tally, with_targets)));
     }
     let Some((event, batch)) = requested(state, &caller.tenant, id).await? else {
@@ -671,21 +664,10 @@ pub async fn list(
     caller: &Caller,
     page: &read_models::Page,
 ) -> Result<(Vec<Batch>, i64), ApiError> {
-    let (rows, total) = rm::list(&state.db, &caller.tenant, page).await?;
-    let counts: Vec<(Uuid, i64)> = rows
-        .iter()
-        .map(|r| (r.id, i64::from(r.job_count)))
-        .collect();
-    let tallies = rm::tallies(&state.db, &caller.tenant, &counts).await?;
+    let (rows, total) = rm::list_tallied(&state.db, &caller.tenant, page).await?;
     let items = rows
         .iter()
-        .map(|row| {
-            view_of_row(
-                row,
-                &tallies.get(&row.id).cloned().unwrap_or_default(),
-                false,
-            )
-        })
+        .map(|(row, tally)| view_of_row(row, tally, false))
         .collect();
     Ok((items, total))
 }

@@ -72,7 +72,13 @@ async fn sshq_shell_is_a_raw_terminal_that_resizes_and_exits_with_the_shell() {
     let device = SshDevice::start();
     let id = stack.register(&device).await;
     allow_shells(&stack).await;
+    raw_terminal_session(&stack.base, &stack.api_key, &id, &[]).await;
+}
 
+/// `sshq shell ID` against the API at `url` in a real pty, with `env` besides the API's URL
+/// and key: typing and its echo, Ctrl-C reaching the device, `stty size` before and after a
+/// resize, `exit 3` → exit code 3 with the terminal restored.
+pub(super) async fn raw_terminal_session(url: &str, key: &str, id: &str, env: &[(&str, &str)]) {
     let pty = native_pty_system()
         .openpty(PtySize {
             rows: 24,
@@ -82,12 +88,15 @@ async fn sshq_shell_is_a_raw_terminal_that_resizes_and_exits_with_the_shell() {
         })
         .unwrap();
     let mut command = CommandBuilder::new(sshq_path());
-    command.args(["shell", &id]);
+    command.args(["shell", id]);
     command.env_clear();
     command.env("HOME", std::env::temp_dir());
     command.env("TERM", "xterm");
-    command.env("SSHQ_API_URL", &stack.base);
-    command.env("SSHQ_API_KEY", &stack.api_key);
+    command.env("SSHQ_API_URL", url);
+    command.env("SSHQ_API_KEY", key);
+    for (name, value) in env {
+        command.env(name, value);
+    }
     let mut child = pty.slave.spawn_command(command).unwrap();
     drop(pty.slave);
     let screen = Screen::default();

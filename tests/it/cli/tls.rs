@@ -3,6 +3,12 @@
 //! stack's plain port (WebSocket upgrades pass through it like any bytes). `https://` means TLS
 //! for every call and `wss://` for the shell; a certificate the CLI does not trust, or one for
 //! another host name, fails with a sentence and exit 1 (255 for `shell`, like ssh).
+//!
+//! Mutual TLS: the terminator can demand a client certificate signed by the test CA (rustls's
+//! `WebPkiClientVerifier`, as nginx's `ssl_verify_client on` or a mesh would); the CLI presents
+//! `--client-cert`/`--client-key`'s (or the environment's, or the config file's) on every call
+//! and the shell's WebSocket, and says in one sentence what is wrong when it has none, one from
+//! another CA, or a key that is not the certificate's.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +23,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::shell::allow_shells;
+use super::shell::{allow_shells, raw_terminal_session};
 use super::{Cli, output, text};
 
 /// A CA and the certificates it signed, as PEM files in a directory of the test's own.
@@ -27,6 +33,11 @@ struct Pki {
 
 impl Pki {
     fn new() -> Self {
+        Self::with_ca("sshq test CA")
+    }
+
+    /// A CA named `name` (two CAs of one name are told apart only by their signatures).
+    fn with_ca(name: &str) -> Self {
         let pki = Self {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -41,7 +52,7 @@ impl Pki {
             "-days",
             "2",
             "-subj",
-            "/CN=sshq test CA",
+            &format!("/CN={name}"),
             "-addext",
             "basicConstraints=critical,CA:TRUE",
             "-addext",
@@ -73,18 +84,88 @@ impl Pki {
 
     /// A server certificate `name` signed by the CA for `san` (e.g. `IP:127.0.0.1`).
     fn server(&self, name: &str, san: &str) -> (PathBuf, PathBuf) {
-        let key = format!("{name}.key");
-        let csr = format!("{name}.csr");
-        let pem = format!("{name}.pem");
-        let ext = format!("{name}.ext");
-        std::fs::write(
-            self.path(&ext),
-            format!(
+        self.sign(
+            name,
+            &format!(
                 "subjectAltName={san}\nbasicConstraints=critical,CA:FALSE\n\
                  keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
             ),
         )
+    }
+
+    /// A client certificate `name` (for client authentication) signed by the CA.
+    fn client(&self, name: &str) -> (PathBuf, PathBuf) {
+        self.sign(
+            name,
+            "basicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+        )
+    }
+
+    /// A client certificate `name` signed by the CA that expired years ago (`openssl ca`, the
+    /// one command that takes a start and an end date).
+    fn expired_client(&self, name: &str) -> (PathBuf, PathBuf) {
+        std::fs::create_dir_all(self.path("db")).unwrap();
+        std::fs::write(self.path("db/index.txt"), "").unwrap();
+        std::fs::write(self.path("db/serial"), "01\n").unwrap();
+        std::fs::write(
+            self.path("ca.cnf"),
+            "[ca]\ndefault_ca = test\n[test]\ndatabase = db/index.txt\nnew_certs_dir = db\n\
+             serial = db/serial\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n\
+             [client]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n\
+             extendedKeyUsage = clientAuth\n",
+        )
         .unwrap();
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ]);
+        self.openssl(&[
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-cert",
+            "ca.pem",
+            "-keyfile",
+            "ca.key",
+            "-in",
+            &csr,
+            "-out",
+            &pem,
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20200201000000Z",
+            "-extensions",
+            "client",
+            "-notext",
+        ]);
+        (self.path(&pem), self.path(&key))
+    }
+
+    /// A new key and a certificate `name` for it, signed by the CA with the extensions `ext`.
+    fn sign(&self, name: &str, extensions: &str) -> (PathBuf, PathBuf) {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        let ext = format!("{name}.ext");
+        std::fs::write(self.path(&ext), extensions).unwrap();
         self.openssl(&[
             "req",
             "-newkey",
@@ -131,19 +212,55 @@ struct Terminator {
 
 impl Terminator {
     async fn start(cert: &Path, key: &Path, upstream: SocketAddr) -> Self {
+        Self::start_with(cert, key, upstream, ClientAuth::None).await
+    }
+
+    /// A terminator that completes no handshake without a client certificate signed by
+    /// `client_ca` (rustls's `certificate_required`/`unknown_ca` alerts, as Envoy's
+    /// `require_client_certificate` or a mesh answer).
+    async fn requiring_client_certs(
+        cert: &Path,
+        key: &Path,
+        upstream: SocketAddr,
+        client_ca: &Path,
+    ) -> Self {
+        Self::start_with(cert, key, upstream, ClientAuth::Required(client_ca)).await
+    }
+
+    async fn start_with(
+        cert: &Path,
+        key: &Path,
+        upstream: SocketAddr,
+        client_auth: ClientAuth<'_>,
+    ) -> Self {
         let certs = CertificateDer::pem_file_iter(cert)
             .unwrap()
             .collect::<Result<Vec<_>, _>>()
             .unwrap();
         let key = PrivateKeyDer::from_pem_file(key).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let nginx = matches!(client_auth, ClientAuth::Nginx(_));
+        let builder = match client_auth {
+            ClientAuth::None => builder.with_no_client_auth(),
+            ClientAuth::Required(ca) | ClientAuth::Nginx(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+                    roots.add(cert.unwrap()).unwrap();
+                }
+                let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                );
+                if nginx {
+                    verifier = verifier.allow_unauthenticated();
+                }
+                builder.with_client_cert_verifier(verifier.build().unwrap())
+            }
+        };
+        let config = builder.with_single_cert(certs, key).unwrap();
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -161,6 +278,9 @@ impl Terminator {
                         return;
                     };
                     counter.fetch_add(1, Ordering::SeqCst);
+                    if nginx && tls.get_ref().1.peer_certificates().is_none() {
+                        return nginx_refusal(tls).await;
+                    }
                     let Ok(mut api) = TcpStream::connect(upstream).await else {
                         return;
                     };
@@ -178,6 +298,40 @@ impl Terminator {
     fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.addr.port())
     }
+}
+
+/// What the terminator asks of a client's certificate.
+enum ClientAuth<'a> {
+    None,
+    /// One signed by this CA, or no handshake.
+    Required(&'a Path),
+    /// As nginx's `ssl_verify_client on`: the handshake completes without one, and the request
+    /// is answered `400 No required SSL certificate was sent`.
+    Nginx(&'a Path),
+}
+
+/// Reads a request's head and answers it as nginx does when no client certificate was sent.
+async fn nginx_refusal(mut tls: tokio_rustls::server::TlsStream<TcpStream>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tls.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buffer[..n]),
+        }
+    }
+    let body = "<html>\r\n<head><title>400 No required SSL certificate was sent</title></head>\r\n\
+                <body>\r\n<center><h1>400 Bad Request</h1></center>\r\n\
+                <center>No required SSL certificate was sent</center>\r\n\
+                <hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Type: text/html\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tls.write_all(response.as_bytes()).await;
+    let _ = tls.shutdown().await;
 }
 
 impl Drop for Terminator {
@@ -396,9 +550,524 @@ async fn pipe(mut command: Command, input: &'static [u8]) -> std::process::Outpu
         .stderr(Stdio::piped());
     tokio::task::spawn_blocking(move || {
         let mut child = command.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
+        // A command refused before it reads its input (a usage error) may have exited already.
+        if let Err(e) = child.stdin.take().unwrap().write_all(input) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
         child.wait_with_output().unwrap()
     })
     .await
     .unwrap()
+}
+
+/// The one line a refused command prints, checked for the words that say what to do and for
+/// no debug dump or key material.
+fn one_sentence(out: &std::process::Output, code: i32, words: &[&str], key: &Path) -> String {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    for word in words {
+        assert!(stderr.contains(word), "{word:?} not in: {stderr}");
+    }
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    for debug in ["AlertReceived", "InconsistentKeys", "Custom {", "Os {"] {
+        assert!(!stderr.contains(debug), "no debug dump: {stderr}");
+    }
+    let pem = std::fs::read_to_string(key).unwrap();
+    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!stderr.contains(line), "key material printed: {stderr}");
+    }
+    stderr
+}
+
+#[tokio::test]
+async fn client_certificates_for_an_api_that_demands_them() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    allow_shells(&stack).await;
+    let pki = Pki::new();
+    let (server_cert, server_key) = pki.server("api", "IP:127.0.0.1");
+    let (cert, key) = pki.client("operator");
+    let ca = pki.path("ca.pem");
+    let terminator =
+        Terminator::requiring_client_certs(&server_cert, &server_key, upstream(&stack), &ca).await;
+    let cli = cli_at(&stack, &terminator.url());
+    let (cert_arg, key_arg) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let with_ca = |mut command: Command| {
+        command.env("SSHQ_CA_CERT", &ca);
+        command
+    };
+
+    // With the certificate (flags): exec streams both outputs over HTTPS and SSE and exits
+    // with the remote status.
+    let command = with_ca(cli.command(&[
+        "exec",
+        &id,
+        "--client-cert",
+        cert_arg,
+        "--client-key",
+        key_arg,
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]));
+    let out = output(command).await;
+    assert_eq!(text(&out.stdout), "out\n", "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "err\n");
+    assert_eq!(out.status.code(), Some(7));
+
+    // The shell in pipe mode over wss:// with the environment's certificate.
+    let before = terminator.accepted.load(Ordering::SeqCst);
+    let mut command = with_ca(cli.command(&["shell", &id]));
+    command
+        .env("SSHQ_CLIENT_CERT", &cert)
+        .env("SSHQ_CLIENT_KEY", &key);
+    let out = pipe(command, b"echo mtls-$((40+2))\nexit 4\n").await;
+    assert!(
+        text(&out.stdout).contains("mtls-42"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(terminator.accepted.load(Ordering::SeqCst) > before);
+
+    // The config file: every path relative to the file's folder.
+    let dir = cli.home.path().join(".config/sshq");
+    std::fs::create_dir_all(dir.join("id")).unwrap();
+    std::fs::copy(&ca, dir.join("company-ca.pem")).unwrap();
+    std::fs::copy(&cert, dir.join("id/me.pem")).unwrap();
+    std::fs::copy(&key, dir.join("id/me.key")).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        "ca_cert = \"company-ca.pem\"\nclient_cert = \"id/me.pem\"\nclient_key = \"id/me.key\"\n",
+    )
+    .unwrap();
+    let jobs = cli.json(&["jobs", "list", "-o", "json"]).await;
+    assert_eq!(jobs[0]["exit_status"], 7, "{jobs}");
+    // A fan-out's batch events too.
+    let out = cli
+        .run(&["exec", "--device", &id, "--", "echo", "fanned"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("| fanned"),
+        "{}",
+        text(&out.stdout)
+    );
+    std::fs::remove_file(dir.join("config.toml")).unwrap();
+
+    // Without a certificate: the server's `certificate_required`, worded with how to give one.
+    let out = output(with_ca(cli.command(&["jobs", "list"]))).await;
+    one_sentence(
+        &out,
+        1,
+        &[
+            "TLS to the API at https://127.0.0.1:",
+            "requires a client certificate",
+            "--client-cert FILE --client-key FILE",
+            "SSHQ_CLIENT_CERT",
+        ],
+        &key,
+    );
+    let out = pipe(with_ca(cli.command(&["shell", &id])), b"exit 0\n").await;
+    one_sentence(&out, 255, &["requires a client certificate"], &key);
+    // -o json keeps it a JSON document.
+    let out = output(with_ca(cli.command(&["jobs", "list", "-o", "json"]))).await;
+    assert_eq!(out.status.code(), Some(1));
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("requires a client certificate"),
+        "{error}"
+    );
+
+    // A certificate signed by another CA: refused by the terminator, said so.
+    let other = Pki::with_ca("another CA");
+    let (stranger_cert, stranger_key) = other.client("stranger");
+    let accepted = terminator.accepted.load(Ordering::SeqCst);
+    let mut command = with_ca(cli.command(&["devices", "list"]));
+    command
+        .env("SSHQ_CLIENT_CERT", &stranger_cert)
+        .env("SSHQ_CLIENT_KEY", &stranger_key);
+    let out = output(command).await;
+    one_sentence(
+        &out,
+        1,
+        &[
+            "refused the client certificate (unknown_ca)",
+            "signed by a CA the API trusts",
+        ],
+        &stranger_key,
+    );
+    let mut command = with_ca(cli.command(&["shell", &id]));
+    command
+        .env("SSHQ_CLIENT_CERT", &stranger_cert)
+        .env("SSHQ_CLIENT_KEY", &stranger_key);
+    let out = pipe(command, b"exit 0\n").await;
+    one_sentence(
+        &out,
+        255,
+        &["refused the client certificate"],
+        &stranger_key,
+    );
+    // ... and by a CA of the same name as the trusted one (only its signature differs).
+    let twin = Pki::new();
+    let (twin_cert, twin_key) = twin.client("twin");
+    let mut command = with_ca(cli.command(&["jobs", "list"]));
+    command
+        .env("SSHQ_CLIENT_CERT", &twin_cert)
+        .env("SSHQ_CLIENT_KEY", &twin_key);
+    let out = output(command).await;
+    one_sentence(
+        &out,
+        1,
+        &["the API refused the client certificate"],
+        &twin_key,
+    );
+    assert_eq!(
+        terminator.accepted.load(Ordering::SeqCst),
+        accepted,
+        "the terminator completed no handshake with another CA's certificate"
+    );
+
+    // Signed by the right CA but expired, or made for a server: refused, said why.
+    let (expired_cert, expired_key) = pki.expired_client("retired");
+    let mut command = with_ca(cli.command(&["jobs", "list"]));
+    command
+        .env("SSHQ_CLIENT_CERT", &expired_cert)
+        .env("SSHQ_CLIENT_KEY", &expired_key);
+    let out = output(command).await;
+    one_sentence(
+        &out,
+        1,
+        &["the API refused the client certificate: it has expired"],
+        &expired_key,
+    );
+    let mut command = with_ca(cli.command(&["jobs", "list"]));
+    command
+        .env("SSHQ_CLIENT_CERT", &server_cert)
+        .env("SSHQ_CLIENT_KEY", &server_key);
+    let out = output(command).await;
+    one_sentence(
+        &out,
+        1,
+        &[
+            "refused the client certificate (unsupported_certificate)",
+            "made for client authentication",
+        ],
+        &server_key,
+    );
+
+    // A key that is not the certificate's: checked before any connection.
+    let mut command = with_ca(cli.command(&["jobs", "list"]));
+    command
+        .env("SSHQ_CLIENT_CERT", &cert)
+        .env("SSHQ_CLIENT_KEY", &stranger_key);
+    let out = output(command).await;
+    let said = one_sentence(
+        &out,
+        1,
+        &["does not belong to the client certificate"],
+        &stranger_key,
+    );
+    assert!(said.contains(stranger_key.to_str().unwrap()), "{said}");
+    let mut command = with_ca(cli.command(&["shell", &id]));
+    command
+        .env("SSHQ_CLIENT_CERT", &cert)
+        .env("SSHQ_CLIENT_KEY", &stranger_key);
+    let out = pipe(command, b"exit 0\n").await;
+    one_sentence(
+        &out,
+        255,
+        &["does not belong to the client certificate"],
+        &stranger_key,
+    );
+    // The two files swapped, a missing file, an encrypted key: one sentence each.
+    let out = output(with_ca(cli.command(&[
+        "jobs",
+        "list",
+        "--client-cert",
+        key_arg,
+        "--client-key",
+        cert_arg,
+    ])))
+    .await;
+    one_sentence(&out, 1, &["is a private key, not a certificate"], &key);
+    let out = output(with_ca(cli.command(&[
+        "jobs",
+        "list",
+        "--client-cert",
+        "/nonexistent/me.pem",
+        "--client-key",
+        key_arg,
+    ])))
+    .await;
+    one_sentence(
+        &out,
+        1,
+        &["cannot read the client certificate /nonexistent/me.pem"],
+        &key,
+    );
+    pki.openssl(&[
+        "pkey",
+        "-in",
+        "operator.key",
+        "-aes256",
+        "-passout",
+        "pass:secret",
+        "-out",
+        "encrypted.key",
+    ]);
+    let encrypted = pki.path("encrypted.key");
+    let out = output(with_ca(cli.command(&[
+        "jobs",
+        "list",
+        "--client-cert",
+        cert_arg,
+        "--client-key",
+        encrypted.to_str().unwrap(),
+    ])))
+    .await;
+    one_sentence(&out, 1, &["is encrypted"], &encrypted);
+
+    // Only one of the two: a usage error (2), for the shell too, before any connection.
+    let out = output(with_ca(cli.command(&[
+        "jobs",
+        "list",
+        "--client-cert",
+        cert_arg,
+    ])))
+    .await;
+    one_sentence(&out, 2, &["needs its key", "--client-key"], &key);
+    let mut command = with_ca(cli.command(&["shell", &id]));
+    command.env("SSHQ_CLIENT_KEY", &key);
+    let out = pipe(command, b"exit 0\n").await;
+    one_sentence(&out, 2, &["needs its certificate", "--client-cert"], &key);
+    // One from the environment, the other from a flag: a pair.
+    let mut command = with_ca(cli.command(&["jobs", "list", "--client-key", key_arg]));
+    command.env("SSHQ_CLIENT_CERT", &cert);
+    let out = output(command).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // A client certificate for a plain http:// API is refused: it would not be sent.
+    let plain = Cli::new(&stack);
+    let out = plain
+        .run(&[
+            "jobs",
+            "list",
+            "--client-cert",
+            cert_arg,
+            "--client-key",
+            key_arg,
+        ])
+        .await;
+    one_sentence(&out, 2, &["plain http://", "would not be sent"], &key);
+}
+
+#[tokio::test]
+async fn a_raw_terminal_shell_over_wss_with_a_client_certificate() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    allow_shells(&stack).await;
+    let pki = Pki::new();
+    let (server_cert, server_key) = pki.server("api", "IP:127.0.0.1");
+    let (cert, key) = pki.client("operator");
+    let ca = pki.path("ca.pem");
+    let terminator =
+        Terminator::requiring_client_certs(&server_cert, &server_key, upstream(&stack), &ca).await;
+    raw_terminal_session(
+        &terminator.url(),
+        &stack.api_key,
+        &id,
+        &[
+            ("SSHQ_CA_CERT", ca.to_str().unwrap()),
+            ("SSHQ_CLIENT_CERT", cert.to_str().unwrap()),
+            ("SSHQ_CLIENT_KEY", key.to_str().unwrap()),
+        ],
+    )
+    .await;
+    assert!(
+        terminator.accepted.load(Ordering::SeqCst) >= 1,
+        "the shell went through the TLS terminator"
+    );
+}
+
+#[tokio::test]
+async fn an_nginx_style_refusal_says_a_client_certificate_is_needed() {
+    let stack = TestStack::start().await;
+    let device = SshDevice::start();
+    let id = stack.register(&device).await;
+    allow_shells(&stack).await;
+    let pki = Pki::new();
+    let (server_cert, server_key) = pki.server("api", "IP:127.0.0.1");
+    let (cert, key) = pki.client("operator");
+    let ca = pki.path("ca.pem");
+    let terminator = Terminator::start_with(
+        &server_cert,
+        &server_key,
+        upstream(&stack),
+        ClientAuth::Nginx(&ca),
+    )
+    .await;
+    let cli = cli_at(&stack, &terminator.url());
+
+    // No certificate: the handshake completes and the proxy answers its 400 page, worded
+    // (not retried, not an HTML dump), for HTTPS calls, the event stream and the shell.
+    for args in [
+        &["jobs", "list"][..],
+        &["exec", &id, "--", "true"],
+        &["jobs", "follow", "00000000-0000-0000-0000-000000000000"],
+    ] {
+        let mut command = cli.command(args);
+        command.env("SSHQ_CA_CERT", &ca);
+        let out = output(command).await;
+        let said = one_sentence(
+            &out,
+            1,
+            &[
+                "the API's proxy requires a client certificate",
+                "--client-cert FILE",
+            ],
+            &key,
+        );
+        assert!(!said.contains("<html>"), "{said}");
+    }
+    let mut command = cli.command(&["shell", &id]);
+    command.env("SSHQ_CA_CERT", &ca);
+    let out = pipe(command, b"exit 0\n").await;
+    one_sentence(
+        &out,
+        255,
+        &["the API's proxy requires a client certificate"],
+        &key,
+    );
+
+    // With one, the same proxy passes everything through.
+    let mut command = cli.command(&["exec", &id, "--", "sh", "-c", "echo through; exit 3"]);
+    command
+        .env("SSHQ_CA_CERT", &ca)
+        .env("SSHQ_CLIENT_CERT", &cert)
+        .env("SSHQ_CLIENT_KEY", &key);
+    let out = output(command).await;
+    assert_eq!(text(&out.stdout), "through\n", "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3));
+}
+
+/// `openssl s_server` asking for a client certificate (`-Verify 1 -verify_return_error`): the
+/// OpenSSL that nginx and HAProxy terminate TLS with, answering every GET with its status page
+/// (`-www`). Killed when dropped.
+struct OpensslServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OpensslServer {
+    fn start(pki: &Pki, cert: &Path, key: &Path, version: &str) -> Self {
+        use std::io::BufRead;
+        for _ in 0..3 {
+            let port = sshq_tests::free_port();
+            let mut child = Command::new("openssl")
+                .args([
+                    "s_server",
+                    "-accept",
+                    &port.to_string(),
+                    "-www",
+                    "-Verify",
+                    "1",
+                ])
+                .args(["-verify_return_error", version, "-CAfile", "ca.pem"])
+                .arg("-cert")
+                .arg(cert)
+                .arg("-key")
+                .arg(key)
+                .current_dir(pki.dir.path())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("the openssl command (ops/test installs it)");
+            let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+            // "ACCEPT" once it listens; an end of output first: the port was taken meanwhile.
+            if lines.any(|line| line.is_ok_and(|l| l.starts_with("ACCEPT"))) {
+                std::thread::spawn(move || lines.for_each(drop));
+                return Self { child, port };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("openssl s_server did not start");
+    }
+}
+
+impl Drop for OpensslServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn openssl_servers_that_demand_a_client_certificate_are_understood() {
+    let pki = Pki::new();
+    let (server_cert, server_key) = pki.server("api", "IP:127.0.0.1");
+    let (cert, key) = pki.client("operator");
+    let other = Pki::with_ca("another CA");
+    let (stranger_cert, stranger_key) = other.client("stranger");
+    let ca = pki.path("ca.pem");
+    // TLS 1.2 servers say `handshake_failure` for a missing certificate, 1.3 ones
+    // `certificate_required`.
+    for (version, missing) in [
+        (
+            "-tls1_2",
+            "the server ended the handshake (handshake_failure); if it requires a client certificate, give one with --client-cert FILE",
+        ),
+        (
+            "-tls1_3",
+            "the API requires a client certificate: give one with --client-cert FILE",
+        ),
+    ] {
+        let server = OpensslServer::start(&pki, &server_cert, &server_key, version);
+        let cli = Cli {
+            base: format!("https://127.0.0.1:{}", server.port),
+            key: "sshq_unused".into(),
+            home: tempfile::tempdir().unwrap(),
+        };
+        let mut command = cli.command(&["jobs", "list"]);
+        command.env("SSHQ_CA_CERT", &ca);
+        let out = output(command).await;
+        one_sentence(&out, 1, &[missing], &key);
+
+        let mut command = cli.command(&["jobs", "list"]);
+        command
+            .env("SSHQ_CA_CERT", &ca)
+            .env("SSHQ_CLIENT_CERT", &stranger_cert)
+            .env("SSHQ_CLIENT_KEY", &stranger_key);
+        let out = output(command).await;
+        one_sentence(
+            &out,
+            1,
+            &["the API refused the client certificate (unknown_ca)"],
+            &stranger_key,
+        );
+
+        // The right certificate: the handshake completes (the status page answers the GET,
+        // which the CLI reads as no jobs).
+        let mut command = cli.command(&["jobs", "list", "-o", "json"]);
+        command
+            .env("SSHQ_CA_CERT", &ca)
+            .env("SSHQ_CLIENT_CERT", &cert)
+            .env("SSHQ_CLIENT_KEY", &key);
+        let out = output(command).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{version}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stdout).trim(), "[]");
+    }
 }
