@@ -208,6 +208,58 @@ async fn a_batch_is_followed_live_with_devices_job_ends_progress_and_end() {
     assert_eq!(end.json()["counts"]["finished"], 3);
 }
 
+/// A resumed follow rebuilds what it needs from the log without replaying the batch's output
+/// (see `usecase::batch_follow`): the counts of jobs that ended before the resume point, and a
+/// running job's character split across the resume point, which comes out whole.
+#[tokio::test]
+async fn a_resumed_follow_keeps_the_counts_and_a_character_split_across_the_resume_point() {
+    let stack = TestStack::start().await;
+    let _fleet = tagged_fleet(&stack, 3, "utf").await;
+    // One job at a time; each prints "a", half of "é", then the rest of it and "b".
+    let command = r#"sh -c 'printf "a\303"; sleep 0.5; printf "\251b\n"'"#;
+    let batch = submit(
+        &stack,
+        json!({ "command": command, "targets": { "tags": ["utf"] }, "max_concurrency": 1 }),
+    )
+    .await;
+    let path = format!("/v1/batches/{batch}/output?follow=true");
+    // Up to the second job's first chunk ("a" and the held-back half character), then drop.
+    let mut reader = SseReader::open(&stack.base, &stack.api_key, &path, None).await;
+    let mut got = reader.until_stdout(3, Duration::from_secs(30)).await;
+    drop(reader);
+    let last = got.last().unwrap();
+    assert_eq!(last.event, "stdout");
+    assert_eq!(last.json()["data"], "a", "{last:?}");
+    let second = last.json()["device"].as_str().unwrap().to_owned();
+    let last = last.id.clone().unwrap();
+    let rest = SseReader::open(&stack.base, &stack.api_key, &path, Some(&last))
+        .await
+        .collect(Duration::from_secs(60))
+        .await;
+    let resumed: Vec<&SseEvent> = rest
+        .iter()
+        .filter(|e| e.event == "stdout" && e.json()["device"] == second.as_str())
+        .collect();
+    assert_eq!(resumed.len(), 1, "{rest:?}");
+    assert_eq!(
+        resumed[0].json()["data"],
+        "\u{e9}b\n",
+        "the split character whole"
+    );
+    // The first job ended before the resume point: the counts go on from it.
+    let ended: Vec<Value> = rest
+        .iter()
+        .filter(|e| e.event == "job_end")
+        .map(|e| e.json()["progress"]["ended"].clone())
+        .collect();
+    assert_eq!(ended, [json!(2), json!(3)], "{rest:?}");
+    got.extend(rest.into_iter().skip(1));
+    let out = stdout_by_device(&got);
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert!(out.values().all(|o| o == "a\u{e9}b\n"), "{out:?}");
+    assert_eq!(got.last().unwrap().event, "end");
+}
+
 #[tokio::test]
 async fn a_batch_resumes_mid_way_and_replays_long_after_its_end() {
     let stack = TestStack::start().await;

@@ -3,10 +3,13 @@
 //! The batch counterpart of [`crate::usecase::follow`]: one ordered consumer of the follower's
 //! own reads, in log order, every job's start, output chunks and outcome events from the batch's
 //! `BatchRequested` on. The position of a message in the stream (its stream sequence) is the
-//! one cursor for all the jobs at once: it is the `id` of every event, and a follower resumed
-//! with `Last-Event-ID: N` reads the batch again from its start, keeping the per-job state
-//! (which jobs ended, the counts, a character split across chunks) but emitting only what lies
-//! after `N`. Nothing depends on the API process that served the first part.
+//! one cursor for all the jobs at once: it is the `id` of every event. A follower resumed with
+//! `Last-Event-ID: N` rebuilds its state without replaying the batch's output: it reads the
+//! jobs' starts and outcomes up to `N` (which jobs ended, the counts), then the output of the
+//! jobs still running at `N` from the first of their starts (so that a character split across
+//! `N` stays whole; nothing of it is sent), then everything after `N`. Its cost grows with the
+//! running jobs' output, not the batch's. Nothing depends on the API process that served the
+//! first part.
 //!
 //! A job's `job_end` is its outcome event (`ExecFinished`/`ExecFailed`): every chunk of a job is
 //! stored before its outcome, so once the outcome is read nothing of that job can follow. The
@@ -189,7 +192,7 @@ pub async fn follow(
     };
 
     let members = members(&requested);
-    let mut progress = BatchProgress {
+    let progress = BatchProgress {
         jobs: members.len() as u64,
         skipped: (requested.targets.len() - members.len()) as u64,
         ..Default::default()
@@ -206,7 +209,6 @@ pub async fn follow(
         (true, true) => Some(true),
         (true, false) => None,
     };
-    let filter_subjects = filters(state, caller, &members, output);
     let start_item = Positioned {
         item: BatchFollowed::Start(Box::new(batch)),
         emit: true,
@@ -225,11 +227,27 @@ pub async fn follow(
         .boxed());
     }
 
+    let mut tally = Tally {
+        filters: filters(state, caller, &members, output),
+        open: members,
+        started: HashMap::new(),
+        progress,
+    };
+    // A resumed follow reads the jobs' starts and outcomes up to the resume point (not their
+    // output), then the output of the jobs still running there from their first start (so
+    // that a character split across the resume point stays whole), then everything after it.
+    let mut carries = None;
+    let mut from_position = start;
+    if let Some(after) = from.after.filter(|&after| after >= start) {
+        tally.catch_up(state, caller, start, after).await?;
+        carries = tally.carries(state, caller, output, after).await?;
+        from_position = after + 1;
+    }
     let (mut pending, messages) = read_log(
         state,
-        filter_subjects,
+        tally.filters.clone(),
         DeliverPolicy::ByStartSequence {
-            start_sequence: start,
+            start_sequence: from_position,
         },
     )
     .await?;
@@ -238,11 +256,23 @@ pub async fn follow(
     let caller = caller.clone();
     Ok(async_stream::stream! {
         yield start_item;
+        if let Some((mut carry_pending, mut carry_messages, until)) = carries {
+            while carry_pending > 0 {
+                let Some(Ok(message)) = carry_messages.next().await else { break };
+                carry_pending -= 1;
+                let position = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+                if position > until {
+                    break;
+                }
+                if let Some(item) = tally.chunk(&state, &caller, output, &message, position) {
+                    yield Positioned { item, emit: false };
+                }
+            }
+        }
         let mut messages = messages;
-        let mut open: HashMap<JobId, BatchJobRef> = members;
         let mut ended = false;
         loop {
-            if open.is_empty() {
+            if tally.open.is_empty() {
                 ended = true;
                 break;
             }
@@ -253,94 +283,16 @@ pub async fn follow(
             pending = pending.saturating_sub(1);
             let position = message.info().map(|i| i.stream_sequence).unwrap_or(0);
             let emit = from.after.is_none_or(|after| position > after);
-            match state.topology.classify(&message.subject) {
-                Some(SubjectKind::Output { tenant: t, job, part }) => {
-                    if t != caller.tenant.as_str() || output.is_none() {
-                        continue;
-                    }
-                    let Some(job) = job.parse::<JobId>().ok().and_then(|j| open.get(&j)) else {
-                        continue;
-                    };
-                    // Sensitive output only from its own subjects, plain only from its own.
-                    if state.topology.is_sensitive_output(&message.subject) != (output == Some(true)) {
-                        continue;
-                    }
-                    if let Ok(OutputMessage::Chunk(chunk)) =
-                        OutputMessage::parse(part, message.headers.as_ref(), message.payload.clone())
-                    {
-                        yield Positioned {
-                            item: BatchFollowed::Chunk {
-                                position,
-                                job: job.clone(),
-                                seq: chunk.seq,
-                                stream: chunk.stream,
-                                data: chunk.data,
-                            },
-                            emit,
-                        };
-                    }
+            let item = match state.topology.classify(&message.subject) {
+                Some(SubjectKind::Output { .. }) => {
+                    tally.chunk(&state, &caller, output, &message, position)
                 }
-                Some(SubjectKind::Event) => {
-                    let Ok(event) = Event::decode(&message.payload) else { continue };
-                    if event.tenant != caller.tenant {
-                        continue;
-                    }
-                    if let EventBody::ExecStarted(e) = &event.body {
-                        if let Some(job) = open.get(&e.job_id) {
-                            yield Positioned {
-                                item: BatchFollowed::JobStart {
-                                    position,
-                                    start: Box::new(BatchJobStart {
-                                        job: job.clone(),
-                                        attempt: e.attempt,
-                                        worker: e.worker.clone(),
-                                    }),
-                                },
-                                emit,
-                            };
-                        }
-                        continue;
-                    }
-                    let (job_id, status, exit_status, exit_signal, error_code, error_message) =
-                        match &event.body {
-                            EventBody::ExecFinished(e) => (
-                                e.job_id,
-                                JobStatus::Finished,
-                                e.exit_status.map(i64::from),
-                                e.exit_signal.clone(),
-                                None,
-                                None,
-                            ),
-                            EventBody::ExecFailed(e) => (
-                                e.job_id,
-                                e.code.status(),
-                                None,
-                                None,
-                                Some(e.code.as_str().to_owned()),
-                                Some(e.message.clone()),
-                            ),
-                            _ => continue,
-                        };
-                    let Some(job) = open.remove(&job_id) else { continue };
-                    progress.ended += 1;
-                    *progress.counts.entry(status.as_str().to_owned()).or_default() += 1;
-                    yield Positioned {
-                        item: BatchFollowed::JobEnd {
-                            position,
-                            end: Box::new(BatchJobEnd {
-                                job,
-                                status: status.as_str().to_owned(),
-                                exit_status,
-                                exit_signal,
-                                error_code,
-                                error_message,
-                                progress: progress.clone(),
-                            }),
-                        },
-                        emit,
-                    };
-                }
-                None => {}
+                Some(SubjectKind::Event) => tenant_event(&caller, &message)
+                    .and_then(|event| tally.apply(&event, position)),
+                None => None,
+            };
+            if let Some(item) = item {
+                yield Positioned { item, emit };
             }
         }
         if ended && let Ok(Some(batch)) = settled(&state, &caller, id).await {
@@ -348,6 +300,188 @@ pub async fn follow(
         }
     }
     .boxed())
+}
+
+/// The caller's event a message of the log carries, if it is one.
+fn tenant_event(caller: &Caller, message: &async_nats::jetstream::Message) -> Option<Event> {
+    Event::decode(&message.payload)
+        .ok()
+        .filter(|event| event.tenant == caller.tenant)
+}
+
+/// An ordered consumer's pending count, its messages, and the last position to read.
+type Bounded = (u64, async_nats::jetstream::consumer::pull::Ordered, u64);
+
+/// What the follower knows of the batch's jobs as it reads the log.
+struct Tally {
+    /// The consumer's filters for the whole batch (starts, outcomes, readable output).
+    filters: Vec<String>,
+    /// Jobs not ended yet.
+    open: HashMap<JobId, BatchJobRef>,
+    /// Open jobs seen starting, with the position of their first start.
+    started: HashMap<JobId, u64>,
+    progress: BatchProgress,
+}
+
+impl Tally {
+    /// A start or an outcome of one of the batch's open jobs, counted: the item it shows.
+    fn apply(&mut self, event: &Event, position: u64) -> Option<BatchFollowed> {
+        if let EventBody::ExecStarted(e) = &event.body {
+            let job = self.open.get(&e.job_id)?;
+            self.started.entry(e.job_id).or_insert(position);
+            return Some(BatchFollowed::JobStart {
+                position,
+                start: Box::new(BatchJobStart {
+                    job: job.clone(),
+                    attempt: e.attempt,
+                    worker: e.worker.clone(),
+                }),
+            });
+        }
+        let (job_id, status, exit_status, exit_signal, error_code, error_message) =
+            match &event.body {
+                EventBody::ExecFinished(e) => (
+                    e.job_id,
+                    JobStatus::Finished,
+                    e.exit_status.map(i64::from),
+                    e.exit_signal.clone(),
+                    None,
+                    None,
+                ),
+                EventBody::ExecFailed(e) => (
+                    e.job_id,
+                    e.code.status(),
+                    None,
+                    None,
+                    Some(e.code.as_str().to_owned()),
+                    Some(e.message.clone()),
+                ),
+                _ => return None,
+            };
+        let job = self.open.remove(&job_id)?;
+        self.started.remove(&job_id);
+        self.progress.ended += 1;
+        *self
+            .progress
+            .counts
+            .entry(status.as_str().to_owned())
+            .or_default() += 1;
+        Some(BatchFollowed::JobEnd {
+            position,
+            end: Box::new(BatchJobEnd {
+                job,
+                status: status.as_str().to_owned(),
+                exit_status,
+                exit_signal,
+                error_code,
+                error_message,
+                progress: self.progress.clone(),
+            }),
+        })
+    }
+
+    /// An output chunk of one of the batch's open jobs, from the subjects the caller may read
+    /// (sensitive output only from its own subjects, plain only from its own).
+    fn chunk(
+        &self,
+        state: &AppState,
+        caller: &Caller,
+        output: Option<bool>,
+        message: &async_nats::jetstream::Message,
+        position: u64,
+    ) -> Option<BatchFollowed> {
+        let Some(SubjectKind::Output { tenant, job, part }) =
+            state.topology.classify(&message.subject)
+        else {
+            return None;
+        };
+        if tenant != caller.tenant.as_str() || output.is_none() {
+            return None;
+        }
+        let job = job.parse::<JobId>().ok().and_then(|j| self.open.get(&j))?;
+        if state.topology.is_sensitive_output(&message.subject) != (output == Some(true)) {
+            return None;
+        }
+        match OutputMessage::parse(part, message.headers.as_ref(), message.payload.clone()) {
+            Ok(OutputMessage::Chunk(chunk)) => Some(BatchFollowed::Chunk {
+                position,
+                job: job.clone(),
+                seq: chunk.seq,
+                stream: chunk.stream,
+                data: chunk.data,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Reads the batch's starts and outcomes from `start` to `until` (no output): which jobs
+    /// are still open there, which of them have started, and the progress.
+    async fn catch_up(
+        &mut self,
+        state: &AppState,
+        caller: &Caller,
+        start: u64,
+        until: u64,
+    ) -> Result<(), ApiError> {
+        let members = self.open.clone();
+        let (mut pending, mut messages) = read_log(
+            state,
+            event_filters(state, caller, &members),
+            DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+        )
+        .await?;
+        while pending > 0 {
+            let message = match messages.next().await {
+                Some(Ok(message)) => message,
+                Some(Err(e)) => return Err(ApiError::log_unavailable(e)),
+                None => break,
+            };
+            pending -= 1;
+            let position = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            if position > until {
+                break;
+            }
+            if let Some(event) = tenant_event(caller, &message) {
+                self.apply(&event, position);
+            }
+        }
+        Ok(())
+    }
+
+    /// A consumer of the output of the jobs still running at `until`, from the first of their
+    /// starts (bounded by `until`), if the caller reads output and any job runs there.
+    async fn carries(
+        &self,
+        state: &AppState,
+        caller: &Caller,
+        output: Option<bool>,
+        until: u64,
+    ) -> Result<Option<Bounded>, ApiError> {
+        let Some(from) = self.started.values().min().copied() else {
+            return Ok(None);
+        };
+        if output.is_none() {
+            return Ok(None);
+        }
+        let running: HashMap<JobId, BatchJobRef> = self
+            .started
+            .keys()
+            .filter_map(|j| self.open.get_key_value(j))
+            .map(|(j, r)| (*j, r.clone()))
+            .collect();
+        let subjects = output_filters(state, caller, &running, output);
+        let (pending, messages) = read_log(
+            state,
+            subjects,
+            DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+        )
+        .await?;
+        Ok(Some((pending, messages, until)))
+    }
 }
 
 /// The batch's jobs by id, with the device each runs on.
@@ -378,31 +512,59 @@ fn filters(
     members: &HashMap<JobId, BatchJobRef>,
     output: Option<bool>,
 ) -> Vec<String> {
-    let topology = &state.topology;
-    let tenant = &caller.tenant;
+    let mut subjects = event_filters(state, caller, members);
+    subjects.extend(output_filters(state, caller, members, output));
+    subjects
+}
+
+/// The jobs' start and outcome subjects (each job's, or the tenant's for many jobs).
+fn event_filters(
+    state: &AppState,
+    caller: &Caller,
+    members: &HashMap<JobId, BatchJobRef>,
+) -> Vec<String> {
+    let (topology, tenant) = (&state.topology, &caller.tenant);
     if members.len() <= PER_JOB_FILTERS {
-        let mut subjects = Vec::with_capacity(members.len() * 3);
-        for job in members.keys() {
-            subjects.push(topology.job_subject(tenant, *job, JobFacet::Started));
-            subjects.push(topology.job_subject(tenant, *job, JobFacet::Outcome));
-            match output {
-                Some(false) => subjects.push(topology.output_filter(tenant, *job)),
-                Some(true) => subjects.push(topology.sensitive_output_filter(tenant, *job)),
-                None => {}
-            }
-        }
-        subjects
+        members
+            .keys()
+            .flat_map(|job| {
+                [
+                    topology.job_subject(tenant, *job, JobFacet::Started),
+                    topology.job_subject(tenant, *job, JobFacet::Outcome),
+                ]
+            })
+            .collect()
     } else {
-        let mut subjects = vec![
+        vec![
             topology.tenant_jobs_filter(tenant, JobFacet::Started),
             topology.tenant_jobs_filter(tenant, JobFacet::Outcome),
-        ];
-        match output {
-            Some(false) => subjects.push(topology.tenant_output_filter(tenant)),
-            Some(true) => subjects.push(topology.tenant_sensitive_output_filter(tenant)),
-            None => {}
-        }
-        subjects
+        ]
+    }
+}
+
+/// The jobs' output subjects the caller may read: none (`None`), plain or sensitive (each
+/// job's, or the tenant's for many jobs).
+fn output_filters(
+    state: &AppState,
+    caller: &Caller,
+    members: &HashMap<JobId, BatchJobRef>,
+    output: Option<bool>,
+) -> Vec<String> {
+    let (topology, tenant) = (&state.topology, &caller.tenant);
+    let Some(sensitive) = output else {
+        return Vec::new();
+    };
+    match (members.len() <= PER_JOB_FILTERS, sensitive) {
+        (true, false) => members
+            .keys()
+            .map(|job| topology.output_filter(tenant, *job))
+            .collect(),
+        (true, true) => members
+            .keys()
+            .map(|job| topology.sensitive_output_filter(tenant, *job))
+            .collect(),
+        (false, false) => vec![topology.tenant_output_filter(tenant)],
+        (false, true) => vec![topology.tenant_sensitive_output_filter(tenant)],
     }
 }
 
