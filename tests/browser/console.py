@@ -10,7 +10,8 @@ running stack that tests/it/console.rs started. Every step asserts what a person
 - an administrator closes another live shell from its session page, and the shell says so;
 - device names show in the job and session lists for a device past the first 100;
 - a batch's skipped targets are all listed, page after page;
-- an observer key sees why it may not run commands or open shells, and no Run action;
+- an observer key sees why it may not run commands, open shells or close a live shell, and no
+  Run action;
 - signing out forgets the key; nothing went to localStorage or cookies; the page raised no
   Content-Security-Policy violation and no uncaught error.
 
@@ -366,6 +367,35 @@ def drive(page, errors):
         page.goto(f"{BASE}/console/#/jobs/{LATE_JOB}")
         expect(page.locator("dl.facts")).to_contain_text(LATE_NAME)
         expect(page.locator("button", has_text="Cancel job")).to_be_hidden()
+        # The owner's live shell, seen by the observer: no way to close it, and why.
+        owner = page.context.new_page()
+        owner.goto(f"{BASE}/console/")
+        owner.fill("#api-key", KEY)
+        owner.click("form.signin button[type=submit]")
+        expect(owner.locator("#role")).to_have_text("owner")
+        owner.goto(f"{BASE}/console/#/shell/{DEVICE_ID}")
+        expect(owner.locator("#terminal")).to_have_attribute("data-session", re.compile(".+"))
+        live = owner.locator("#terminal").get_attribute("data-session")
+        for _ in range(40):  # until the read model has the live shell
+            page.goto(f"{BASE}/console/#/sessions/{live}")
+            page.reload()
+            if page.locator(".session-actions").count():
+                break
+            time.sleep(0.25)
+        denied = page.locator(".session-actions button.denied[data-denied=sessions]")
+        expect(denied).to_be_disabled()
+        expect(denied).to_have_text("Close session")
+        expect(page.locator(".session-actions")).to_contain_text(
+            "(observer) may not close other people's live shells"
+        )
+        expect(page.locator("#close-session")).to_have_count(0)
+        owner.bring_to_front()
+        owner.click("#terminal")
+        owner.keyboard.type("exit")
+        owner.keyboard.press("Enter")
+        expect(owner.locator("#shell-state")).to_contain_text("exited with status 0")
+        owner.close()
+        page.bring_to_front()
         page.click("#signout")
         expect(page.locator("#api-key")).to_be_visible()
 

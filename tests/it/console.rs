@@ -224,15 +224,17 @@ async fn a_person_signs_in_runs_commands_replays_a_recording_and_types_in_a_shel
         "{stdout}\n{stderr}"
     );
 
-    // What the browser did is in the log like anything else: two shells, both ended: the one
-    // exited by its user with status 0, the one an administrator closed from the console.
+    // What the browser did is in the log like anything else: three shells, all ended: the one
+    // exited by its user with status 0, the one an administrator closed from the console, and
+    // the owner's the observer could not close, exited by the owner.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (_, shells) = stack.get("/v1/sessions?type=shell&order_by=asc").await;
         let shells = shells.as_array().unwrap().clone();
-        assert_eq!(shells.len(), 2, "{shells:?}");
+        assert_eq!(shells.len(), 3, "{shells:?}");
         if shells.iter().all(|s| s["active"] == false) {
             assert_eq!(shells[0]["exit_status"], 0, "{shells:?}");
+            assert_eq!(shells[2]["exit_status"], 0, "{shells:?}");
             assert_ne!(
                 shells[1]["end_reason"], shells[0]["end_reason"],
                 "{shells:?}"
