@@ -29,7 +29,7 @@ pub async fn tagged_fleet(stack: &TestStack, n: usize, tag: &str) -> Vec<(SshDev
 
 /// A device registered with `tag` whose sshd is then killed (its jobs fail to connect), once
 /// the device list shows `count` devices tagged so: targets resolve against the read model.
-async fn dead_device(stack: &TestStack, name: &str, tag: &str, count: usize) {
+pub async fn dead_device(stack: &TestStack, name: &str, tag: &str, count: usize) {
     let mut dead = SshDevice::start();
     let (status, body) = stack
         .post(
@@ -40,18 +40,9 @@ async fn dead_device(stack: &TestStack, name: &str, tag: &str, count: usize) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     dead.kill();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stack
-        .get(&format!("/v1/devices?tags={tag}"))
-        .await
-        .1
-        .as_array()
-        .map(Vec::len)
-        != Some(count)
-    {
-        assert!(Instant::now() < deadline, "devices tagged {tag}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack
+        .wait_devices_listed(&format!("tags={tag}"), count)
+        .await;
 }
 
 async fn submit(stack: &TestStack, body: Value) -> String {

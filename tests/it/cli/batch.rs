@@ -5,26 +5,11 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
-use serde_json::{Value, json};
-use sshq_tests::{SshDevice, TestStack};
+use serde_json::Value;
+use sshq_tests::TestStack;
 
 use super::{Cli, text};
-use crate::batch_output::tagged_fleet;
-
-/// Adds a device that is registered and tagged but whose sshd is gone.
-async fn dead_device(stack: &TestStack, name: &str, tag: &str) {
-    let mut dead = SshDevice::start();
-    let (status, body) = stack
-        .post(
-            "/v1/devices",
-            &json!({ "name": name, "host": "127.0.0.1", "port": dead.port,
-                     "username": dead.user, "host_key": dead.host_key, "tags": [tag] }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    dead.kill();
-}
+use crate::batch_output::{dead_device, tagged_fleet};
 
 #[tokio::test]
 async fn fan_out_prefixes_lines_by_device_and_exits_by_how_the_batch_went() {
@@ -75,8 +60,7 @@ async fn fan_out_prefixes_lines_by_device_and_exits_by_how_the_batch_went() {
     assert!(!stderr.contains("failed:"), "{stderr}");
 
     // One device's command fails, another device is dead: listed, and the exit says so.
-    dead_device(&stack, "web-dead-long-name", "web").await;
-    stack.wait_devices_listed("tags=web", 4).await;
+    dead_device(&stack, "web-dead-long-name", "web", 4).await;
     let out = cli
         .run(&[
             "exec",

@@ -82,6 +82,24 @@ impl Pki {
         );
     }
 
+    /// A new key (`key`) and a certificate signing request (`csr`) for the subject `name`.
+    fn request(&self, name: &str, key: &str, csr: &str) {
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            key,
+            "-out",
+            csr,
+        ]);
+    }
+
     /// A server certificate `name` signed by the CA for `san` (e.g. `IP:127.0.0.1`).
     fn server(&self, name: &str, san: &str) -> (PathBuf, PathBuf) {
         self.sign(
@@ -121,20 +139,7 @@ impl Pki {
             format!("{name}.csr"),
             format!("{name}.pem"),
         );
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-        ]);
+        self.request(name, &key, &csr);
         self.openssl(&[
             "ca",
             "-batch",
@@ -166,20 +171,7 @@ impl Pki {
         let pem = format!("{name}.pem");
         let ext = format!("{name}.ext");
         std::fs::write(self.path(&ext), extensions).unwrap();
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-        ]);
+        self.request(name, &key, &csr);
         self.openssl(&[
             "x509",
             "-req",
