@@ -571,18 +571,64 @@ fn one_sentence(out: &std::process::Output, code: i32, words: &[&str], key: &Pat
     stderr
 }
 
+/// A stack with one device (shells allowed) behind a terminator that demands client
+/// certificates signed by the test CA, and one such certificate (`cert`, `key`).
+struct MutualTls {
+    stack: TestStack,
+    device: SshDevice,
+    id: String,
+    pki: Pki,
+    /// The terminator's own certificate and key.
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    terminator: Terminator,
+}
+
+impl MutualTls {
+    async fn start() -> Self {
+        let stack = TestStack::start().await;
+        let device = SshDevice::start();
+        let id = stack.register(&device).await;
+        allow_shells(&stack).await;
+        let pki = Pki::new();
+        let (server_cert, server_key) = pki.server("api", "IP:127.0.0.1");
+        let (cert, key) = pki.client("operator");
+        let ca = pki.path("ca.pem");
+        let terminator =
+            Terminator::requiring_client_certs(&server_cert, &server_key, upstream(&stack), &ca)
+                .await;
+        Self {
+            stack,
+            device,
+            id,
+            pki,
+            server_cert,
+            server_key,
+            cert,
+            key,
+            ca,
+            terminator,
+        }
+    }
+}
+
 #[tokio::test]
 async fn client_certificates_for_an_api_that_demands_them() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack).await;
-    let pki = Pki::new();
-    let (server_cert, server_key) = pki.server("api", "IP:127.0.0.1");
-    let (cert, key) = pki.client("operator");
-    let ca = pki.path("ca.pem");
-    let terminator =
-        Terminator::requiring_client_certs(&server_cert, &server_key, upstream(&stack), &ca).await;
+    let MutualTls {
+        stack,
+        device: _device,
+        id,
+        pki,
+        server_cert,
+        server_key,
+        cert,
+        key,
+        ca,
+        terminator,
+    } = MutualTls::start().await;
     let cli = cli_at(&stack, &terminator.url());
     let (cert_arg, key_arg) = (cert.to_str().unwrap(), key.to_str().unwrap());
     let with_ca = |mut command: Command| {
@@ -861,16 +907,18 @@ async fn client_certificates_for_an_api_that_demands_them() {
 
 #[tokio::test]
 async fn a_raw_terminal_shell_over_wss_with_a_client_certificate() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack).await;
-    let pki = Pki::new();
-    let (server_cert, server_key) = pki.server("api", "IP:127.0.0.1");
-    let (cert, key) = pki.client("operator");
-    let ca = pki.path("ca.pem");
-    let terminator =
-        Terminator::requiring_client_certs(&server_cert, &server_key, upstream(&stack), &ca).await;
+    // The device and the PKI's directory (the certificate files) live as long as the test.
+    let MutualTls {
+        stack,
+        device: _device,
+        id,
+        pki: _pki,
+        cert,
+        key,
+        ca,
+        terminator,
+        ..
+    } = MutualTls::start().await;
     raw_terminal_session(
         &terminator.url(),
         &stack.api_key,
