@@ -635,6 +635,14 @@ async fn client_certificates_for_an_api_that_demands_them() {
         command.env("SSHQ_CA_CERT", &ca);
         command
     };
+    // A command that gives a client certificate by the environment.
+    let with_identity = |args: &[&str], cert: &Path, key: &Path| {
+        let mut command = with_ca(cli.command(args));
+        command
+            .env("SSHQ_CLIENT_CERT", cert)
+            .env("SSHQ_CLIENT_KEY", key);
+        command
+    };
 
     // With the certificate (flags): exec streams both outputs over HTTPS and SSE and exits
     // with the remote status.
@@ -657,11 +665,11 @@ async fn client_certificates_for_an_api_that_demands_them() {
 
     // The shell in pipe mode over wss:// with the environment's certificate.
     let before = terminator.accepted.load(Ordering::SeqCst);
-    let mut command = with_ca(cli.command(&["shell", &id]));
-    command
-        .env("SSHQ_CLIENT_CERT", &cert)
-        .env("SSHQ_CLIENT_KEY", &key);
-    let out = pipe(command, b"echo mtls-$((40+2))\nexit 4\n").await;
+    let out = pipe(
+        with_identity(&["shell", &id], &cert, &key),
+        b"echo mtls-$((40+2))\nexit 4\n",
+    )
+    .await;
     assert!(
         text(&out.stdout).contains("mtls-42"),
         "{}",
@@ -726,11 +734,12 @@ async fn client_certificates_for_an_api_that_demands_them() {
     let other = Pki::with_ca("another CA");
     let (stranger_cert, stranger_key) = other.client("stranger");
     let accepted = terminator.accepted.load(Ordering::SeqCst);
-    let mut command = with_ca(cli.command(&["devices", "list"]));
-    command
-        .env("SSHQ_CLIENT_CERT", &stranger_cert)
-        .env("SSHQ_CLIENT_KEY", &stranger_key);
-    let out = output(command).await;
+    let out = output(with_identity(
+        &["devices", "list"],
+        &stranger_cert,
+        &stranger_key,
+    ))
+    .await;
     one_sentence(
         &out,
         1,
@@ -740,11 +749,11 @@ async fn client_certificates_for_an_api_that_demands_them() {
         ],
         &stranger_key,
     );
-    let mut command = with_ca(cli.command(&["shell", &id]));
-    command
-        .env("SSHQ_CLIENT_CERT", &stranger_cert)
-        .env("SSHQ_CLIENT_KEY", &stranger_key);
-    let out = pipe(command, b"exit 0\n").await;
+    let out = pipe(
+        with_identity(&["shell", &id], &stranger_cert, &stranger_key),
+        b"exit 0\n",
+    )
+    .await;
     one_sentence(
         &out,
         255,
@@ -754,11 +763,7 @@ async fn client_certificates_for_an_api_that_demands_them() {
     // ... and by a CA of the same name as the trusted one (only its signature differs).
     let twin = Pki::new();
     let (twin_cert, twin_key) = twin.client("twin");
-    let mut command = with_ca(cli.command(&["jobs", "list"]));
-    command
-        .env("SSHQ_CLIENT_CERT", &twin_cert)
-        .env("SSHQ_CLIENT_KEY", &twin_key);
-    let out = output(command).await;
+    let out = output(with_identity(&["jobs", "list"], &twin_cert, &twin_key)).await;
     one_sentence(
         &out,
         1,
@@ -773,22 +778,19 @@ async fn client_certificates_for_an_api_that_demands_them() {
 
     // Signed by the right CA but expired, or made for a server: refused, said why.
     let (expired_cert, expired_key) = pki.expired_client("retired");
-    let mut command = with_ca(cli.command(&["jobs", "list"]));
-    command
-        .env("SSHQ_CLIENT_CERT", &expired_cert)
-        .env("SSHQ_CLIENT_KEY", &expired_key);
-    let out = output(command).await;
+    let out = output(with_identity(
+        &["jobs", "list"],
+        &expired_cert,
+        &expired_key,
+    ))
+    .await;
     one_sentence(
         &out,
         1,
         &["the API refused the client certificate: it has expired"],
         &expired_key,
     );
-    let mut command = with_ca(cli.command(&["jobs", "list"]));
-    command
-        .env("SSHQ_CLIENT_CERT", &server_cert)
-        .env("SSHQ_CLIENT_KEY", &server_key);
-    let out = output(command).await;
+    let out = output(with_identity(&["jobs", "list"], &server_cert, &server_key)).await;
     one_sentence(
         &out,
         1,
@@ -800,11 +802,7 @@ async fn client_certificates_for_an_api_that_demands_them() {
     );
 
     // A key that is not the certificate's: checked before any connection.
-    let mut command = with_ca(cli.command(&["jobs", "list"]));
-    command
-        .env("SSHQ_CLIENT_CERT", &cert)
-        .env("SSHQ_CLIENT_KEY", &stranger_key);
-    let out = output(command).await;
+    let out = output(with_identity(&["jobs", "list"], &cert, &stranger_key)).await;
     let said = one_sentence(
         &out,
         1,
@@ -812,11 +810,11 @@ async fn client_certificates_for_an_api_that_demands_them() {
         &stranger_key,
     );
     assert!(said.contains(stranger_key.to_str().unwrap()), "{said}");
-    let mut command = with_ca(cli.command(&["shell", &id]));
-    command
-        .env("SSHQ_CLIENT_CERT", &cert)
-        .env("SSHQ_CLIENT_KEY", &stranger_key);
-    let out = pipe(command, b"exit 0\n").await;
+    let out = pipe(
+        with_identity(&["shell", &id], &cert, &stranger_key),
+        b"exit 0\n",
+    )
+    .await;
     one_sentence(
         &out,
         255,
