@@ -45,6 +45,17 @@ pub async fn dead_device(stack: &TestStack, name: &str, tag: &str, count: usize)
         .await;
 }
 
+/// Adds the tenant's sensitive template `show_secret` (`printenv SHOWN`).
+async fn add_sensitive_template(stack: &TestStack) {
+    let (status, template) = stack
+        .post(
+            "/v1/templates",
+            &json!({ "name": "show_secret", "template": "printenv SHOWN", "env": ["SHOWN"], "sensitive": true }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{template}");
+}
+
 async fn submit(stack: &TestStack, body: Value) -> String {
     let (status, body) = stack.post("/v1/exec", &body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -462,13 +473,7 @@ async fn batch_follows_are_tenant_scoped_and_bad_input_is_refused() {
 async fn a_sensitive_batchs_output_is_followed_only_by_roles_that_see_secrets() {
     let stack = TestStack::start().await;
     let _fleet = tagged_fleet(&stack, 2, "vault").await;
-    let (status, template) = stack
-        .post(
-            "/v1/templates",
-            &json!({ "name": "show_secret", "template": "printenv SHOWN", "env": ["SHOWN"], "sensitive": true }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{template}");
+    add_sensitive_template(&stack).await;
     let secret = format!("batchsecret{}", uuid::Uuid::new_v4().simple());
     let batch = submit(
         &stack,
@@ -520,13 +525,7 @@ async fn a_sensitive_batchs_output_is_followed_only_by_roles_that_see_secrets() 
 async fn a_sensitive_batchs_job_is_sensitive_from_its_request_without_any_output() {
     let stack = TestStack::start().await;
     dead_device(&stack, "vault-dead", "vault", 1).await;
-    let (status, template) = stack
-        .post(
-            "/v1/templates",
-            &json!({ "name": "show_secret", "template": "printenv SHOWN", "env": ["SHOWN"], "sensitive": true }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{template}");
+    add_sensitive_template(&stack).await;
     let batch = submit(
         &stack,
         json!({ "template": "show_secret", "env": [{ "key": "SHOWN", "value": "x", "secret": true }],

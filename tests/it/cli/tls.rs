@@ -207,18 +207,6 @@ impl Terminator {
         Self::start_with(cert, key, upstream, ClientAuth::None).await
     }
 
-    /// A terminator that completes no handshake without a client certificate signed by
-    /// `client_ca` (rustls's `certificate_required`/`unknown_ca` alerts, as Envoy's
-    /// `require_client_certificate` or a mesh answer).
-    async fn requiring_client_certs(
-        cert: &Path,
-        key: &Path,
-        upstream: SocketAddr,
-        client_ca: &Path,
-    ) -> Self {
-        Self::start_with(cert, key, upstream, ClientAuth::Required(client_ca)).await
-    }
-
     async fn start_with(
         cert: &Path,
         key: &Path,
@@ -572,7 +560,8 @@ fn one_sentence(out: &std::process::Output, code: i32, words: &[&str], key: &Pat
 }
 
 /// A stack with one device (shells allowed) behind a terminator that demands client
-/// certificates signed by the test CA, and one such certificate (`cert`, `key`).
+/// certificates signed by the test CA (as `demand` says: refused handshakes, or nginx's
+/// answer), and one such certificate (`cert`, `key`).
 struct MutualTls {
     stack: TestStack,
     device: SshDevice,
@@ -588,7 +577,7 @@ struct MutualTls {
 }
 
 impl MutualTls {
-    async fn start() -> Self {
+    async fn start(demand: fn(&Path) -> ClientAuth<'_>) -> Self {
         let stack = TestStack::start().await;
         let device = SshDevice::start();
         let id = stack.register(&device).await;
@@ -598,8 +587,7 @@ impl MutualTls {
         let (cert, key) = pki.client("operator");
         let ca = pki.path("ca.pem");
         let terminator =
-            Terminator::requiring_client_certs(&server_cert, &server_key, upstream(&stack), &ca)
-                .await;
+            Terminator::start_with(&server_cert, &server_key, upstream(&stack), demand(&ca)).await;
         Self {
             stack,
             device,
@@ -628,7 +616,7 @@ async fn client_certificates_for_an_api_that_demands_them() {
         key,
         ca,
         terminator,
-    } = MutualTls::start().await;
+    } = MutualTls::start(|ca| ClientAuth::Required(ca)).await;
     let cli = cli_at(&stack, &terminator.url());
     let (cert_arg, key_arg) = (cert.to_str().unwrap(), key.to_str().unwrap());
     let with_ca = |mut command: Command| {
@@ -916,7 +904,7 @@ async fn a_raw_terminal_shell_over_wss_with_a_client_certificate() {
         ca,
         terminator,
         ..
-    } = MutualTls::start().await;
+    } = MutualTls::start(|ca| ClientAuth::Required(ca)).await;
     raw_terminal_session(
         &terminator.url(),
         &stack.api_key,
@@ -936,21 +924,17 @@ async fn a_raw_terminal_shell_over_wss_with_a_client_certificate() {
 
 #[tokio::test]
 async fn an_nginx_style_refusal_says_a_client_certificate_is_needed() {
-    let stack = TestStack::start().await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
-    allow_shells(&stack).await;
-    let pki = Pki::new();
-    let (server_cert, server_key) = pki.server("api", "IP:127.0.0.1");
-    let (cert, key) = pki.client("operator");
-    let ca = pki.path("ca.pem");
-    let terminator = Terminator::start_with(
-        &server_cert,
-        &server_key,
-        upstream(&stack),
-        ClientAuth::Nginx(&ca),
-    )
-    .await;
+    let MutualTls {
+        stack,
+        device: _device,
+        id,
+        pki: _pki,
+        cert,
+        key,
+        ca,
+        terminator,
+        ..
+    } = MutualTls::start(|ca| ClientAuth::Nginx(ca)).await;
     let cli = cli_at(&stack, &terminator.url());
 
     // No certificate: the handshake completes and the proxy answers its 400 page, worded
