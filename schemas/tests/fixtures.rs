@@ -285,7 +285,8 @@ fn sample_after(previous: Option<&EventBody>, job: JobId, device: DeviceId) -> O
     })
 }
 
-/// One deterministic sample per variant of the current version, named `v1/<kind>`.
+/// One deterministic sample per variant of the current version, named `v1/<kind>`, and the
+/// forms with trailing fields set ([`with_trailing_fields`]).
 fn samples() -> Vec<(String, Event)> {
     let job = JobId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001));
     let device = DeviceId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002));
@@ -293,7 +294,7 @@ fn samples() -> Vec<(String, Event)> {
     while let Some(body) = sample_after(bodies.last(), job, device) {
         bodies.push(body);
     }
-    bodies
+    let mut samples: Vec<(String, Event)> = bodies
         .into_iter()
         .enumerate()
         .map(|(i, body)| {
@@ -305,6 +306,49 @@ fn samples() -> Vec<(String, Event)> {
                 body,
             };
             (format!("v1/{}", event.kind()), event)
+        })
+        .collect();
+    let trailing = with_trailing_fields(&samples);
+    samples.extend(trailing);
+    samples
+}
+
+/// The samples whose optional trailing fields are set, as current writers produce them, named
+/// `v1/<kind>+<field>`: both forms of each such variant have a fixture that decodes forever.
+fn with_trailing_fields(samples: &[(String, Event)]) -> Vec<(String, Event)> {
+    let expires_at = Some(Timestamp(1_797_776_000_000_000));
+    samples
+        .iter()
+        .filter_map(|(name, event)| {
+            let (field, body) = match &event.body {
+                EventBody::TenantSettingsChanged(e) => (
+                    "recording_retention_s",
+                    EventBody::TenantSettingsChanged(TenantSettings {
+                        recording_retention_s: Some(7 * 86_400),
+                        ..e.clone()
+                    }),
+                ),
+                EventBody::SessionStarted(e) => (
+                    "expires_at",
+                    EventBody::SessionStarted(SessionStarted {
+                        expires_at,
+                        ..e.clone()
+                    }),
+                ),
+                EventBody::SessionFrames(e) => (
+                    "expires_at",
+                    EventBody::SessionFrames(SessionFrames {
+                        expires_at,
+                        ..e.clone()
+                    }),
+                ),
+                _ => return None,
+            };
+            let event = Event {
+                body,
+                ..event.clone()
+            };
+            Some((format!("{name}+{field}"), event))
         })
         .collect()
 }
