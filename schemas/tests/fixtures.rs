@@ -325,7 +325,7 @@ fn with_trailing_fields(samples: &[(String, Event)]) -> Vec<(String, Event)> {
                     "recording_retention_s",
                     EventBody::TenantSettingsChanged(TenantSettings {
                         recording_retention_s: Some(7 * 86_400),
-                        ..e.clone()
+                        ..*e
                     }),
                 ),
                 EventBody::SessionStarted(e) => (
