@@ -227,8 +227,8 @@ pub async fn follow(
         .boxed());
     }
 
+    let filter_subjects = filters(state, caller, &members, output);
     let mut tally = Tally {
-        filters: filters(state, caller, &members, output),
         open: members,
         started: HashMap::new(),
         progress,
@@ -240,12 +240,12 @@ pub async fn follow(
     let mut from_position = start;
     if let Some(after) = from.after.filter(|&after| after >= start) {
         tally.catch_up(state, caller, start, after).await?;
-        carries = tally.carries(state, caller, output, after).await?;
+        carries = tally.carries(state, caller, output).await?;
         from_position = after + 1;
     }
     let (mut pending, messages) = read_log(
         state,
-        tally.filters.clone(),
+        filter_subjects,
         DeliverPolicy::ByStartSequence {
             start_sequence: from_position,
         },
@@ -256,7 +256,7 @@ pub async fn follow(
     let caller = caller.clone();
     Ok(async_stream::stream! {
         yield start_item;
-        if let Some((mut carry_pending, mut carry_messages, until)) = carries {
+        if let (Some((mut carry_pending, mut carry_messages)), Some(until)) = (carries, from.after) {
             while carry_pending > 0 {
                 let Some(Ok(message)) = carry_messages.next().await else { break };
                 carry_pending -= 1;
@@ -264,7 +264,7 @@ pub async fn follow(
                 if position > until {
                     break;
                 }
-                if let Some(item) = tally.chunk(&state, &caller, output, &message, position) {
+                if let Some(item) = tally.read(&state, &caller, output, &message, position) {
                     yield Positioned { item, emit: false };
                 }
             }
@@ -283,15 +283,7 @@ pub async fn follow(
             pending = pending.saturating_sub(1);
             let position = message.info().map(|i| i.stream_sequence).unwrap_or(0);
             let emit = from.after.is_none_or(|after| position > after);
-            let item = match state.topology.classify(&message.subject) {
-                Some(SubjectKind::Output { .. }) => {
-                    tally.chunk(&state, &caller, output, &message, position)
-                }
-                Some(SubjectKind::Event) => tenant_event(&caller, &message)
-                    .and_then(|event| tally.apply(&event, position)),
-                None => None,
-            };
-            if let Some(item) = item {
+            if let Some(item) = tally.read(&state, &caller, output, &message, position) {
                 yield Positioned { item, emit };
             }
         }
@@ -309,13 +301,11 @@ fn tenant_event(caller: &Caller, message: &async_nats::jetstream::Message) -> Op
         .filter(|event| event.tenant == caller.tenant)
 }
 
-/// An ordered consumer's pending count, its messages, and the last position to read.
-type Bounded = (u64, async_nats::jetstream::consumer::pull::Ordered, u64);
+/// An ordered consumer's pending count and its messages.
+type Consumer = (u64, async_nats::jetstream::consumer::pull::Ordered);
 
 /// What the follower knows of the batch's jobs as it reads the log.
 struct Tally {
-    /// The consumer's filters for the whole batch (starts, outcomes, readable output).
-    filters: Vec<String>,
     /// Jobs not ended yet.
     open: HashMap<JobId, BatchJobRef>,
     /// Open jobs seen starting, with the position of their first start.
@@ -380,26 +370,44 @@ impl Tally {
         })
     }
 
-    /// An output chunk of one of the batch's open jobs, from the subjects the caller may read
-    /// (sensitive output only from its own subjects, plain only from its own).
-    fn chunk(
-        &self,
+    /// A message of the log at `position`, counted: the item it shows, if any (see
+    /// [`Self::apply`] and [`Self::chunk`]).
+    fn read(
+        &mut self,
         state: &AppState,
         caller: &Caller,
         output: Option<bool>,
         message: &async_nats::jetstream::Message,
         position: u64,
     ) -> Option<BatchFollowed> {
-        let Some(SubjectKind::Output { tenant, job, part }) =
-            state.topology.classify(&message.subject)
-        else {
-            return None;
-        };
-        if tenant != caller.tenant.as_str() || output.is_none() {
-            return None;
+        match state.topology.classify(&message.subject)? {
+            SubjectKind::Output { tenant, job, part } => {
+                if tenant != caller.tenant.as_str() {
+                    return None;
+                }
+                self.chunk(state, output, message, position, job, part)
+            }
+            SubjectKind::Event => {
+                tenant_event(caller, message).and_then(|event| self.apply(&event, position))
+            }
         }
+    }
+
+    /// An output chunk (on `job`'s subject `part`) of one of the batch's open jobs, from the
+    /// subjects the caller may read (sensitive output only from its own subjects, plain only
+    /// from its own).
+    fn chunk(
+        &self,
+        state: &AppState,
+        output: Option<bool>,
+        message: &async_nats::jetstream::Message,
+        position: u64,
+        job: &str,
+        part: &str,
+    ) -> Option<BatchFollowed> {
+        let sensitive = output?;
         let job = job.parse::<JobId>().ok().and_then(|j| self.open.get(&j))?;
-        if state.topology.is_sensitive_output(&message.subject) != (output == Some(true)) {
+        if state.topology.is_sensitive_output(&message.subject) != sensitive {
             return None;
         }
         match OutputMessage::parse(part, message.headers.as_ref(), message.payload.clone()) {
@@ -443,22 +451,21 @@ impl Tally {
             if position > until {
                 break;
             }
-            if let Some(event) = tenant_event(caller, &message) {
-                self.apply(&event, position);
-            }
+            // Only starts and outcomes come here: counted, nothing shown.
+            self.read(state, caller, None, &message, position);
         }
         Ok(())
     }
 
-    /// A consumer of the output of the jobs still running at `until`, from the first of their
-    /// starts (bounded by `until`), if the caller reads output and any job runs there.
+    /// A consumer of the output of the jobs still running (after [`Self::catch_up`]), from the
+    /// first of their starts, if the caller reads output and any job runs; its reader stops at
+    /// the resume point.
     async fn carries(
         &self,
         state: &AppState,
         caller: &Caller,
         output: Option<bool>,
-        until: u64,
-    ) -> Result<Option<Bounded>, ApiError> {
+    ) -> Result<Option<Consumer>, ApiError> {
         let Some(from) = self.started.values().min().copied() else {
             return Ok(None);
         };
@@ -472,15 +479,15 @@ impl Tally {
             .map(|(j, r)| (*j, r.clone()))
             .collect();
         let subjects = output_filters(state, caller, &running, output);
-        let (pending, messages) = read_log(
+        read_log(
             state,
             subjects,
             DeliverPolicy::ByStartSequence {
                 start_sequence: from,
             },
         )
-        .await?;
-        Ok(Some((pending, messages, until)))
+        .await
+        .map(Some)
     }
 }
 
