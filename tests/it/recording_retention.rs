@@ -59,8 +59,9 @@ async fn assert_a_rebuild_agrees(stack: &TestStack, db: &sqlx::PgPool) {
     assert_eq!(digest(projector.pool()).await, expected);
 }
 
-#[tokio::test]
-async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
+/// A stack where a "day" of recording retention is a second and the sweep runs every second,
+/// with one registered device.
+async fn stack_with_one_second_days() -> (TestStack, SshDevice, String) {
     let stack = TestStack::start_with(StackOptions {
         tune_api: Some(|api| api.recording_retention_unit_s = 1),
         tune_projector: Some(|projector| projector.recording_sweep_s = 1),
@@ -69,6 +70,12 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
     .await;
     let device = SshDevice::start();
     let id = stack.register(&device).await;
+    (stack, device, id)
+}
+
+#[tokio::test]
+async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
+    let (stack, _device, id) = stack_with_one_second_days().await;
     let owner = stack.api_key.clone();
 
     // The default is the deployment's maximum, its job retention (90 days of 1 s units here).
@@ -260,14 +267,7 @@ async fn recordings_expire_per_tenant_in_the_log_the_api_and_the_read_models() {
 /// in the read models (no frame outlives its session), and a rebuild agrees.
 #[tokio::test]
 async fn a_session_running_across_a_shortening_leaves_no_frames_behind() {
-    let stack = TestStack::start_with(StackOptions {
-        tune_api: Some(|api| api.recording_retention_unit_s = 1),
-        tune_projector: Some(|projector| projector.recording_sweep_s = 1),
-        ..Default::default()
-    })
-    .await;
-    let device = SshDevice::start();
-    let id = stack.register(&device).await;
+    let (stack, _device, id) = stack_with_one_second_days().await;
     let job = stack
         .submit(
             &id,

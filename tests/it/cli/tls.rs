@@ -893,31 +893,20 @@ async fn client_certificates_for_an_api_that_demands_them() {
 
 #[tokio::test]
 async fn a_raw_terminal_shell_over_wss_with_a_client_certificate() {
-    // The device and the PKI's directory (the certificate files) live as long as the test.
-    let MutualTls {
-        stack,
-        device: _device,
-        id,
-        pki: _pki,
-        cert,
-        key,
-        ca,
-        terminator,
-        ..
-    } = MutualTls::start(|ca| ClientAuth::Required(ca)).await;
+    let tls = MutualTls::start(|ca| ClientAuth::Required(ca)).await;
     raw_terminal_session(
-        &terminator.url(),
-        &stack.api_key,
-        &id,
+        &tls.terminator.url(),
+        &tls.stack.api_key,
+        &tls.id,
         &[
-            ("SSHQ_CA_CERT", ca.to_str().unwrap()),
-            ("SSHQ_CLIENT_CERT", cert.to_str().unwrap()),
-            ("SSHQ_CLIENT_KEY", key.to_str().unwrap()),
+            ("SSHQ_CA_CERT", tls.ca.to_str().unwrap()),
+            ("SSHQ_CLIENT_CERT", tls.cert.to_str().unwrap()),
+            ("SSHQ_CLIENT_KEY", tls.key.to_str().unwrap()),
         ],
     )
     .await;
     assert!(
-        terminator.accepted.load(Ordering::SeqCst) >= 1,
+        tls.terminator.accepted.load(Ordering::SeqCst) >= 1,
         "the shell went through the TLS terminator"
     );
 }
